@@ -1,0 +1,20 @@
+"""The VCFSE partner directory service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.directory.models import Base
+from shared.service import ServiceSpec, create_service_app
+from shared.settings import Settings
+
+SPEC = ServiceSpec(
+    name="directory",
+    title="VCFSE partner directory",
+    description="Open Referral UK (HSDS 3.0) directory of VCFSE partner services, and warm handovers.",
+    metadata=Base.metadata,
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings)

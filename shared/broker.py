@@ -1,0 +1,154 @@
+"""The NATS JetStream connection of one process, and the stream every event lives in.
+
+A service must start, answer `/health` and keep accepting work while NATS is unreachable: the
+outbox holds events until the broker is back. So connecting is a background task that retries
+with backoff, and `ready()` reports whether JetStream is usable right now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from shared.settings import Settings
+
+log = logging.getLogger("cmh.broker")
+
+STREAM_SUBJECTS = ["cmh.>"]
+
+
+def backoff_delay(attempt: int, *, base: float = 0.2, cap: float = 15.0) -> float:
+    """Exponential backoff with full jitter (attempt counts from 1)."""
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+
+
+def stream_config(settings: Settings) -> StreamConfig:
+    return StreamConfig(
+        name=settings.stream_name,
+        subjects=STREAM_SUBJECTS,
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        num_replicas=settings.stream_replicas,
+        duplicate_window=settings.stream_duplicate_window_seconds,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
+    """Create the suite's stream, or bring an existing one to the configured shape."""
+    config = stream_config(settings)
+    try:
+        await js.stream_info(settings.stream_name)
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("stream created", extra={"stream": settings.stream_name})
+        return
+    await js.update_stream(config)
+
+
+class Broker:
+    def __init__(self, settings: Settings, client_name: str) -> None:
+        self.settings = settings
+        self.client_name = client_name
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def servers(self) -> list[str]:
+        if not self.settings.nats_url:
+            raise RuntimeError("CMH_NATS_URL is not set")
+        return [s.strip() for s in self.settings.nats_url.split(",") if s.strip()]
+
+    def start(self) -> None:
+        """Connect in the background; callers wait on `connected` when they need JetStream."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._connect_until_done(), name=f"broker-{self.client_name}")
+
+    async def _connect_until_done(self) -> None:
+        attempt = 0
+        while not self._closing:
+            attempt += 1
+            try:
+                nc = await nats.connect(
+                    servers=self.servers,
+                    name=self.client_name,
+                    connect_timeout=2,
+                    reconnect_time_wait=0.5,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+                js = nc.jetstream(timeout=5)
+                await ensure_stream(js, self.settings)
+                self.nc, self.js = nc, js
+                self.connected.set()
+                log.info("connected to NATS", extra={"attempt": attempt})
+                return
+            except Exception as exc:
+                delay = backoff_delay(attempt, cap=self.settings.broker_backoff_max_seconds)
+                log.warning(
+                    "NATS not reachable, retrying",
+                    extra={"error": type(exc).__name__, "retry_in": round(delay, 2)},
+                )
+                with contextlib.suppress(Exception):
+                    if "nc" in locals() and not nc.is_closed:
+                        await nc.close()
+                await asyncio.sleep(delay)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS client error", extra={"error": type(exc).__name__})
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            log.warning("disconnected from NATS")
+
+    async def _on_reconnected(self) -> None:
+        log.info("reconnected to NATS")
+        # A server that lost its store (or a new cluster) needs the stream again.
+        if self.js is not None:
+            with contextlib.suppress(Exception):
+                await ensure_stream(self.js, self.settings)
+
+    def is_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    async def ready(self) -> bool:
+        """True when a JetStream API call succeeds now."""
+        if self.js is None or not self.is_connected():
+            return False
+        try:
+            await asyncio.wait_for(self.js.stream_info(self.settings.stream_name), timeout=2)
+        except Exception:
+            return False
+        return True
+
+    async def wait_connected(self) -> JetStreamContext:
+        await self.connected.wait()
+        assert self.js is not None
+        return self.js
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+            with contextlib.suppress(Exception):
+                await self.nc.close()

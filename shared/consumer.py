@@ -1,0 +1,259 @@
+"""Durable JetStream consumers that apply each event once.
+
+Each event is handled in one database transaction together with an inbox row keyed by
+(consumer, event id): a redelivery finds the row and is acknowledged without being applied again,
+and two replicas racing on the same event collide on the inbox key so only one commits. A handler
+that raises is retried with exponential backoff (negative acknowledgement with a delay); after
+`consumer_max_deliveries` tries, or at once for `PermanentEventError` and undecodable messages, the
+event is parked on `cmh.deadletter.<durable>` with the reason, acknowledged, and the consumer goes
+on with later events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.broker import Broker, backoff_delay
+from shared.db import Database
+from shared.events import CloudEvent, dead_letter_subject
+from shared.messaging_models import InboxMessage
+from shared.metrics import EVENTS_CONSUMED
+from shared.settings import Settings
+from shared.sqltypes import utcnow
+from shared.tracing import traceparent_var
+
+log = logging.getLogger("cmh.consumer")
+
+EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+_DURABLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+DEAD_LETTER_REASON_HEADER = "Cmh-Dead-Letter-Reason"
+DEAD_LETTER_CONSUMER_HEADER = "Cmh-Consumer"
+DEAD_LETTER_SUBJECT_HEADER = "Cmh-Original-Subject"
+DEAD_LETTER_DELIVERIES_HEADER = "Cmh-Deliveries"
+
+
+class PermanentEventError(Exception):
+    """Raised by a handler for an event that can never be applied; the message must hold no PII."""
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    RETRIED = "retried"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What one durable consumer listens to and how it applies an event."""
+
+    durable: str
+    subjects: Sequence[str]
+    handler: EventHandler
+
+    def __post_init__(self) -> None:
+        if not _DURABLE.match(self.durable):
+            raise ValueError(f"invalid durable name {self.durable!r}")
+        if not self.subjects:
+            raise ValueError("a subscription needs at least one subject")
+
+
+def _safe_reason(exc: BaseException) -> str:
+    # Exception text from drivers can echo row values; only our own permanent errors promise none.
+    if isinstance(exc, PermanentEventError):
+        return f"PermanentEventError: {exc}"[:500]
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"[:500]
+
+
+class EventConsumer:
+    def __init__(
+        self, db: Database, broker: Broker, settings: Settings, service: str, subscription: Subscription
+    ) -> None:
+        self.db = db
+        self.broker = broker
+        self.settings = settings
+        self.service = service
+        self.subscription = subscription
+        self._task: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
+
+    @property
+    def durable(self) -> str:
+        return self.subscription.durable
+
+    def consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            name=self.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.settings.consumer_ack_wait_seconds,
+            # Redelivery is bounded by our own count (so the reason can be recorded), not the server's.
+            max_deliver=-1,
+            max_ack_pending=1000,
+            filter_subjects=list(self.subscription.subjects),
+        )
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"consumer-{self.durable}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                js = await self.broker.wait_connected()
+                await js.add_consumer(self.settings.stream_name, self.consumer_config())
+                pull = await js.pull_subscribe_bind(durable=self.durable, stream=self.settings.stream_name)
+                failures = 0
+                while True:
+                    try:
+                        messages = await pull.fetch(batch=50, timeout=1)
+                    except TimeoutError:
+                        await self._maybe_prune()
+                        continue
+                    for message in messages:
+                        await self.handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                delay = backoff_delay(failures, cap=self.settings.broker_backoff_max_seconds)
+                log.warning(
+                    "consumer paused",
+                    extra={
+                        "consumer": self.durable,
+                        "error": type(exc).__name__,
+                        "retry_in": round(delay, 2),
+                    },
+                )
+                await asyncio.sleep(delay)
+
+    async def handle(self, message: Msg) -> Outcome:
+        """Apply one delivered message and acknowledge it as its outcome requires."""
+        deliveries = message.metadata.num_delivered if message.metadata else 1
+        try:
+            event = CloudEvent.from_json(message.data)
+        except (ValidationError, ValueError):
+            return await self._dead_letter(message, None, "undecodable CloudEvent", deliveries)
+
+        try:
+            outcome = await self.apply(event)
+        except Exception as exc:
+            reason = _safe_reason(exc)
+            log.warning(
+                "event handler failed",
+                extra={
+                    "consumer": self.durable,
+                    "event_id": event.id,
+                    "error": reason,
+                    "deliveries": deliveries,
+                },
+            )
+            if isinstance(exc, PermanentEventError) or deliveries >= self.settings.consumer_max_deliveries:
+                return await self._dead_letter(message, event, reason, deliveries)
+            delay = backoff_delay(deliveries, base=self.settings.consumer_retry_base_seconds, cap=60)
+            await message.nak(delay=delay)
+            EVENTS_CONSUMED.labels(self.service, self.durable, Outcome.RETRIED).inc()
+            return Outcome.RETRIED
+        await message.ack()
+        EVENTS_CONSUMED.labels(self.service, self.durable, outcome).inc()
+        return outcome
+
+    async def apply(self, event: CloudEvent) -> Outcome:
+        """Run the handler and record the inbox row in one transaction, unless already applied."""
+        token = traceparent_var.set(event.traceparent)
+        try:
+            async with self.db.transaction() as session:
+                seen = await session.scalar(
+                    select(InboxMessage.event_id).where(
+                        InboxMessage.consumer == self.durable, InboxMessage.event_id == event.id
+                    )
+                )
+                if seen is not None:
+                    return Outcome.DUPLICATE
+                session.add(InboxMessage(consumer=self.durable, event_id=event.id, subject=event.type))
+                try:
+                    await session.flush()
+                except IntegrityError:
+                    # Another replica is applying (or has applied) the same event.
+                    return Outcome.DUPLICATE
+                await self.subscription.handler(session, event)
+            return Outcome.APPLIED
+        except IntegrityError:
+            # The racing replica committed first: our inbox insert lost at commit time.
+            async with self.db.session() as session:
+                seen = await session.scalar(
+                    select(InboxMessage.event_id).where(
+                        InboxMessage.consumer == self.durable, InboxMessage.event_id == event.id
+                    )
+                )
+            if seen is not None:
+                return Outcome.DUPLICATE
+            raise
+        finally:
+            traceparent_var.reset(token)
+
+    async def _dead_letter(
+        self, message: Msg, event: CloudEvent | None, reason: str, deliveries: int
+    ) -> Outcome:
+        js = await self.broker.wait_connected()
+        msg_id = f"{event.id if event else message.metadata.sequence.stream}:{self.durable}:dead-letter"
+        await js.publish(
+            dead_letter_subject(self.durable),
+            message.data,
+            headers={
+                Header.MSG_ID.value: msg_id,
+                DEAD_LETTER_REASON_HEADER: reason,
+                DEAD_LETTER_CONSUMER_HEADER: self.durable,
+                DEAD_LETTER_SUBJECT_HEADER: message.subject,
+                DEAD_LETTER_DELIVERIES_HEADER: str(deliveries),
+            },
+        )
+        await message.ack()
+        log.error(
+            "event dead-lettered",
+            extra={
+                "consumer": self.durable,
+                "event_id": event.id if event else None,
+                "reason": reason,
+                "deliveries": deliveries,
+            },
+        )
+        EVENTS_CONSUMED.labels(self.service, self.durable, Outcome.DEAD_LETTERED).inc()
+        return Outcome.DEAD_LETTERED
+
+    async def _maybe_prune(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_prune < 3600:
+            return
+        self._last_prune = loop.time()
+        cutoff = utcnow() - timedelta(days=self.settings.inbox_retention_days)
+        async with self.db.transaction() as session:
+            await session.execute(
+                delete(InboxMessage).where(
+                    InboxMessage.consumer == self.durable, InboxMessage.processed_at < cutoff
+                )
+            )

@@ -1,0 +1,32 @@
+"""Prometheus metrics of the suite (the reference client library; one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+HTTP_REQUESTS = Counter(
+    "cmh_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "cmh_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+OUTBOX_PUBLISHED = Counter("cmh_outbox_published_total", "Events published by the outbox relay", ["service"])
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "cmh_outbox_publish_failures_total", "Event publishes not acknowledged by JetStream", ["service"]
+)
+OUTBOX_BACKLOG = Gauge("cmh_outbox_backlog", "Events committed but not yet published", ["service"])
+EVENTS_CONSUMED = Counter(
+    "cmh_events_consumed_total",
+    "Events handled by durable consumers, by outcome (applied, duplicate, retried, dead_lettered)",
+    ["service", "consumer", "outcome"],
+)
+UPSTREAM_ERRORS = Counter(
+    "cmh_gateway_upstream_errors_total", "Gateway requests that failed upstream", ["upstream", "kind"]
+)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

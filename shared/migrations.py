@@ -1,0 +1,152 @@
+"""Alembic, driven programmatically, for every service's own migration history.
+
+Each service (and the gateway) keeps its migrations in `<package>/migrations/`; its `env.py` is one
+call to `run_env`. `migrate` runs them on an async engine through Alembic's connection-sharing
+recipe, so the same code path serves `cmh migrate`, `cmh run` and the tests, on both backends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import import_module
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command, op
+from alembic.config import Config
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import Connection
+
+from shared.db import check_schema_name, create_engine, is_sqlite
+from shared.messaging_models import NAMING_CONVENTION, MessagingBase
+from shared.settings import DATABASE_OWNERS, SERVICES, Settings
+from shared.sqltypes import BigIntegerKey, UTCDateTime
+
+
+def new_metadata() -> MetaData:
+    """Metadata for a service's own models, with the naming convention Alembic relies on."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def migrations_dir(owner: str) -> Path:
+    if owner not in DATABASE_OWNERS:
+        raise ValueError(f"unknown database owner {owner!r}")
+    package = f"services.{owner}" if owner in SERVICES else owner
+    module = import_module(package)
+    assert module.__file__ is not None
+    return Path(module.__file__).parent / "migrations"
+
+
+def alembic_config(owner: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir(owner)))
+    return config
+
+
+def _advisory_key(owner: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"cmh-migrate-{owner}".encode()).digest()[:8], "big", signed=True)
+
+
+async def migrate(owner: str, url: str, *, schema: str | None = None, revision: str = "head") -> None:
+    """Bring one owner's database (or PostgreSQL schema) to `revision`; safe to run concurrently."""
+    _run_alembic = _upgrade if revision != "base" else _downgrade
+    sqlite = is_sqlite(url)
+    schema = None if sqlite else check_schema_name(schema or owner)
+    engine = create_engine(url, schema=schema, pool_size=1)
+    try:
+        async with engine.begin() as connection:
+            if not sqlite:
+                # Replicas starting together migrate one at a time.
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _advisory_key(owner)}
+                )
+                await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await connection.run_sync(_run_alembic, owner, schema, revision)
+    finally:
+        await engine.dispose()
+
+
+async def migrate_all(settings: Settings, owners: tuple[str, ...] = DATABASE_OWNERS) -> None:
+    for owner in owners:
+        await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
+
+
+def _configured(connection: Connection, owner: str, schema: str | None) -> Config:
+    config = alembic_config(owner)
+    config.attributes["connection"] = connection
+    config.attributes["schema"] = schema
+    return config
+
+
+def _upgrade(connection: Connection, owner: str, schema: str | None, revision: str) -> None:
+    command.upgrade(_configured(connection, owner, schema), revision)
+
+
+def _downgrade(connection: Connection, owner: str, schema: str | None, revision: str) -> None:
+    command.downgrade(_configured(connection, owner, schema), revision)
+
+
+def run_env(target_metadata: MetaData) -> None:
+    """The whole body of a service's Alembic `env.py`."""
+    from alembic import context
+
+    connection: Connection | None = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations with `cmh migrate` (they need the service's connection)")
+    schema = context.config.attributes.get("schema")
+    context.configure(
+        connection=connection,
+        target_metadata=[target_metadata, MessagingBase.metadata],
+        version_table_schema=schema,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+# --- frozen operations used by first migrations -----------------------------------------------
+# Migrations are history: these helpers must never change. A later change to the messaging tables
+# gets a new helper and a new revision in every service.
+
+
+def create_messaging_tables_v1() -> None:
+    """Create the outbox and inbox tables (revision 0001 of every service)."""
+    op.create_table(
+        "outbox",
+        sa.Column("seq", BigIntegerKey, primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(128), nullable=False),
+        sa.Column("subject", sa.String(255), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("published_at", UTCDateTime(), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("last_error", sa.String(500), nullable=True),
+        sa.PrimaryKeyConstraint("seq", name="pk_outbox"),
+        sa.UniqueConstraint("event_id", name="uq_outbox_event_id"),
+    )
+    op.create_index(
+        "ix_outbox_unpublished",
+        "outbox",
+        ["seq"],
+        postgresql_where=sa.text("published_at IS NULL"),
+        sqlite_where=sa.text("published_at IS NULL"),
+    )
+    op.create_index("ix_outbox_published_at", "outbox", ["published_at"])
+    op.create_table(
+        "inbox",
+        sa.Column("consumer", sa.String(64), nullable=False),
+        sa.Column("event_id", sa.String(128), nullable=False),
+        sa.Column("subject", sa.String(255), nullable=False),
+        sa.Column("processed_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "event_id", name="pk_inbox"),
+    )
+    op.create_index("ix_inbox_processed_at", "inbox", ["processed_at"])
+
+
+def drop_messaging_tables_v1() -> None:
+    op.drop_index("ix_inbox_processed_at", table_name="inbox")
+    op.drop_table("inbox")
+    op.drop_index("ix_outbox_published_at", table_name="outbox")
+    op.drop_index("ix_outbox_unpublished", table_name="outbox")
+    op.drop_table("outbox")

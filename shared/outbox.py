@@ -1,0 +1,228 @@
+"""The transactional outbox and its relay to JetStream.
+
+`add_event` writes the event row in the caller's transaction, so a fact is published if and only
+if the state change that produced it commits. The relay publishes pending rows in commit order with
+`Nats-Msg-Id` = event id (JetStream drops a re-publish inside its duplicate window; the consumers'
+inbox drops anything later). It is woken as soon as a session that added events commits, polls as
+a fallback for rows committed by other processes, and backs off while NATS is unreachable. On
+PostgreSQL rows are claimed with `FOR UPDATE SKIP LOCKED`, so every replica can run a relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from nats.js.api import Header
+from nats.js.errors import NoStreamResponseError
+from sqlalchemy import delete, func, select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from shared.broker import Broker, backoff_delay, ensure_stream
+from shared.db import Database
+from shared.events import CloudEvent
+from shared.messaging_models import OutboxMessage
+from shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
+from shared.settings import Settings
+from shared.sqltypes import utcnow
+
+log = logging.getLogger("cmh.outbox")
+
+_PENDING_FLAG = "cmh_outbox_pending"
+# Relays keyed by the engine they read from, so a commit wakes the relay of its own database.
+_relay_wakers: weakref.WeakKeyDictionary[Any, asyncio.Event] = weakref.WeakKeyDictionary()
+
+
+def add_event(session: AsyncSession, event: CloudEvent) -> None:
+    """Stage an event in the session's transaction (published only if the transaction commits)."""
+    session.add(
+        OutboxMessage(
+            event_id=event.id,
+            subject=event.nats_subject,
+            payload=event.model_dump_json(),
+            created_at=utcnow(),
+        )
+    )
+    session.sync_session.info[_PENDING_FLAG] = True
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _wake_relay_after_commit(session: Session) -> None:
+    if not session.info.pop(_PENDING_FLAG, False):
+        return
+    bind = session.get_bind()
+    engine = getattr(bind, "engine", bind)
+    waker = _relay_wakers.get(engine)
+    if waker is not None:
+        waker.set()
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_after_rollback(session: Session, _previous: Any) -> None:
+    session.info.pop(_PENDING_FLAG, None)
+
+
+class BrokerUnavailable(Exception):
+    """JetStream cannot be reached right now; the relay backs off."""
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, broker: Broker, settings: Settings, service: str) -> None:
+        self.db = db
+        self.broker = broker
+        self.settings = settings
+        self.service = service
+        self.wake = asyncio.Event()
+        _relay_wakers[db.engine.sync_engine] = self.wake
+        self._task: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"outbox-relay-{self.service}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                self.wake.clear()
+                published = await self.relay_once()
+                failures = 0
+                if published >= self.settings.outbox_batch_size:
+                    continue  # more are waiting
+                await self._maybe_prune()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=self.settings.outbox_poll_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                with contextlib.suppress(Exception):
+                    OUTBOX_BACKLOG.labels(self.service).set(await self.backlog())
+                delay = backoff_delay(failures, cap=self.settings.broker_backoff_max_seconds)
+                log.warning(
+                    "outbox relay paused",
+                    extra={"service": self.service, "error": type(exc).__name__, "retry_in": round(delay, 2)},
+                )
+                await asyncio.sleep(delay)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of pending events; returns how many were published."""
+        if not self.broker.is_connected() or self.broker.js is None:
+            raise BrokerUnavailable
+        if self.db.dialect == "postgresql":
+            # Claim rows for the whole publish so that no other replica sends them concurrently.
+            async with self.db.transaction() as session:
+                rows = await self._pending(session, lock=True)
+                if not rows:
+                    OUTBOX_BACKLOG.labels(self.service).set(0)
+                    return 0
+                acked, failed = await self._publish(rows)
+                await self._mark(session, acked, failed)
+        else:
+            # SQLite has one writer at a time: don't hold its lock across network calls. A second
+            # relay on the same file could double-send; Nats-Msg-Id and the inbox absorb that.
+            async with self.db.transaction() as session:
+                rows = await self._pending(session, lock=False)
+                if not rows:
+                    OUTBOX_BACKLOG.labels(self.service).set(0)
+                    return 0
+            acked, failed = await self._publish(rows)
+            async with self.db.transaction() as session:
+                await self._mark(session, acked, failed)
+        OUTBOX_PUBLISHED.labels(self.service).inc(len(acked))
+        if failed:
+            OUTBOX_PUBLISH_FAILURES.labels(self.service).inc(len(failed))
+            if not acked:
+                raise BrokerUnavailable(f"{len(failed)} events not acknowledged")
+        return len(acked)
+
+    async def _pending(self, session: AsyncSession, *, lock: bool) -> Sequence[OutboxMessage]:
+        query = (
+            select(OutboxMessage)
+            .where(OutboxMessage.published_at.is_(None))
+            .order_by(OutboxMessage.seq)
+            .limit(self.settings.outbox_batch_size)
+        )
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        return (await session.scalars(query)).all()
+
+    async def _publish(self, rows: Sequence[OutboxMessage]) -> tuple[list[int], dict[int, str]]:
+        js = self.broker.js
+        assert js is not None
+        futures: list[tuple[int, asyncio.Future[Any]]] = []
+        failed: dict[int, str] = {}
+        try:
+            for row in rows:
+                # Sent in commit order on one connection, so the stream keeps that order.
+                future = await js.publish_async(
+                    row.subject,
+                    row.payload.encode(),
+                    headers={Header.MSG_ID.value: row.event_id},
+                    wait_stall=5,
+                )
+                futures.append((row.seq, future))
+        except Exception as exc:
+            for row in rows[len(futures) :]:
+                failed[row.seq] = type(exc).__name__
+        acked: list[int] = []
+        if futures:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(f for _, f in futures), return_exceptions=True), timeout=10
+            )
+            for (seq, _), result in zip(futures, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed[seq] = type(result).__name__
+                    if isinstance(result, NoStreamResponseError):
+                        with contextlib.suppress(Exception):
+                            await ensure_stream(js, self.settings)
+                else:
+                    acked.append(seq)
+        return acked, failed
+
+    async def _mark(self, session: AsyncSession, acked: list[int], failed: dict[int, str]) -> None:
+        if acked:
+            await session.execute(
+                update(OutboxMessage).where(OutboxMessage.seq.in_(acked)).values(published_at=utcnow())
+            )
+        for seq, error in failed.items():
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.seq == seq)
+                .values(attempts=OutboxMessage.attempts + 1, last_error=error[:500])
+            )
+
+    async def backlog(self) -> int:
+        async with self.db.session() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+            )
+        return int(count or 0)
+
+    async def _maybe_prune(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_prune < 3600:
+            return
+        self._last_prune = loop.time()
+        cutoff = utcnow() - timedelta(days=self.settings.outbox_retention_days)
+        async with self.db.transaction() as session:
+            await session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < cutoff
+                )
+            )

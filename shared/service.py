@@ -1,0 +1,122 @@
+"""The app factory every service uses: database, broker, outbox relay, consumers, errors,
+request context, `/health`, `/ready` and `/metrics`.
+
+A service declares what is its own (name, routers, models, subscriptions) in a `ServiceSpec`;
+everything else is the same everywhere and lives here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import MetaData
+
+from shared.broker import Broker
+from shared.consumer import EventConsumer, Subscription
+from shared.db import Database
+from shared.errors import install_problem_handlers, problem_response, problem_type
+from shared.metrics import render_metrics
+from shared.middleware import RequestContextMiddleware
+from shared.outbox import OutboxRelay
+from shared.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    title: str
+    description: str
+    metadata: MetaData
+    routers: Sequence[APIRouter] = ()
+    subscriptions: Sequence[Subscription] = field(default_factory=tuple)
+    version: str = "0.1.0"
+
+
+def operational_router(service: str) -> APIRouter:
+    """`/health`, `/ready` and `/metrics`: for orchestrators and Prometheus, not in the public API."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "alive", "service": service}
+
+    @router.get("/ready")
+    async def ready(request: Request) -> Response:
+        db: Database = request.app.state.db
+        broker: Broker = request.app.state.broker
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(db.ping(), timeout=2)
+            checks["database"] = "ok"
+        except Exception:
+            checks["database"] = "unavailable"
+        checks["nats"] = "ok" if await broker.ready() else "unavailable"
+        if all(value == "ok" for value in checks.values()):
+            return JSONResponse({"status": "ready", "service": service, "checks": checks})
+        return problem_response(
+            503,
+            "Service not ready",
+            "A dependency is unavailable.",
+            type_=problem_type("not-ready"),
+            service=service,
+            checks=checks,
+        )
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
+
+    return router
+
+
+def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(
+            settings.database_url_for(spec.name),
+            schema=settings.database_schema_for(spec.name),
+            pool_size=settings.database_pool_size,
+        )
+        broker = Broker(settings, f"cmh-{spec.name}")
+        relay = OutboxRelay(db, broker, settings, spec.name)
+        consumers = [EventConsumer(db, broker, settings, spec.name, sub) for sub in spec.subscriptions]
+        app.state.settings = settings
+        app.state.db = db
+        app.state.broker = broker
+        app.state.relay = relay
+        app.state.consumers = consumers
+        broker.start()
+        relay.start()
+        for consumer in consumers:
+            consumer.start()
+        try:
+            yield
+        finally:
+            for consumer in consumers:
+                await consumer.stop()
+            await relay.stop()
+            await broker.close()
+            await db.dispose()
+
+    app = FastAPI(
+        title=spec.title,
+        description=spec.description,
+        version=spec.version,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, service=spec.name)
+    app.include_router(operational_router(spec.name))
+    for router in spec.routers:
+        app.include_router(router)
+    return app

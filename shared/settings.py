@@ -1,0 +1,117 @@
+"""Settings for every process of the suite, read once from `CMH_*` environment variables.
+
+One class serves the gateway, every service and the `cmh` command so that a variable means the
+same thing everywhere. Database URLs are per service with a global fallback: on SQLite each
+service gets its own file (`{service}` in the URL is replaced by the service name); on PostgreSQL
+each service lives in its own schema named after it, so services never share tables even when
+they share a server and a URL.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES: tuple[str, ...] = ("triage", "careplan", "registry", "directory", "reporting")
+# The gateway owns a store too (client registry, audit), migrated like a service.
+DATABASE_OWNERS: tuple[str, ...] = (*SERVICES, "gateway")
+
+DEFAULT_SERVICE_PORTS: dict[str, int] = {
+    "triage": 8101,
+    "careplan": 8102,
+    "registry": 8103,
+    "directory": 8104,
+    "reporting": 8105,
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CMH_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    var_dir: Path = Field(default=Path("var"), description="Runtime files: SQLite databases, NATS store.")
+    database_url: str | None = Field(
+        default=None,
+        description="Global fallback database URL. `{service}` is replaced by the service name. "
+        "Default: a SQLite file per service under CMH_VAR_DIR.",
+    )
+    triage_database_url: str | None = None
+    careplan_database_url: str | None = None
+    registry_database_url: str | None = None
+    directory_database_url: str | None = None
+    reporting_database_url: str | None = None
+    gateway_database_url: str | None = None
+    database_schema_prefix: str = Field(
+        default="", description="PostgreSQL only: prefix of each service's schema name (isolates test runs)."
+    )
+    database_pool_size: int = 10
+
+    # --- messaging ---------------------------------------------------------------------------
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS server(s), comma separated. Unset under `cmh run`: start the bundled one.",
+    )
+    stream_name: str = "CMH"
+    stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas (3 in a cluster).")
+    stream_duplicate_window_seconds: float = 600.0
+    outbox_poll_seconds: float = Field(default=1.0, gt=0, description="Relay fallback poll interval.")
+    outbox_batch_size: int = Field(default=200, ge=1)
+    outbox_retention_days: float = 7.0
+    consumer_max_deliveries: int = Field(
+        default=5, ge=1, description="Tries before an event is dead-lettered."
+    )
+    consumer_retry_base_seconds: float = Field(default=1.0, gt=0)
+    consumer_ack_wait_seconds: float = 30.0
+    inbox_retention_days: float = 30.0
+    broker_backoff_max_seconds: float = 15.0
+
+    # --- network -----------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    triage_port: int = DEFAULT_SERVICE_PORTS["triage"]
+    careplan_port: int = DEFAULT_SERVICE_PORTS["careplan"]
+    registry_port: int = DEFAULT_SERVICE_PORTS["registry"]
+    directory_port: int = DEFAULT_SERVICE_PORTS["directory"]
+    reporting_port: int = DEFAULT_SERVICE_PORTS["reporting"]
+    triage_url: str | None = None
+    careplan_url: str | None = None
+    registry_url: str | None = None
+    directory_url: str | None = None
+    reporting_url: str | None = None
+    upstream_connect_timeout_seconds: float = 3.0
+    upstream_timeout_seconds: float = 30.0
+    upstream_max_connections: int = 200
+
+    # --- operation ---------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool = True
+    ready_timeout_seconds: float = 60.0
+
+    def service_port(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def service_url(self, service: str) -> str:
+        """Base URL the gateway uses to reach a service."""
+        explicit = getattr(self, f"{service}_url", None)
+        return (explicit or f"http://{self.host}:{self.service_port(service)}").rstrip("/")
+
+    def database_url_for(self, owner: str) -> str:
+        """The database URL of one service (or the gateway), with the global fallback applied."""
+        if owner not in DATABASE_OWNERS:
+            raise ValueError(f"unknown database owner {owner!r}")
+        url = getattr(self, f"{owner}_database_url", None) or self.database_url
+        if url is None:
+            url = f"sqlite+aiosqlite:///{(self.var_dir / '{service}.db').as_posix()}"
+        return url.replace("{service}", owner)
+
+    def database_schema_for(self, owner: str) -> str:
+        """The PostgreSQL schema holding one service's tables (ignored on SQLite)."""
+        return f"{self.database_schema_prefix}{owner}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
