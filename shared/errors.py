@@ -6,7 +6,6 @@ validation error names the field and the rule it broke, not the input.
 
 from __future__ import annotations
 
-import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -16,8 +15,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.tracing import request_id_var
-
-log = logging.getLogger("cmh.errors")
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://cmh-suite.nhs.uk/problems/"
@@ -106,6 +103,9 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    """Problem bodies for raised `Problem`s, validation and HTTP errors. Unhandled exceptions are
+    answered by `RequestContextMiddleware`, which every app installs."""
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(
@@ -130,11 +130,3 @@ def install_problem_handlers(app: FastAPI) -> None:
             else None
         )
         return problem_response(exc.status_code, None, detail, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        # Type only: exception text can carry SQL parameters or request values.
-        log.error("unhandled error", extra={"error": f"{type(exc).__module__}.{type(exc).__qualname__}"})
-        return problem_response(
-            500, "Internal Server Error", "The error has been logged with the request id."
-        )

@@ -60,3 +60,6 @@ def configure_logging(service: str, level: str = "INFO", *, json_format: bool = 
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("nats").setLevel(logging.CRITICAL)
+    # httpx logs every request URL at INFO; upstream URLs can carry identifiers.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -7,6 +7,7 @@ raw path or query string, which can carry identifiers.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.errors import PROBLEM_JSON, problem_body
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from shared.tracing import (
     REQUEST_ID_HEADER,
@@ -26,6 +28,7 @@ from shared.tracing import (
 )
 
 access_log = logging.getLogger("cmh.access")
+error_log = logging.getLogger("cmh.errors")
 
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
@@ -55,18 +58,29 @@ class RequestContextMiddleware:
         scope["state"]["request_id"] = request_id
         scope["state"]["traceparent"] = traceparent
         status = 500
+        response_started = False
         started = time.perf_counter()
 
         async def send_with_context(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 response_headers = MutableHeaders(scope=message)
                 response_headers[REQUEST_ID_HEADER] = request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_context)
+        except Exception as exc:
+            # Answer here rather than in Starlette's outermost handler, so the 500 still carries
+            # the request id. Type only: exception text can carry SQL parameters or request values.
+            error_log.error(
+                "unhandled error", extra={"error": f"{type(exc).__module__}.{type(exc).__qualname__}"}
+            )
+            if response_started:
+                raise
+            await _send_internal_error(send_with_context)
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
@@ -83,3 +97,20 @@ class RequestContextMiddleware:
                 access_log.info("request", extra=extra)
             request_id_var.reset(rid_token)
             traceparent_var.reset(tp_token)
+
+
+async def _send_internal_error(send: Send) -> None:
+    body = json.dumps(
+        problem_body(500, "Internal Server Error", "The error has been logged with the request id.")
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

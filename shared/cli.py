@@ -1,0 +1,96 @@
+"""The `cmh` command: run the suite, serve one process, apply migrations."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from shared.settings import DATABASE_OWNERS, SERVICES, get_settings
+
+PROCESSES = (*SERVICES, "gateway")
+
+
+def _app_factory(name: str) -> str:
+    return "gateway.app:create_app" if name == "gateway" else f"services.{name}.app:create_app"
+
+
+def cmd_run(_args: argparse.Namespace) -> int:
+    from shared.supervisor import Supervisor
+
+    return Supervisor(get_settings()).run()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from shared.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(args.name, settings.log_level, json_format=settings.log_json)
+    default_port = settings.gateway_port if args.name == "gateway" else settings.service_port(args.name)
+    uvicorn.run(
+        _app_factory(args.name),
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or default_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from shared.migrations import migrate
+
+    settings = get_settings()
+    unknown = sorted(set(args.owners) - set(DATABASE_OWNERS))
+    if unknown:
+        print(
+            f"cmh migrate: unknown {', '.join(unknown)}; choose from {', '.join(DATABASE_OWNERS)}",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run() -> None:
+        for owner in args.owners or SERVICES:
+            await migrate(
+                owner,
+                settings.database_url_for(owner),
+                schema=settings.database_schema_for(owner),
+                revision=args.revision,
+            )
+            print(f"{owner}: at {args.revision}")
+
+    asyncio.run(run())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmh", description="CMH Suite command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start the whole suite (bundled NATS, SQLite under var/)")
+    run.set_defaults(func=cmd_run)
+
+    serve = commands.add_parser("serve", help="serve one service or the gateway in this process")
+    serve.add_argument("name", choices=PROCESSES)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("owners", nargs="*", metavar="OWNER", help=f"any of {', '.join(DATABASE_OWNERS)}")
+    migrate.add_argument("--revision", default="head", help="target revision (head, base, or an id)")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""`cmh run`: the whole suite on one machine, for a laptop or a demo.
+
+Starts the bundled nats-server (unless CMH_NATS_URL names one), applies every service's
+migrations, starts each service and the gateway as its own uvicorn process, waits until the
+gateway reports everything ready, and keeps them running: a child that dies is reported loudly and
+restarted with backoff. Ctrl-C or SIGTERM stops the children (gateway first, broker last).
+Children live in their own process group, so only this supervisor decides their shutdown order,
+and they are told by the kernel to exit should the supervisor itself be killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import httpx
+
+from shared.migrations import migrate_all
+from shared.nats_server import EmbeddedNatsServer, port_open
+from shared.settings import SERVICES, Settings
+
+RESTART_BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0
+STOP_TIMEOUT = 10.0
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM us if the supervisor dies (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _child_popen_options() -> dict[str, object]:
+    if sys.platform.startswith("linux"):
+        return {"start_new_session": True, "preexec_fn": _die_with_parent}
+    return {"start_new_session": True}
+
+
+def say(message: str, stream: IO[str] = sys.stdout) -> None:
+    print(f"cmh | {message}", file=stream, flush=True)
+
+
+@dataclass
+class Child:
+    name: str
+    port: int
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    next_start: float = 0.0
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        if port_open("127.0.0.1", self.port):
+            raise RuntimeError(f"port {self.port} for {self.name} is already in use")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            **_child_popen_options(),  # type: ignore[arg-type]
+        )
+        self.started_at = time.monotonic()
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, deadline: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say(f"{self.name} did not stop in time; killing it", sys.stderr)
+            self.process.kill()
+            self.process.wait()
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.var_dir = settings.var_dir.resolve()
+        self.stopping = False
+        self.nats: EmbeddedNatsServer | None = None
+        self.children: list[Child] = []
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            self._start_all()
+            if not self.stopping:
+                self._watch()
+        except Exception as exc:
+            say(f"failed: {exc}", sys.stderr)
+            return 1
+        finally:
+            self._stop_all()
+        return 0
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.stopping:
+            say(f"{signal.Signals(signum).name} received: stopping the suite")
+        self.stopping = True
+
+    def _start_all(self) -> None:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        nats_url = self.settings.nats_url
+        if not nats_url:
+            self.nats = EmbeddedNatsServer(self.var_dir / "nats")
+            self.nats.start(**_child_popen_options())
+            nats_url = self.nats.url
+            say(f"nats-server (bundled, JetStream) at {nats_url}, store {self.nats.store_dir}")
+        else:
+            say(f"using NATS at {nats_url}")
+        env = {**os.environ, "CMH_NATS_URL": nats_url, "CMH_VAR_DIR": str(self.var_dir)}
+        self.env = env
+
+        say("applying migrations")
+        asyncio.run(migrate_all(self.settings.model_copy(update={"var_dir": self.var_dir})))
+
+        for name in (*SERVICES, "gateway"):
+            port = self.settings.gateway_port if name == "gateway" else self.settings.service_port(name)
+            child = Child(
+                name=name,
+                port=port,
+                argv=[sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)],
+                log_path=self.var_dir / "logs" / f"{name}.log",
+            )
+            child.start(env)
+            self.children.append(child)
+            say(f"{name} starting on port {port} (log: {child.log_path})")
+        self._wait_until_ready()
+
+    def _wait_until_ready(self) -> None:
+        url = f"http://{self.settings.host}:{self.settings.gateway_port}/ready"
+        deadline = time.monotonic() + self.settings.ready_timeout_seconds
+        last = "no answer yet"
+        with httpx.Client(timeout=2.0) as client:
+            while not self.stopping:
+                for child in self.children:
+                    code = child.exited()
+                    if code is not None:
+                        raise RuntimeError(
+                            f"{child.name} exited with code {code} during start:\n{child.log_tail()}"
+                        )
+                try:
+                    response = client.get(url)
+                    if response.status_code == 200:
+                        self._announce()
+                        return
+                    last = response.text
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"suite not ready after {self.settings.ready_timeout_seconds:.0f}s: {last}"
+                    )
+                time.sleep(0.25)
+
+    def _announce(self) -> None:
+        base = f"http://{self.settings.host}:{self.settings.gateway_port}"
+        say("CMH Suite is ready")
+        say(f"  gateway      {base}")
+        say(f"  API docs     {base}/docs   (OpenAPI: {base}/openapi.json)")
+        say(f"  readiness    {base}/ready")
+        for announcement in self.extra_announcements(base):
+            say(f"  {announcement}")
+        say("Press Ctrl-C to stop.")
+
+    def extra_announcements(self, base: str) -> list[str]:
+        """Lines later features add to the ready message (demo clients and tokens)."""
+        return []
+
+    def _watch(self) -> None:
+        while not self.stopping:
+            now = time.monotonic()
+            for child in self.children:
+                code = child.exited()
+                if code is None:
+                    if child.restarts and now - child.started_at > STABLE_AFTER:
+                        child.restarts = 0
+                    continue
+                if child.next_start == 0.0:
+                    child.restarts += 1
+                    delay = min(RESTART_BACKOFF_MAX, 2 ** (child.restarts - 1))
+                    child.next_start = now + delay
+                    say(
+                        f"!!! {child.name} DIED (exit code {code}); restarting in {delay:.0f}s "
+                        f"(restart #{child.restarts}). Last log lines:\n{child.log_tail()}",
+                        sys.stderr,
+                    )
+                elif now >= child.next_start and not port_open("127.0.0.1", child.port):
+                    child.next_start = 0.0
+                    child.wait_or_kill(now)
+                    child.start(self.env)
+                    say(f"{child.name} restarted on port {child.port}")
+            time.sleep(0.2)
+
+    def _stop_all(self) -> None:
+        # Gateway first (no new work), then services, broker last (relays flush to it).
+        for child in reversed(self.children):
+            child.stop()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in reversed(self.children):
+            child.wait_or_kill(deadline)
+        if self.nats is not None:
+            self.nats.stop()
+        if self.children or self.nats:
+            say("stopped")

@@ -1,0 +1,164 @@
+"""The service app factory: problem+json errors, request context, health, readiness, metrics,
+and an outbox relay woken by the commit itself."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, Field
+
+from services.triage.app import SPEC
+from shared.broker import Broker
+from shared.events import make_event
+from shared.logs import JsonFormatter
+from shared.migrations import migrate
+from shared.nats_server import EmbeddedNatsServer
+from shared.outbox import add_event
+from shared.service import ServiceSpec, create_service_app
+from shared.settings import Settings
+from tests.support import eventually
+
+NHS_NUMBER = "9434765919"
+
+
+class PersonIn(BaseModel):
+    nhs_number: str = Field(pattern=r"^\d{10}$")
+    age: int = Field(ge=0, le=130)
+
+
+probe = APIRouter(prefix="/triage/probe")
+
+
+@probe.post("/people")
+async def accept_person(person: PersonIn) -> dict[str, str]:
+    return {"accepted": "yes"}
+
+
+@probe.get("/boom/{person_id}")
+async def boom(person_id: str) -> dict[str, str]:
+    raise RuntimeError(f"database said: duplicate key for {person_id}")
+
+
+@probe.post("/events")
+async def commit_event(request: Request) -> dict[str, str]:
+    event = make_event("triage", "referral", "received", {"referral_id": "r-1"}, subject="r-1")
+    async with request.app.state.db.transaction() as session:
+        add_event(session, event)
+    return {"event_id": event.id}
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://triage") as client:
+            yield client
+
+
+@pytest.fixture
+async def settings(make_settings: Callable[..., Settings]) -> Settings:
+    settings = make_settings(outbox_poll_seconds=60)  # only a commit can wake the relay in time
+    await migrate(
+        "triage", settings.database_url_for("triage"), schema=settings.database_schema_for("triage")
+    )
+    return settings
+
+
+def probe_app(settings: Settings) -> FastAPI:
+    spec = ServiceSpec(
+        name=SPEC.name, title=SPEC.title, description="", metadata=SPEC.metadata, routers=[probe]
+    )
+    return create_service_app(spec, settings)
+
+
+async def test_health_ready_and_metrics(settings: Settings, nats_server: EmbeddedNatsServer) -> None:
+    async with running(probe_app(settings)) as client:
+        assert (await client.get("/health")).json()["status"] == "alive"
+        ready = await eventually(lambda: _ready(client))
+        assert ready.json()["checks"] == {"database": "ok", "nats": "ok"}
+
+        nats_server.stop()
+        not_ready = await eventually(lambda: _not_ready(client))
+        assert not_ready.headers["content-type"] == "application/problem+json"
+        assert not_ready.json()["checks"] == {"database": "ok", "nats": "unavailable"}
+        nats_server.start()
+        await eventually(lambda: _ready(client), timeout=30)
+
+        metrics = await client.get("/metrics")
+        assert (
+            'cmh_http_requests_total{method="GET",route="/health",service="triage",status="200"}'
+            in metrics.text
+        )
+
+
+async def test_validation_error_is_problem_json_without_the_input(settings: Settings) -> None:
+    async with running(probe_app(settings)) as client:
+        response = await client.post(
+            "/triage/probe/people", json={"nhs_number": f"{NHS_NUMBER}X", "age": 200}
+        )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 422
+    assert body["type"].endswith("/validation")
+    assert {tuple(e["location"]) for e in body["errors"]} == {("body", "nhs_number"), ("body", "age")}
+    assert NHS_NUMBER not in response.text
+    assert "200" not in json.dumps(body["errors"])
+
+
+async def test_unhandled_error_leaks_nothing(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with running(probe_app(settings)) as client:
+        response = await client.get(f"/triage/probe/boom/{NHS_NUMBER}", headers={"X-Request-ID": "req-42"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == "req-42"
+    assert response.json()["request_id"] == "req-42"
+    assert NHS_NUMBER not in response.text and "duplicate key" not in response.text
+    formatter = JsonFormatter("triage")
+    # Only the service's own records: the test's httpx client logs its own URL.
+    logged = "\n".join(formatter.format(r) for r in caplog.records if not r.name.startswith("httpx"))
+    assert NHS_NUMBER not in logged and "duplicate key" not in logged
+    assert '"route": "/triage/probe/boom/{person_id}"' in logged
+
+
+async def test_unknown_route_and_bad_request_id(settings: Settings) -> None:
+    async with running(probe_app(settings)) as client:
+        response = await client.get("/triage/nothing-here", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(response.headers["x-request-id"]) == 36
+
+
+async def test_commit_wakes_the_relay_without_waiting_for_the_poll(settings: Settings) -> None:
+    watcher = Broker(settings, "watcher")
+    watcher.start()
+    try:
+        async with running(probe_app(settings)) as client:
+            await eventually(lambda: _ready(client))
+            js = await watcher.wait_connected()
+            subscription = await js.subscribe("cmh.triage.referral.received", ordered_consumer=True)
+            event_id = (await client.post("/triage/probe/events")).json()["event_id"]
+            # The poll interval is 60 s: delivery within the wait below proves the commit woke it.
+            message = await subscription.next_msg(timeout=10)
+            assert json.loads(message.data)["id"] == event_id
+            assert message.headers is not None and message.headers["Nats-Msg-Id"] == event_id
+    finally:
+        await watcher.close()
+
+
+async def _ready(client: httpx.AsyncClient) -> httpx.Response | None:
+    response = await client.get("/ready")
+    return response if response.status_code == 200 else None
+
+
+async def _not_ready(client: httpx.AsyncClient) -> httpx.Response | None:
+    response = await client.get("/ready")
+    return response if response.status_code == 503 else None
