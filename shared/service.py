@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import MetaData
 
+from shared.auth import RemoteJwks, TokenVerifier
 from shared.broker import Broker
 from shared.consumer import EventConsumer, Subscription
 from shared.db import Database
@@ -88,6 +89,13 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         broker = Broker(settings, f"cmh-{spec.name}")
         relay = OutboxRelay(db, broker, settings, spec.name)
         consumers = [EventConsumer(db, broker, settings, spec.name, sub) for sub in spec.subscriptions]
+        jwks = RemoteJwks(
+            settings.effective_jwks_url(),
+            refresh_seconds=settings.jwks_refresh_seconds,
+            min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        )
+        app.state.service_name = spec.name
+        app.state.token_verifier = TokenVerifier(settings, jwks)
         app.state.settings = settings
         app.state.db = db
         app.state.broker = broker
@@ -104,6 +112,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
                 await consumer.stop()
             await relay.stop()
             await broker.close()
+            await jwks.close()
             await db.dispose()
 
     app = FastAPI(

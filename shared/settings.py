@@ -85,6 +85,28 @@ class Settings(BaseSettings):
     upstream_timeout_seconds: float = 30.0
     upstream_max_connections: int = 200
 
+    # --- security ----------------------------------------------------------------------------
+    token_issuer: str = Field(default="https://cmh-suite.local/oauth2", description="`iss` of access tokens.")
+    token_audience: str = Field(default="cmh-suite-api", description="`aud` of access tokens.")
+    token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
+    token_leeway_seconds: int = Field(default=30, ge=0, le=300, description="Clock skew allowed on exp/nbf.")
+    jwks_url: str | None = Field(
+        default=None, description="Where services fetch the signing keys; default: the gateway's JWKS."
+    )
+    jwks_refresh_seconds: float = Field(default=300.0, gt=0)
+    jwks_min_refresh_seconds: float = Field(
+        default=1.0, ge=0, description="Floor between unknown-kid refetches."
+    )
+    signing_key_lead_seconds: float = Field(
+        default=60.0, ge=0, description="A new signing key is published this long before it signs."
+    )
+    client_assertion_max_seconds: int = Field(default=300, description="Longest private_key_jwt assertion.")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Gateway request body limit.")
+    rate_limit_per_minute: int = Field(default=600, ge=1, description="Default per-client request rate.")
+    public_rate_limit_per_minute: int = Field(
+        default=300, ge=1, description="Per-address rate, public reads."
+    )
+
     # --- operation ---------------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool = True
@@ -97,6 +119,12 @@ class Settings(BaseSettings):
         """Base URL the gateway uses to reach a service."""
         explicit = getattr(self, f"{service}_url", None)
         return (explicit or f"http://{self.host}:{self.service_port(service)}").rstrip("/")
+
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    def effective_jwks_url(self) -> str:
+        return self.jwks_url or f"{self.gateway_url()}/.well-known/jwks.json"
 
     def database_url_for(self, owner: str) -> str:
         """The database URL of one service (or the gateway), with the global fallback applied."""

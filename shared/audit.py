@@ -1,0 +1,104 @@
+"""The audit trail of every read or write of person-identifiable data.
+
+A service records an access in the same transaction as the write it audits (or, for a read, in a
+transaction committed before the data is returned), as an outbox event. The gateway, which owns the
+append-only audit store, consumes `cmh.*.audit.recorded` into it. An audit entry says who, what,
+when, why and with what outcome; it never holds clinical content, which is why it takes only
+identifiers and categories, each checked here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.auth import Caller
+from shared.events import make_event
+from shared.outbox import add_event
+from shared.tracing import request_id_var
+
+AUDIT_ENTITY = "audit"
+AUDIT_VERB = "recorded"
+AUDIT_SUBJECTS = f"cmh.*.{AUDIT_ENTITY}.{AUDIT_VERB}"
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9._:\-/|]{1,128}$")
+_RESOURCE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
+
+
+class AuditAction(StrEnum):
+    READ = "read"
+    SEARCH = "search"
+    CREATE = "create"
+    UPDATE = "update"
+    EXPORT = "export"
+
+
+class AuditOutcome(StrEnum):
+    SUCCESS = "success"
+    DENIED = "denied"
+
+
+def _identifiers(values: Sequence[str], what: str) -> list[str]:
+    checked = []
+    for value in values:
+        if not isinstance(value, str) or not _IDENTIFIER.match(value):
+            raise ValueError(f"{what} must be identifiers (1-128 of A-Z a-z 0-9 . _ : - / |)")
+        checked.append(value)
+    return checked
+
+
+def audit_data(
+    caller: Caller,
+    *,
+    service: str,
+    action: AuditAction,
+    resource_type: str,
+    resource_ids: Sequence[str] = (),
+    person_ids: Sequence[str] = (),
+    outcome: AuditOutcome = AuditOutcome.SUCCESS,
+) -> dict[str, Any]:
+    if not _RESOURCE_TYPE.match(resource_type):
+        raise ValueError("resource_type must be a type name such as Referral")
+    return {
+        "service": service,
+        "action": AuditAction(action).value,
+        "resource_type": resource_type,
+        "resource_ids": _identifiers(resource_ids, "resource_ids"),
+        "person_ids": _identifiers(person_ids, "person_ids"),
+        "outcome": AuditOutcome(outcome).value,
+        "client_id": caller.client_id,
+        "organisation": caller.organisation,
+        "client_kind": caller.kind.value,
+        "end_user_id": caller.end_user_id,
+        "end_user_role": caller.end_user_role,
+        "purpose_of_use": caller.purpose.value,
+        "token_id": caller.token_id,
+        "request_id": request_id_var.get(),
+    }
+
+
+def record_access(
+    session: AsyncSession,
+    caller: Caller,
+    *,
+    service: str,
+    action: AuditAction,
+    resource_type: str,
+    resource_ids: Sequence[str] = (),
+    person_ids: Sequence[str] = (),
+    outcome: AuditOutcome = AuditOutcome.SUCCESS,
+) -> None:
+    """Stage an audit entry in the session's transaction (it is kept if and only if that commits)."""
+    data = audit_data(
+        caller,
+        service=service,
+        action=action,
+        resource_type=resource_type,
+        resource_ids=resource_ids,
+        person_ids=person_ids,
+        outcome=outcome,
+    )
+    add_event(session, make_event(service, AUDIT_ENTITY, AUDIT_VERB, data, subject=resource_type))
