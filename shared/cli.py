@@ -54,7 +54,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> None:
-        for owner in args.owners or SERVICES:
+        for owner in args.owners or DATABASE_OWNERS:
             await migrate(
                 owner,
                 settings.database_url_for(owner),
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("owners", nargs="*", metavar="OWNER", help=f"any of {', '.join(DATABASE_OWNERS)}")
     migrate.add_argument("--revision", default="head", help="target revision (head, base, or an id)")
     migrate.set_defaults(func=cmd_migrate)
+
+    # The gateway owns clients, keys and tokens; its commands are registered by it.
+    from gateway.admin import register
+
+    register(commands)
     return parser
 
 

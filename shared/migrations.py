@@ -66,7 +66,7 @@ async def migrate(owner: str, url: str, *, schema: str | None = None, revision: 
         await engine.dispose()
 
 
-async def migrate_all(settings: Settings, owners: tuple[str, ...] = SERVICES) -> None:
+async def migrate_all(settings: Settings, owners: tuple[str, ...] = DATABASE_OWNERS) -> None:
     for owner in owners:
         await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
 

@@ -113,6 +113,7 @@ class Supervisor:
         self.stopping = False
         self.nats: EmbeddedNatsServer | None = None
         self.children: list[Child] = []
+        self.demo_lines: list[str] = []
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -149,7 +150,12 @@ class Supervisor:
         self.env = env
 
         say("applying migrations")
-        asyncio.run(migrate_all(self.settings.model_copy(update={"var_dir": self.var_dir})))
+        settings = self.settings.model_copy(update={"var_dir": self.var_dir})
+        asyncio.run(migrate_all(settings))
+        # The gateway owns the client registry; seeding the demo clients is its business.
+        from gateway.admin import demo_instructions, seed_demo_clients
+
+        self.demo_lines = demo_instructions(settings, asyncio.run(seed_demo_clients(settings)))
 
         for name in (*SERVICES, "gateway"):
             port = self.settings.gateway_port if name == "gateway" else self.settings.service_port(name)
@@ -196,13 +202,9 @@ class Supervisor:
         say(f"  gateway      {base}")
         say(f"  API docs     {base}/docs   (OpenAPI: {base}/openapi.json)")
         say(f"  readiness    {base}/ready")
-        for announcement in self.extra_announcements(base):
-            say(f"  {announcement}")
+        for line in self.demo_lines:
+            say(f"  {line}")
         say("Press Ctrl-C to stop.")
-
-    def extra_announcements(self, base: str) -> list[str]:
-        """Lines later features add to the ready message (demo clients and tokens)."""
-        return []
 
     def _watch(self) -> None:
         while not self.stopping:

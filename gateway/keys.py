@@ -1,0 +1,195 @@
+"""The keys that sign access tokens, and their rotation without downtime.
+
+`rotate()` adds a key as *pending*: published in the JWKS straight away but not yet signing. After
+`signing_key_lead_seconds` (longer than verifiers cache the JWKS) it becomes *active* and the old
+active key becomes *retiring*: still published until every token it signed has expired, then
+*retired*. So during a rotation two keys are published and no verifier meets an unknown key.
+Every gateway replica reads the same table and makes the same transitions (idempotent updates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select, update
+
+from gateway.models import SigningKey
+from shared.auth import TOKEN_ALGORITHM
+from shared.db import Database
+from shared.settings import Settings
+from shared.sqltypes import utcnow
+
+PUBLISHED = ("pending", "active", "retiring")
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    kid: str
+    status: str
+    private_key: Any
+    public_jwk: dict[str, Any]
+    verifying_key: jwt.PyJWK
+    activates_at: float
+
+
+def _generate() -> tuple[str, str, dict[str, Any]]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    kid = f"cmh-{utcnow():%Y%m%d}-{secrets.token_hex(4)}"
+    public = jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    return kid, pem, {**public, "kid": kid, "use": "sig", "alg": TOKEN_ALGORITHM}
+
+
+class KeyManager:
+    def __init__(self, db: Database, settings: Settings, *, reload_seconds: float = 5.0) -> None:
+        self.db = db
+        self.settings = settings
+        self.reload_seconds = reload_seconds
+        self._keys: list[LoadedKey] = []
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def ensure_active(self) -> None:
+        """First start: make a key that signs at once (nothing can have cached a JWKS yet)."""
+        async with self.db.transaction() as session:
+            active = await session.scalar(
+                select(SigningKey.kid).where(SigningKey.status.in_(PUBLISHED)).limit(1)
+            )
+            if active is None:
+                kid, pem, public = _generate()
+                now = utcnow()
+                session.add(
+                    SigningKey(
+                        kid=kid,
+                        status="active",
+                        private_key_pem=pem,
+                        public_jwk=json.dumps(public),
+                        created_at=now,
+                        activates_at=now,
+                    )
+                )
+        await self.reload(force=True)
+
+    async def rotate(self) -> str:
+        kid, pem, public = _generate()
+        now = utcnow()
+        async with self.db.transaction() as session:
+            session.add(
+                SigningKey(
+                    kid=kid,
+                    status="pending",
+                    private_key_pem=pem,
+                    public_jwk=json.dumps(public),
+                    created_at=now,
+                    activates_at=now + timedelta(seconds=self.settings.signing_key_lead_seconds),
+                )
+            )
+        await self.reload(force=True)
+        return kid
+
+    async def advance(self) -> None:
+        """Make the due transitions: pending → active (old active → retiring), retiring → retired."""
+        now = utcnow()
+        async with self.db.transaction() as session:
+            due = (
+                await session.scalars(
+                    select(SigningKey)
+                    .where(SigningKey.status == "pending", SigningKey.activates_at <= now)
+                    .order_by(SigningKey.activates_at.desc())
+                )
+            ).all()
+            if due:
+                newest = due[0]
+                outlive = timedelta(
+                    seconds=self.settings.token_lifetime_seconds + self.settings.token_leeway_seconds
+                )
+                await session.execute(
+                    update(SigningKey)
+                    .where(SigningKey.status == "active", SigningKey.kid != newest.kid)
+                    .values(status="retiring", retires_at=now + outlive)
+                )
+                for key in due:
+                    key.status = "active" if key.kid == newest.kid else "retiring"
+                    if key.kid != newest.kid:
+                        key.retires_at = now + outlive
+            await session.execute(
+                update(SigningKey)
+                .where(SigningKey.status == "retiring", SigningKey.retires_at <= now)
+                .values(status="retired")
+            )
+
+    async def reload(self, *, force: bool = False) -> None:
+        async with self._lock:
+            if not force and time.monotonic() - self._loaded_at < self.reload_seconds:
+                return
+            await self.advance()
+            async with self.db.session() as session:
+                rows = (
+                    await session.scalars(select(SigningKey).where(SigningKey.status.in_(PUBLISHED)))
+                ).all()
+            self._keys = [
+                LoadedKey(
+                    kid=row.kid,
+                    status=row.status,
+                    private_key=serialization.load_pem_private_key(
+                        row.private_key_pem.encode(), password=None
+                    ),
+                    public_jwk=json.loads(row.public_jwk),
+                    verifying_key=jwt.PyJWK.from_json(row.public_jwk),
+                    activates_at=row.activates_at.timestamp(),
+                )
+                for row in rows
+            ]
+            self._loaded_at = time.monotonic()
+
+    async def maybe_reload(self) -> None:
+        if time.monotonic() - self._loaded_at >= self.reload_seconds:
+            with contextlib.suppress(Exception):  # keep serving with the keys we have
+                await self.reload()
+
+    async def signing_key(self) -> LoadedKey:
+        await self.maybe_reload()
+        active = [key for key in self._keys if key.status == "active"]
+        if not active:
+            await self.reload(force=True)
+            active = [key for key in self._keys if key.status == "active"]
+        if not active:
+            raise RuntimeError("no active signing key: run `cmh keys rotate` or restart the gateway")
+        return max(active, key=lambda key: key.activates_at)
+
+    async def jwks(self) -> dict[str, Any]:
+        await self.maybe_reload()
+        return {"keys": [key.public_jwk for key in sorted(self._keys, key=lambda key: key.kid)]}
+
+    async def key_for(self, kid: str) -> jwt.PyJWK | None:
+        """KeySource for the gateway's own verifier."""
+        await self.maybe_reload()
+        for key in self._keys:
+            if key.kid == kid:
+                return key.verifying_key
+        return None
+
+    async def describe(self) -> list[dict[str, Any]]:
+        async with self.db.session() as session:
+            rows = (await session.scalars(select(SigningKey).order_by(SigningKey.created_at))).all()
+        return [
+            {
+                "kid": row.kid,
+                "status": row.status,
+                "activates_at": row.activates_at.isoformat(),
+                "retires_at": row.retires_at.isoformat() if row.retires_at else None,
+            }
+            for row in rows
+        ]
