@@ -93,7 +93,9 @@ class Settings(BaseSettings):
     jwks_url: str | None = Field(
         default=None, description="Where services fetch the signing keys; default: the gateway's JWKS."
     )
-    jwks_refresh_seconds: float = Field(default=300.0, gt=0)
+    jwks_refresh_seconds: float = Field(
+        default=30.0, gt=0, description="How often services refetch the JWKS (keep below the key lead time)."
+    )
     jwks_min_refresh_seconds: float = Field(
         default=1.0, ge=0, description="Floor between unknown-kid refetches."
     )
