@@ -148,7 +148,9 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self.nc is not None and not self.nc.is_closed:
+            # Drain flushes what we published; bounded, since a pull subscription whose fetch
+            # was cancelled never drains (its unacknowledged messages are redelivered anyway).
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.drain(), timeout=2)
             with contextlib.suppress(Exception):
                 await self.nc.close()

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
@@ -90,6 +91,7 @@ class EventConsumer:
         self.service = service
         self.subscription = subscription
         self._task: asyncio.Task[None] | None = None
+        self._pull: Any = None
         self._last_prune = 0.0
 
     @property
@@ -119,6 +121,10 @@ class EventConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._pull is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pull.unsubscribe(), timeout=2)
+            self._pull = None
 
     async def run(self) -> None:
         failures = 0
@@ -126,7 +132,9 @@ class EventConsumer:
             try:
                 js = await self.broker.wait_connected()
                 await js.add_consumer(self.settings.stream_name, self.consumer_config())
-                pull = await js.pull_subscribe_bind(durable=self.durable, stream=self.settings.stream_name)
+                pull = self._pull = await js.pull_subscribe_bind(
+                    durable=self.durable, stream=self.settings.stream_name
+                )
                 failures = 0
                 while True:
                     try:

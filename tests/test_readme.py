@@ -16,4 +16,7 @@ def test_every_setting_is_documented() -> None:
 
 def test_readme_opens_with_the_two_commands() -> None:
     first_block = README.split("```sh", 1)[1].split("```", 1)[0]
-    assert [line.split()[:2] for line in first_block.strip().splitlines()] == [["make", "run"], ["make", "test"]]
+    assert [line.split()[:2] for line in first_block.strip().splitlines()] == [
+        ["make", "run"],
+        ["make", "test"],
+    ]

@@ -1,0 +1,142 @@
+"""The gateway: the suite's only public entry.
+
+It issues tokens (`/oauth2/token`, `/.well-known/jwks.json`), gates every other route (token,
+scopes, rate limit, body size, CORS), proxies `/triage`, `/careplan`, `/registry`, `/directory`
+and `/reporting` to their services, keeps the append-only audit trail, and serves one merged
+OpenAPI document with its docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from gateway import audit, tokens
+from gateway.access import AccessControlMiddleware
+from gateway.keys import KeyManager
+from gateway.openapi import OpenApiMerger
+from gateway.proxy import new_upstream_client, proxy_router
+from gateway.tokens import TokenService
+from shared.auth import TokenVerifier
+from shared.broker import Broker
+from shared.consumer import EventConsumer
+from shared.db import Database
+from shared.errors import install_problem_handlers, problem_response, problem_type
+from shared.metrics import render_metrics
+from shared.middleware import RequestContextMiddleware
+from shared.settings import SERVICES, Settings, get_settings
+
+VERSION = "0.1.0"
+
+
+async def _service_state(client: httpx.AsyncClient, settings: Settings, service: str) -> str:
+    try:
+        response = await client.get(f"{settings.service_url(service)}/ready", timeout=2.0)
+    except httpx.HTTPError:
+        return "unreachable"
+    return "ready" if response.status_code == 200 else "not_ready"
+
+
+def operational_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "alive", "service": "gateway"}
+
+    @router.get("/ready")
+    async def ready(request: Request) -> Response:
+        state = request.app.state
+        states = await asyncio.gather(
+            *(_service_state(state.upstream, state.settings, service) for service in SERVICES)
+        )
+        services = dict(zip(SERVICES, states, strict=True))
+        nats = "ready" if await state.broker.ready() else "unreachable"
+        try:
+            await asyncio.wait_for(state.db.ping(), timeout=2)
+            database = "ready"
+        except Exception:
+            database = "unreachable"
+        body = {"services": services, "nats": nats, "database": database}
+        if all(value == "ready" for value in (*services.values(), nats, database)):
+            return JSONResponse({"status": "ready", **body})
+        return problem_response(
+            503,
+            "Suite not ready",
+            "A service or dependency is not ready.",
+            type_=problem_type("not-ready"),
+            **body,
+        )
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        payload, content_type = render_metrics()
+        return Response(payload, media_type=content_type)
+
+    @router.get("/openapi.json")
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(await request.app.state.openapi.document())
+
+    @router.get("/docs")
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="CMH Suite API")
+
+    return router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(
+            settings.database_url_for("gateway"),
+            schema=settings.database_schema_for("gateway"),
+            pool_size=settings.database_pool_size,
+        )
+        keys = KeyManager(db, settings)
+        await keys.ensure_active()
+        upstream = new_upstream_client(settings)
+        broker = Broker(settings, "cmh-gateway")
+        audit_consumer = EventConsumer(db, broker, settings, "gateway", audit.audit_subscription())
+        app.state.settings = settings
+        app.state.db = db
+        app.state.key_manager = keys
+        app.state.token_service = TokenService(db, keys, settings)
+        app.state.token_verifier = TokenVerifier(settings, keys)
+        app.state.upstream = upstream
+        app.state.broker = broker
+        app.state.openapi = OpenApiMerger(app, settings, upstream)
+        broker.start()
+        audit_consumer.start()
+        try:
+            yield
+        finally:
+            await audit_consumer.stop()
+            await broker.close()
+            await upstream.aclose()
+            await db.dispose()
+
+    app = FastAPI(
+        title="CMH Suite gateway",
+        version=VERSION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    install_problem_handlers(app)
+    # Added last runs first: the request context wraps everything, access control wraps routing.
+    app.add_middleware(AccessControlMiddleware, settings=settings)
+    app.add_middleware(RequestContextMiddleware, service="gateway")
+    app.include_router(operational_router())
+    app.include_router(tokens.router)
+    app.include_router(audit.router)
+    app.include_router(proxy_router())
+    return app

@@ -1,0 +1,163 @@
+"""The streaming reverse proxy from the gateway to each service.
+
+Paths are forwarded unchanged (each service serves its routes under its own prefix), bodies stream
+both ways without being buffered, and the request id and trace context always go upstream. A
+service that is down answers 502 and one that is too slow 504, as problem+json, never a hang: every
+upstream call is bounded by the pooled client's timeouts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from fastapi import APIRouter, Request
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
+
+from shared.errors import problem_response, problem_type
+from shared.metrics import UPSTREAM_ERRORS
+from shared.settings import SERVICES, Settings
+from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER
+
+log = logging.getLogger("cmh.gateway.proxy")
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# RFC 9110 §7.6.1 connection-specific fields, plus those the proxy sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        REQUEST_ID_HEADER.lower(),
+        TRACEPARENT_HEADER,
+    }
+)
+
+
+def new_upstream_client(settings: Settings) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds
+        ),
+        limits=httpx.Limits(
+            max_connections=settings.upstream_max_connections,
+            max_keepalive_connections=settings.upstream_max_connections,
+        ),
+        follow_redirects=False,
+    )
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return (length is not None and length != "0") or "transfer-encoding" in request.headers
+
+
+def _upstream_headers(request: Request) -> list[tuple[str, str]]:
+    connection_tokens = {
+        token.strip().lower() for token in request.headers.get("connection", "").split(",") if token.strip()
+    }
+    headers = [
+        (name, value)
+        for name, value in request.headers.items()
+        if name.lower() not in HOP_BY_HOP and name.lower() not in connection_tokens
+    ]
+    state = request.scope.get("state", {})
+    headers.append((REQUEST_ID_HEADER, state["request_id"]))
+    headers.append((TRACEPARENT_HEADER, state["traceparent"]))
+    # The gateway is the edge: what a caller claims about earlier hops is not trusted.
+    if request.client:
+        headers.append(("X-Forwarded-For", request.client.host))
+    headers.append(("X-Forwarded-Proto", request.url.scheme))
+    if "host" in request.headers:
+        headers.append(("X-Forwarded-Host", request.headers["host"]))
+    return headers
+
+
+def _downstream_headers(upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
+    connection_tokens = {
+        token.strip().lower() for token in upstream.headers.get("connection", "").split(",") if token.strip()
+    }
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in upstream.headers.multi_items()
+        if name.lower() not in HOP_BY_HOP and name.lower() not in connection_tokens
+    ]
+
+
+def _unsafe_path(path: str) -> bool:
+    return any(segment in (".", "..") for segment in path.split("/"))
+
+
+async def forward(request: Request, service: str) -> Response:
+    settings: Settings = request.app.state.settings
+    client: httpx.AsyncClient = request.app.state.upstream
+    raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+    if _unsafe_path(request.url.path):
+        return problem_response(
+            400, "Bad path", "Dot segments are not allowed.", type_=problem_type("bad-path")
+        )
+    url = settings.service_url(service) + raw_path
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    if query:
+        url = f"{url}?{query}"
+    upstream_request = client.build_request(
+        request.method,
+        url,
+        headers=_upstream_headers(request),
+        content=request.stream() if _has_body(request) else None,
+    )
+    try:
+        upstream = await client.send(upstream_request, stream=True)
+    except httpx.TimeoutException:
+        UPSTREAM_ERRORS.labels(service, "timeout").inc()
+        log.warning("upstream timed out", extra={"upstream": service})
+        return problem_response(
+            504,
+            "Service timed out",
+            f"The {service} service did not answer in time.",
+            type_=problem_type("upstream-timeout"),
+            service=service,
+        )
+    except httpx.TransportError as exc:
+        UPSTREAM_ERRORS.labels(service, "unavailable").inc()
+        log.warning("upstream unavailable", extra={"upstream": service, "error": type(exc).__name__})
+        return problem_response(
+            502,
+            "Service unavailable",
+            f"The {service} service could not be reached.",
+            type_=problem_type("upstream-unavailable"),
+            service=service,
+        )
+    response = StreamingResponse(
+        upstream.aiter_raw(), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
+    )
+    # Raw pairs keep repeated fields (Set-Cookie, Link) as the service sent them.
+    response.raw_headers = _downstream_headers(upstream)
+    return response
+
+
+def proxy_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    for service in SERVICES:
+        handler = _handler_for(service)
+        router.add_api_route(f"/{service}", handler, methods=METHODS, name=f"proxy-{service}-root")
+        router.add_api_route(f"/{service}/{{path:path}}", handler, methods=METHODS, name=f"proxy-{service}")
+    return router
+
+
+def _handler_for(service: str):  # type: ignore[no-untyped-def]
+    async def handler(request: Request) -> Response:
+        return await forward(request, service)
+
+    return handler
