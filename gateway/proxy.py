@@ -95,7 +95,7 @@ def _downstream_headers(upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _unsafe_path(path: str) -> bool:
+def is_unsafe_path(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
 
@@ -103,7 +103,7 @@ async def forward(request: Request, service: str) -> Response:
     settings: Settings = request.app.state.settings
     client: httpx.AsyncClient = request.app.state.upstream
     raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
-    if _unsafe_path(request.url.path):
+    if is_unsafe_path(request.url.path):
         return problem_response(
             400, "Bad path", "Dot segments are not allowed.", type_=problem_type("bad-path")
         )

@@ -329,7 +329,9 @@ async def test_person_data_read_is_audited_and_the_trail_cannot_be_altered(stack
         assert success["resource_type"] == "Referral" and success["resource_ids"] == ["r-1"]
         assert success["person_ids"] == [PERSON]
         assert denied["client_id"] == "gp-b82002"
-        gateway_entries = await http.get("/audit/records", params={"person_id": PERSON}, headers=bearer(auditor))
+        gateway_entries = await http.get(
+            "/audit/records", params={"person_id": PERSON}, headers=bearer(auditor)
+        )
         searches = [e for e in gateway_entries.json()["entries"] if e["service"] == "gateway"]
         assert searches and all(e["action"] == "search" and e["client_id"] == "auditor" for e in searches)
 
