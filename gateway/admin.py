@@ -177,7 +177,9 @@ async def mint_token(settings: Settings, reference: str) -> str:
                     .limit(1)
                 )
         if client is None or client.disabled_at is not None:
-            raise ClientRegistryError(f"no enabled client {reference!r}")
+            raise ClientRegistryError(
+                f"no enabled client {reference!r}: `make run` seeds the demo clients; `cmh clients add` adds one"
+            )
         keys = KeyManager(db, settings)
         await keys.ensure_active()
         issued = await TokenService(db, keys, settings).issue(client, client.scopes.split())

@@ -1,0 +1,108 @@
+"""`cmh clients …`, `cmh keys …` and `cmh token` against a fresh gateway store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from gateway.admin import DEMO_CLIENTS, mint_token, seed_demo_clients
+from shared.cli import main
+from shared.settings import Settings, get_settings
+
+
+@pytest.fixture
+def cmh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[object]:
+    for name in ("CMH_DATABASE_URL", "CMH_GATEWAY_DATABASE_URL", "CMH_DATABASE_SCHEMA_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CMH_VAR_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    yield run
+    get_settings.cache_clear()
+
+
+def test_clients_lifecycle(cmh) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = cmh(
+        "clients", "add", "--name", "Preston GP", "--organisation", "p81001", "--kind", "partner_ehr",
+        "--scopes", "referral:submit referral:read", "--client-id", "gp-p81001", "--rate-limit", "120",
+    )  # fmt: skip
+    assert code == 0
+    secret = json.loads(out)["client_secret"]
+    assert len(secret) >= 40
+
+    code, out, _ = cmh("clients", "list")
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert listed == [
+        {
+            "client_id": "gp-p81001",
+            "name": "Preston GP",
+            "organisation": "P81001",
+            "organisation_system": "ods",
+            "kind": "partner_ehr",
+            "scopes": ["referral:read", "referral:submit"],
+            "auth_method": "client_secret",
+            "rate_limit_per_minute": 120,
+            "disabled": False,
+            "previous_secret_valid_until": None,
+        }
+    ]
+    assert secret not in out
+
+    code, out, _ = cmh("clients", "rotate", "gp-p81001", "--grace-hours", "2")
+    lines = out.splitlines()
+    assert json.loads(lines[0])["client_secret"] != secret
+    assert json.loads(lines[1])["previous_secret_valid_until"] is not None
+
+    code, out, _ = cmh("token", "gp-p81001")
+    token = out.strip()
+    assert "\n" not in token
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["sub"] == "gp-p81001" and claims["cmh_org"] == "P81001" and claims["cmh_rate"] == 120
+
+    assert cmh("clients", "disable", "gp-p81001")[0] == 0
+    code, out, err = cmh("token", "gp-p81001")
+    assert code == 2 and out == "" and "no enabled client" in err
+
+
+def test_bad_registration_is_refused_with_a_reason(cmh) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = cmh(
+        "clients", "add", "--name", "x", "--organisation", "RW5", "--kind", "vcfse_partner", "--scopes", "handover:respond"
+    )  # fmt: skip
+    assert code == 2 and out == "" and "charity or company" in err
+
+
+def test_keys_rotate_publishes_a_pending_key(cmh) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = cmh("keys", "rotate")
+    assert code == 0
+    states = [json.loads(line)["status"] for line in out.splitlines()[1:]]
+    assert sorted(states) == ["active", "pending"]
+
+
+async def test_demo_clients_one_per_kind_and_token_by_kind(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path / "var")
+    secrets = await seed_demo_clients(settings)
+    assert {demo.kind for demo in DEMO_CLIENTS} == {
+        "partner_ehr",
+        "crisis_app",
+        "reporting",
+        "vcfse_partner",
+        "admin",
+    }
+    assert set(secrets) == {demo.client_id for demo in DEMO_CLIENTS}
+    stored = tmp_path / "var" / "demo-clients.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    again = await seed_demo_clients(settings)  # idempotent: same secrets
+    assert again == secrets
+    token = await mint_token(settings, "crisis_app")
+    assert jwt.decode(token, options={"verify_signature": False})["sub"] == "demo-crisis-app"
