@@ -28,6 +28,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.background import BackgroundWorker, Every
 from shared.broker import Broker, backoff_delay
 from shared.db import Database
 from shared.events import CloudEvent, dead_letter_subject
@@ -81,18 +82,19 @@ def _safe_reason(exc: BaseException) -> str:
     return f"{type(exc).__module__}.{type(exc).__qualname__}"[:500]
 
 
-class EventConsumer:
+class EventConsumer(BackgroundWorker):
     def __init__(
         self, db: Database, broker: Broker, settings: Settings, service: str, subscription: Subscription
     ) -> None:
+        super().__init__()
+        self.task_name = f"consumer-{subscription.durable}"
         self.db = db
         self.broker = broker
         self.settings = settings
         self.service = service
         self.subscription = subscription
-        self._task: asyncio.Task[None] | None = None
         self._pull: Any = None
-        self._last_prune = 0.0
+        self._prune = Every(3600)
 
     @property
     def durable(self) -> str:
@@ -111,16 +113,8 @@ class EventConsumer:
             filter_subjects=list(self.subscription.subjects),
         )
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name=f"consumer-{self.durable}")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         if self._pull is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._pull.unsubscribe(), timeout=2)
@@ -195,12 +189,7 @@ class EventConsumer:
         token = traceparent_var.set(event.traceparent)
         try:
             async with self.db.transaction() as session:
-                seen = await session.scalar(
-                    select(InboxMessage.event_id).where(
-                        InboxMessage.consumer == self.durable, InboxMessage.event_id == event.id
-                    )
-                )
-                if seen is not None:
+                if await self._applied(session, event.id):
                     return Outcome.DUPLICATE
                 session.add(InboxMessage(consumer=self.durable, event_id=event.id, subject=event.type))
                 try:
@@ -213,16 +202,19 @@ class EventConsumer:
         except IntegrityError:
             # The racing replica committed first: our inbox insert lost at commit time.
             async with self.db.session() as session:
-                seen = await session.scalar(
-                    select(InboxMessage.event_id).where(
-                        InboxMessage.consumer == self.durable, InboxMessage.event_id == event.id
-                    )
-                )
-            if seen is not None:
-                return Outcome.DUPLICATE
+                if await self._applied(session, event.id):
+                    return Outcome.DUPLICATE
             raise
         finally:
             traceparent_var.reset(token)
+
+    async def _applied(self, session: AsyncSession, event_id: str) -> bool:
+        found = await session.scalar(
+            select(InboxMessage.event_id).where(
+                InboxMessage.consumer == self.durable, InboxMessage.event_id == event_id
+            )
+        )
+        return found is not None
 
     async def _dead_letter(
         self, message: Msg, event: CloudEvent | None, reason: str, deliveries: int
@@ -254,10 +246,8 @@ class EventConsumer:
         return Outcome.DEAD_LETTERED
 
     async def _maybe_prune(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._last_prune < 3600:
+        if not self._prune.due():
             return
-        self._last_prune = loop.time()
         cutoff = utcnow() - timedelta(days=self.settings.inbox_retention_days)
         async with self.db.transaction() as session:
             await session.execute(

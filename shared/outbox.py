@@ -25,6 +25,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from shared.background import BackgroundWorker, Every
 from shared.broker import Broker, backoff_delay, ensure_stream
 from shared.db import Database
 from shared.events import CloudEvent
@@ -73,27 +74,17 @@ class BrokerUnavailable(Exception):
     """JetStream cannot be reached right now; the relay backs off."""
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundWorker):
     def __init__(self, db: Database, broker: Broker, settings: Settings, service: str) -> None:
+        super().__init__()
+        self.task_name = f"outbox-relay-{service}"
         self.db = db
         self.broker = broker
         self.settings = settings
         self.service = service
         self.wake = asyncio.Event()
         _relay_wakers[db.engine.sync_engine] = self.wake
-        self._task: asyncio.Task[None] | None = None
-        self._last_prune = 0.0
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name=f"outbox-relay-{self.service}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._prune = Every(3600)
 
     async def run(self) -> None:
         failures = 0
@@ -215,10 +206,8 @@ class OutboxRelay:
         return int(count or 0)
 
     async def _maybe_prune(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._last_prune < 3600:
+        if not self._prune.due():
             return
-        self._last_prune = loop.time()
         cutoff = utcnow() - timedelta(days=self.settings.outbox_retention_days)
         async with self.db.transaction() as session:
             await session.execute(
