@@ -87,6 +87,8 @@ class OutboxRelay(BackgroundWorker):
         self._prune = Every(3600)
 
     async def run(self) -> None:
+        # Nothing to do until the broker has been reached once; commits keep waiting in the table.
+        await self.broker.connected.wait()
         failures = 0
         while True:
             try:
