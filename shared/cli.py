@@ -67,6 +67,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed(_args: argparse.Namespace) -> int:
+    from services.registry.seed import seed_database
+
+    report = asyncio.run(seed_database(get_settings()))
+    assert report is not None
+    print(f"registry: {report.created} created, {report.updated} updated, {report.unchanged} unchanged")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmh", description="CMH Suite command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("owners", nargs="*", metavar="OWNER", help=f"any of {', '.join(DATABASE_OWNERS)}")
     migrate.add_argument("--revision", default="head", help="target revision (head, base, or an id)")
     migrate.set_defaults(func=cmd_migrate)
+
+    seed = commands.add_parser("seed", help="load the Lancashire and South Cumbria reference (idempotent)")
+    seed.set_defaults(func=cmd_seed)
 
     # The gateway owns clients, keys and tokens; its commands are registered by it.
     from gateway.admin import register

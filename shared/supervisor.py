@@ -156,6 +156,11 @@ class Supervisor:
         from gateway.admin import demo_instructions, seed_demo_clients
 
         self.demo_lines = demo_instructions(settings, asyncio.run(seed_demo_clients(settings)))
+        from services.registry.seed import seed_database
+
+        seeded = asyncio.run(seed_database(settings, only_if_empty=True))
+        if seeded is not None:
+            say(f"registry seeded with the Lancashire and South Cumbria reference ({seeded.created} records)")
 
         for name in (*SERVICES, "gateway"):
             port = self.settings.gateway_port if name == "gateway" else self.settings.service_port(name)

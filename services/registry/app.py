@@ -1,20 +1,28 @@
-"""The Organisational registry service."""
+"""The organisational registry service."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.registry.api import router
 from services.registry.models import Base
+from services.registry.snapshot import SnapshotCache
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
 
 SPEC = ServiceSpec(
     name="registry",
     title="Organisational registry",
-    description="The ICS organisation, effective-dated: ICB, places, trusts, networks, pathways, teams, coverage and practitioners.",
+    description=(
+        "The ICS organisation, effective-dated: ICB, places, trusts, networks, pathways, teams, "
+        "coverage and practitioners."
+    ),
     metadata=Base.metadata,
+    routers=[router],
 )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SPEC, settings)
+    app = create_service_app(SPEC, settings)
+    app.state.snapshots = SnapshotCache()
+    return app
