@@ -12,20 +12,29 @@ class BackgroundWorker(ABC):
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
+        self.stopping = False
 
     @abstractmethod
-    async def run(self) -> None: ...
+    async def run(self) -> None:
+        """The worker's loop; it must end once `stopping` is set."""
 
     def start(self) -> None:
         if self._task is None:
+            self.stopping = False
             self._task = asyncio.create_task(self.run(), name=self.task_name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self.stopping = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Libraries below us can swallow a cancellation (nats-py turns one into
+        # TooManyStalledMsgsError): keep cancelling until the task has really ended.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
 
 
 class Every:

@@ -122,7 +122,7 @@ class EventConsumer(BackgroundWorker):
 
     async def run(self) -> None:
         failures = 0
-        while True:
+        while not self.stopping:
             try:
                 js = await self.broker.wait_connected()
                 await js.add_consumer(self.settings.stream_name, self.consumer_config())
@@ -130,7 +130,7 @@ class EventConsumer(BackgroundWorker):
                     durable=self.durable, stream=self.settings.stream_name
                 )
                 failures = 0
-                while True:
+                while not self.stopping:
                     try:
                         messages = await pull.fetch(batch=50, timeout=1)
                     except TimeoutError:

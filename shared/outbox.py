@@ -90,7 +90,7 @@ class OutboxRelay(BackgroundWorker):
         # Nothing to do until the broker has been reached once; commits keep waiting in the table.
         await self.broker.connected.wait()
         failures = 0
-        while True:
+        while not self.stopping:
             try:
                 self.wake.clear()
                 published = await self.relay_once()
@@ -98,8 +98,11 @@ class OutboxRelay(BackgroundWorker):
                 if published >= self.settings.outbox_batch_size:
                     continue  # more are waiting
                 await self._maybe_prune()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation
+                # that races with its own timeout, and the relay would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=self.settings.outbox_poll_seconds)
+                    async with asyncio.timeout(self.settings.outbox_poll_seconds):
+                        await self.wake.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -21,3 +21,63 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+# --- access tokens for testing a service with the gateway bypassed ---------------------------------
+
+_TEST_KEYS: dict[str, Any] = {}
+
+
+def signing_key(kid: str = "test-key") -> tuple[Any, dict[str, Any]]:
+    """An RSA key (made once per kid) and its public JWK."""
+    if kid not in _TEST_KEYS:
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+        _TEST_KEYS[kid] = (private, {**public, "kid": kid, "use": "sig", "alg": "RS256"})
+    return _TEST_KEYS[kid]  # type: ignore[no-any-return]
+
+
+def mint_token(
+    scopes: str,
+    *,
+    organisation: str = "RW5",
+    kind: str = "admin",
+    client_id: str = "test-client",
+    **claims: Any,
+) -> str:
+    """A token as the gateway would issue it, signed with the test key."""
+    import time
+    import uuid
+
+    import jwt
+
+    from shared.settings import Settings
+
+    defaults = Settings()
+    now = int(time.time())
+    private, _ = signing_key()
+    body = {
+        "iss": defaults.token_issuer,
+        "aud": defaults.token_audience,
+        "sub": client_id,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "jti": str(uuid.uuid4()),
+        "scope": scopes,
+        "cmh_org": organisation,
+        "cmh_kind": kind,
+        **claims,
+    }
+    return jwt.encode(body, private, algorithm="RS256", headers={"kid": "test-key"})
+
+
+def trust_test_key(app: Any) -> None:
+    """Make a running service app verify tokens against the test key instead of the gateway's JWKS."""
+    from shared.auth import StaticKeys, TokenVerifier
+
+    _, public = signing_key()
+    app.state.token_verifier = TokenVerifier(app.state.settings, StaticKeys({"keys": [public]}))
