@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.registry import fhir_api
 from services.registry.api import router
 from services.registry.models import Base
 from services.registry.snapshot import SnapshotCache
@@ -18,7 +19,7 @@ SPEC = ServiceSpec(
         "coverage and practitioners."
     ),
     metadata=Base.metadata,
-    routers=[router],
+    routers=[router, fhir_api.router],
 )
 
 

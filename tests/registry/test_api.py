@@ -4,78 +4,13 @@ that refuse bad input (and store nothing), and one event per change."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
-from sqlalchemy import func, select
 
-from services.registry.app import create_app
-from services.registry.schemas import Kind
-from services.registry.seed import seed, seed_id
-from shared.messaging_models import OutboxMessage
-from shared.migrations import migrate
-from shared.settings import Settings
-from tests.support import mint_token, trust_test_key
-
-READ = {"Authorization": f"Bearer {mint_token('registry:read')}"}
-ADMIN = {"Authorization": f"Bearer {mint_token('registry:read registry:admin', client_id='registry-admin')}"}
-NETWORK = {name: seed_id(Kind.NETWORK, name) for name in ("pennine-lancashire", "fylde-coast", "the-bay")}
-
-
-class Registry:
-    def __init__(self, client: httpx.AsyncClient, app: Any) -> None:
-        self.client = client
-        self.app = app
-
-    async def events(self, subject: str | None = None) -> list[dict[str, Any]]:
-        async with self.app.state.db.session() as session:
-            query = select(OutboxMessage).order_by(OutboxMessage.seq)
-            if subject:
-                query = query.where(OutboxMessage.subject == subject)
-            return [json.loads(row.payload) for row in (await session.scalars(query)).all()]
-
-    async def rows(self) -> int:
-        from services.registry.models import RegistryRow
-
-        async with self.app.state.db.session() as session:
-            return int(await session.scalar(select(func.count()).select_from(RegistryRow)) or 0)
-
-    async def create(self, collection: str, attributes: dict[str, Any], **validity: str) -> httpx.Response:
-        return await self.client.post(
-            f"/registry/{collection}", json={"attributes": attributes, **validity}, headers=ADMIN
-        )
-
-
-@pytest.fixture
-async def registry(make_settings: Callable[..., Settings]) -> AsyncIterator[Registry]:
-    settings = make_settings()
-    await migrate(
-        "registry", settings.database_url_for("registry"), schema=settings.database_schema_for("registry")
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        trust_test_key(app)
-        async with app.state.db.transaction() as session:
-            await seed(session)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
-            yield Registry(client, app)
-
-
-def team_attributes(**overrides: Any) -> dict[str, Any]:
-    return {
-        "key": "blackburn-drop-in",
-        "name": "Blackburn evening drop-in",
-        "service_offer": "outreach",
-        "network_id": NETWORK["pennine-lancashire"],
-        "coverage": ["BB1", "BB2"],
-        "opening_hours": {"weekly": {"tue": [{"opens": "17:00", "closes": "21:00"}]}},
-        "caseload_capacity": 40,
-        **overrides,
-    }
+from services.registry.seed import seed
+from tests.registry.support import ADMIN, NETWORK, READ, Registry, team_attributes
+from tests.support import mint_token
 
 
 async def test_seeded_structure_lists_and_reads(registry: Registry) -> None:
