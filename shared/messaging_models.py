@@ -1,14 +1,15 @@
-"""The outbox and inbox tables, present in every service's own database.
+"""The outbox, inbox and Idempotency-Key tables, present in every service's own database.
 
 Every service's Alembic environment includes `MessagingBase.metadata`; the tables are created by
-`shared.migrations.create_messaging_tables_v1` in each service's first migration.
+`shared.migrations.create_messaging_tables_v1` in each service's first migration, and
+`create_idempotency_table_v1` in a later one.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, MetaData, String, Text, text
+from sqlalchemy import Index, Integer, LargeBinary, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.sqltypes import BigIntegerKey, UTCDateTime, utcnow
@@ -60,3 +61,17 @@ class InboxMessage(MessagingBase):
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     subject: Mapped[str] = mapped_column(String(255))
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class IdempotencyRecord(MessagingBase):
+    """A create that succeeded under a client's key, and what it answered."""
+
+    __tablename__ = "idempotency_keys"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    headers: Mapped[str] = mapped_column(Text)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -29,7 +29,7 @@ from shared.background import BackgroundWorker, Every
 from shared.broker import Broker, backoff_delay, ensure_stream
 from shared.db import Database
 from shared.events import CloudEvent
-from shared.messaging_models import OutboxMessage
+from shared.messaging_models import IdempotencyRecord, OutboxMessage
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
 from shared.settings import Settings
 from shared.sqltypes import utcnow
@@ -211,12 +211,22 @@ class OutboxRelay(BackgroundWorker):
         return int(count or 0)
 
     async def _maybe_prune(self) -> None:
-        if not self._prune.due():
-            return
+        if self._prune.due():
+            await self.prune()
+
+    async def prune(self) -> None:
+        """Housekeeping: drop published events and expired Idempotency-Keys past retention."""
         cutoff = utcnow() - timedelta(days=self.settings.outbox_retention_days)
         async with self.db.transaction() as session:
             await session.execute(
                 delete(OutboxMessage).where(
                     OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < cutoff
+                )
+            )
+            # Expired Idempotency-Keys go with the same hourly housekeeping.
+            await session.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.created_at
+                    < utcnow() - timedelta(hours=self.settings.idempotency_retention_hours)
                 )
             )

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field, create_model
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import store
 from services.registry.domain import InvalidPostcode, Resolution, Validity, london_date, resolve
@@ -24,6 +25,7 @@ from services.registry.schemas import (
 from shared.auth import Caller, requires
 from shared.db import Database
 from shared.errors import Problem
+from shared.idempotency import OptionalIdempotency, create_once
 from shared.sqltypes import utcnow
 
 router = APIRouter(prefix="/registry", tags=["registry"])
@@ -161,18 +163,27 @@ def _register(collection: str, kind: Kind) -> None:
                 raise Problem(404, "No such record", type_slug="not-found") from None
 
     async def create_record(
-        body: Any, request: Request, response: Response, caller: Caller = requires("registry:admin")
-    ) -> RecordOut:
+        body: Any,
+        request: Request,
+        *,
+        caller: Caller = requires("registry:admin"),  # authenticated before the key is looked at
+        idempotency: OptionalIdempotency,
+    ) -> Response:
         try:
             validity = Validity(body.valid_from or store.today(), body.valid_to)
         except ValueError as exc:
             raise rule_problem("valid_to", str(exc)) from None
-        async with _db(request).transaction() as session:
+
+        async def create(session: AsyncSession) -> Response:
             created = await _guard(store.create(session, kind, body.attributes, validity, caller.client_id))
-        response.status_code = 201
-        response.headers["ETag"] = etag(created.version)
-        response.headers["Location"] = f"/registry/{collection}/{created.id}"
-        return created
+            return Response(
+                created.model_dump_json(),
+                status_code=201,
+                media_type="application/json",
+                headers={"ETag": etag(created.version), "Location": f"/registry/{collection}/{created.id}"},
+            )
+
+        return await create_once(request, caller, idempotency, create)
 
     async def change_record(
         record_id: str,
