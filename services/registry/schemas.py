@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.registry.domain import normalise_district
+from shared.postcodes import normalise_district
 
 TIME_ZONE = "Europe/London"
 

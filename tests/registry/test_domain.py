@@ -13,14 +13,12 @@ from hypothesis import strategies as st
 from services.registry.domain import (
     Hours,
     Interval,
-    InvalidPostcode,
     NetworkView,
     PathwayBand,
     PlaceView,
     Snapshot,
     TeamView,
     Validity,
-    normalise_postcode,
     open_at,
     pathway_for_age,
     resolve,
@@ -28,6 +26,7 @@ from services.registry.domain import (
 from services.registry.schemas import ATTRIBUTES
 from services.registry.seed import REFERENCE, desired_records
 from services.registry.snapshot import hours_of
+from shared.postcodes import InvalidPostcode, normalise_postcode
 
 letters = st.sampled_from(string.ascii_uppercase)
 digits = st.sampled_from(string.digits)
