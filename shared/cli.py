@@ -68,11 +68,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(_args: argparse.Namespace) -> int:
+    from services.directory.seed import seed_database as seed_directory
     from services.registry.seed import seed_database
 
     report = asyncio.run(seed_database(get_settings()))
     assert report is not None
     print(f"registry: {report.created} created, {report.updated} updated, {report.unchanged} unchanged")
+    directory = asyncio.run(seed_directory(get_settings()))
+    assert directory is not None
+    print(f"directory (needs taxonomy and SAMPLE partner services): {directory.summary()}")
     return 0
 
 
@@ -94,13 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--revision", default="head", help="target revision (head, base, or an id)")
     migrate.set_defaults(func=cmd_migrate)
 
-    seed = commands.add_parser("seed", help="load the Lancashire and South Cumbria reference (idempotent)")
+    seed = commands.add_parser(
+        "seed", help="load the Lancashire and South Cumbria reference and the sample directory (idempotent)"
+    )
     seed.set_defaults(func=cmd_seed)
 
     # The gateway owns clients, keys and tokens; its commands are registered by it.
     from gateway.admin import register
 
     register(commands)
+    from services.directory.cli import register as register_directory
+
+    register_directory(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command, op
@@ -86,6 +87,14 @@ def _downgrade(connection: Connection, owner: str, schema: str | None, revision:
     command.downgrade(_configured(connection, owner, schema), revision)
 
 
+def is_managed(name: str | None, type_: str, _parents: Any = None) -> bool:
+    """Alembic `include_name`: full-text search tables (`*_fts`, and FTS5's shadow tables
+    `*_fts_*`) differ by dialect, so their migrations write them by hand and autogenerate skips them."""
+    if type_ != "table" or name is None:
+        return True
+    return not (name.endswith("_fts") or "_fts_" in name)
+
+
 def run_env(target_metadata: MetaData) -> None:
     """The whole body of a service's Alembic `env.py`."""
     from alembic import context
@@ -100,6 +109,7 @@ def run_env(target_metadata: MetaData) -> None:
         version_table_schema=schema,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=is_managed,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -161,6 +161,13 @@ class Supervisor:
         seeded = asyncio.run(seed_database(settings, only_if_empty=True))
         if seeded is not None:
             say(f"registry seeded with the Lancashire and South Cumbria reference ({seeded.created} records)")
+        from services.directory.seed import seed_database as seed_directory
+
+        directory = asyncio.run(seed_directory(settings, only_if_empty=True))
+        if directory is not None:
+            say(
+                f"directory seeded with the needs taxonomy and SAMPLE partner services ({directory.summary()})"
+            )
 
         for name in (*SERVICES, "gateway"):
             port = self.settings.gateway_port if name == "gateway" else self.settings.service_port(name)

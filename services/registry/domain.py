@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from shared.postcodes import normalise_postcode
+from shared.timezones import LONDON
 
-LONDON = ZoneInfo("Europe/London")
 WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 # --- validity ----------------------------------------------------------------------------------
@@ -35,12 +34,6 @@ class Validity:
         starts_before_other_ends = other.valid_to is None or self.valid_from < other.valid_to
         ends_after_other_starts = self.valid_to is None or other.valid_from < self.valid_to
         return starts_before_other_ends and ends_after_other_starts
-
-
-def london_date(at: datetime) -> date:
-    if at.tzinfo is None:
-        raise ValueError("a moment needs a time zone")
-    return at.astimezone(LONDON).date()
 
 
 # --- pathways ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 
 from shared.db import Database
 from shared.messaging_models import MessagingBase
-from shared.migrations import migrate, migrate_all
+from shared.migrations import is_managed, migrate, migrate_all
 from shared.settings import SERVICES, Settings
 
 
@@ -31,7 +31,7 @@ async def test_migrations_match_models_and_roll_back(
         async with db.engine.connect() as connection:
 
             def diff(sync_connection):  # type: ignore[no-untyped-def]
-                context = MigrationContext.configure(sync_connection, opts={"compare_type": True})
+                context = MigrationContext.configure(sync_connection, opts={"compare_type": True, "include_name": is_managed})
                 return compare_metadata(context, [models.Base.metadata, MessagingBase.metadata])
 
             assert await connection.run_sync(diff) == []

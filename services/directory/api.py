@@ -1,0 +1,405 @@
+"""The public Open Referral UK read API under `/directory` (no token; the gateway opens CORS).
+
+Endpoints and parameters follow the HSDS 3.0 API reference and the UK profile: the Page envelope,
+cumulative (AND) filters, `format=ndjson` streaming every result unpaginated, `postcode` +
+`proximity` on service_at_locations. Local additions carry an `x_` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import func, select
+
+from services.directory import oruk, queries
+from services.directory.domain import PlanarFrame, ScheduleError, parse_day
+from services.directory.models import Organization, Service, ServiceAtLocation, Taxonomy, TaxonomyTerm
+from shared.db import Database
+from shared.errors import Problem
+from shared.postcodes import InvalidPostcode, normalise_postcode
+
+router = APIRouter(prefix="/directory", tags=["directory (Open Referral UK)"])
+MAX_PER_PAGE = 200
+NDJSON = "application/x-ndjson"
+
+PUBLISHER = {
+    "name": "CMH Suite — Lancashire and South Cumbria community mental health",
+    "description": "VCFSE partner services that work with community mental health teams, moderated.",
+    "url": "https://cmh-suite.nhs.uk/directory",
+}
+
+Page = Annotated[int, Query(ge=1, le=100_000, description="Page number (from 1)")]
+PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE, description=f"Items per page (at most {MAX_PER_PAGE})")]
+Search = Annotated[str | None, Query(max_length=200, description="Full-text search, ranked by relevance")]
+Format = Annotated[Literal["json", "ndjson"], Query(description="`ndjson` streams every result, unpaginated")]
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def _not_found(what: str) -> Problem:
+    return Problem(404, f"No such {what}", type_slug="not-found")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _day(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_day(value)
+    except ScheduleError as exc:
+        raise Problem(
+            422,
+            "Bad day",
+            str(exc),
+            type_slug="validation",
+            errors=[{"location": ["query", "day"], "message": str(exc), "type": "value_error"}],
+        ) from None
+
+
+def _ndjson(lines: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async for item in lines:
+            yield json.dumps(item, separators=(",", ":")).encode() + b"\n"
+
+    return StreamingResponse(body(), media_type=NDJSON)
+
+
+@router.get("/", summary="About this API (HSDS version, profile, publisher)")
+@router.get("", include_in_schema=False)
+async def about(request: Request) -> dict[str, Any]:
+    base = str(request.base_url).rstrip("/")
+    async with _db(request).session() as session:
+        services = int(await session.scalar(select(func.count()).select_from(Service)) or 0)
+    return {
+        "version": oruk.HSDS_VERSION,
+        "profile": oruk.UK_PROFILE,
+        "openapi_url": f"{base}/directory/openapi.json",
+        "publisher": PUBLISHER,
+        "x_services": services,
+    }
+
+
+@router.get("/openapi.json", summary="The OpenAPI description of this directory API")
+async def openapi(request: Request) -> dict[str, Any]:
+    document = request.app.openapi()
+    paths = {
+        path: ops
+        for path, ops in document["paths"].items()
+        if path.startswith("/directory")
+        and "partner" not in path
+        and "moderation" not in path
+        and "handovers" not in path
+    }
+    return {**document, "paths": paths}
+
+
+@router.get("/services", summary="List services")
+async def list_services(
+    request: Request,
+    search: Search = None,
+    page: Page = 1,
+    per_page: PerPage = 50,
+    taxonomy_term_id: uuid.UUID | None = None,
+    taxonomy_id: uuid.UUID | None = None,
+    organization_id: uuid.UUID | None = None,
+    modified_after: datetime | None = None,
+    minimal: bool = False,
+    full: bool = False,
+    minimum_age: Annotated[float | None, Query(ge=0, le=130)] = None,
+    maximum_age: Annotated[float | None, Query(ge=0, le=130)] = None,
+    day: Annotated[str | None, Query(max_length=10, description="MO..SU or monday..sunday")] = None,
+    start_time: time | None = None,
+    end_time: time | None = None,
+    format: Format = "json",
+) -> Any:
+    filters = queries.Filters(
+        search=search,
+        taxonomy_term_id=str(taxonomy_term_id) if taxonomy_term_id else None,
+        taxonomy_id=str(taxonomy_id) if taxonomy_id else None,
+        organization_id=str(organization_id) if organization_id else None,
+        modified_after=_utc(modified_after),
+        minimum_age=minimum_age,
+        maximum_age=maximum_age,
+        day=_day(day),
+        start_time=start_time,
+        end_time=end_time,
+    )
+
+    def shape(document: dict[str, Any]) -> dict[str, Any]:
+        if minimal:
+            return oruk.minimal_item(document)
+        return document if full else oruk.service_list_item(document)
+
+    if format == "ndjson":
+
+        async def lines() -> AsyncIterator[dict[str, Any]]:
+            async with _db(request).session() as session:
+                async for document in queries.stream_services(session, filters):
+                    yield shape(json.loads(document))
+
+        return _ndjson(lines())
+    async with _db(request).session() as session:
+        documents, total = await queries.services(
+            session, filters, offset=(page - 1) * per_page, limit=per_page
+        )
+    return oruk.page(
+        [shape(json.loads(d)) for d in documents], total=total, page_number=page, per_page=per_page
+    )
+
+
+@router.get("/services/{service_id}", summary="Read one service, fully nested")
+async def read_service(service_id: uuid.UUID, request: Request) -> JSONResponse:
+    async with _db(request).session() as session:
+        document = await session.scalar(select(Service.document).where(Service.id == str(service_id)))
+    if document is None:
+        raise _not_found("service")
+    return JSONResponse(json.loads(document))
+
+
+@router.get("/organizations", summary="List organisations")
+async def list_organizations(
+    request: Request,
+    search: Search = None,
+    page: Page = 1,
+    per_page: PerPage = 50,
+    full: bool = False,
+    format: Format = "json",
+) -> Any:
+    query = select(Organization.document)
+    if search:
+        query = query.where(func.lower(Organization.name).contains(search.strip().lower()))
+    query = query.order_by(Organization.name, Organization.id)
+    shape = (lambda d: d) if full else oruk.organization_list_item
+    if format == "ndjson":
+
+        async def lines() -> AsyncIterator[dict[str, Any]]:
+            async with _db(request).session() as session:
+                async for document in await session.stream_scalars(query):
+                    yield shape(json.loads(document))
+
+        return _ndjson(lines())
+    async with _db(request).session() as session:
+        total = int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+        documents = (await session.scalars(query.offset((page - 1) * per_page).limit(per_page))).all()
+    return oruk.page(
+        [shape(json.loads(d)) for d in documents], total=total, page_number=page, per_page=per_page
+    )
+
+
+@router.get("/organizations/{organization_id}", summary="Read one organisation with its services")
+async def read_organization(
+    organization_id: uuid.UUID, request: Request, full_service: bool = False
+) -> JSONResponse:
+    async with _db(request).session() as session:
+        organization = await session.get(Organization, str(organization_id))
+        if organization is None:
+            raise _not_found("organization")
+        services = (
+            await session.scalars(
+                select(Service.document)
+                .where(Service.organization_id == organization.id)
+                .order_by(Service.name)
+            )
+        ).all()
+    document = json.loads(organization.document)
+    nested = [json.loads(s) for s in services]
+    document["services"] = nested if full_service else [oruk.service_list_item(s) for s in nested]
+    return JSONResponse(document)
+
+
+@router.get("/taxonomies", summary="List taxonomies")
+async def list_taxonomies(request: Request, page: Page = 1, per_page: PerPage = 50) -> dict[str, Any]:
+    async with _db(request).session() as session:
+        total = int(await session.scalar(select(func.count()).select_from(Taxonomy)) or 0)
+        rows = (
+            await session.scalars(
+                select(Taxonomy.document)
+                .order_by(Taxonomy.name, Taxonomy.id)
+                .offset((page - 1) * per_page)
+                .limit(per_page)
+            )
+        ).all()
+    return oruk.page([json.loads(r) for r in rows], total=total, page_number=page, per_page=per_page)
+
+
+@router.get("/taxonomies/{taxonomy_id}", summary="Read one taxonomy")
+async def read_taxonomy(taxonomy_id: uuid.UUID, request: Request) -> JSONResponse:
+    async with _db(request).session() as session:
+        document = await session.scalar(select(Taxonomy.document).where(Taxonomy.id == str(taxonomy_id)))
+    if document is None:
+        raise _not_found("taxonomy")
+    return JSONResponse(json.loads(document))
+
+
+@router.get("/taxonomy_terms", summary="List taxonomy terms")
+async def list_taxonomy_terms(
+    request: Request,
+    page: Page = 1,
+    per_page: PerPage = 50,
+    taxonomy_id: uuid.UUID | None = None,
+    parent_id: uuid.UUID | None = None,
+    search: Search = None,
+) -> dict[str, Any]:
+    query = select(TaxonomyTerm.document)
+    if taxonomy_id:
+        query = query.where(TaxonomyTerm.taxonomy_id == str(taxonomy_id))
+    if parent_id:
+        query = query.where(TaxonomyTerm.parent_id == str(parent_id))
+    if search:
+        query = query.where(func.lower(TaxonomyTerm.name).contains(search.strip().lower()))
+    async with _db(request).session() as session:
+        total = int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+        rows = (
+            await session.scalars(
+                query.order_by(TaxonomyTerm.name, TaxonomyTerm.id)
+                .offset((page - 1) * per_page)
+                .limit(per_page)
+            )
+        ).all()
+    return oruk.page([json.loads(r) for r in rows], total=total, page_number=page, per_page=per_page)
+
+
+@router.get("/taxonomy_terms/{term_id}", summary="Read one taxonomy term")
+async def read_taxonomy_term(term_id: uuid.UUID, request: Request) -> JSONResponse:
+    async with _db(request).session() as session:
+        document = await session.scalar(select(TaxonomyTerm.document).where(TaxonomyTerm.id == str(term_id)))
+    if document is None:
+        raise _not_found("taxonomy term")
+    return JSONResponse(json.loads(document))
+
+
+def _centre(
+    postcode: str | None, latitude: float | None, longitude: float | None, proximity: float | None
+) -> tuple[str | None, PlanarFrame | None, dict[str, Any] | None]:
+    """(district, centre, note): the postcode's district centroid, else the caller's coordinates."""
+    if (latitude is None) != (longitude is None):
+        raise Problem(422, "Give latitude and longitude together", type_slug="validation")
+    district = None
+    note: dict[str, Any] | None = None
+    centre = PlanarFrame(latitude, longitude) if latitude is not None and longitude is not None else None
+    if postcode is not None:
+        try:
+            formatted, district = normalise_postcode(postcode)
+        except InvalidPostcode as exc:
+            raise Problem(
+                422,
+                "Bad postcode",
+                str(exc),
+                type_slug="validation",
+                errors=[{"location": ["query", "postcode"], "message": str(exc), "type": "value_error"}],
+            ) from None
+        found = queries.district_centroids().get(district)
+        note = {"postcode": formatted, "district": district, "centroid_known": found is not None}
+        if found is not None:
+            centre = PlanarFrame(*found)
+            note["centre"] = {"latitude": found[0], "longitude": found[1], "source": "district centroid"}
+        elif centre is not None:
+            note["centre"] = {"latitude": centre.latitude, "longitude": centre.longitude, "source": "caller"}
+        else:
+            note["detail"] = "No centroid is known for this postcode district; give latitude and longitude."
+    if proximity is not None and centre is None:
+        raise Problem(
+            422,
+            "No centre for proximity",
+            "proximity needs a postcode whose district is known, or latitude and longitude.",
+            type_slug="validation",
+            x_postcode=note,
+        )
+    return district, centre, note
+
+
+@router.get("/service_at_locations", summary="List services at locations (postcode + proximity)")
+async def list_service_at_locations(
+    request: Request,
+    search: Search = None,
+    page: Page = 1,
+    per_page: PerPage = 50,
+    taxonomy_term_id: uuid.UUID | None = None,
+    taxonomy_id: uuid.UUID | None = None,
+    organization_id: uuid.UUID | None = None,
+    modified_after: datetime | None = None,
+    full: bool = False,
+    postcode: Annotated[str | None, Query(max_length=10)] = None,
+    proximity: Annotated[float | None, Query(gt=0, le=500_000, description="Metres from the centre")] = None,
+    latitude: Annotated[
+        float | None, Query(ge=-90, le=90, description="Centre when the district is unknown")
+    ] = None,
+    longitude: Annotated[float | None, Query(ge=-180, le=180)] = None,
+    minimum_age: Annotated[float | None, Query(ge=0, le=130)] = None,
+    maximum_age: Annotated[float | None, Query(ge=0, le=130)] = None,
+    day: Annotated[str | None, Query(max_length=10)] = None,
+    start_time: time | None = None,
+    end_time: time | None = None,
+    format: Format = "json",
+) -> Any:
+    district, centre, note = _centre(postcode, latitude, longitude, proximity)
+    filters = queries.Filters(
+        search=search,
+        taxonomy_term_id=str(taxonomy_term_id) if taxonomy_term_id else None,
+        taxonomy_id=str(taxonomy_id) if taxonomy_id else None,
+        organization_id=str(organization_id) if organization_id else None,
+        modified_after=_utc(modified_after),
+        minimum_age=minimum_age,
+        maximum_age=maximum_age,
+        day=_day(day),
+        start_time=start_time,
+        end_time=end_time,
+        district=district,
+        centre=centre,
+        proximity_m=proximity,
+    )
+
+    def shape(sal_document: str, service_document: str) -> dict[str, Any]:
+        sal, service = json.loads(sal_document), json.loads(service_document)
+        location = sal["location"]
+        distance = None
+        if centre is not None and location.get("latitude") is not None:
+            distance = centre.metres(location["latitude"], location["longitude"])
+        return oruk.service_at_location_item(sal, service, full=full, distance_m=distance)
+
+    if format == "ndjson":
+
+        async def lines() -> AsyncIterator[dict[str, Any]]:
+            async with _db(request).session() as session:
+                async for sal, service in queries.stream_service_at_locations(session, filters):
+                    yield shape(sal, service)
+
+        return _ndjson(lines())
+    async with _db(request).session() as session:
+        rows, total = await queries.service_at_locations(
+            session, filters, offset=(page - 1) * per_page, limit=per_page
+        )
+    body = oruk.page(
+        [shape(sal, service) for sal, service in rows], total=total, page_number=page, per_page=per_page
+    )
+    if note is not None:
+        body["x_postcode"] = note
+    return body
+
+
+@router.get("/service_at_locations/{sal_id}", summary="Read one service at a location")
+async def read_service_at_location(sal_id: uuid.UUID, request: Request) -> JSONResponse:
+    async with _db(request).session() as session:
+        row = (
+            await session.execute(
+                select(ServiceAtLocation.document, Service.document)
+                .join(Service, Service.id == ServiceAtLocation.service_id)
+                .where(ServiceAtLocation.id == str(sal_id))
+            )
+        ).first()
+    if row is None:
+        raise _not_found("service at location")
+    return JSONResponse(oruk.service_at_location_item(json.loads(row[0]), json.loads(row[1]), full=True))

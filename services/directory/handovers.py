@@ -1,0 +1,239 @@
+"""Warm handovers: triage signposts a person to a partner's service with their consent; the partner
+accepts, declines (with a reason, so triage can offer something else) or completes it.
+
+Handovers arrive as `cmh.triage.referral.signposted` events (consumed once, whatever the
+redelivery) and are offered to the organisation that runs the service. A partner sees only the
+handovers offered to it; every read of one (it holds person data) is audited. Each change is a
+`cmh.directory.handover.updated` event carrying no person data, for triage and reporting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.directory.domain import HandoverAction, HandoverState, TransitionRefused, next_handover_state
+from services.directory.models import Handover, HandoverHistory, Organization, Service
+from services.directory.oruk import link_id
+from services.directory.schemas import HandoverDecision, HandoverOut
+from shared.audit import AuditAction, record_access
+from shared.auth import Caller, requires
+from shared.consumer import Subscription
+from shared.db import Database
+from shared.errors import Problem
+from shared.events import CloudEvent, make_event
+from shared.outbox import add_event
+from shared.sqltypes import utcnow
+
+log = logging.getLogger("cmh.directory.handovers")
+router = APIRouter(prefix="/directory/handovers", tags=["directory handovers"])
+SERVICE = "directory"
+SIGNPOSTED = "cmh.triage.referral.signposted"
+
+
+def _updated_event(handover: Handover, actor: str) -> dict[str, Any]:
+    return {
+        "handover_id": handover.id,
+        "referral_id": handover.referral_id,
+        "person_id": handover.person_id,
+        "service_id": handover.service_id,
+        "organization": handover.owner,
+        "state": handover.state,
+        "reason": handover.reason,
+        "version": handover.version,
+        "actor": actor,
+        "at": handover.updated_at.isoformat(),
+    }
+
+
+async def apply_signpost(session: AsyncSession, event: CloudEvent) -> None:
+    """Offer a handover per signposted service, if the person consented to share."""
+    data = event.data or {}
+    if not data.get("consent_to_share"):
+        return  # signposted without consent: the person contacts the service themselves
+    for offer in data.get("services", []):
+        service_id = offer.get("service_id")
+        owner = await session.scalar(
+            select(Organization.identifier)
+            .join(Service, Service.organization_id == Organization.id)
+            .where(Service.id == service_id)
+        )
+        if owner is None:
+            log.warning("signposted service is not published", extra={"service_id": service_id})
+            continue
+        exists = await session.scalar(
+            select(Handover.id).where(
+                Handover.referral_id == data["referral_id"], Handover.service_id == service_id
+            )
+        )
+        if exists:
+            continue
+        now = utcnow()
+        handover = Handover(
+            id=link_id("handover", data["referral_id"], service_id),
+            referral_id=data["referral_id"],
+            person_id=data["person_id"],
+            service_id=service_id,
+            owner=owner,
+            state=HandoverState.OFFERED.value,
+            details=json.dumps(
+                {"person": data.get("person", {}), "needs": data.get("needs", []), "note": data.get("note")}
+            ),
+            version=1,
+            offered_at=now,
+            updated_at=now,
+        )
+        session.add(handover)
+        session.add(HandoverHistory(handover_id=handover.id, state=handover.state, actor="triage", at=now))
+        add_event(session, make_event(SERVICE, "handover", "updated", _updated_event(handover, "triage")))
+
+
+SIGNPOST_SUBSCRIPTION = Subscription(
+    durable="directory-handovers", subjects=[SIGNPOSTED], handler=apply_signpost
+)
+
+
+def _out(handover: Handover) -> HandoverOut:
+    details = json.loads(handover.details)
+    return HandoverOut(
+        id=handover.id,
+        referral_id=handover.referral_id,
+        service_id=handover.service_id,
+        state=handover.state,
+        reason=handover.reason,
+        version=handover.version,
+        offered_at=handover.offered_at,
+        updated_at=handover.updated_at,
+        person=details.get("person", {}),
+        needs=details.get("needs", []),
+        note=details.get("note"),
+    )
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+@router.get("", response_model=list[HandoverOut], summary="Handovers offered to your organisation")
+async def my_handovers(
+    request: Request,
+    caller: Caller = requires("handover:respond"),
+    state: Annotated[HandoverState | None, Query()] = None,
+) -> list[HandoverOut]:
+    query = select(Handover).where(Handover.owner == caller.organisation).order_by(Handover.offered_at.desc())
+    if state:
+        query = query.where(Handover.state == state.value)
+    async with _db(request).transaction() as session:
+        handovers = (await session.scalars(query.limit(500))).all()
+        record_access(
+            session,
+            caller,
+            service=SERVICE,
+            action=AuditAction.SEARCH,
+            resource_type="Handover",
+            resource_ids=[h.id for h in handovers],
+            person_ids=sorted({h.person_id for h in handovers}),
+        )
+    return [_out(h) for h in handovers]
+
+
+async def _own(session: AsyncSession, caller: Caller, handover_id: str, *, lock: bool = False) -> Handover:
+    query = select(Handover).where(Handover.id == handover_id, Handover.owner == caller.organisation)
+    handover = await session.scalar(query.with_for_update() if lock else query)
+    if handover is None:
+        raise Problem(404, "No such handover", type_slug="not-found")  # another partner's is not found either
+    return handover
+
+
+@router.get("/{handover_id}", response_model=HandoverOut, summary="One handover")
+async def read_handover(
+    handover_id: str, request: Request, caller: Caller = requires("handover:respond")
+) -> HandoverOut:
+    async with _db(request).transaction() as session:
+        handover = await _own(session, caller, handover_id)
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.READ, resource_type="Handover",
+            resource_ids=[handover.id], person_ids=[handover.person_id],
+        )  # fmt: skip
+    return _out(handover)
+
+
+async def _respond(
+    request: Request,
+    caller: Caller,
+    handover_id: str,
+    action: HandoverAction,
+    body: HandoverDecision,
+    if_match: str | None,
+) -> HandoverOut:
+    async with _db(request).transaction() as session:
+        handover = await _own(session, caller, handover_id, lock=True)
+        if if_match is not None and if_match.strip().strip('"') not in ("*", str(handover.version)):
+            raise Problem(412, "Handover has changed", "Read it again.", type_slug="version-mismatch")
+        try:
+            target = next_handover_state(HandoverState(handover.state), action, reason=body.reason)
+        except TransitionRefused as refusal:
+            raise Problem(
+                409, "Not allowed in this state", str(refusal), type_slug="invalid-transition"
+            ) from None
+        handover.state = target.value
+        handover.reason = body.reason
+        handover.version += 1
+        handover.updated_at = utcnow()
+        session.add(
+            HandoverHistory(
+                handover_id=handover.id, state=handover.state, actor=caller.client_id, reason=body.reason
+            )
+        )
+        add_event(
+            session, make_event(SERVICE, "handover", "updated", _updated_event(handover, caller.client_id))
+        )
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.UPDATE, resource_type="Handover",
+            resource_ids=[handover.id], person_ids=[handover.person_id],
+        )  # fmt: skip
+    return _out(handover)
+
+
+@router.post(
+    "/{handover_id}/accept", response_model=HandoverOut, summary="Accept: you will contact the person"
+)
+async def accept(
+    handover_id: str,
+    request: Request,
+    body: HandoverDecision | None = None,
+    caller: Caller = requires("handover:respond"),
+    if_match: Annotated[str | None, Header()] = None,
+) -> HandoverOut:
+    return await _respond(
+        request, caller, handover_id, HandoverAction.ACCEPT, body or HandoverDecision(), if_match
+    )
+
+
+@router.post("/{handover_id}/decline", response_model=HandoverOut, summary="Decline, with a reason")
+async def decline(
+    handover_id: str,
+    body: HandoverDecision,
+    request: Request,
+    caller: Caller = requires("handover:respond"),
+    if_match: Annotated[str | None, Header()] = None,
+) -> HandoverOut:
+    return await _respond(request, caller, handover_id, HandoverAction.DECLINE, body, if_match)
+
+
+@router.post("/{handover_id}/complete", response_model=HandoverOut, summary="Complete: support has started")
+async def complete(
+    handover_id: str,
+    request: Request,
+    body: HandoverDecision | None = None,
+    caller: Caller = requires("handover:respond"),
+    if_match: Annotated[str | None, Header()] = None,
+) -> HandoverOut:
+    return await _respond(
+        request, caller, handover_id, HandoverAction.COMPLETE, body or HandoverDecision(), if_match
+    )

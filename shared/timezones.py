@@ -1,0 +1,20 @@
+"""Clinical dates are Europe/London calendar dates (four-week clocks, validity, opening hours)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from shared.sqltypes import utcnow
+
+LONDON = ZoneInfo("Europe/London")
+
+
+def london_date(at: datetime) -> date:
+    if at.tzinfo is None:
+        raise ValueError("a moment needs a time zone")
+    return at.astimezone(LONDON).date()
+
+
+def london_today() -> date:
+    return london_date(utcnow())
