@@ -12,6 +12,7 @@ Every step is kept in the service's edit history.
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -228,7 +229,7 @@ async def propose_change(
                 type_slug="edit-open",
                 edit_id=open_edit.id,
             )
-        draft = proposal.model_copy(update={"id": service.id}).with_ids()
+        draft = proposal.model_copy(update={"id": uuid.UUID(service.id)}).with_ids()
         await _check_proposal(session, caller, draft)
         edit = Edit(
             id=new_id(),
@@ -298,7 +299,7 @@ async def revise_edit(
             raise _refused(
                 TransitionRefused(f"an edit that is {edit.state.replace('_', ' ')} cannot be revised")
             )
-        draft = proposal.model_copy(update={"id": edit.service_id}).with_ids()
+        draft = proposal.model_copy(update={"id": uuid.UUID(edit.service_id)}).with_ids()
         await _check_proposal(session, caller, draft)
         edit.proposal = draft.model_dump_json()
         edit.state = EditState.DRAFT.value

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import store
-from services.registry.domain import Resolution, Validity, london_date, resolve
+from services.registry.domain import Resolution, Validity, resolve
 from services.registry.schemas import (
     ATTRIBUTES,
     COLLECTIONS,
@@ -28,6 +28,7 @@ from shared.errors import Problem
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.postcodes import InvalidPostcode
 from shared.sqltypes import utcnow
+from shared.timezones import london_date
 
 router = APIRouter(prefix="/registry", tags=["registry"])
 
