@@ -46,8 +46,8 @@ def _full(client: httpx.Client, url: str, item: dict[str, Any]) -> dict[str, Any
     return response.json()  # type: ignore[no-any-return]
 
 
-def feed(source: str) -> tuple[Iterator[dict[str, Any]], int | None]:
-    """(records, how many if known up front) from a file or URL."""
+def feed(source: str, client: httpx.Client | None = None) -> tuple[Iterator[dict[str, Any]], int | None]:
+    """(records, how many if known up front) from a file or URL (`client` for tests)."""
     if not _is_url(source):
         path = Path(source)
         if path.suffix in (".ndjson", ".jsonl"):
@@ -55,7 +55,7 @@ def feed(source: str) -> tuple[Iterator[dict[str, Any]], int | None]:
             return read_lines(lines), sum(1 for line in lines if line.strip())
         records = list(records_in(json.loads(path.read_text())))
         return iter(records), len(records)
-    client = httpx.Client(timeout=30, follow_redirects=True, headers={"Accept": "application/json"})
+    client = client or httpx.Client(timeout=30, follow_redirects=True, headers={"Accept": "application/json"})
     first = client.get(source)
     first.raise_for_status()
     if "ndjson" in first.headers.get("content-type", "") or source.split("?")[0].endswith(".ndjson"):
@@ -81,11 +81,13 @@ def feed(source: str) -> tuple[Iterator[dict[str, Any]], int | None]:
     return pages(), total
 
 
-async def run_import(source: str, *, progress: bool = True) -> ImportReport:
+async def run_import(
+    source: str, *, progress: bool = True, client: httpx.Client | None = None
+) -> ImportReport:
     settings = get_settings()
     url, schema = settings.database_url_for("directory"), settings.database_schema_for("directory")
     await migrate("directory", url, schema=schema)
-    records, total = feed(source)
+    records, total = feed(source, client)
     db = Database(url, schema=schema, pool_size=2)
     await seed(db, sample=False)  # the needs taxonomy, so feeds using it are understood
     bar = tqdm(total=total, unit="record", desc="importing", disable=not progress, file=sys.stderr)

@@ -157,6 +157,8 @@ async def apply_place(session: AsyncSession, data: dict[str, Any]) -> None:
 
 
 async def _districts(session: AsyncSession, areas: list[dict[str, Any]]) -> set[str]:
+    if not areas:
+        return set()
     places = {
         key: json.loads(districts)
         for key, name, districts in (
@@ -254,16 +256,22 @@ async def publish(
     if existing is None:
         session.add(service)
     await session.flush()
-    await _replace_side_rows(session, service, document, terms)
+    await _replace_side_rows(session, service, document, terms, new=existing is None)
     add_event(session, make_event(SERVICE, "service", "published", published_event(service, document)))
     return Published(service_id, changed=True, created=existing is None)
 
 
 async def _replace_side_rows(
-    session: AsyncSession, service: Service, document: dict[str, Any], terms: dict[str, dict[str, Any]]
+    session: AsyncSession,
+    service: Service,
+    document: dict[str, Any],
+    terms: dict[str, dict[str, Any]],
+    *,
+    new: bool,
 ) -> None:
-    for table in (ServiceTerm, ServiceSlot, ServiceAtLocation):
-        await session.execute(delete(table).where(table.service_id == service.id))
+    if not new:
+        for table in (ServiceTerm, ServiceSlot, ServiceAtLocation):
+            await session.execute(delete(table).where(table.service_id == service.id))
     session.add_all(
         ServiceTerm(service_id=service.id, taxonomy_term_id=term_id, taxonomy_id=term.get("taxonomy_id"))
         for term_id, term in terms.items()
@@ -291,8 +299,10 @@ async def _replace_side_rows(
                 document=json.dumps(sal),
             )
         )
-    await _replace_districts(session, service.id, await _districts(session, document["service_areas"]))
-    await _index_for_search(session, service, document, terms)
+    districts = await _districts(session, document["service_areas"])
+    if districts or not new:
+        await _replace_districts(session, service.id, districts)
+    await _index_for_search(session, service, document, terms, new=new)
 
 
 def _slots(document: dict[str, Any]) -> list[Slot]:
@@ -305,7 +315,12 @@ def _slots(document: dict[str, Any]) -> list[Slot]:
 
 
 async def _index_for_search(
-    session: AsyncSession, service: Service, document: dict[str, Any], terms: dict[str, dict[str, Any]]
+    session: AsyncSession,
+    service: Service,
+    document: dict[str, Any],
+    terms: dict[str, dict[str, Any]],
+    *,
+    new: bool,
 ) -> None:
     term_text = " ".join(f"{t['name']} {t.get('description', '')}" for t in terms.values())
     values = {
@@ -315,7 +330,10 @@ async def _index_for_search(
         "terms": term_text,
     }
     if session.bind.dialect.name == "sqlite":
-        await session.execute(text("DELETE FROM directory_fts WHERE service_id = :id"), {"id": service.id})
+        if not new:
+            await session.execute(
+                text("DELETE FROM directory_fts WHERE service_id = :id"), {"id": service.id}
+            )
         await session.execute(
             text(
                 "INSERT INTO directory_fts (service_id, name, description, terms) "
