@@ -31,7 +31,7 @@ OPEN_PATHS = frozenset(
 UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 # Open Referral UK read endpoints, public by the standard.
 PUBLIC_DIRECTORY = re.compile(
-    r"^/directory(/|/(services|organizations|taxonomies|taxonomy_terms|service_at_locations)(/[^/]+)?/?)?$"
+    r"^/directory(/|/openapi\.json|/(services|organizations|taxonomies|taxonomy_terms|service_at_locations)(/[^/]+)?/?)?$"
 )
 PUBLIC_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -86,3 +86,26 @@ def make_settings(database_settings: dict[str, object], nats_server: EmbeddedNat
         return Settings(**fields)  # type: ignore[arg-type]
 
     return build
+
+
+@pytest.fixture
+def cmh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[object]:
+    """Run the `cmh` command in process against a fresh var/ (SQLite): returns (code, out, err)."""
+    from shared.cli import main
+    from shared.settings import get_settings
+
+    for name in list(os.environ):
+        if name.startswith("CMH_") and name.endswith(("DATABASE_URL", "DATABASE_SCHEMA_PREFIX")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CMH_VAR_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    yield run
+    get_settings.cache_clear()

@@ -81,3 +81,18 @@ def trust_test_key(app: Any) -> None:
 
     _, public = signing_key()
     app.state.token_verifier = TokenVerifier(app.state.settings, StaticKeys({"keys": [public]}))
+
+
+async def outbox_events(app: Any, subject: str | None = None) -> list[dict[str, Any]]:
+    """The events a service has committed to its outbox (decoded), oldest first."""
+    import json
+
+    from sqlalchemy import select
+
+    from shared.messaging_models import OutboxMessage
+
+    async with app.state.db.session() as session:
+        query = select(OutboxMessage).order_by(OutboxMessage.seq)
+        if subject:
+            query = query.where(OutboxMessage.subject == subject)
+        return [json.loads(row.payload) for row in (await session.scalars(query)).all()]

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from services.directory import oruk, queries
 from services.directory.domain import PlanarFrame, ScheduleError, parse_day
@@ -69,12 +69,64 @@ def _day(value: str | None) -> str | None:
         ) from None
 
 
+async def _document_page(
+    request: Request, query: Select[Any], *, page: int, per_page: int, shape: Any = None
+) -> dict[str, Any]:
+    """A Page of stored documents: `query` selects the document column, already ordered."""
+    async with _db(request).session() as session:
+        total = int(
+            await session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+        )
+        rows = (await session.scalars(query.offset((page - 1) * per_page).limit(per_page))).all()
+    contents = [json.loads(row) for row in rows]
+    return oruk.page(
+        [shape(c) for c in contents] if shape else contents, total=total, page_number=page, per_page=per_page
+    )
+
+
+async def _document(request: Request, column: Any, key: Any, value: uuid.UUID, what: str) -> dict[str, Any]:
+    async with _db(request).session() as session:
+        document = await session.scalar(select(column).where(key == str(value)))
+    if document is None:
+        raise _not_found(what)
+    return json.loads(document)  # type: ignore[no-any-return]
+
+
 def _ndjson(lines: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         async for item in lines:
             yield json.dumps(item, separators=(",", ":")).encode() + b"\n"
 
     return StreamingResponse(body(), media_type=NDJSON)
+
+
+def _filters(
+    search: str | None,
+    taxonomy_term_id: uuid.UUID | None,
+    taxonomy_id: uuid.UUID | None,
+    organization_id: uuid.UUID | None,
+    modified_after: datetime | None,
+    minimum_age: float | None,
+    maximum_age: float | None,
+    day: str | None,
+    start_time: time | None,
+    end_time: time | None,
+    **place: Any,
+) -> queries.Filters:
+    """The filters /services and /service_at_locations share (HSDS: cumulative, AND)."""
+    return queries.Filters(
+        search=search,
+        taxonomy_term_id=str(taxonomy_term_id) if taxonomy_term_id else None,
+        taxonomy_id=str(taxonomy_id) if taxonomy_id else None,
+        organization_id=str(organization_id) if organization_id else None,
+        modified_after=_utc(modified_after),
+        minimum_age=minimum_age,
+        maximum_age=maximum_age,
+        day=_day(day),
+        start_time=start_time,
+        end_time=end_time,
+        **place,
+    )
 
 
 @router.get("/", summary="About this API (HSDS version, profile, publisher)")
@@ -125,18 +177,10 @@ async def list_services(
     end_time: time | None = None,
     format: Format = "json",
 ) -> Any:
-    filters = queries.Filters(
-        search=search,
-        taxonomy_term_id=str(taxonomy_term_id) if taxonomy_term_id else None,
-        taxonomy_id=str(taxonomy_id) if taxonomy_id else None,
-        organization_id=str(organization_id) if organization_id else None,
-        modified_after=_utc(modified_after),
-        minimum_age=minimum_age,
-        maximum_age=maximum_age,
-        day=_day(day),
-        start_time=start_time,
-        end_time=end_time,
-    )
+    filters = _filters(
+        search, taxonomy_term_id, taxonomy_id, organization_id, modified_after, minimum_age, maximum_age, day,
+        start_time, end_time,
+    )  # fmt: skip
 
     def shape(document: dict[str, Any]) -> dict[str, Any]:
         if minimal:
@@ -162,11 +206,7 @@ async def list_services(
 
 @router.get("/services/{service_id}", summary="Read one service, fully nested")
 async def read_service(service_id: uuid.UUID, request: Request) -> JSONResponse:
-    async with _db(request).session() as session:
-        document = await session.scalar(select(Service.document).where(Service.id == str(service_id)))
-    if document is None:
-        raise _not_found("service")
-    return JSONResponse(json.loads(document))
+    return JSONResponse(await _document(request, Service.document, Service.id, service_id, "service"))
 
 
 @router.get("/organizations", summary="List organisations")
@@ -222,26 +262,13 @@ async def read_organization(
 
 @router.get("/taxonomies", summary="List taxonomies")
 async def list_taxonomies(request: Request, page: Page = 1, per_page: PerPage = 50) -> dict[str, Any]:
-    async with _db(request).session() as session:
-        total = int(await session.scalar(select(func.count()).select_from(Taxonomy)) or 0)
-        rows = (
-            await session.scalars(
-                select(Taxonomy.document)
-                .order_by(Taxonomy.name, Taxonomy.id)
-                .offset((page - 1) * per_page)
-                .limit(per_page)
-            )
-        ).all()
-    return oruk.page([json.loads(r) for r in rows], total=total, page_number=page, per_page=per_page)
+    query = select(Taxonomy.document).order_by(Taxonomy.name, Taxonomy.id)
+    return await _document_page(request, query, page=page, per_page=per_page)
 
 
 @router.get("/taxonomies/{taxonomy_id}", summary="Read one taxonomy")
 async def read_taxonomy(taxonomy_id: uuid.UUID, request: Request) -> JSONResponse:
-    async with _db(request).session() as session:
-        document = await session.scalar(select(Taxonomy.document).where(Taxonomy.id == str(taxonomy_id)))
-    if document is None:
-        raise _not_found("taxonomy")
-    return JSONResponse(json.loads(document))
+    return JSONResponse(await _document(request, Taxonomy.document, Taxonomy.id, taxonomy_id, "taxonomy"))
 
 
 @router.get("/taxonomy_terms", summary="List taxonomy terms")
@@ -260,25 +287,15 @@ async def list_taxonomy_terms(
         query = query.where(TaxonomyTerm.parent_id == str(parent_id))
     if search:
         query = query.where(func.lower(TaxonomyTerm.name).contains(search.strip().lower()))
-    async with _db(request).session() as session:
-        total = int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
-        rows = (
-            await session.scalars(
-                query.order_by(TaxonomyTerm.name, TaxonomyTerm.id)
-                .offset((page - 1) * per_page)
-                .limit(per_page)
-            )
-        ).all()
-    return oruk.page([json.loads(r) for r in rows], total=total, page_number=page, per_page=per_page)
+    query = query.order_by(TaxonomyTerm.name, TaxonomyTerm.id)
+    return await _document_page(request, query, page=page, per_page=per_page)
 
 
 @router.get("/taxonomy_terms/{term_id}", summary="Read one taxonomy term")
 async def read_taxonomy_term(term_id: uuid.UUID, request: Request) -> JSONResponse:
-    async with _db(request).session() as session:
-        document = await session.scalar(select(TaxonomyTerm.document).where(TaxonomyTerm.id == str(term_id)))
-    if document is None:
-        raise _not_found("taxonomy term")
-    return JSONResponse(json.loads(document))
+    return JSONResponse(
+        await _document(request, TaxonomyTerm.document, TaxonomyTerm.id, term_id, "taxonomy term")
+    )
 
 
 def _centre(
@@ -346,21 +363,10 @@ async def list_service_at_locations(
     format: Format = "json",
 ) -> Any:
     district, centre, note = _centre(postcode, latitude, longitude, proximity)
-    filters = queries.Filters(
-        search=search,
-        taxonomy_term_id=str(taxonomy_term_id) if taxonomy_term_id else None,
-        taxonomy_id=str(taxonomy_id) if taxonomy_id else None,
-        organization_id=str(organization_id) if organization_id else None,
-        modified_after=_utc(modified_after),
-        minimum_age=minimum_age,
-        maximum_age=maximum_age,
-        day=_day(day),
-        start_time=start_time,
-        end_time=end_time,
-        district=district,
-        centre=centre,
-        proximity_m=proximity,
-    )
+    filters = _filters(
+        search, taxonomy_term_id, taxonomy_id, organization_id, modified_after, minimum_age, maximum_age, day,
+        start_time, end_time, district=district, centre=centre, proximity_m=proximity,
+    )  # fmt: skip
 
     def shape(sal_document: str, service_document: str) -> dict[str, Any]:
         sal, service = json.loads(sal_document), json.loads(service_document)

@@ -3,16 +3,13 @@ directory service in process on the test's backend."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
 from services.directory.importer import schema_errors
 from services.directory.seed import needs_taxonomy
-from shared.messaging_models import OutboxMessage
-from tests.support import mint_token
+from tests.support import mint_token, outbox_events
 
 PARTNER_A = "1000001"  # charity numbers the partner clients act for
 PARTNER_B = "1234567"
@@ -34,11 +31,7 @@ class Directory:
         self.app = app
 
     async def events(self, subject: str | None = None) -> list[dict[str, Any]]:
-        async with self.app.state.db.session() as session:
-            query = select(OutboxMessage).order_by(OutboxMessage.seq)
-            if subject:
-                query = query.where(OutboxMessage.subject == subject)
-            return [json.loads(row.payload) for row in (await session.scalars(query)).all()]
+        return await outbox_events(self.app, subject)
 
     async def get(self, path: str, **params: Any) -> httpx.Response:
         return await self.client.get(f"/directory{path}", params=params)

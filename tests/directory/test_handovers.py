@@ -10,7 +10,7 @@ from nats.js.api import Header
 from sqlalchemy import func, select
 
 from services.directory import store
-from services.directory.models import Handover
+from services.directory.models import Handover, Place
 from services.directory.schemas import ServiceProposal
 from shared.events import make_event
 from tests.directory.support import A, B, Directory, proposal
@@ -113,3 +113,37 @@ async def test_decline_with_a_reason(directory: Directory) -> None:
     assert declined.json()["state"] == "declined"
     last = (await directory.events("cmh.directory.handover.updated"))[-1]["data"]
     assert last["state"] == "declined" and last["reason"] == "Group is full until January"
+
+
+async def test_registry_place_events_redraw_service_areas(directory: Directory) -> None:
+    """A place's districts come from the registry's events; a service area naming the place follows."""
+    body = ServiceProposal.model_validate(
+        proposal(name="Blackpool only", service_areas=[{"name": "Blackpool", "place": "blackpool"}])
+    ).with_ids()
+    async with directory.app.state.db.transaction() as session:
+        await store.publish(session, body, identifier="1000001", scheme="GB-CHC", actor="test")
+
+    async def names(postcode: str) -> list[str]:
+        page = (await directory.get("/service_at_locations", postcode=postcode)).json()
+        return [item["service"]["name"] for item in page["contents"]]
+
+    assert await names("FY1 1EJ") == ["Blackpool only"] and await names("LA9 4DL") == []
+    # The registry moves LA9 into Blackpool's place (a restructure, for the test's sake).
+    async with directory.app.state.db.session() as session:
+        place = await session.scalar(select(Place).where(Place.key == "blackpool"))
+        assert place is not None
+    attributes = {
+        "key": "blackpool",
+        "name": "Blackpool",
+        "upper_tier_council": "Blackpool",
+        "postcode_districts": ["FY1", "LA9"],
+    }
+    event = make_event(
+        "registry", "place", "upserted",
+        {"id": place.id, "kind": "place", "version": 2, "timeline": [{"valid_from": "2020-01-01", "valid_to": None, "attributes": attributes}]},
+        subject=place.id,
+    )  # fmt: skip
+    js = await directory.app.state.broker.wait_connected()
+    await js.publish(event.type, event.to_json(), headers={Header.MSG_ID.value: event.id})
+    await eventually(lambda: names("LA9 4DL"))
+    assert await names("LA9 4DL") == ["Blackpool only"]

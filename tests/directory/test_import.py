@@ -6,37 +6,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from services.directory.cli import run_import
 from services.directory.models import Service
 from services.directory.seed import sample_services
-from shared.cli import main
 from shared.db import Database
 from shared.messaging_models import OutboxMessage
 from shared.settings import get_settings
-
-
-@pytest.fixture
-def cmh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    for name in ("CMH_DATABASE_URL", "CMH_DIRECTORY_DATABASE_URL", "CMH_DATABASE_SCHEMA_PREFIX"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CMH_VAR_DIR", str(tmp_path / "var"))
-    get_settings.cache_clear()
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    yield run
-    get_settings.cache_clear()
 
 
 def _counts() -> tuple[int, int]:

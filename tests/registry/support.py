@@ -3,7 +3,6 @@ process on the test's backend (SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -11,8 +10,7 @@ from sqlalchemy import func, select
 
 from services.registry.schemas import Kind
 from services.registry.seed import seed_id
-from shared.messaging_models import OutboxMessage
-from tests.support import mint_token
+from tests.support import mint_token, outbox_events
 
 READ = {"Authorization": f"Bearer {mint_token('registry:read')}"}
 ADMIN = {"Authorization": f"Bearer {mint_token('registry:read registry:admin', client_id='registry-admin')}"}
@@ -25,11 +23,7 @@ class Registry:
         self.app = app
 
     async def events(self, subject: str | None = None) -> list[dict[str, Any]]:
-        async with self.app.state.db.session() as session:
-            query = select(OutboxMessage).order_by(OutboxMessage.seq)
-            if subject:
-                query = query.where(OutboxMessage.subject == subject)
-            return [json.loads(row.payload) for row in (await session.scalars(query)).all()]
+        return await outbox_events(self.app, subject)
 
     async def rows(self) -> int:
         from services.registry.models import RegistryRow

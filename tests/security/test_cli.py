@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
-import pytest
 
 from gateway.admin import DEMO_CLIENTS, mint_token, seed_demo_clients
-from shared.cli import main
-from shared.settings import Settings, get_settings
-
-
-@pytest.fixture
-def cmh(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[object]:
-    for name in ("CMH_DATABASE_URL", "CMH_GATEWAY_DATABASE_URL", "CMH_DATABASE_SCHEMA_PREFIX"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CMH_VAR_DIR", str(tmp_path / "var"))
-    get_settings.cache_clear()
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    yield run
-    get_settings.cache_clear()
+from shared.settings import Settings
 
 
 def test_clients_lifecycle(cmh) -> None:  # type: ignore[no-untyped-def]

@@ -31,7 +31,9 @@ async def test_migrations_match_models_and_roll_back(
         async with db.engine.connect() as connection:
 
             def diff(sync_connection):  # type: ignore[no-untyped-def]
-                context = MigrationContext.configure(sync_connection, opts={"compare_type": True, "include_name": is_managed})
+                context = MigrationContext.configure(
+                    sync_connection, opts={"compare_type": True, "include_name": is_managed}
+                )
                 return compare_metadata(context, [models.Base.metadata, MessagingBase.metadata])
 
             assert await connection.run_sync(diff) == []
