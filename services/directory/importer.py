@@ -113,7 +113,10 @@ def proposal_from_hsds(record: dict[str, Any]) -> tuple[str, str, ServiceProposa
             "url": record.get("url"),
             "email": record.get("email"),
             "status": record.get("status", "active"),
-            "fees_description": record.get("fees"),
+            "fees_description": record.get("fees") or record.get("fees_description"),
+            "eligibility_description": record.get("eligibility_description"),
+            "application_process": record.get("application_process"),
+            "interpretation_services": record.get("interpretation_services"),
             "minimum_age": record.get("minimum_age"),
             "maximum_age": record.get("maximum_age"),
             "taxonomy_term_ids": [

@@ -145,6 +145,11 @@ class ServiceProposal(_In):
     email: EmailStr | None = None
     status: Literal["active", "inactive", "defunct", "temporarily closed"] = "active"
     fees_description: str | None = Field(default=None, max_length=2000)
+    eligibility_description: str | None = Field(
+        default=None, max_length=2000, description="Who it is for, beyond the age range (HSDS)"
+    )
+    application_process: str | None = Field(default=None, max_length=2000, description="How to get support")
+    interpretation_services: str | None = Field(default=None, max_length=500)
     minimum_age: int | None = Field(default=None, ge=0, le=130)
     maximum_age: int | None = Field(default=None, ge=0, le=130)
     taxonomy_term_ids: list[uuid.UUID] = Field(default_factory=list, max_length=50)

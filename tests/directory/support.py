@@ -42,6 +42,8 @@ def proposal(**overrides: Any) -> dict[str, Any]:
         "name": "Riverside peer support group",
         "description": "A weekly peer support group for adults living with anxiety or low mood.",
         "minimum_age": 18,
+        "eligibility_description": "Adults who live or work in Blackburn with Darwen.",
+        "application_process": "Drop in, or ask your mental health worker to introduce you.",
         "taxonomy_term_ids": [TERMS["peer-support"]],
         "service_areas": [{"name": "Blackburn with Darwen", "place": "blackburn-with-darwen"}],
         "languages": [{"name": "English", "code": "en"}],
