@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import store
-from services.registry.domain import Resolution, Validity, resolve
+from services.registry.domain import Validity
 from services.registry.schemas import (
     ATTRIBUTES,
     COLLECTIONS,
@@ -23,6 +23,7 @@ from services.registry.schemas import (
     ServiceOffer,
 )
 from shared.auth import Caller, requires
+from shared.coverage import Resolution, resolve
 from shared.db import Database
 from shared.errors import Problem
 from shared.idempotency import OptionalIdempotency, create_once

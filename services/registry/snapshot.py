@@ -4,57 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import date, time
+from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registry.domain import Hours, Interval, NetworkView, PathwayBand, PlaceView, Snapshot, TeamView
 from services.registry.schemas import Kind
 from services.registry.store import generation, live_rows_at
-
-
-def hours_of(opening_hours: dict[str, object]) -> Hours:
-    weekly = {
-        day: tuple(
-            Interval(time.fromisoformat(i["opens"]), time.fromisoformat(i["closes"])) for i in intervals
-        )
-        for day, intervals in dict(opening_hours.get("weekly") or {}).items()  # type: ignore[call-overload]
-    }
-    return Hours(always_open=bool(opening_hours.get("always_open")), weekly=weekly)
+from shared.coverage import Snapshot, snapshot_from
 
 
 async def build_snapshot(session: AsyncSession, day: date) -> Snapshot:
-    async def attributes(kind: Kind) -> list[tuple[str, dict[str, object]]]:
+    records = {}
+    for kind in (Kind.PLACE, Kind.NETWORK, Kind.PATHWAY, Kind.TEAM):
         rows, _ = await live_rows_at(session, kind, day)
-        return [(row.record_id, json.loads(row.attributes)) for row, _version in rows]
-
-    places = [
-        PlaceView(rid, a["key"], a["name"], frozenset(a["postcode_districts"]))  # type: ignore[arg-type]
-        for rid, a in await attributes(Kind.PLACE)
-    ]
-    networks = [
-        NetworkView(rid, a["key"], a["name"], a["kind"], frozenset(a["postcode_districts"]))  # type: ignore[arg-type]
-        for rid, a in await attributes(Kind.NETWORK)
-    ]
-    pathways = [
-        PathwayBand(a["key"], a["name"], a.get("age_min"), a.get("age_max"))  # type: ignore[arg-type]
-        for _rid, a in await attributes(Kind.PATHWAY)
-    ]
-    teams = [
-        TeamView(
-            id=rid,
-            key=a["key"],  # type: ignore[arg-type]
-            name=a["name"],  # type: ignore[arg-type]
-            offer=a["service_offer"],  # type: ignore[arg-type]
-            network_id=a["network_id"],  # type: ignore[arg-type]
-            pathways=frozenset(a.get("pathways") or []),  # type: ignore[arg-type]
-            coverage=frozenset(a.get("coverage") or []),  # type: ignore[arg-type]
-            hours=hours_of(a["opening_hours"]),  # type: ignore[arg-type]
-            mhsds_team_type=a.get("mhsds_team_type"),  # type: ignore[arg-type]
-        )
-        for rid, a in await attributes(Kind.TEAM)
-    ]
-    return Snapshot.build(places, networks, pathways, teams)
+        records[kind.value] = [(row.record_id, json.loads(row.attributes)) for row, _version in rows]
+    return snapshot_from(records)
 
 
 class SnapshotCache:

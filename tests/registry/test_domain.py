@@ -10,7 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.registry.domain import (
+from services.registry.domain import Validity
+from services.registry.schemas import ATTRIBUTES
+from services.registry.seed import REFERENCE, desired_records
+from shared.coverage import (
     Hours,
     Interval,
     NetworkView,
@@ -18,14 +21,11 @@ from services.registry.domain import (
     PlaceView,
     Snapshot,
     TeamView,
-    Validity,
+    hours_of,
     open_at,
     pathway_for_age,
     resolve,
 )
-from services.registry.schemas import ATTRIBUTES
-from services.registry.seed import REFERENCE, desired_records
-from services.registry.snapshot import hours_of
 from shared.postcodes import InvalidPostcode, normalise_postcode
 
 letters = st.sampled_from(string.ascii_uppercase)
