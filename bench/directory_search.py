@@ -78,12 +78,20 @@ TOWNS = [
 ]
 
 
+# Descriptions mix a long tail of ordinary words (Zipf-like over 5,000 tokens) with a few
+# domain words, as real service descriptions do; names are made of domain words.
+FILLER = [f"w{n}" for n in range(5000)]
+FILLER_WEIGHTS = [1 / (rank + 1) for rank in range(len(FILLER))]
+
+
 def synthetic(index: int, terms: list[str], rng: random.Random) -> tuple[str, ServiceProposal]:
     lat, lon = rng.choice(TOWNS)
     words = rng.sample(WORDS, 4)
+    description = rng.choices(FILLER, weights=FILLER_WEIGHTS, k=30) + rng.sample(WORDS, 3)
+    rng.shuffle(description)
     body = {
         "name": f"{words[0].capitalize()} {words[1]} {index}",
-        "description": " ".join(rng.choices(WORDS, k=25)),
+        "description": " ".join(description),
         "minimum_age": rng.choice([None, 11, 16, 18, 65]),
         "taxonomy_term_ids": rng.sample(terms, 2),
         "schedules": [
@@ -171,6 +179,17 @@ async def run(url: str, schema: str | None, count: int, rounds: int) -> dict[str
         await db.dispose()
 
 
+async def drop_schema(url: str, schema: str) -> None:
+    from sqlalchemy import text
+
+    db = Database(url)
+    try:
+        async with db.transaction() as session:
+            await session.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        await db.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=50_000)
@@ -184,7 +203,10 @@ def main() -> None:
         )
     if args.postgres:
         schema = f"bench_directory_{int(time.time())}"
-        report["postgresql"] = asyncio.run(run(args.postgres, schema, args.services, args.queries))
+        try:
+            report["postgresql"] = asyncio.run(run(args.postgres, schema, args.services, args.queries))
+        finally:
+            asyncio.run(drop_schema(args.postgres, schema))
     print(json.dumps(report, indent=2))
 
 

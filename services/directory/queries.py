@@ -11,7 +11,7 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal_column, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, func, literal_column, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.directory.domain import PlanarFrame, search_terms
@@ -53,16 +53,17 @@ def _minute(moment: time) -> int:
 
 def _service_conditions(filters: Filters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
+    # IN (subquery), not a correlated EXISTS: the engine builds the matching set once.
     if filters.taxonomy_term_id:
         conditions.append(
-            exists().where(
-                ServiceTerm.service_id == Service.id, ServiceTerm.taxonomy_term_id == filters.taxonomy_term_id
+            Service.id.in_(
+                select(ServiceTerm.service_id).where(ServiceTerm.taxonomy_term_id == filters.taxonomy_term_id)
             )
         )
     if filters.taxonomy_id:
         conditions.append(
-            exists().where(
-                ServiceTerm.service_id == Service.id, ServiceTerm.taxonomy_id == filters.taxonomy_id
+            Service.id.in_(
+                select(ServiceTerm.service_id).where(ServiceTerm.taxonomy_id == filters.taxonomy_id)
             )
         )
     if filters.organization_id:
@@ -74,20 +75,20 @@ def _service_conditions(filters: Filters) -> list[ColumnElement[bool]]:
     if filters.maximum_age is not None:
         conditions.append(and_(Service.maximum_age.is_not(None), Service.maximum_age <= filters.maximum_age))
     if filters.day or filters.start_time or filters.end_time:
-        slot = [ServiceSlot.service_id == Service.id]
+        slot = []
         if filters.day:
             slot.append(ServiceSlot.day == filters.day)
         if filters.start_time:
             slot.append(ServiceSlot.opens_minute >= _minute(filters.start_time))
         if filters.end_time:
             slot.append(ServiceSlot.closes_minute <= _minute(filters.end_time))
-        conditions.append(exists().where(*slot))
+        conditions.append(Service.id.in_(select(ServiceSlot.service_id).where(*slot)))
     if filters.district:
         conditions.append(
             or_(
                 Service.has_service_area.is_(False),
-                exists().where(
-                    ServiceDistrict.service_id == Service.id, ServiceDistrict.district == filters.district
+                Service.id.in_(
+                    select(ServiceDistrict.service_id).where(ServiceDistrict.district == filters.district)
                 ),
             )
         )
