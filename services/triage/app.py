@@ -1,20 +1,31 @@
-"""The Triage / single point of access service."""
+"""The triage / single point of access service."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 
+from services.triage.api import router
 from services.triage.models import Base
+from services.triage.readmodels import SUBSCRIPTIONS
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
 
 SPEC = ServiceSpec(
     name="triage",
     title="Triage / single point of access",
-    description="One way in for every referral: screening, explainable routing, the crisis queue and re-access to the named worker.",
+    description=(
+        "One way in for every referral: screening with explainable priority and route, clinician "
+        "decisions, identity matching, re-access to the named worker, and the live crisis queue."
+    ),
     metadata=Base.metadata,
+    routers=[router],
+    subscriptions=SUBSCRIPTIONS,
 )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SPEC, settings)
+    app = create_service_app(SPEC, settings)
+    app.state.crisis_changed = asyncio.Event()  # wakes this replica's crisis streams at once
+    return app

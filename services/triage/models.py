@@ -1,11 +1,130 @@
-"""Tables owned by the triage service (its own database, or its own PostgreSQL schema)."""
+"""Tables owned by the triage service (its own database, or its own PostgreSQL schema).
+
+People and referrals hold person-identifiable data: every read through the API is audited, and
+events carry the person's id, never their name, NHS number or contact details (except the
+signpost event, and only when the person consented to share with the partner).
+Read-models are kept from other services' events, so triage never calls them.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import DeclarativeBase
+from datetime import date, datetime
+
+from sqlalchemy import Boolean, Date, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.migrations import new_metadata
+from shared.sqltypes import BigIntegerKey, UTCDateTime, utcnow
 
 
 class Base(DeclarativeBase):
     metadata = new_metadata()
+
+
+class Person(Base):
+    __tablename__ = "triage_people"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    nhs_number: Mapped[str | None] = mapped_column(String(10), nullable=True, unique=True)
+    name_key: Mapped[str] = mapped_column(String(200), index=True)  # normalised "family|given"
+    birth_date: Mapped[date] = mapped_column(Date, index=True)
+    postcode: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    details: Mapped[str] = mapped_column(Text)  # JSON: names, contact, demographics, access needs
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Referral(Base):
+    __tablename__ = "triage_referrals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    person_id: Mapped[str] = mapped_column(String(36), index=True)
+    referring_org: Mapped[str] = mapped_column(String(32), index=True)
+    referring_client: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    age: Mapped[int] = mapped_column(Integer)
+    consent_to_share: Mapped[bool] = mapped_column(Boolean)
+    crisis: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    details: Mapped[str] = mapped_column(Text)  # JSON: needs, free text, risks, requested urgency
+    suggestion: Mapped[str] = mapped_column(Text)  # JSON: the screening result with its rules
+    suggested_priority: Mapped[int] = mapped_column(Integer)
+    suggested_route: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer, index=True)
+    route: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # received | routed | signposted | closed
+    place_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    network_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    team_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    pathway: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    possible_duplicates: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of person ids
+    reaccess_episode_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    first_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    response_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Decision(Base):
+    __tablename__ = "triage_decisions"
+
+    seq: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(36), index=True)
+    action: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    route: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    team_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    signposts: Mapped[str] = mapped_column(Text, default="[]")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CrisisChange(Base):
+    """Every change to the crisis queue, numbered: the SSE stream replays from `Last-Event-ID`."""
+
+    __tablename__ = "triage_crisis_changes"
+
+    seq: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(36), index=True)
+    change: Mapped[str] = mapped_column(String(20))  # new | updated | contacted | closed
+    entry: Mapped[str] = mapped_column(Text)  # JSON queue entry (no names: ids, priority, times)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- read-models ---------------------------------------------------------------------------------
+
+
+class RegistryRecord(Base):
+    """Registry places, networks, pathways and teams, as their events carry them (whole timelines)."""
+
+    __tablename__ = "triage_registry_records"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    timeline: Mapped[str] = mapped_column(Text)
+
+
+class DirectoryService(Base):
+    """Published partner services (from the directory's events), for signposting."""
+
+    __tablename__ = "triage_directory_services"
+
+    service_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    data: Mapped[str] = mapped_column(Text)
+
+
+class Discharge(Base):
+    """Discharges from careplan's events: who may re-access their named worker's team, until when."""
+
+    __tablename__ = "triage_discharges"
+
+    episode_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[str] = mapped_column(String(36), index=True)
+    team_id: Mapped[str] = mapped_column(String(64))
+    named_worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    discharged_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reaccess_until: Mapped[datetime] = mapped_column(UTCDateTime)

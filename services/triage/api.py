@@ -1,0 +1,362 @@
+"""`/triage`: the single point of access.
+
+- `POST /triage/referrals` (`referral:submit`, Idempotency-Key required) and, for mobile crisis
+  apps, `POST /triage/crisis/referrals` (`crisis:respond`): screened at once; the answer carries
+  the suggested priority and route and the rules that produced them.
+- `POST /triage/referrals/{id}/decisions` (`triage:decide`): accept, override (with a reason),
+  decline (only with an alternative offer) or close.
+- Reads (`referral:read`): one referral, and a worklist; partner clients see only the referrals
+  their organisation made; clinicians (`triage:decide` / `crisis:respond`) see all. Audited.
+- Crisis (`crisis:respond`): the queue ordered by deadline, first face-to-face contact, and a
+  server-sent event stream of queue changes, resumable with `Last-Event-ID`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.triage import store
+from services.triage.models import CrisisChange, Person, Referral
+from services.triage.schemas import ContactIn, DecisionIn, ReferralIn, ReferralOut, RuleOut
+from shared.audit import AuditAction, record_access
+from shared.auth import Caller, requires
+from shared.db import Database
+from shared.errors import Problem
+from shared.idempotency import RequiredIdempotency, create_once
+from shared.sqltypes import utcnow
+
+router = APIRouter(prefix="/triage", tags=["triage"])
+SERVICE = "triage"
+CLINICAL_SCOPES = ("triage:decide", "crisis:respond")
+STREAM_POLL_SECONDS = 0.25
+STREAM_HEARTBEAT_SECONDS = 15.0
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def _refused(refusal: store.Refused) -> Problem:
+    return Problem(
+        422,
+        "Referral rule broken",
+        refusal.message,
+        type_slug="triage-rule",
+        errors=[{"location": ["body", refusal.field], "message": refusal.message, "type": "triage_rule"}],
+    )
+
+
+def referral_out(referral: Referral, person: Person | None = None) -> dict[str, Any]:
+    suggestion = json.loads(referral.suggestion)
+    out = ReferralOut(
+        id=referral.id,
+        person_id=referral.person_id,
+        status=referral.status,
+        source=referral.source,
+        referring_organisation=referral.referring_org,
+        received_at=referral.received_at,
+        crisis=referral.crisis,
+        age=referral.age,
+        priority=referral.priority,
+        priority_name=store.PRIORITY_NAMES[referral.priority],
+        route=referral.route,
+        suggestion=suggestion,
+        rules=[RuleOut(**rule) for rule in suggestion.get("rules", [])],
+        possible_duplicates=json.loads(referral.possible_duplicates),
+        deadline_at=referral.deadline_at,
+        first_contact_at=referral.first_contact_at,
+        response_minutes=referral.response_minutes,
+        version=referral.version,
+    ).model_dump(mode="json")
+    if person is not None:
+        out["person"] = {
+            **json.loads(person.details),
+            "nhs_number": person.nhs_number,
+            "birth_date": person.birth_date.isoformat(),
+            "postcode": person.postcode,
+        }
+        out["details"] = json.loads(referral.details)
+    return out
+
+
+def _json(body: dict[str, Any], status: int = 200, *, etag: int | None = None) -> Response:
+    headers = {"ETag": f'"{etag}"'} if etag is not None else {}
+    if status == 201:
+        headers["Location"] = f"/triage/referrals/{body['id']}"
+    return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def _intake(
+    request: Request, caller: Caller, body: ReferralIn, idempotency: Any, *, crisis: bool
+) -> Response:
+    async def create(session: AsyncSession) -> Response:
+        try:
+            referral = await store.submit(session, caller, body, crisis=crisis)
+        except store.Refused as refusal:
+            raise _refused(refusal) from None
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.CREATE, resource_type="Referral",
+            resource_ids=[referral.id], person_ids=[referral.person_id],
+        )  # fmt: skip
+        return _json(referral_out(referral), 201, etag=referral.version)
+
+    response = await create_once(request, caller, idempotency, create)
+    if crisis and response.status_code == 201:
+        request.app.state.crisis_changed.set()
+    return response
+
+
+@router.post("/referrals", status_code=201, response_model=ReferralOut, summary="Submit a referral")
+async def submit_referral(
+    body: ReferralIn,
+    request: Request,
+    *,
+    caller: Caller = requires("referral:submit"),
+    idempotency: RequiredIdempotency,
+) -> Response:
+    return await _intake(request, caller, body, idempotency, crisis=False)
+
+
+@router.post(
+    "/crisis/referrals", status_code=201, response_model=ReferralOut, summary="Raise a crisis referral"
+)
+async def submit_crisis_referral(
+    body: ReferralIn,
+    request: Request,
+    *,
+    caller: Caller = requires("crisis:respond"),
+    idempotency: RequiredIdempotency,
+) -> Response:
+    return await _intake(request, caller, body, idempotency, crisis=True)
+
+
+async def _readable(
+    session: AsyncSession, caller: Caller, referral_id: str, *, lock: bool = False
+) -> Referral:
+    query = select(Referral).where(Referral.id == referral_id)
+    if not any(caller.has(scope) for scope in CLINICAL_SCOPES):
+        query = query.where(Referral.referring_org == caller.organisation)  # partners: their own only
+    referral = await session.scalar(query.with_for_update() if lock else query)
+    if referral is None:
+        raise Problem(404, "No such referral", type_slug="not-found")
+    return referral
+
+
+@router.get("/referrals/{referral_id}", summary="Read a referral (with the person's details)")
+async def read_referral(
+    referral_id: str, request: Request, caller: Caller = requires("referral:read")
+) -> Response:
+    async with _db(request).transaction() as session:
+        referral = await _readable(session, caller, referral_id)
+        person = await session.get(Person, referral.person_id)
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.READ, resource_type="Referral",
+            resource_ids=[referral.id], person_ids=[referral.person_id],
+        )  # fmt: skip
+        return _json(referral_out(referral, person), etag=referral.version)
+
+
+@router.get("/referrals", summary="Worklist of referrals")
+async def worklist(
+    request: Request,
+    caller: Caller = requires("referral:read"),
+    status: Annotated[str | None, Query(pattern="^(received|routed|signposted|closed)$")] = None,
+    priority: Annotated[int | None, Query(ge=1, le=4)] = None,
+    place: Annotated[str | None, Query(max_length=64)] = None,
+    network_id: Annotated[str | None, Query(max_length=64)] = None,
+    team_id: Annotated[str | None, Query(max_length=64)] = None,
+    received_from: datetime | None = None,
+    received_to: datetime | None = None,
+    possible_duplicate: bool | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    conditions = []
+    if not any(caller.has(scope) for scope in CLINICAL_SCOPES):
+        conditions.append(Referral.referring_org == caller.organisation)
+    for column, value in ((Referral.status, status), (Referral.priority, priority), (Referral.place_key, place),
+                          (Referral.network_id, network_id), (Referral.team_id, team_id)):  # fmt: skip
+        if value is not None:
+            conditions.append(column == value)
+    if received_from is not None:
+        conditions.append(Referral.received_at >= received_from)
+    if received_to is not None:
+        conditions.append(Referral.received_at < received_to)
+    if possible_duplicate is not None:
+        conditions.append(
+            (Referral.possible_duplicates != "[]")
+            if possible_duplicate
+            else (Referral.possible_duplicates == "[]")
+        )
+    async with _db(request).transaction() as session:
+        total = int(await session.scalar(select(func.count()).select_from(Referral).where(*conditions)) or 0)
+        referrals = (
+            await session.scalars(
+                select(Referral).where(*conditions).order_by(Referral.received_at.desc(), Referral.id)
+                .offset((page - 1) * per_page).limit(per_page)
+            )
+        ).all()  # fmt: skip
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.SEARCH, resource_type="Referral",
+            resource_ids=[r.id for r in referrals], person_ids=sorted({r.person_id for r in referrals}),
+        )  # fmt: skip
+    return {"items": [referral_out(r) for r in referrals], "page": page, "per_page": per_page, "total": total}
+
+
+@router.post(
+    "/referrals/{referral_id}/decisions",
+    response_model=ReferralOut,
+    summary="Accept, override, decline or close",
+)
+async def decide(
+    referral_id: str,
+    body: DecisionIn,
+    request: Request,
+    caller: Caller = requires("triage:decide"),
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    async with _db(request).transaction() as session:
+        referral = await _readable(session, caller, referral_id, lock=True)
+        if if_match is not None and if_match.strip().strip('"') not in ("*", str(referral.version)):
+            raise Problem(412, "Referral has changed", "Read it again.", type_slug="version-mismatch")
+        try:
+            await store.decide(session, caller, referral, body)
+        except store.Refused as refusal:
+            raise _refused(refusal) from None
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.UPDATE, resource_type="Referral",
+            resource_ids=[referral.id], person_ids=[referral.person_id],
+        )  # fmt: skip
+        body_out = referral_out(referral)
+    request.app.state.crisis_changed.set()
+    return _json(body_out, etag=referral.version)
+
+
+# --- crisis --------------------------------------------------------------------------------------
+
+
+@router.get("/crisis/queue", summary="Open crisis referrals, soonest deadline first")
+async def crisis_queue(
+    request: Request,
+    caller: Caller = requires("crisis:respond"),
+    place: Annotated[str | None, Query(max_length=64)] = None,
+    team_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    conditions = list(store.open_crisis_filter())
+    if place:
+        conditions.append(Referral.place_key == place)
+    if team_id:
+        conditions.append(Referral.team_id == team_id)
+    async with _db(request).transaction() as session:
+        referrals = (
+            await session.scalars(
+                select(Referral).where(*conditions).order_by(Referral.deadline_at).limit(500)
+            )
+        ).all()
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.SEARCH, resource_type="CrisisQueue",
+            resource_ids=[r.id for r in referrals], person_ids=sorted({r.person_id for r in referrals}),
+        )  # fmt: skip
+        latest = int(await session.scalar(select(func.coalesce(func.max(CrisisChange.seq), 0))) or 0)
+    return {
+        "as_of": utcnow().isoformat(),
+        "last_event_id": latest,
+        "entries": [store.queue_entry(r) for r in referrals],
+    }
+
+
+@router.post(
+    "/crisis/referrals/{referral_id}/contact",
+    response_model=ReferralOut,
+    summary="Record the first face-to-face contact",
+)
+async def record_contact(
+    referral_id: str, body: ContactIn, request: Request, caller: Caller = requires("crisis:respond")
+) -> Response:
+    async with _db(request).transaction() as session:
+        referral = await _readable(session, caller, referral_id, lock=True)
+        try:
+            await store.record_contact(session, referral, body.contact_at)
+        except store.Refused as refusal:
+            raise _refused(refusal) from None
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.UPDATE, resource_type="Referral",
+            resource_ids=[referral.id], person_ids=[referral.person_id],
+        )  # fmt: skip
+        out = referral_out(referral)
+    request.app.state.crisis_changed.set()
+    return _json(out, etag=referral.version)
+
+
+def _sse(seq: int, change: str, entry: dict[str, Any]) -> bytes:
+    return f"id: {seq}\nevent: {change}\ndata: {json.dumps(entry, separators=(',', ':'))}\n\n".encode()
+
+
+@router.get("/crisis/stream", summary="Crisis queue changes as server-sent events")
+async def crisis_stream(
+    request: Request,
+    caller: Caller = requires("crisis:respond"),
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    db = _db(request)
+    try:
+        after = int(last_event_id) if last_event_id else None
+    except ValueError:
+        raise Problem(
+            400,
+            "Bad Last-Event-ID",
+            "Last-Event-ID is the id of the last event you received.",
+            type_slug="bad-last-event-id",
+        ) from None
+    async with db.transaction() as session:
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.SEARCH, resource_type="CrisisStream"
+        )
+        if after is None:
+            after = int(await session.scalar(select(func.coalesce(func.max(CrisisChange.seq), 0))) or 0)
+    changed: asyncio.Event = request.app.state.crisis_changed
+
+    async def events() -> AsyncIterator[bytes]:
+        cursor = after
+        yield b"retry: 1000\n\n"
+        quiet = 0.0
+        while not await request.is_disconnected():
+            async with db.session() as session:
+                rows = (
+                    await session.scalars(
+                        select(CrisisChange)
+                        .where(CrisisChange.seq > cursor)
+                        .order_by(CrisisChange.seq)
+                        .limit(200)
+                    )
+                ).all()
+            for row in rows:
+                cursor = row.seq
+                yield _sse(row.seq, row.change, json.loads(row.entry))
+            if rows:
+                quiet = 0.0
+                continue
+            # Changes made by this replica wake us at once; others are seen at the next poll.
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=STREAM_POLL_SECONDS)
+            except TimeoutError:
+                quiet += STREAM_POLL_SECONDS
+            if quiet >= STREAM_HEARTBEAT_SECONDS:
+                quiet = 0.0
+                yield b": keep-alive\n\n"
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

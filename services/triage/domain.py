@@ -1,0 +1,885 @@
+"""Triage screening rules, as pure functions (no I/O, no database, no clock: `at` is passed in).
+
+Triage is a trusted assessor, not an eligibility gate: `screen` always ends with an offer (a
+clinical route, a team, or named partner services), and every step it takes is recorded as a
+`Rule` a clinician can read. Coverage (place, network, pathway, candidate teams) comes from
+`shared.coverage`, the same rules the registry answers `/registry/resolve` with.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from shared.coverage import Resolution, Snapshot, TeamCandidate, TeamView, open_at, resolve
+from shared.timezones import LONDON
+
+# --- enums -------------------------------------------------------------------------------------
+
+
+class Priority(IntEnum):
+    """MHSDS ClinRespPriorityType. The codes are not in urgency order (4 sits between 1 and 2),
+    so never compare priorities with < or >: use `URGENCY_ORDER` / `more_urgent`."""
+
+    EMERGENCY = 1
+    URGENT = 2
+    ROUTINE = 3
+    VERY_URGENT = 4
+
+
+URGENCY_ORDER: tuple[Priority, ...] = (
+    Priority.EMERGENCY,
+    Priority.VERY_URGENT,
+    Priority.URGENT,
+    Priority.ROUTINE,
+)
+_RANK = {priority: rank for rank, priority in enumerate(URGENCY_ORDER)}
+
+
+def more_urgent(a: Priority, b: Priority) -> Priority:
+    """The more urgent of two priorities (by clinical urgency, not by MHSDS code)."""
+    return a if _RANK[Priority(a)] <= _RANK[Priority(b)] else b
+
+
+class Source(StrEnum):
+    GP = "gp"
+    AE = "ae"  # A&E: psychiatric liaison
+    POLICE = "police"
+    AMBULANCE = "ambulance"
+    SOCIAL_CARE = "social_care"
+    VCFSE = "vcfse"
+    INPATIENT_DISCHARGE = "inpatient_discharge"
+    CARER = "carer"
+    SELF = "self"
+
+
+class Risk(StrEnum):
+    SUICIDAL_IDEATION = "suicidal_ideation"
+    SUICIDAL_INTENT = "suicidal_intent"
+    SUICIDAL_PLAN = "suicidal_plan"
+    RECENT_SELF_HARM = "recent_self_harm"
+    HARM_TO_OTHERS = "harm_to_others"
+    SAFEGUARDING = "safeguarding"
+    PSYCHOSIS = "psychosis"
+    SUBSTANCE_USE = "substance_use"
+
+
+# Indicators that someone may come to harm within hours: never routine, never merely urgent.
+IMMINENT_RISKS: frozenset[Risk] = frozenset(
+    {Risk.SUICIDAL_INTENT, Risk.SUICIDAL_PLAN, Risk.RECENT_SELF_HARM, Risk.HARM_TO_OTHERS, Risk.PSYCHOSIS}
+)
+
+
+class RequestedUrgency(StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    VERY_URGENT = "very_urgent"
+    EMERGENCY = "emergency"
+
+
+REQUESTED_PRIORITY: dict[RequestedUrgency, Priority] = {
+    RequestedUrgency.ROUTINE: Priority.ROUTINE,
+    RequestedUrgency.URGENT: Priority.URGENT,
+    RequestedUrgency.VERY_URGENT: Priority.VERY_URGENT,
+    RequestedUrgency.EMERGENCY: Priority.EMERGENCY,
+}
+
+
+class Need(StrEnum):
+    """Presenting needs. Clinical needs are triage's own snake_case codes; the VCFSE support needs
+    are exactly the codes of the directory's needs taxonomy
+    (services/directory/reference/needs-taxonomy.json, hyphens kept), so a need can be matched
+    against partner services without translation."""
+
+    # clinical
+    LOW_MOOD = "low_mood"
+    ANXIETY = "anxiety"
+    TRAUMA = "trauma"
+    OCD = "ocd"
+    SELF_HARM = "self_harm"
+    PSYCHOSIS = "psychosis"
+    BIPOLAR = "bipolar"
+    EATING_DIFFICULTIES = "eating_difficulties"
+    PERSONALITY_DIFFICULTIES = "personality_difficulties"
+    MEMORY_CONCERNS = "memory_concerns"
+    NEURODEVELOPMENTAL = "neurodevelopmental"
+    SUBSTANCE_USE = "substance_use"
+    # VCFSE support (directory needs taxonomy codes)
+    HOUSING = "housing"
+    HOMELESSNESS = "homelessness"
+    TENANCY_SUPPORT = "tenancy-support"
+    BENEFITS_DEBT = "benefits-debt"
+    WELFARE_BENEFITS = "welfare-benefits"
+    DEBT_ADVICE = "debt-advice"
+    EMPLOYMENT_TRAINING = "employment-training"
+    ALCOHOL_AND_DRUG_SUPPORT = "substance-use"
+    ALCOHOL = "alcohol"
+    DRUGS = "drugs"
+    LONELINESS_SOCIAL_INCLUSION = "loneliness-social-inclusion"
+    CARERS_SUPPORT = "carers-support"
+    PEER_SUPPORT = "peer-support"
+    PHYSICAL_ACTIVITY_WELLBEING = "physical-activity-wellbeing"
+    SAFE_SPACES = "safe-spaces"
+    CRISIS_CAFE = "crisis-cafe"
+    BEREAVEMENT = "bereavement"
+    SUICIDE_PREVENTION = "suicide-prevention"
+    DOMESTIC_ABUSE = "domestic-abuse"
+    CULTURALLY_SPECIFIC = "culturally-specific"
+    LGBTQ_SUPPORT = "lgbtq-support"
+    YOUNG_PEOPLE = "young-people"
+    COUNSELLING = "counselling"
+    FOOD_ESSENTIALS = "food-essentials"
+    LEGAL_ADVICE = "legal-advice"
+    DIGITAL_INCLUSION = "digital-inclusion"
+    EATING_DIFFICULTIES_SUPPORT = "eating-difficulties"
+    NEURODIVERSITY = "neurodiversity"
+    VETERANS_SUPPORT = "veterans-support"
+
+
+CLINICAL_NEEDS: frozenset[Need] = frozenset(
+    {
+        Need.LOW_MOOD, Need.ANXIETY, Need.TRAUMA, Need.OCD, Need.SELF_HARM, Need.PSYCHOSIS, Need.BIPOLAR,
+        Need.EATING_DIFFICULTIES, Need.PERSONALITY_DIFFICULTIES, Need.MEMORY_CONCERNS,
+        Need.NEURODEVELOPMENTAL, Need.SUBSTANCE_USE,
+    }
+)  # fmt: skip
+# Needs that call for medium/long-term specialist support rather than a short front-door offer.
+COMPLEX_NEEDS: frozenset[Need] = frozenset(
+    {Need.PSYCHOSIS, Need.BIPOLAR, Need.EATING_DIFFICULTIES, Need.PERSONALITY_DIFFICULTIES}
+)
+SOCIAL_NEEDS: frozenset[Need] = frozenset(Need) - CLINICAL_NEEDS
+
+
+class Route(StrEnum):
+    CRISIS_RESPONSE = "crisis_response"
+    CRISIS_LINE = "crisis_line"
+    HOME_TREATMENT = "home_treatment"
+    FRONT_DOOR_PRIMARY = "front_door_primary"
+    FRONT_DOOR_SECONDARY = "front_door_secondary"
+    FOCUSED_SUPPORT = "focused_support"
+    STAYING_WELL = "staying_well"
+    VCFSE_SIGNPOST = "vcfse_signpost"
+    REACCESS = "reaccess"
+    OUT_OF_AREA = "out_of_area"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule that fired: a stable id for audit and tests, and a sentence for the clinician."""
+
+    id: str
+    text: str
+
+
+def _aware(at: datetime, what: str = "a moment") -> None:
+    # Opening hours and deadlines are judged across clock changes: a naive time is ambiguous.
+    if at.tzinfo is None or at.tzinfo.utcoffset(at) is None:
+        raise ValueError(f"{what} needs a time zone")
+
+
+# --- priority ----------------------------------------------------------------------------------
+
+
+def _risk_list(risks: Iterable[Risk]) -> str:
+    return ", ".join(sorted(str(r).replace("_", " ") for r in risks))
+
+
+def suggest_priority(
+    risks: frozenset[Risk], source: Source, requested: RequestedUrgency | None
+) -> tuple[Priority, list[Rule]]:
+    """The clinical response priority the risk indicators call for, and why. A referrer's
+    requested urgency can raise it, never lower it: the risks set a floor."""
+    rules: list[Rule] = []
+    if Risk.SUICIDAL_INTENT in risks and Risk.SUICIDAL_PLAN in risks:
+        priority = Priority.EMERGENCY
+        rules.append(Rule("P1-intent-and-plan", "Suicidal intent with a plan: emergency (priority 1)."))
+    elif Risk.HARM_TO_OTHERS in risks and Risk.PSYCHOSIS in risks:
+        priority = Priority.EMERGENCY
+        rules.append(
+            Rule(
+                "P1-harm-to-others-and-psychosis",
+                "Risk of harm to others with psychotic symptoms: emergency (priority 1).",
+            )
+        )
+    elif imminent := IMMINENT_RISKS & risks:
+        priority = Priority.VERY_URGENT
+        rules.append(
+            Rule(
+                "P4-imminent-risk",
+                f"Imminent risk indicated ({_risk_list(imminent)}): very urgent (priority 4).",
+            )
+        )
+    elif source == Source.AE:
+        priority = Priority.VERY_URGENT
+        rules.append(
+            Rule("P4-ae-liaison", "Referred from A&E: very urgent, for psychiatric liaison within the hour.")
+        )
+    elif Risk.SUICIDAL_IDEATION in risks:
+        priority = Priority.URGENT
+        rules.append(
+            Rule("P2-suicidal-ideation", "Suicidal thoughts without intent or plan: urgent (priority 2).")
+        )
+    elif Risk.SAFEGUARDING in risks:
+        priority = Priority.URGENT
+        rules.append(Rule("P2-safeguarding", "Safeguarding concern: urgent (priority 2)."))
+    else:
+        priority = Priority.ROUTINE
+        rules.append(Rule("P3-no-risk-indicators", "No urgent risk indicators: routine (priority 3)."))
+
+    if requested is not None:
+        asked = REQUESTED_PRIORITY[RequestedUrgency(requested)]
+        if more_urgent(asked, priority) != priority:
+            rules.append(
+                Rule(
+                    "P-requested-raises",
+                    f"The referrer asked for {asked.name.lower().replace('_', ' ')}, more urgent than the "
+                    f"risks alone call for: raised to priority {int(asked)}.",
+                )
+            )
+            priority = asked
+        elif asked != priority:
+            rules.append(
+                Rule(
+                    "P-requested-not-lowered",
+                    f"The referrer asked for {asked.name.lower().replace('_', ' ')}; a request never lowers "
+                    f"the priority the risks call for.",
+                )
+            )
+    return priority, rules
+
+
+# --- crisis targets ----------------------------------------------------------------------------
+
+# Minutes from referral to the first attended face-to-face contact. The brief sets no stricter
+# target for an emergency than for very urgent; the suite uses the one-hour A&E liaison standard.
+TARGET_MINUTES: dict[Priority, int | None] = {
+    Priority.EMERGENCY: 60,
+    Priority.VERY_URGENT: 240,
+    Priority.URGENT: 1440,
+    Priority.ROUTINE: None,
+}
+AE_LIAISON_MINUTES = 60
+
+
+def crisis_target(priority: Priority, source: Source) -> int | None:
+    """Minutes to first face-to-face contact; an A&E referral is seen by liaison within the hour."""
+    target = TARGET_MINUTES[Priority(priority)]
+    if source == Source.AE:
+        # The person is in the department: the hour applies whatever priority was recorded.
+        return AE_LIAISON_MINUTES if target is None else min(target, AE_LIAISON_MINUTES)
+    return target
+
+
+def deadline(received_at: datetime, priority: Priority, source: Source) -> datetime | None:
+    """When the first face-to-face contact is due (the crisis queue is ordered by this)."""
+    _aware(received_at, "the time a referral was received")
+    minutes = crisis_target(priority, source)
+    return None if minutes is None else received_at + timedelta(minutes=minutes)
+
+
+# --- identity ----------------------------------------------------------------------------------
+
+_NHS_DIGITS = re.compile(r"[0-9]{10}")
+
+
+def nhs_number_valid(value: str) -> bool:
+    """NHS number: 10 digits (spaces and hyphens ignored) whose last is the modulus 11 check digit
+    of the first nine (weights 10 down to 2; 11 → 0; 10 means no valid number has these nine)."""
+    digits = value.replace(" ", "").replace("-", "")
+    if not _NHS_DIGITS.fullmatch(digits):  # ASCII only: str.isdigit would admit other scripts
+        return False
+    total = sum(int(d) * w for d, w in zip(digits[:9], range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    if check == 11:
+        check = 0
+    return check != 10 and check == int(digits[9])
+
+
+def normalise_nhs_number(value: str) -> str:
+    """The 10 digits of a valid NHS number, or ValueError."""
+    if not nhs_number_valid(value):
+        raise ValueError("not a valid NHS number (10 digits with a modulus 11 check digit)")
+    return value.replace(" ", "").replace("-", "")
+
+
+def _letters(value: str) -> str:
+    # Casefold first (ß → ss), then NFKD splits accents into combining marks, which are not letters.
+    return "".join(ch for ch in unicodedata.normalize("NFKD", value.casefold()) if ch.isalpha())
+
+
+def name_key(given: str, family: str) -> str:
+    """A matching key for names typed differently ('Zoë O'Brien' = 'zoe obrien'): used to flag
+    possible duplicates for a person, never to merge them."""
+    return f"{_letters(family)}|{_letters(given)}"
+
+
+def age_on(birth: date, day: date) -> int:
+    """Completed years on `day`. Someone born on 29 February turns a year older on 1 March in a
+    common year (their birthday has not been reached on 28 February)."""
+    if day < birth:
+        raise ValueError("the day is before the date of birth")
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+# --- out of area -------------------------------------------------------------------------------
+
+# UK postcode areas and the Crown Dependencies, by the area's Royal Mail name.
+POSTCODE_AREAS: dict[str, str] = {
+    "AB": "Aberdeen", "AL": "St Albans", "B": "Birmingham", "BA": "Bath", "BB": "Blackburn",
+    "BD": "Bradford", "BH": "Bournemouth", "BL": "Bolton", "BN": "Brighton", "BR": "Bromley",
+    "BS": "Bristol", "BT": "Belfast", "CA": "Carlisle", "CB": "Cambridge", "CF": "Cardiff",
+    "CH": "Chester", "CM": "Chelmsford", "CO": "Colchester", "CR": "Croydon", "CT": "Canterbury",
+    "CV": "Coventry", "CW": "Crewe", "DA": "Dartford", "DD": "Dundee", "DE": "Derby", "DG": "Dumfries",
+    "DH": "Durham", "DL": "Darlington", "DN": "Doncaster", "DT": "Dorchester", "DY": "Dudley",
+    "E": "London E", "EC": "London EC", "EH": "Edinburgh", "EN": "Enfield", "EX": "Exeter",
+    "FK": "Falkirk", "FY": "Blackpool", "G": "Glasgow", "GL": "Gloucester", "GU": "Guildford",
+    "GY": "Guernsey", "HA": "Harrow", "HD": "Huddersfield", "HG": "Harrogate", "HP": "Hemel Hempstead",
+    "HR": "Hereford", "HS": "Outer Hebrides", "HU": "Hull", "HX": "Halifax", "IG": "Ilford",
+    "IM": "Isle of Man", "IP": "Ipswich", "IV": "Inverness", "JE": "Jersey", "KA": "Kilmarnock",
+    "KT": "Kingston upon Thames", "KW": "Kirkwall", "KY": "Kirkcaldy", "L": "Liverpool", "LA": "Lancaster",
+    "LD": "Llandrindod Wells", "LE": "Leicester", "LL": "Llandudno", "LN": "Lincoln", "LS": "Leeds",
+    "LU": "Luton", "M": "Manchester", "ME": "Rochester", "MK": "Milton Keynes", "ML": "Motherwell",
+    "N": "London N", "NE": "Newcastle upon Tyne", "NG": "Nottingham", "NN": "Northampton",
+    "NP": "Newport", "NR": "Norwich", "NW": "London NW", "OL": "Oldham", "OX": "Oxford", "PA": "Paisley",
+    "PE": "Peterborough", "PH": "Perth", "PL": "Plymouth", "PO": "Portsmouth", "PR": "Preston",
+    "RG": "Reading", "RH": "Redhill", "RM": "Romford", "S": "Sheffield", "SA": "Swansea",
+    "SE": "London SE", "SG": "Stevenage", "SK": "Stockport", "SL": "Slough", "SM": "Sutton",
+    "SN": "Swindon", "SO": "Southampton", "SP": "Salisbury", "SR": "Sunderland", "SS": "Southend-on-Sea",
+    "ST": "Stoke-on-Trent", "SW": "London SW", "SY": "Shrewsbury", "TA": "Taunton", "TD": "Galashiels",
+    "TF": "Telford", "TN": "Tonbridge", "TQ": "Torquay", "TR": "Truro", "TS": "Cleveland",
+    "TW": "Twickenham", "UB": "Southall", "W": "London W", "WA": "Warrington", "WC": "London WC",
+    "WD": "Watford", "WF": "Wakefield", "WN": "Wigan", "WR": "Worcester", "WS": "Walsall",
+    "WV": "Wolverhampton", "YO": "York", "ZE": "Lerwick",
+}  # fmt: skip
+
+_AREA = re.compile(r"[A-Z]+")
+
+
+def receiving_area(district: str) -> str:
+    """The postcode area a district belongs to, named for the referral onward: 'M1' → 'postcode
+    area M (Manchester)'."""
+    match = _AREA.match(re.sub(r"\s+", "", district or "").upper())
+    area = match.group(0) if match else ""
+    name = POSTCODE_AREAS.get(area)
+    return f"postcode area {area} ({name})" if name else f"postcode area {area}"
+
+
+# --- directory matching ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DirectoryServiceView:
+    """What triage keeps of a published partner service (from directory events)."""
+
+    service_id: str
+    name: str
+    organization_name: str
+    needs: frozenset[str]  # needs taxonomy codes
+    districts: frozenset[str]  # postcode districts its service areas cover
+    has_service_area: bool  # False: no declared area, serves everywhere
+    minimum_age: int | None
+    maximum_age: int | None
+    slots: tuple[tuple[int, time, time], ...]  # (weekday, Monday 0; opens; closes), Europe/London
+    active: bool
+
+
+@dataclass(frozen=True)
+class ServiceMatch:
+    service_id: str
+    name: str
+    organization_name: str
+    needs_matched: tuple[str, ...]
+    open_now: bool
+
+
+_END_OF_DAY = time(23, 59)  # a day-only HSDS schedule is stored as 00:00-23:59: all day
+
+
+def _slot_open(slots: Iterable[tuple[int, time, time]], weekday: int, now: time) -> bool:
+    for day, opens, closes in slots:
+        if closes > opens:
+            if day == weekday and opens <= now and (now < closes or closes == _END_OF_DAY):
+                return True
+        elif (day == weekday and now >= opens) or (day == (weekday - 1) % 7 and now < closes):
+            return True  # runs past midnight
+    return False
+
+
+def _serves(service: DirectoryServiceView, needs: frozenset[str], district: str, age: int) -> bool:
+    return (
+        service.active
+        and bool(service.needs & needs)
+        and (not service.has_service_area or district in service.districts)
+        and (service.minimum_age is None or age >= service.minimum_age)
+        and (service.maximum_age is None or age <= service.maximum_age)
+    )
+
+
+def match_services(
+    services: Iterable[DirectoryServiceView],
+    needs: frozenset[str],
+    district: str,
+    age: int,
+    at: datetime,
+    limit: int = 5,
+) -> list[ServiceMatch]:
+    """Partner services for these needs where the person lives, at their age: the most needs met
+    first, then those open now (so a warm handover can happen today), then by name."""
+    _aware(at)
+    if limit < 0:
+        raise ValueError("limit cannot be negative")
+    local = at.astimezone(LONDON)
+    weekday, now = local.weekday(), local.time().replace(tzinfo=None)
+    district = re.sub(r"\s+", "", district or "").upper()
+    wanted = frozenset(str(n) for n in needs)
+    matches = [
+        ServiceMatch(
+            service.service_id,
+            service.name,
+            service.organization_name,
+            tuple(sorted(service.needs & wanted)),
+            _slot_open(service.slots, weekday, now),
+        )
+        for service in services
+        if _serves(service, wanted, district, age)
+    ]
+    matches.sort(key=lambda m: (-len(m.needs_matched), not m.open_now, m.name.casefold(), m.service_id))
+    return matches[:limit]
+
+
+# --- re-access ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Discharge:
+    """The person's most recent discharge, with the named worker who stays their key contact."""
+
+    episode_id: str
+    team_id: str
+    named_worker_id: str | None
+    discharged_at: datetime
+    reaccess_until: datetime
+
+
+# --- screening ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferralFacts:
+    age: int  # completed years at referral
+    source: Source
+    risks: frozenset[Risk]
+    needs: frozenset[str]
+    requested: RequestedUrgency | None
+    consent_to_share: bool
+    postcode: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    priority: Priority
+    pathway: str | None
+    alongside: tuple[str, ...]
+    place: dict[str, str] | None
+    network: dict[str, str] | None
+    route: Route
+    team: dict[str, Any] | None
+    signposts: tuple[ServiceMatch, ...]
+    receiving_area: str | None
+    target_minutes: int | None
+    rules: tuple[Rule, ...]
+    reaccess_episode_id: str | None
+    named_worker_id: str | None
+
+
+CRISIS_PRIORITIES = frozenset({Priority.EMERGENCY, Priority.VERY_URGENT})
+
+
+def _label(offer: str) -> str:
+    return offer.replace("_", " ")
+
+
+def _team_dict(team: TeamView, is_open: bool, reasons: Iterable[str]) -> dict[str, Any]:
+    return {
+        "id": team.id,
+        "key": team.key,
+        "name": team.name,
+        "offer": team.offer,
+        "open": is_open,
+        "reasons": list(reasons),
+    }
+
+
+def _pick(resolution: Resolution, *, open_only: bool = False) -> TeamCandidate | None:
+    """The first open candidate, else (unless only open will do) the first candidate."""
+    for candidate in resolution.teams:
+        if candidate.open:
+            return candidate
+    if open_only or not resolution.teams:
+        return None
+    return resolution.teams[0]
+
+
+@dataclass
+class _Routing:
+    route: Route
+    team: dict[str, Any] | None = None
+
+
+class _Screen:
+    """One screening: the facts, the coverage and the rules fired so far."""
+
+    def __init__(self, facts: ReferralFacts, snapshot: Snapshot, at: datetime, rules: list[Rule]) -> None:
+        self.facts, self.snapshot, self.at, self.rules = facts, snapshot, at, rules
+
+    def resolve(self, offer: str) -> Resolution:
+        return resolve(self.snapshot, self.facts.postcode, self.facts.age, offer, self.at)
+
+    def team(self, offer: str, *, open_only: bool = False) -> dict[str, Any] | None:
+        candidate = _pick(self.resolve(offer), open_only=open_only)
+        return None if candidate is None else _team_dict(candidate.team, candidate.open, candidate.reasons)
+
+    def no_team(self, offer: str, district: str, pathway: str | None) -> None:
+        who = f" for the {pathway} pathway" if pathway else ""
+        self.rules.append(
+            Rule(
+                "R-no-team",
+                f"No team offers {_label(offer)} in {district}{who}: the triage team arranges the offer directly.",
+            )
+        )
+
+
+def _crisis(screen: _Screen, district: str, discharge: Discharge | None) -> _Routing:
+    facts, rules = screen.facts, screen.rules
+    routing: _Routing | None = None
+    if facts.source == Source.AE:
+        team = screen.team("liaison")
+        if team is not None:
+            rules.append(
+                Rule("R-ae-liaison", f"Referred from A&E: {team['name']} sees the person in the department.")
+            )
+            routing = _Routing(Route.CRISIS_RESPONSE, team)
+        else:
+            rules.append(
+                Rule("R-ae-no-liaison", f"No liaison team is recorded for {district}: crisis routing.")
+            )
+    if routing is None:
+        response = screen.resolve("crisis_response")
+        open_team = _pick(response, open_only=True)
+        if open_team is not None:
+            rules.append(
+                Rule(
+                    "R-crisis-team-open",
+                    f"{open_team.team.name} is open now: a crisis response on the day.",
+                )
+            )
+            routing = _Routing(Route.CRISIS_RESPONSE, _team_dict(open_team.team, True, open_team.reasons))
+        else:
+            if response.teams:
+                closed = response.teams[0]
+                hours = closed.reasons[-1] if closed.reasons else "closed"
+                rules.append(Rule("R-crisis-team-closed", f"{closed.team.name} is {hours}."))
+            else:
+                rules.append(Rule("R-no-crisis-team", f"No crisis response team covers {district}."))
+            line = screen.team("crisis_line", open_only=True)
+            if line is not None:
+                rules.append(Rule("R-crisis-line", f"{line['name']} is open now: the round-the-clock route."))
+                routing = _Routing(Route.CRISIS_LINE, line)
+            else:
+                home = screen.team("home_treatment")
+                if home is not None:
+                    rules.append(Rule("R-home-treatment", f"No crisis line open: {home['name']}."))
+                    routing = _Routing(Route.HOME_TREATMENT, home)
+    if routing is None:
+        # Still an offer: the route stands and the on-call clinician finds the team.
+        rules.append(
+            Rule(
+                "R-no-crisis-service",
+                f"No crisis service is recorded for {district}: escalate to the on-call clinician now.",
+            )
+        )
+        routing = _Routing(Route.CRISIS_RESPONSE)
+    if discharge is not None and screen.at < discharge.reaccess_until:
+        rules.append(
+            Rule(
+                "R-tell-named-worker",
+                f"Discharged from episode {discharge.episode_id} within the re-access window: the named "
+                "worker's team is to be told; the crisis route stands.",
+            )
+        )
+    return routing
+
+
+def _reaccess(screen: _Screen, discharge: Discharge) -> _Routing:
+    team: dict[str, Any] = {"id": discharge.team_id}
+    for view in screen.snapshot.teams:
+        if view.id == discharge.team_id:
+            is_open, hours = open_at(view.hours, screen.at)
+            team = _team_dict(
+                view, is_open, [f"named worker's team for episode {discharge.episode_id}", hours]
+            )
+            break
+    local_until = discharge.reaccess_until.astimezone(LONDON).date().isoformat()
+    screen.rules.append(
+        Rule(
+            "R-reaccess",
+            f"Discharged within the re-access window (until {local_until}): straight back to the named "
+            f"worker's team{' (' + team['name'] + ')' if 'name' in team else ''}.",
+        )
+    )
+    screen.rules.append(
+        Rule("R-reaccess-linked", "no new assessment: previous assessment and plan are linked")
+    )
+    return _Routing(Route.REACCESS, team)
+
+
+def _urgent(screen: _Screen, district: str, pathway: str | None) -> _Routing:
+    if screen.facts.source == Source.INPATIENT_DISCHARGE:
+        offer, route = "home_treatment", Route.HOME_TREATMENT
+        text = "Urgent, after an inpatient stay: home treatment, seen within 24 hours."
+        rule_id = "R-urgent-home-treatment"
+    else:
+        offer, route = "crisis_response", Route.CRISIS_RESPONSE
+        text = "Urgent: the crisis response team assesses within 24 hours, whether or not it is open now."
+        rule_id = "R-urgent-crisis-response"
+    screen.rules.append(Rule(rule_id, text))
+    team = screen.team(offer)
+    if team is None:
+        screen.no_team(offer, district, pathway)
+    return _Routing(route, team)
+
+
+def _routine(screen: _Screen, district: str, pathway: str | None, matches: list[ServiceMatch]) -> _Routing:
+    facts, rules = screen.facts, screen.rules
+    needs = facts.needs
+    complex_needs = sorted(str(n) for n in COMPLEX_NEEDS if n in needs)
+    if complex_needs:
+        rules.append(
+            Rule(
+                "R-complex-needs",
+                f"Complex needs ({', '.join(n.replace('_', ' ') for n in complex_needs)}): focused support "
+                "from the team for the person's pathway.",
+            )
+        )
+        route = Route.FOCUSED_SUPPORT
+    elif facts.source == Source.INPATIENT_DISCHARGE:
+        rules.append(Rule("R-inpatient-discharge", "After an inpatient stay: the secondary care front door."))
+        route = Route.FRONT_DOOR_SECONDARY
+    elif any(n in CLINICAL_NEEDS for n in needs):
+        rules.append(
+            Rule("R-clinical-needs", "Mental health needs without complexity: the primary care front door.")
+        )
+        route = Route.FRONT_DOOR_PRIMARY
+    elif facts.consent_to_share and matches:
+        rules.append(
+            Rule(
+                "R-vcfse-signpost",
+                "Practical and social needs only, with consent: signpost to partner services.",
+            )
+        )
+        route = Route.VCFSE_SIGNPOST
+    elif facts.consent_to_share:
+        rules.append(
+            Rule(
+                "R-no-partner-service",
+                "No matching partner service was found for these needs here: staying well support instead.",
+            )
+        )
+        route = Route.STAYING_WELL
+    else:
+        rules.append(
+            Rule(
+                "R-staying-well",
+                "No clinical needs and no consent to share with partners: staying well support.",
+            )
+        )
+        route = Route.STAYING_WELL
+    if route == Route.VCFSE_SIGNPOST:
+        return _Routing(route)  # the named partner services are the offer
+    team = screen.team(str(route))
+    if team is None and route in (Route.FRONT_DOOR_PRIMARY, Route.FRONT_DOOR_SECONDARY):
+        # Front doors may not serve every pathway (e.g. CAMHS): the pathway's focused support team does.
+        team = screen.team("focused_support")
+        if team is not None:
+            rules.append(
+                Rule(
+                    "R-front-door-pathway",
+                    f"No front door serves the {pathway} pathway in {district}: {team['name']} instead.",
+                )
+            )
+            route = Route.FOCUSED_SUPPORT
+    if team is None:
+        screen.no_team(str(route), district, pathway)
+    return _Routing(route, team)
+
+
+def screen(
+    facts: ReferralFacts,
+    snapshot: Snapshot,
+    services: Sequence[DirectoryServiceView],
+    discharge: Discharge | None,
+    at: datetime,
+) -> Suggestion:
+    """The suggested priority, pathway, route, team and signposts for a referral, with the rules
+    that fired. A suggestion, not a decision: a clinician accepts or overrides it."""
+    _aware(at)
+    priority, rules = suggest_priority(facts.risks, facts.source, facts.requested)
+    target = crisis_target(priority, facts.source)
+    coverage = resolve(snapshot, facts.postcode, facts.age, None, at)
+    district = coverage.district
+
+    if coverage.out_of_area:
+        area = receiving_area(district)
+        rules.append(Rule("R-out-of-area", f"{district} is outside this system: refer on to {area}."))
+        return Suggestion(
+            priority,
+            None,
+            (),
+            None,
+            None,
+            Route.OUT_OF_AREA,
+            None,
+            (),
+            area,
+            target,
+            tuple(rules),
+            None,
+            None,
+        )
+
+    # The pathway comes from the age bands alone, so a child is never on the adult pathway.
+    pathway = coverage.pathway.key if coverage.pathway else None
+    if coverage.pathway is not None:
+        rules.append(Rule("A-pathway-by-age", f"Age {facts.age} at referral: {coverage.pathway.name}."))
+    else:
+        rules.append(Rule("A-no-pathway", f"Age {facts.age} at referral: no age-banded pathway recorded."))
+    rules.append(Rule("C-coverage", "; ".join(r for r in coverage.reasons if not r.startswith("age ")) + "."))
+
+    social = frozenset(str(n) for n in facts.needs if n in SOCIAL_NEEDS)
+    matches = match_services(services, social, district, facts.age, at) if social else []
+
+    work = _Screen(facts, snapshot, at, rules)
+    live = discharge is not None and at < discharge.reaccess_until
+    reaccess: Discharge | None = None
+    if priority in CRISIS_PRIORITIES:
+        routing = _crisis(work, district, discharge)
+    else:
+        if discharge is not None and not live:
+            until = discharge.reaccess_until.astimezone(LONDON).date().isoformat()
+            rules.append(
+                Rule(
+                    "R-reaccess-window-ended",
+                    f"The re-access window after episode {discharge.episode_id} ended on {until}: screened "
+                    "as a new referral.",
+                )
+            )
+        if discharge is not None and live:
+            reaccess = discharge
+            routing = _reaccess(work, discharge)
+        elif priority == Priority.URGENT:
+            routing = _urgent(work, district, pathway)
+        else:
+            routing = _routine(work, district, pathway, matches)
+
+    # Signposts name options alongside any route; offering them to partners needs consent.
+    signposts: tuple[ServiceMatch, ...] = ()
+    if social:
+        names = ", ".join(m.name for m in matches)
+        if not matches:
+            rules.append(Rule("S-no-match", "No partner service matches these needs for this person here."))
+        elif facts.consent_to_share:
+            signposts = tuple(matches)
+            rules.append(Rule("S-signposts", f"Partner services for these needs: {names}."))
+        else:
+            rules.append(
+                Rule(
+                    "S-needs-consent",
+                    f"Partner services match ({names}) but there is no consent to share: tell the person "
+                    "about them; no handover is offered.",
+                )
+            )
+    if target is not None:
+        rules.append(Rule("T-target", f"First face-to-face contact due within {target} minutes of referral."))
+
+    return Suggestion(
+        priority=priority,
+        pathway=pathway,
+        alongside=tuple(p.key for p in coverage.alongside),
+        place=(
+            {"id": coverage.place.id, "key": coverage.place.key, "name": coverage.place.name}
+            if coverage.place
+            else None
+        ),
+        network=(
+            {"id": coverage.network.id, "key": coverage.network.key, "name": coverage.network.name}
+            if coverage.network
+            else None
+        ),
+        route=routing.route,
+        team=routing.team,
+        signposts=signposts,
+        receiving_area=None,
+        target_minutes=target,
+        rules=tuple(rules),
+        reaccess_episode_id=reaccess.episode_id if reaccess else None,
+        named_worker_id=reaccess.named_worker_id if reaccess else None,
+    )
+
+
+# --- decisions ---------------------------------------------------------------------------------
+
+
+class DecisionAction(StrEnum):
+    ACCEPT = "accept"
+    OVERRIDE = "override"
+    DECLINE = "decline"
+    CLOSE = "close"
+
+
+class DecisionRefused(ValueError):
+    """A triage decision the rules do not allow; `field` names the input to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def check_decision(
+    action: DecisionAction,
+    *,
+    route: Route | None,
+    signposts: Sequence[str],
+    reason: str | None,
+    consent_to_share: bool,
+) -> None:
+    """Refuse decisions that break the rules: an override needs a reason and a route; a decline
+    needs a reason and still an alternative offer (triage is not an eligibility gate); anything
+    offered to a partner needs the person's consent to share."""
+    try:
+        action = DecisionAction(action)
+    except ValueError:
+        raise DecisionRefused("action", f"{action!r} is not a triage decision") from None
+    has_reason = bool(reason and reason.strip())
+    offered = [s for s in signposts if s and s.strip()]
+    # A close (a duplicate, a withdrawn referral) needs its reason too, or it would be a silent decline.
+    if action in (DecisionAction.OVERRIDE, DecisionAction.DECLINE, DecisionAction.CLOSE) and not has_reason:
+        raise DecisionRefused(
+            "reason", f"{'an' if action == DecisionAction.OVERRIDE else 'a'} {action.value} needs a reason"
+        )
+    if action == DecisionAction.OVERRIDE and route is None:
+        raise DecisionRefused("route", "an override needs the route chosen instead")
+    if action == DecisionAction.DECLINE and route is None and not offered:
+        raise DecisionRefused(
+            "route",
+            "a decline must still offer an alternative: a route, or at least one signposted service",
+        )
+    if (route == Route.VCFSE_SIGNPOST or offered) and not consent_to_share:
+        raise DecisionRefused(
+            "consent_to_share", "signposting to a partner service needs the person's consent to share"
+        )
