@@ -96,3 +96,16 @@ async def outbox_events(app: Any, subject: str | None = None) -> list[dict[str, 
         if subject:
             query = query.where(OutboxMessage.subject == subject)
         return [json.loads(row.payload) for row in (await session.scalars(query)).all()]
+
+
+async def serve(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
+    """Run an ASGI app under uvicorn on a loopback port until the returned server is told to exit."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    return server, task

@@ -24,8 +24,7 @@ from services.triage.app import create_app as create_triage
 from shared.migrations import migrate_all
 from shared.nats_server import free_port
 from shared.settings import SERVICES, Settings
-from tests.security.conftest import serve
-from tests.support import eventually
+from tests.support import eventually, serve
 
 REAL_SERVICES = {
     "triage": create_triage,

@@ -24,6 +24,7 @@ from shared.migrations import migrate, new_metadata
 from shared.nats_server import free_port
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
+from tests.support import serve
 
 PERSON = "person-7f3a"
 
@@ -108,16 +109,6 @@ class Stack:
             response = await http.post("/oauth2/token", data=data, auth=(client_id, self.secrets[client_id]))
         assert response.status_code == 200, response.text
         return str(response.json()["access_token"])
-
-
-async def serve(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    return server, task
 
 
 CLIENTS = {

@@ -1,0 +1,283 @@
+"""A referral's whole path through the gateway, with real services under uvicorn and a real
+nats-server: the registry's seed reaches triage's read-model as events (never a call); a partner
+EHR's referral is screened and routed to the team covering its postcode, each event published to
+JetStream exactly once; a crisis referral reaches an SSE subscriber within a second; a
+re-referral after discharge goes to the named worker's team; a resubmission creates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from sqlalchemy import func, select
+
+from gateway.app import create_app as create_gateway
+from gateway.clients import add_client
+from services.directory.app import create_app as create_directory
+from services.directory.seed import seed as seed_directory
+from services.registry.app import create_app as create_registry
+from services.registry.seed import seed as seed_registry
+from services.triage.app import create_app as create_triage
+from services.triage.models import DirectoryService, Discharge, RegistryRecord
+from shared.db import Database
+from shared.events import make_event
+from shared.migrations import migrate
+from shared.nats_server import free_port
+from shared.settings import Settings
+from tests.support import eventually, serve
+
+CLIENTS = {
+    "gp-ehr": ("P81001", "ods", "partner_ehr", "referral:submit referral:read"),
+    "crisis-app": ("RW5", "ods", "crisis_app", "referral:submit referral:read triage:decide crisis:respond"),
+}
+
+
+@dataclass
+class Suite:
+    url: str
+    secrets: dict[str, str]
+    triage_app: Any
+    settings: Settings
+
+    async def token(self, client_id: str) -> str:
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            response = await http.post(
+                "/oauth2/token",
+                data={"grant_type": "client_credentials"},
+                auth=(client_id, self.secrets[client_id]),
+            )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+
+@pytest.fixture
+async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
+    ports = {name: free_port() for name in ("gateway", "registry", "directory", "triage")}
+    settings = make_settings(
+        gateway_port=ports["gateway"],
+        registry_url=f"http://127.0.0.1:{ports['registry']}",
+        directory_url=f"http://127.0.0.1:{ports['directory']}",
+        triage_url=f"http://127.0.0.1:{ports['triage']}",
+        jwks_url=f"http://127.0.0.1:{ports['gateway']}/.well-known/jwks.json",
+        jwks_min_refresh_seconds=0,
+    )
+    for owner in ("gateway", "registry", "directory", "triage"):
+        await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
+    secrets: dict[str, str] = {}
+    gateway_db = Database(
+        settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
+    )
+    async with gateway_db.transaction() as session:
+        for client_id, (org, system, kind, scopes) in CLIENTS.items():
+            created = await add_client(
+                session,
+                client_id=client_id,
+                name=client_id,
+                organisation=org,
+                organisation_system=system,
+                kind=kind,
+                scopes=scopes,
+            )
+            assert created.secret is not None
+            secrets[client_id] = created.secret
+    await gateway_db.dispose()
+    apps = {
+        "gateway": create_gateway(settings),
+        "registry": create_registry(settings),
+        "directory": create_directory(settings),
+        "triage": create_triage(settings),
+    }
+    started = [await serve(app, ports[name]) for name, app in apps.items()]
+    try:
+        async with apps["registry"].state.db.transaction() as session:
+            await seed_registry(session)
+        await seed_directory(apps["directory"].state.db)
+        yield Suite(f"http://127.0.0.1:{ports['gateway']}", secrets, apps["triage"], settings)
+    finally:
+        for server, task in reversed(started):
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout=10)
+
+
+async def _read_models_filled(triage_app: Any) -> bool:
+    async with triage_app.state.db.session() as session:
+        teams = await session.scalar(
+            select(func.count()).select_from(RegistryRecord).where(RegistryRecord.kind == "team")
+        )
+        services = await session.scalar(select(func.count()).select_from(DirectoryService))
+    return teams == 45 and services == 16
+
+
+async def _published(settings: Settings, subject: str) -> list[dict[str, Any]]:
+    """Every message JetStream holds on a subject (an ephemeral consumer from the start)."""
+    import nats
+
+    connection = await nats.connect(settings.nats_url)
+    try:
+        js = connection.jetstream()
+        subscription = await js.pull_subscribe(
+            subject,
+            durable=None,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subject=subject),
+        )
+        found: list[dict[str, Any]] = []
+        with contextlib.suppress(Exception):
+            while True:
+                for message in await subscription.fetch(100, timeout=0.5):
+                    found.append(json.loads(message.data))
+        return found
+    finally:
+        await connection.close()
+
+
+def _referral(**person: Any) -> dict[str, Any]:
+    return {
+        "person": {
+            "nhs_number": "9434765919", "given_name": "Alex", "family_name": "Example", "birth_date": "1979-03-14",
+            "postcode": "PR1 3BQ", "contact": {"phone": "07700 900456"}, **person,
+        },
+        "source": "gp",
+        "needs": ["low_mood"],
+        "consent_to_share": True,
+    }  # fmt: skip
+
+
+async def test_referral_path_through_the_gateway(suite: Suite) -> None:
+    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    gp = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
+    clinician = {"Authorization": f"Bearer {await suite.token('crisis-app')}"}
+    async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
+        submitted = await http.post(
+            "/triage/referrals", json=_referral(), headers={**gp, "Idempotency-Key": "gp-1"}
+        )
+        assert submitted.status_code == 201, submitted.text
+        referral = submitted.json()
+        team = referral["suggestion"]["team"]
+        assert (
+            referral["suggestion"]["place"]["key"] == "lancashire" and team["offer"] == "front_door_primary"
+        )
+        # The team named covers the referral's postcode district, as the registry's events said.
+        async with suite.triage_app.state.db.session() as session:
+            record = await session.get(RegistryRecord, team["id"])
+        assert record is not None and "PR1" in json.loads(record.timeline)[0]["attributes"]["coverage"]
+        # A resubmission (same key, same body) creates nothing new.
+        again = await http.post(
+            "/triage/referrals", json=_referral(), headers={**gp, "Idempotency-Key": "gp-1"}
+        )
+        assert again.json()["id"] == referral["id"] and again.headers["idempotent-replayed"] == "true"
+
+        decided = await http.post(
+            f"/triage/referrals/{referral['id']}/decisions", json={"action": "accept"}, headers=clinician
+        )
+        assert decided.status_code == 200 and decided.json()["status"] == "routed"
+
+        for subject in ("received", "prioritised", "routed"):
+            messages = await eventually(
+                lambda s=subject: _published(suite.settings, f"cmh.triage.referral.{s}"), timeout=15
+            )
+            mine = [m for m in messages if m["data"]["referral_id"] == referral["id"]]
+            assert len(mine) == 1, subject  # exactly once on the stream
+        routed = next(
+            m["data"]
+            for m in await _published(suite.settings, "cmh.triage.referral.routed")
+            if m["data"]["referral_id"] == referral["id"]
+        )
+        assert routed["team_id"] == team["id"] and routed["route"] == "front_door_primary"
+
+
+async def test_a_crisis_referral_reaches_the_stream_within_a_second(suite: Suite) -> None:
+    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    clinician = {"Authorization": f"Bearer {await suite.token('crisis-app')}"}
+    received: list[tuple[float, dict[str, Any]]] = []
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        async with (
+            httpx.AsyncClient(base_url=suite.url, timeout=None) as http,
+            http.stream("GET", "/triage/crisis/stream", headers=clinician) as stream,
+        ):
+            assert stream.status_code == 200 and stream.headers["content-type"].startswith(
+                "text/event-stream"
+            )
+            event: dict[str, Any] = {}
+            async for line in stream.aiter_lines():
+                ready.set()
+                if line.startswith("id: "):
+                    event["id"] = line[4:]
+                elif line.startswith("data: "):
+                    event["data"] = json.loads(line[6:])
+                elif line == "" and "data" in event:
+                    received.append((time.monotonic(), event))
+                    return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.wait_for(ready.wait(), timeout=10)
+    body = _referral(nhs_number="9876543210", postcode="FY1 1EJ")
+    body["risks"] = ["recent_self_harm"]
+    async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
+        sent = time.monotonic()
+        response = await http.post(
+            "/triage/crisis/referrals", json=body, headers={**clinician, "Idempotency-Key": "crisis-1"}
+        )
+        assert response.status_code == 201, response.text
+    await asyncio.wait_for(listener, timeout=5)
+    arrived, event = received[0]
+    assert event["data"]["referral_id"] == response.json()["id"] and event["data"]["priority"] == 4
+    assert arrived - sent < 1.0
+    # Resumable: from the event before, the same change is replayed.
+    async with (
+        httpx.AsyncClient(base_url=suite.url, timeout=5) as http,
+        http.stream(
+            "GET", "/triage/crisis/stream", headers={**clinician, "Last-Event-ID": str(int(event["id"]) - 1)}
+        ) as stream,
+    ):
+        async for line in stream.aiter_lines():
+            if line.startswith("id: "):
+                assert line == f"id: {event['id']}"
+                break
+
+
+async def test_a_re_referral_after_discharge_goes_to_the_named_workers_team(suite: Suite) -> None:
+    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    gp = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
+    async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
+        first = (
+            await http.post("/triage/referrals", json=_referral(), headers={**gp, "Idempotency-Key": "first"})
+        ).json()
+        team_id = first["suggestion"]["team"]["id"]
+        # Careplan discharges the person with a named worker (its event, as careplan publishes it).
+        now = datetime.now(UTC)
+        discharged = make_event(
+            "careplan", "episode", "discharged",
+            {
+                "episode_id": "episode-42", "person_id": first["person_id"], "team_id": team_id,
+                "named_worker_id": "practitioner-3", "discharged_at": (now - timedelta(days=60)).isoformat(),
+                "reaccess_until": (now + timedelta(days=300)).isoformat(),
+            },
+        )  # fmt: skip
+        js = await suite.triage_app.state.broker.wait_connected()
+        await js.publish(discharged.type, discharged.to_json())
+
+        async def kept() -> bool:
+            async with suite.triage_app.state.db.session() as session:
+                return await session.get(Discharge, "episode-42") is not None
+
+        await eventually(kept, timeout=15)
+        response = await http.post(
+            "/triage/referrals", json=_referral(), headers={**gp, "Idempotency-Key": "again"}
+        )
+        again = response.json()
+        assert again["suggestion"]["route"] == "reaccess"
+    assert again["suggestion"]["team"]["id"] == team_id
+    assert again["suggestion"]["named_worker_id"] == "practitioner-3"
+    assert again["suggestion"]["reaccess_episode_id"] == "episode-42"
