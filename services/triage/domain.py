@@ -478,6 +478,7 @@ class ReferralFacts:
     requested: RequestedUrgency | None
     consent_to_share: bool
     postcode: str
+    referring_org: str | None = None  # ODS code of the referrer (an A&E's trust finds its liaison team)
 
 
 @dataclass(frozen=True)
@@ -554,11 +555,24 @@ class _Screen:
         )
 
 
+def hospital_liaison(snapshot: Snapshot, facts: ReferralFacts, at: datetime) -> dict[str, Any] | None:
+    """The liaison team of the hospital an A&E referral comes from (registry key `liaison-<ods>`):
+    it sees the person in the department, wherever they live."""
+    if facts.source != Source.AE or not facts.referring_org:
+        return None
+    key = f"liaison-{facts.referring_org.lower()}"
+    for team in snapshot.teams:
+        if team.key == key:
+            is_open, reason = open_at(team.hours, at)
+            return _team_dict(team, is_open, [reason])
+    return None
+
+
 def _crisis(screen: _Screen, district: str, discharge: Discharge | None) -> _Routing:
     facts, rules = screen.facts, screen.rules
     routing: _Routing | None = None
     if facts.source == Source.AE:
-        team = screen.team("liaison")
+        team = hospital_liaison(screen.snapshot, facts, screen.at) or screen.team("liaison")
         if team is not None:
             rules.append(
                 Rule("R-ae-liaison", f"Referred from A&E: {team['name']} sees the person in the department.")
@@ -735,6 +749,31 @@ def screen(
 
     if coverage.out_of_area:
         area = receiving_area(district)
+        liaison = hospital_liaison(snapshot, facts, at)
+        if liaison is not None:
+            # In our A&E now: liaison sees them here; follow-up belongs to their home area.
+            rules.append(
+                Rule(
+                    "R-ae-liaison-out-of-area",
+                    f"Referred from A&E: {liaison['name']} sees the person in the department; they live in "
+                    f"{district}, so follow-up is referred on to {area}.",
+                )
+            )
+            return Suggestion(
+                priority,
+                None,
+                (),
+                None,
+                None,
+                Route.CRISIS_RESPONSE,
+                liaison,
+                (),
+                area,
+                target,
+                tuple(rules),
+                None,
+                None,
+            )
         rules.append(Rule("R-out-of-area", f"{district} is outside this system: refer on to {area}."))
         return Suggestion(
             priority,

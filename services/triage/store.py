@@ -168,6 +168,7 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
         requested=body.requested_urgency,
         consent_to_share=body.consent_to_share,
         postcode=body.person.postcode,
+        referring_org=caller.organisation,
     )
     suggestion = screen(
         facts,

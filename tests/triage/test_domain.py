@@ -880,3 +880,20 @@ def test_allowed_decisions(
     action: DecisionAction, route: Route | None, signposts: list[str], reason: str | None, consent: bool
 ) -> None:
     check_decision(action, route=route, signposts=signposts, reason=reason, consent_to_share=consent)
+
+
+def test_ae_referrals_go_to_the_referring_hospitals_liaison_even_from_out_of_area() -> None:
+    at = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)  # 3 am: liaison is 24/7
+    from dataclasses import replace
+
+    local = replace(facts("PR1 3BQ", source=Source.AE), referring_org="RXN")
+    suggestion = screen(local, SNAPSHOT, [], None, at)
+    assert suggestion.route == Route.CRISIS_RESPONSE and team_key(suggestion) == "liaison-rxn"
+    assert suggestion.target_minutes == 60
+    visitor = replace(facts("M1 1AA", source=Source.AE), referring_org="RXN")
+    suggestion = screen(visitor, SNAPSHOT, [], None, at)
+    assert suggestion.route == Route.CRISIS_RESPONSE and team_key(suggestion) == "liaison-rxn"
+    assert suggestion.receiving_area is not None and "Manchester" in suggestion.receiving_area
+    assert "R-ae-liaison-out-of-area" in rule_ids(suggestion)
+    # Not from A&E: out of area stays out of area.
+    assert screen(facts("M1 1AA"), SNAPSHOT, [], None, at).route == Route.OUT_OF_AREA
