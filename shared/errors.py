@@ -46,6 +46,20 @@ class Problem(Exception):
         self.extensions = extensions
 
 
+def rule_broken(
+    service: str, field: str, message: str, location: tuple[str, ...] = ("body",), *, status: int = 422
+) -> Problem:
+    """A domain rule refused the request: 422 naming the field, like a validation error, so a
+    client handles both the same way. Messages are the rule's own words, never the input."""
+    return Problem(
+        status,
+        f"{service.capitalize()} rule broken",
+        message,
+        type_slug=f"{service}-rule",
+        errors=[{"location": [*location, field], "message": message, "type": f"{service}_rule"}],
+    )
+
+
 def problem_body(
     status: int,
     title: str | None = None,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 
@@ -109,3 +110,22 @@ async def serve(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
             task.result()
         await asyncio.sleep(0.02)
     return server, task
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    name: str, create_app: Callable[[Any], Any], settings: Any
+) -> AsyncIterator[tuple[Any, Any]]:
+    """A service migrated and running in process (lifespan: database, NATS, relay, consumers), the
+    test key trusted, with an httpx client over ASGI: yields (client, app)."""
+    import httpx
+
+    from shared.migrations import migrate
+
+    await migrate(name, settings.database_url_for(name), schema=settings.database_schema_for(name))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        trust_test_key(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
+            yield client, app

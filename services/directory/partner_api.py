@@ -31,7 +31,7 @@ from services.directory.models import Edit, EditHistory, Organization, Service
 from services.directory.schemas import EditHistoryOut, EditOut, ReviewIn, ServiceProposal, new_id
 from shared.auth import Caller, requires
 from shared.db import Database
-from shared.errors import Problem
+from shared.errors import Problem, rule_broken
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.sqltypes import utcnow
 
@@ -45,13 +45,7 @@ def _db(request: Request) -> Database:
 
 
 def _rule_problem(broken: store.RuleBroken) -> Problem:
-    return Problem(
-        422,
-        "Directory rule broken",
-        broken.message,
-        type_slug="directory-rule",
-        errors=[{"location": ["body", broken.field], "message": broken.message, "type": "directory_rule"}],
-    )
+    return rule_broken("directory", broken.field, broken.message)
 
 
 def _refused(refusal: TransitionRefused) -> Problem:

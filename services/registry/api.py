@@ -25,7 +25,7 @@ from services.registry.schemas import (
 from shared.auth import Caller, requires
 from shared.coverage import Resolution, resolve
 from shared.db import Database
-from shared.errors import Problem
+from shared.errors import Problem, rule_broken
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.postcodes import InvalidPostcode
 from shared.sqltypes import utcnow
@@ -35,13 +35,7 @@ router = APIRouter(prefix="/registry", tags=["registry"])
 
 
 def rule_problem(field: str, message: str, location: tuple[str, ...] = ("body",)) -> Problem:
-    return Problem(
-        422,
-        "Registry rule broken",
-        message,
-        type_slug="registry-rule",
-        errors=[{"location": [*location, field], "message": message, "type": "registry_rule"}],
-    )
+    return rule_broken("registry", field, message, location)
 
 
 def etag(version: int) -> str:

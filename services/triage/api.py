@@ -30,7 +30,7 @@ from services.triage.schemas import ContactIn, DecisionIn, ReferralIn, ReferralO
 from shared.audit import AuditAction, record_access
 from shared.auth import Caller, requires
 from shared.db import Database
-from shared.errors import Problem
+from shared.errors import Problem, rule_broken
 from shared.idempotency import RequiredIdempotency, create_once
 from shared.sqltypes import utcnow
 
@@ -46,13 +46,7 @@ def _db(request: Request) -> Database:
 
 
 def _refused(refusal: store.Refused) -> Problem:
-    return Problem(
-        422,
-        "Referral rule broken",
-        refusal.message,
-        type_slug="triage-rule",
-        errors=[{"location": ["body", refusal.field], "message": refusal.message, "type": "triage_rule"}],
-    )
+    return rule_broken("triage", refusal.field, refusal.message)
 
 
 def referral_out(referral: Referral, person: Person | None = None) -> dict[str, Any]:
@@ -88,6 +82,19 @@ def referral_out(referral: Referral, person: Person | None = None) -> dict[str, 
     return out
 
 
+def _audit(
+    session: AsyncSession,
+    caller: Caller,
+    action: AuditAction,
+    referrals: list[Referral],
+    resource: str = "Referral",
+) -> None:
+    record_access(
+        session, caller, service=SERVICE, action=action, resource_type=resource,
+        resource_ids=[r.id for r in referrals], person_ids=sorted({r.person_id for r in referrals}),
+    )  # fmt: skip
+
+
 def _json(body: dict[str, Any], status: int = 200, *, etag: int | None = None) -> Response:
     headers = {"ETag": f'"{etag}"'} if etag is not None else {}
     if status == 201:
@@ -103,10 +110,7 @@ async def _intake(
             referral = await store.submit(session, caller, body, crisis=crisis)
         except store.Refused as refusal:
             raise _refused(refusal) from None
-        record_access(
-            session, caller, service=SERVICE, action=AuditAction.CREATE, resource_type="Referral",
-            resource_ids=[referral.id], person_ids=[referral.person_id],
-        )  # fmt: skip
+        _audit(session, caller, AuditAction.CREATE, [referral])
         return _json(referral_out(referral), 201, etag=referral.version)
 
     response = await create_once(request, caller, idempotency, create)
@@ -158,10 +162,7 @@ async def read_referral(
     async with _db(request).transaction() as session:
         referral = await _readable(session, caller, referral_id)
         person = await session.get(Person, referral.person_id)
-        record_access(
-            session, caller, service=SERVICE, action=AuditAction.READ, resource_type="Referral",
-            resource_ids=[referral.id], person_ids=[referral.person_id],
-        )  # fmt: skip
+        _audit(session, caller, AuditAction.READ, [referral])
         return _json(referral_out(referral, person), etag=referral.version)
 
 
@@ -205,10 +206,7 @@ async def worklist(
                 .offset((page - 1) * per_page).limit(per_page)
             )
         ).all()  # fmt: skip
-        record_access(
-            session, caller, service=SERVICE, action=AuditAction.SEARCH, resource_type="Referral",
-            resource_ids=[r.id for r in referrals], person_ids=sorted({r.person_id for r in referrals}),
-        )  # fmt: skip
+        _audit(session, caller, AuditAction.SEARCH, list(referrals), "Referral")
     return {"items": [referral_out(r) for r in referrals], "page": page, "per_page": per_page, "total": total}
 
 
@@ -232,10 +230,7 @@ async def decide(
             await store.decide(session, caller, referral, body)
         except store.Refused as refusal:
             raise _refused(refusal) from None
-        record_access(
-            session, caller, service=SERVICE, action=AuditAction.UPDATE, resource_type="Referral",
-            resource_ids=[referral.id], person_ids=[referral.person_id],
-        )  # fmt: skip
+        _audit(session, caller, AuditAction.UPDATE, [referral])
         body_out = referral_out(referral)
     request.app.state.crisis_changed.set()
     return _json(body_out, etag=referral.version)
@@ -262,10 +257,7 @@ async def crisis_queue(
                 select(Referral).where(*conditions).order_by(Referral.deadline_at).limit(500)
             )
         ).all()
-        record_access(
-            session, caller, service=SERVICE, action=AuditAction.SEARCH, resource_type="CrisisQueue",
-            resource_ids=[r.id for r in referrals], person_ids=sorted({r.person_id for r in referrals}),
-        )  # fmt: skip
+        _audit(session, caller, AuditAction.SEARCH, list(referrals), "CrisisQueue")
         latest = int(await session.scalar(select(func.coalesce(func.max(CrisisChange.seq), 0))) or 0)
     return {
         "as_of": utcnow().isoformat(),
@@ -288,10 +280,7 @@ async def record_contact(
             await store.record_contact(session, referral, body.contact_at)
         except store.Refused as refusal:
             raise _refused(refusal) from None
-        record_access(
-            session, caller, service=SERVICE, action=AuditAction.UPDATE, resource_type="Referral",
-            resource_ids=[referral.id], person_ids=[referral.person_id],
-        )  # fmt: skip
+        _audit(session, caller, AuditAction.UPDATE, [referral])
         out = referral_out(referral)
     request.app.state.crisis_changed.set()
     return _json(out, etag=referral.version)

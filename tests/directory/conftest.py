@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 import pytest
 
 from services.directory import store
@@ -13,10 +12,9 @@ from services.directory.app import create_app
 from services.directory.seed import seed
 from services.registry.schemas import Kind
 from services.registry.seed import REFERENCE, desired_records
-from shared.migrations import migrate
 from shared.settings import Settings
 from tests.directory.support import Directory
-from tests.support import trust_test_key
+from tests.support import running_service
 
 
 async def load_places(app: object) -> None:
@@ -30,15 +28,7 @@ async def load_places(app: object) -> None:
 
 @pytest.fixture
 async def directory(make_settings: Callable[..., Settings]) -> AsyncIterator[Directory]:
-    settings = make_settings()
-    await migrate(
-        "directory", settings.database_url_for("directory"), schema=settings.database_schema_for("directory")
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        trust_test_key(app)
+    async with running_service("directory", create_app, make_settings()) as (client, app):
         await seed(app.state.db, sample=False)
         await load_places(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://directory") as client:
-            yield Directory(client, app)
+        yield Directory(client, app)
