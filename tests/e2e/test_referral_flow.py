@@ -38,6 +38,13 @@ from tests.support import eventually, serve
 CLIENTS = {
     "gp-ehr": ("P81001", "ods", "partner_ehr", "referral:submit referral:read"),
     "crisis-app": ("RW5", "ods", "crisis_app", "referral:submit referral:read triage:decide crisis:respond"),
+    "vcfse-partner": (
+        "1000001",
+        "charity",
+        "vcfse_partner",
+        "directory:write handover:respond",
+    ),  # sample data's
+    "other-partner": ("1234567", "charity", "vcfse_partner", "directory:write handover:respond"),
 }
 
 
@@ -281,3 +288,47 @@ async def test_a_re_referral_after_discharge_goes_to_the_named_workers_team(suit
     assert again["suggestion"]["team"]["id"] == team_id
     assert again["suggestion"]["named_worker_id"] == "practitioner-3"
     assert again["suggestion"]["reaccess_episode_id"] == "episode-42"
+
+
+async def test_a_signpost_becomes_a_warm_handover_the_partner_answers(suite: Suite) -> None:
+    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    gp = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
+    clinician = {"Authorization": f"Bearer {await suite.token('crisis-app')}"}
+    partner = {"Authorization": f"Bearer {await suite.token('vcfse-partner')}"}
+    other = {"Authorization": f"Bearer {await suite.token('other-partner')}"}
+    body = _referral(postcode="BB3 1AA")
+    body["needs"] = ["peer-support", "loneliness-social-inclusion"]
+    async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
+        referral = (
+            await http.post("/triage/referrals", json=body, headers={**gp, "Idempotency-Key": "peer"})
+        ).json()
+        suggestion = referral["suggestion"]
+        assert suggestion["route"] == "vcfse_signpost"
+        assert suggestion["signposts"][0]["name"] == "Darwen Peer Support Group"
+        decided = await http.post(
+            f"/triage/referrals/{referral['id']}/decisions", json={"action": "accept"}, headers=clinician
+        )
+        assert decided.status_code == 200 and decided.json()["status"] == "signposted"
+
+        async def offered() -> list[dict[str, Any]]:
+            return (await http.get("/directory/handovers", headers=partner)).json()  # type: ignore[no-any-return]
+
+        handovers = await eventually(offered, timeout=15)
+        # One handover per signposted service; each partner sees only its own.
+        assert {h["service_id"] for h in handovers} == {"4b8bc2ab-ce0c-5901-b690-ad8358cba3c5"}
+        assert (
+            handovers[0]["referral_id"] == referral["id"] and handovers[0]["person"]["name"] == "Alex Example"
+        )
+        assert (await http.get("/directory/handovers", headers=other)).json() == []
+        accepted = await http.post(f"/directory/handovers/{handovers[0]['id']}/accept", headers=partner)
+        assert accepted.status_code == 200 and accepted.json()["state"] == "accepted"
+
+    async def answered() -> bool:
+        return await _states(suite.settings, handovers[0]["id"]) == ["offered", "accepted"]
+
+    await eventually(answered, timeout=15)  # each update once on the stream, in order
+
+
+async def _states(settings: Settings, handover_id: str) -> list[str]:
+    updates = await _published(settings, "cmh.directory.handover.updated")
+    return [m["data"]["state"] for m in updates if m["data"]["handover_id"] == handover_id]
