@@ -8,7 +8,7 @@ everything else is the same everywhere and lives here once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import MetaData
 
 from shared.auth import RemoteJwks, TokenVerifier
+from shared.background import BackgroundWorker
 from shared.broker import Broker
 from shared.consumer import EventConsumer, Subscription
 from shared.db import Database
@@ -25,6 +26,7 @@ from shared.metrics import render_metrics
 from shared.middleware import RequestContextMiddleware
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, get_settings
+from shared.sqltypes import utcnow
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class ServiceSpec:
     metadata: MetaData
     routers: Sequence[APIRouter] = ()
     subscriptions: Sequence[Subscription] = field(default_factory=tuple)
+    # Other background work (schedulers), built once the app's state is set: app -> worker.
+    workers: Sequence[Callable[[FastAPI], BackgroundWorker]] = field(default_factory=tuple)
     version: str = "0.1.0"
 
 
@@ -101,13 +105,19 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         app.state.broker = broker
         app.state.relay = relay
         app.state.consumers = consumers
+        app.state.clock = getattr(app.state, "clock", None) or utcnow  # injectable "now" (tests)
+        workers = [build(app) for build in spec.workers]
         broker.start()
         relay.start()
         for consumer in consumers:
             consumer.start()
+        for worker in workers:
+            worker.start()
         try:
             yield
         finally:
+            for worker in workers:
+                await worker.stop()
             for consumer in consumers:
                 await consumer.stop()
             await relay.stop()

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     consumer_retry_base_seconds: float = Field(default=1.0, gt=0)
     consumer_ack_wait_seconds: float = 30.0
     inbox_retention_days: float = 30.0
+    careplan_clock_scan_seconds: float = Field(
+        default=60.0, gt=0, description="How often careplan checks the four-week plan clocks."
+    )
     idempotency_retention_hours: float = Field(
         default=24.0, gt=0, description="How long a create's Idempotency-Key replays its first result."
     )

@@ -1,18 +1,76 @@
-"""The Care planning service."""
+"""The care planning service."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from fastapi import FastAPI
 
+from services.careplan import store
+from services.careplan.api import router
 from services.careplan.models import Base
+from shared.background import BackgroundWorker
+from shared.consumer import Subscription
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
+
+log = logging.getLogger("cmh.careplan.clocks")
+
+
+class ClockScheduler(BackgroundWorker):
+    """Checks the plan clocks every `careplan_clock_scan_seconds`; safe in every replica (each
+    event is claimed by a row only one transaction can insert). `app.state.clock` is the time."""
+
+    task_name = "careplan-clocks"
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    async def run(self) -> None:
+        interval = self.app.state.settings.careplan_clock_scan_seconds
+        while not self.stopping:
+            try:
+                await store.scan_clocks(self.app.state.db, self.app.state.clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("clock scan failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(interval)
+
 
 SPEC = ServiceSpec(
     name="careplan",
     title="Care planning",
-    description="Episodes, assessments, co-produced care plans, the four-week plan clock and the national referral-spell clock, named workers and the journey timeline.",
+    description=(
+        "Episodes, assessments and co-produced care plans, the four-week plan clock (enforced) and the "
+        "national clock (reported), the named worker, and each person's journey."
+    ),
     metadata=Base.metadata,
+    routers=[router],
+    subscriptions=(
+        Subscription(
+            durable="careplan-episodes",
+            subjects=["cmh.triage.referral.routed"],
+            handler=store.open_from_routed,
+        ),
+        Subscription(
+            durable="careplan-journey",
+            subjects=list(store.JOURNEY_SUBJECTS),
+            handler=store.journey_from_event,
+        ),
+        Subscription(
+            durable="careplan-registry",
+            subjects=[
+                f"cmh.registry.{kind}.{verb}"
+                for kind in store.REGISTRY_KINDS
+                for verb in ("upserted", "retired")
+            ],
+            handler=store.apply_registry_event,
+        ),
+    ),
+    workers=(ClockScheduler,),
 )
 
 

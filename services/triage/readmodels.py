@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.triage.domain import DirectoryServiceView
 from services.triage.domain import Discharge as DischargeView
 from services.triage.models import DirectoryService, Discharge, RegistryRecord
+from shared import registry_events
 from shared.consumer import Subscription
 from shared.coverage import Snapshot, snapshot_from
 from shared.events import CloudEvent
@@ -31,25 +32,7 @@ DAY_INDEX = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
 
 
 async def apply_registry_event(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.data or {}
-    if data.get("kind") not in REGISTRY_KINDS:
-        return
-    record = await session.get(RegistryRecord, data["id"])
-    if record is not None and record.version >= data["version"]:
-        return  # an older event arriving late changes nothing
-    if record is None:
-        record = RegistryRecord(id=data["id"], kind=data["kind"])
-        session.add(record)
-    record.version = data["version"]
-    record.timeline = json.dumps(data["timeline"])
-
-
-def _valid_on(timeline: list[dict[str, Any]], day: date) -> dict[str, Any] | None:
-    text = day.isoformat()
-    for row in timeline:
-        if row["valid_from"] <= text and (row["valid_to"] is None or text < row["valid_to"]):
-            return row["attributes"]  # type: ignore[no-any-return]
-    return None
+    await registry_events.apply_registry_event(session, RegistryRecord, event.data or {}, REGISTRY_KINDS)
 
 
 class SnapshotCache:
@@ -69,7 +52,7 @@ class SnapshotCache:
             return cached[1]
         records: dict[str, list[tuple[str, Mapping[str, Any]]]] = {kind: [] for kind in REGISTRY_KINDS}
         for record in (await session.scalars(select(RegistryRecord))).all():
-            attributes = _valid_on(json.loads(record.timeline), day)
+            attributes = registry_events.valid_on(json.loads(record.timeline), day)
             if attributes is not None:
                 records[record.kind].append((record.id, attributes))
         snapshot = snapshot_from(records)

@@ -10,110 +10,18 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import func, select
 
-from gateway.app import create_app as create_gateway
-from gateway.clients import add_client
-from services.directory.app import create_app as create_directory
-from services.directory.seed import seed as seed_directory
-from services.registry.app import create_app as create_registry
-from services.registry.seed import seed as seed_registry
-from services.triage.app import create_app as create_triage
 from services.triage.models import DirectoryService, Discharge, RegistryRecord
-from shared.db import Database
 from shared.events import make_event
-from shared.migrations import migrate
-from shared.nats_server import free_port
 from shared.settings import Settings
-from tests.support import eventually, serve
-
-CLIENTS = {
-    "gp-ehr": ("P81001", "ods", "partner_ehr", "referral:submit referral:read"),
-    "crisis-app": ("RW5", "ods", "crisis_app", "referral:submit referral:read triage:decide crisis:respond"),
-    "vcfse-partner": (
-        "1000001",
-        "charity",
-        "vcfse_partner",
-        "directory:write handover:respond",
-    ),  # sample data's
-    "other-partner": ("1234567", "charity", "vcfse_partner", "directory:write handover:respond"),
-}
-
-
-@dataclass
-class Suite:
-    url: str
-    secrets: dict[str, str]
-    triage_app: Any
-    settings: Settings
-
-    async def token(self, client_id: str) -> str:
-        async with httpx.AsyncClient(base_url=self.url) as http:
-            response = await http.post(
-                "/oauth2/token",
-                data={"grant_type": "client_credentials"},
-                auth=(client_id, self.secrets[client_id]),
-            )
-        assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
-
-
-@pytest.fixture
-async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
-    ports = {name: free_port() for name in ("gateway", "registry", "directory", "triage")}
-    settings = make_settings(
-        gateway_port=ports["gateway"],
-        registry_url=f"http://127.0.0.1:{ports['registry']}",
-        directory_url=f"http://127.0.0.1:{ports['directory']}",
-        triage_url=f"http://127.0.0.1:{ports['triage']}",
-        jwks_url=f"http://127.0.0.1:{ports['gateway']}/.well-known/jwks.json",
-        jwks_min_refresh_seconds=0,
-    )
-    for owner in ("gateway", "registry", "directory", "triage"):
-        await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
-    secrets: dict[str, str] = {}
-    gateway_db = Database(
-        settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
-    )
-    async with gateway_db.transaction() as session:
-        for client_id, (org, system, kind, scopes) in CLIENTS.items():
-            created = await add_client(
-                session,
-                client_id=client_id,
-                name=client_id,
-                organisation=org,
-                organisation_system=system,
-                kind=kind,
-                scopes=scopes,
-            )
-            assert created.secret is not None
-            secrets[client_id] = created.secret
-    await gateway_db.dispose()
-    apps = {
-        "gateway": create_gateway(settings),
-        "registry": create_registry(settings),
-        "directory": create_directory(settings),
-        "triage": create_triage(settings),
-    }
-    started = [await serve(app, ports[name]) for name, app in apps.items()]
-    try:
-        async with apps["registry"].state.db.transaction() as session:
-            await seed_registry(session)
-        await seed_directory(apps["directory"].state.db)
-        yield Suite(f"http://127.0.0.1:{ports['gateway']}", secrets, apps["triage"], settings)
-    finally:
-        for server, task in reversed(started):
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, timeout=10)
+from tests.e2e.conftest import Suite
+from tests.support import eventually
 
 
 async def _read_models_filled(triage_app: Any) -> bool:

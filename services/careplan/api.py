@@ -1,0 +1,351 @@
+"""`/careplan`: episodes, what clinicians record in them, the two four-week clocks, the worklist,
+and each person's journey. Writes (`careplan:write`) are bound to the organisation providing the
+episode's team; reads need `careplan:read`; every access is audited."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.careplan import store
+from services.careplan.domain import RuleRefused, WorklistItem, order_worklist, plan_clock
+from services.careplan.models import Episode, EpisodeRecord, JourneyEntry
+from services.careplan.schemas import (
+    AdviceIn,
+    AgreementIn,
+    AssessmentIn,
+    ContactIn,
+    DischargeIn,
+    InterventionIn,
+    NamedWorkerIn,
+    OutcomeMeasureIn,
+    PlanIn,
+    ReviewIn,
+)
+from shared.audit import AuditAction, record_access
+from shared.auth import Caller, ensure_organisation, requires
+from shared.db import Database
+from shared.errors import Problem, rule_broken
+from shared.timezones import london_date
+
+router = APIRouter(prefix="/careplan", tags=["careplan"])
+SERVICE = "careplan"
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def _now(request: Request) -> datetime:
+    return request.app.state.clock()  # type: ignore[no-any-return]
+
+
+def _audit(
+    session: AsyncSession,
+    caller: Caller,
+    action: AuditAction,
+    episodes: list[Episode],
+    resource: str = "Episode",
+) -> None:
+    record_access(
+        session, caller, service=SERVICE, action=action, resource_type=resource,
+        resource_ids=[e.id for e in episodes], person_ids=sorted({e.person_id for e in episodes}),
+    )  # fmt: skip
+
+
+def episode_out(episode: Episode, now: datetime) -> dict[str, Any]:
+    return {
+        "id": episode.id,
+        "referral_id": episode.referral_id,
+        "person_id": episode.person_id,
+        "status": episode.status,
+        "team_id": episode.team_id,
+        "network_id": episode.network_id,
+        "place": episode.place_key,
+        "pathway": episode.pathway,
+        "route": episode.route,
+        "priority": episode.priority,
+        "named_worker_id": episode.named_worker_id,
+        "previous_episode_id": episode.previous_episode_id,
+        "opened_at": episode.opened_at.isoformat(),
+        "referral_received_at": episode.referral_received_at.isoformat(),
+        "discharged_at": episode.discharged_at.isoformat() if episode.discharged_at else None,
+        "reaccess_until": episode.reaccess_until.isoformat() if episode.reaccess_until else None,
+        "clocks": store.clocks(episode, now),
+        "version": episode.version,
+    }
+
+
+async def _episode(session: AsyncSession, episode_id: str, *, lock: bool = False) -> Episode:
+    query = select(Episode).where(Episode.id == episode_id)
+    episode = await session.scalar(query.with_for_update() if lock else query)
+    if episode is None:
+        raise Problem(404, "No such episode", type_slug="not-found")
+    return episode
+
+
+@router.get("/episodes", summary="Find episodes by referral or person")
+async def find_episodes(
+    request: Request,
+    caller: Caller = requires("careplan:read"),
+    referral_id: Annotated[str | None, Query(max_length=64)] = None,
+    person_id: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(pattern="^(open|discharged)$")] = None,
+) -> dict[str, Any]:
+    if referral_id is None and person_id is None:
+        raise Problem(422, "Say whose episodes", "Give referral_id or person_id.", type_slug="validation")
+    conditions = []
+    for column, value in (
+        (Episode.referral_id, referral_id),
+        (Episode.person_id, person_id),
+        (Episode.status, status),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    now = _now(request)
+    async with _db(request).transaction() as session:
+        episodes = (
+            await session.scalars(select(Episode).where(*conditions).order_by(Episode.opened_at).limit(200))
+        ).all()
+        _audit(session, caller, AuditAction.SEARCH, list(episodes))
+    return {"items": [episode_out(e, now) for e in episodes]}
+
+
+@router.get("/episodes/{episode_id}", summary="An episode with both clocks")
+async def read_episode(
+    episode_id: str, request: Request, caller: Caller = requires("careplan:read")
+) -> dict[str, Any]:
+    async with _db(request).transaction() as session:
+        episode = await _episode(session, episode_id)
+        records = (
+            await session.scalars(
+                select(EpisodeRecord).where(EpisodeRecord.episode_id == episode_id).order_by(EpisodeRecord.at)
+            )
+        ).all()
+        _audit(session, caller, AuditAction.READ, [episode])
+    body = episode_out(episode, _now(request))
+    body["records"] = [
+        {"kind": r.kind, "at": r.at.isoformat(), "recorded_by": r.recorded_by, "data": json.loads(r.data)}
+        for r in records
+    ]
+    return body
+
+
+@router.get(
+    "/episodes/{episode_id}/clocks", summary="The plan clock (enforced) and the national clock (reported)"
+)
+async def episode_clocks(
+    episode_id: str, request: Request, caller: Caller = requires("careplan:read")
+) -> dict[str, Any]:
+    async with _db(request).transaction() as session:
+        episode = await _episode(session, episode_id)
+        _audit(session, caller, AuditAction.READ, [episode], "EpisodeClocks")
+    return {"episode_id": episode.id, **store.clocks(episode, _now(request))}
+
+
+async def _write(
+    request: Request, caller: Caller, episode_id: str, work: Callable[[AsyncSession, Episode, datetime], Any]
+) -> dict[str, Any]:
+    now = _now(request)
+    async with _db(request).transaction() as session:
+        episode = await _episode(session, episode_id, lock=True)
+        # Only the organisation providing the team writes in its episodes.
+        ensure_organisation(caller, episode.owner_org or "", resource="episode")
+        try:
+            result = work(session, episode, now)
+            if hasattr(result, "__await__"):
+                await result
+        except RuleRefused as refusal:
+            raise rule_broken(SERVICE, refusal.field, refusal.message) from None
+        _audit(session, caller, AuditAction.UPDATE, [episode])
+        return episode_out(episode, now)
+
+
+@router.post("/episodes/{episode_id}/contacts", summary="An attended or missed contact")
+async def add_contact(
+    episode_id: str, body: ContactIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    return await _write(
+        request, caller, episode_id, lambda s, e, now: store.contact(s, e, body, caller.client_id, now)
+    )
+
+
+@router.post("/episodes/{episode_id}/assessments", summary="An assessment started (and completed)")
+async def add_assessment(
+    episode_id: str, body: AssessmentIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    return await _write(
+        request, caller, episode_id, lambda s, e, now: store.assessment(s, e, body, caller.client_id, now)
+    )
+
+
+@router.post("/episodes/{episode_id}/outcome-measures", summary="A baseline or follow-up outcome measure")
+async def add_outcome(
+    episode_id: str, body: OutcomeMeasureIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    return await _write(
+        request,
+        caller,
+        episode_id,
+        lambda s, e, now: store.outcome_measure(s, e, body, caller.client_id, now),
+    )
+
+
+@router.post("/episodes/{episode_id}/interventions", summary="An intervention")
+async def add_intervention(
+    episode_id: str, body: InterventionIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    return await _write(
+        request, caller, episode_id, lambda s, e, now: store.intervention(s, e, body, caller.client_id, now)
+    )
+
+
+@router.post("/episodes/{episode_id}/advice", summary="Advice or signposting (stops a CYP national clock)")
+async def add_advice(
+    episode_id: str, body: AdviceIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    return await _write(
+        request, caller, episode_id, lambda s, e, now: store.advice(s, e, body, caller.client_id, now)
+    )
+
+
+@router.post("/episodes/{episode_id}/plans", summary="A personalised care plan")
+async def add_plan(
+    episode_id: str, body: PlanIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    return await _write(
+        request, caller, episode_id, lambda s, e, now: store.plan(s, e, body, caller.client_id, now)
+    )
+
+
+@router.post(
+    "/episodes/{episode_id}/plans/agreement", summary="The person agrees the plan (stops the plan clock)"
+)
+async def agree_plan(
+    episode_id: str, body: AgreementIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    async def work(session: AsyncSession, episode: Episode, now: datetime) -> None:
+        has_plan = await session.scalar(
+            select(EpisodeRecord.seq)
+            .where(EpisodeRecord.episode_id == episode.id, EpisodeRecord.kind == "plan")
+            .limit(1)
+        )
+        store.agreement(session, episode, body, caller.client_id, now, has_plan is not None)
+
+    return await _write(request, caller, episode_id, work)
+
+
+@router.post("/episodes/{episode_id}/reviews", summary="A plan review")
+async def add_review(
+    episode_id: str, body: ReviewIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    return await _write(
+        request, caller, episode_id, lambda s, e, now: store.review(s, e, body, caller.client_id, now)
+    )
+
+
+@router.put(
+    "/episodes/{episode_id}/named-worker", summary="Assign the named worker (a practitioner of the team)"
+)
+async def named_worker(
+    episode_id: str, body: NamedWorkerIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    async def work(session: AsyncSession, episode: Episode, now: datetime) -> None:
+        if not await store.is_team_practitioner(
+            session, body.practitioner_id, episode.team_id, london_date(now)
+        ):
+            raise RuleRefused(
+                "practitioner_id", "not a practitioner of this episode's team (per the registry)"
+            )
+        store.assign_named_worker(session, episode, body.practitioner_id, caller.client_id, now)
+
+    return await _write(request, caller, episode_id, work)
+
+
+@router.post("/episodes/{episode_id}/discharge", summary="Discharge (without an agreed plan needs a reason)")
+async def discharge(
+    episode_id: str, body: DischargeIn, request: Request, caller: Caller = requires("careplan:write")
+) -> dict[str, Any]:
+    return await _write(
+        request, caller, episode_id, lambda s, e, now: store.discharge(s, e, body, caller.client_id, now)
+    )
+
+
+@router.get("/worklist", summary="Open episodes by days remaining on the plan clock")
+async def worklist(
+    request: Request,
+    caller: Caller = requires("careplan:read"),
+    team_id: Annotated[str | None, Query(max_length=64)] = None,
+    network_id: Annotated[str | None, Query(max_length=64)] = None,
+    place: Annotated[str | None, Query(max_length=64)] = None,
+    named_worker_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    conditions = [Episode.status == "open"]
+    for column, value in (
+        (Episode.team_id, team_id),
+        (Episode.network_id, network_id),
+        (Episode.place_key, place),
+        (Episode.named_worker_id, named_worker_id),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    now = _now(request)
+    async with _db(request).transaction() as session:
+        episodes = (await session.scalars(select(Episode).where(*conditions).limit(2000))).all()
+        _audit(session, caller, AuditAction.SEARCH, list(episodes), "Worklist")
+    by_id = {e.id: e for e in episodes}
+    items = []
+    for episode in episodes:
+        clock = plan_clock(store.facts(episode), now)
+        items.append(WorklistItem(episode.id, clock.days_remaining, clock.state, episode.opened_at))
+    return {
+        "as_of": now.isoformat(),
+        "items": [
+            {
+                "episode_id": item.episode_id,
+                "person_id": by_id[item.episode_id].person_id,
+                "team_id": by_id[item.episode_id].team_id,
+                "named_worker_id": by_id[item.episode_id].named_worker_id,
+                "days_remaining": item.days_remaining,
+                "state": item.state.value,
+                "at_risk": item.state.value == "at_risk",
+                "breached": item.state.value == "breached",
+            }
+            for item in order_worklist(items)
+        ],
+    }
+
+
+@router.get(
+    "/people/{person_id}/journey",
+    summary="One timeline: referrals, decisions, episodes, contacts, plans, discharges",
+)
+async def journey(
+    person_id: str, request: Request, caller: Caller = requires("careplan:read")
+) -> dict[str, Any]:
+    async with _db(request).transaction() as session:
+        entries = (
+            await session.scalars(
+                select(JourneyEntry)
+                .where(JourneyEntry.person_id == person_id)
+                .order_by(JourneyEntry.at, JourneyEntry.seq)
+            )
+        ).all()
+        record_access(
+            session,
+            caller,
+            service=SERVICE,
+            action=AuditAction.READ,
+            resource_type="Journey",
+            person_ids=[person_id],
+        )
+    return {
+        "person_id": person_id,
+        "entries": [{"at": e.at.isoformat(), "kind": e.kind, **json.loads(e.summary)} for e in entries],
+    }

@@ -1,0 +1,111 @@
+"""What clinicians record, validated at the edge. Clinical times are given by the caller (records
+are often entered later); the store checks them against the referral and the clock."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.careplan.domain import BreachReason, DischargeReason
+
+Short = Annotated[str, Field(min_length=1, max_length=500)]
+Words = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _aware(cls, value: object) -> object:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("a clinical time needs a time zone")
+        return value
+
+
+class ContactIn(_In):
+    at: datetime
+    attended: bool
+    mechanism: Literal["face_to_face", "telephone", "video", "other"]
+
+
+class AssessmentIn(_In):
+    started_at: datetime
+    completed_at: datetime | None = None
+    meaningful: bool = Field(
+        default=False, description="A meaningful assessment in the national clock's sense"
+    )
+
+
+class OutcomeMeasureIn(_In):
+    at: datetime
+    tool: Literal[
+        "DIALOG",
+        "ReQoL-10",
+        "ReQoL-20",
+        "GAD-7",
+        "PHQ-9",
+        "CORE-10",
+        "WEMWBS",
+        "SWEMWBS",
+        "HoNOS",
+        "Goal-Based Outcomes",
+        "RCADS",
+    ]
+    score: float = Field(ge=0, le=1000)
+
+
+class InterventionIn(_In):
+    at: datetime
+    kind: Literal["psychosocial", "psychological", "medication", "physical_health"]
+    description: Short | None = None
+
+
+class Responsibility(_In):
+    who: Short
+    what: Short
+    partner_service_id: str | None = Field(
+        default=None, max_length=36, description="A VCFSE partner's directory service"
+    )
+
+
+class PlanIn(_In):
+    at: datetime
+    needs: list[Short] = Field(min_length=1, max_length=20)
+    goals: list[Words] = Field(min_length=1, max_length=20, description="In the person's own words")
+    crisis_plan: Words
+    contingency_plan: Words
+    responsibilities: list[Responsibility] = Field(default_factory=list, max_length=30)
+    review_date: date
+
+
+class AgreementIn(_In):
+    agreed_at: datetime
+    how_agreed: Literal["in_person", "telephone", "video", "letter", "declined_to_sign"]
+    declined_to_sign_reason: Short | None = None
+    breach_reason: BreachReason | None = None
+    breach_text: Short | None = None
+
+
+class ReviewIn(_In):
+    at: datetime
+    summary: Words | None = None
+    next_review: date | None = None
+
+
+class NamedWorkerIn(_In):
+    practitioner_id: str = Field(min_length=1, max_length=64)
+
+
+class DischargeIn(_In):
+    at: datetime
+    reason: DischargeReason
+    without_plan_reason: Short | None = None
+    reaccess_months: int = Field(default=12, ge=0, le=36)
+
+
+class AdviceIn(_In):
+    at: datetime
+    description: Short | None = None

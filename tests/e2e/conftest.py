@@ -1,0 +1,118 @@
+"""The whole suite in process for end-to-end tests: the gateway, registry, directory, triage and
+careplan under uvicorn on loopback ports, a real nats-server, the reference data seeded (it
+reaches the other services as events), and clients registered in the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app as create_gateway
+from gateway.clients import add_client
+from services.careplan.app import create_app as create_careplan
+from services.directory.app import create_app as create_directory
+from services.directory.seed import seed as seed_directory
+from services.registry.app import create_app as create_registry
+from services.registry.seed import seed as seed_registry
+from services.triage.app import create_app as create_triage
+from shared.db import Database
+from shared.migrations import migrate
+from shared.nats_server import free_port
+from shared.settings import Settings
+from tests.support import serve
+
+CLIENTS = {
+    "gp-ehr": ("P81001", "ods", "partner_ehr", "referral:submit referral:read"),
+    "crisis-app": ("RW5", "ods", "crisis_app", "referral:submit referral:read triage:decide crisis:respond"),
+    "vcfse-partner": (
+        "1000001",
+        "charity",
+        "vcfse_partner",
+        "directory:write handover:respond",
+    ),  # sample data's
+    "other-partner": ("1234567", "charity", "vcfse_partner", "directory:write handover:respond"),
+    "lscft-clinician": ("RW5", "ods", "crisis_app", "careplan:read careplan:write referral:read"),
+    "other-provider": ("RXN", "ods", "partner_ehr", "careplan:read careplan:write"),
+    "registry-admin": ("RW5", "ods", "admin", "registry:read registry:admin"),
+}
+
+
+@dataclass
+class Suite:
+    url: str
+    secrets: dict[str, str]
+    apps: dict[str, Any]
+    settings: Settings
+
+    @property
+    def triage_app(self) -> Any:
+        return self.apps["triage"]
+
+    async def token(self, client_id: str) -> str:
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            response = await http.post(
+                "/oauth2/token",
+                data={"grant_type": "client_credentials"},
+                auth=(client_id, self.secrets[client_id]),
+            )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+
+@pytest.fixture
+async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
+    ports = {name: free_port() for name in ("gateway", "registry", "directory", "triage", "careplan")}
+    settings = make_settings(
+        gateway_port=ports["gateway"],
+        registry_url=f"http://127.0.0.1:{ports['registry']}",
+        directory_url=f"http://127.0.0.1:{ports['directory']}",
+        triage_url=f"http://127.0.0.1:{ports['triage']}",
+        careplan_url=f"http://127.0.0.1:{ports['careplan']}",
+        careplan_clock_scan_seconds=0.3,
+        jwks_url=f"http://127.0.0.1:{ports['gateway']}/.well-known/jwks.json",
+        jwks_min_refresh_seconds=0,
+    )
+    for owner in ("gateway", "registry", "directory", "triage", "careplan"):
+        await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
+    secrets: dict[str, str] = {}
+    gateway_db = Database(
+        settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
+    )
+    async with gateway_db.transaction() as session:
+        for client_id, (org, system, kind, scopes) in CLIENTS.items():
+            created = await add_client(
+                session,
+                client_id=client_id,
+                name=client_id,
+                organisation=org,
+                organisation_system=system,
+                kind=kind,
+                scopes=scopes,
+            )
+            assert created.secret is not None
+            secrets[client_id] = created.secret
+    await gateway_db.dispose()
+    apps = {
+        "gateway": create_gateway(settings),
+        "registry": create_registry(settings),
+        "directory": create_directory(settings),
+        "triage": create_triage(settings),
+        "careplan": create_careplan(settings),
+    }
+    started = [await serve(app, ports[name]) for name, app in apps.items()]
+    try:
+        async with apps["registry"].state.db.transaction() as session:
+            await seed_registry(session)
+        await seed_directory(apps["directory"].state.db)
+        yield Suite(f"http://127.0.0.1:{ports['gateway']}", secrets, apps, settings)
+    finally:
+        for server, task in reversed(started):
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout=10)
