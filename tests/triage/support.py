@@ -27,11 +27,11 @@ CLINICIAN = {
 REGISTRY_KINDS = ("place", "network", "pathway", "team")
 
 
-def registry_events() -> list[Any]:
-    """The seeded registry's places, networks, pathways and teams as their upserted events."""
+def registry_events(kinds: tuple[str, ...] = REGISTRY_KINDS) -> list[Any]:
+    """The seeded registry's records of these kinds as their upserted events."""
     events = []
     for desired in desired_records(json.loads(REFERENCE.read_text())):
-        if desired.kind.value in REGISTRY_KINDS:
+        if desired.kind.value in kinds:
             data = {
                 "id": desired.id,
                 "kind": desired.kind.value,
