@@ -102,3 +102,24 @@ def record_access(
         outcome=outcome,
     )
     add_event(session, make_event(service, AUDIT_ENTITY, AUDIT_VERB, data, subject=resource_type))
+
+
+def record_access_to(
+    session: AsyncSession,
+    caller: Caller,
+    records: Sequence[Any],
+    *,
+    service: str,
+    action: AuditAction,
+    resource_type: str,
+) -> None:
+    """`record_access` for rows that carry `id` and `person_id` (referrals, episodes, handovers)."""
+    record_access(
+        session,
+        caller,
+        service=service,
+        action=action,
+        resource_type=resource_type,
+        resource_ids=[record.id for record in records],
+        person_ids=sorted({record.person_id for record in records}),
+    )

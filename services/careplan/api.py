@@ -5,7 +5,7 @@ episode's team; reads need `careplan:read`; every access is audited."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -28,7 +28,7 @@ from services.careplan.schemas import (
     PlanIn,
     ReviewIn,
 )
-from shared.audit import AuditAction, record_access
+from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, ensure_organisation, requires
 from shared.db import Database
 from shared.errors import Problem, rule_broken
@@ -50,13 +50,10 @@ def _audit(
     session: AsyncSession,
     caller: Caller,
     action: AuditAction,
-    episodes: list[Episode],
+    records: Sequence[Any],
     resource: str = "Episode",
 ) -> None:
-    record_access(
-        session, caller, service=SERVICE, action=action, resource_type=resource,
-        resource_ids=[e.id for e in episodes], person_ids=sorted({e.person_id for e in episodes}),
-    )  # fmt: skip
+    record_access_to(session, caller, records, service=SERVICE, action=action, resource_type=resource)
 
 
 def episode_out(episode: Episode, now: datetime) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from services.directory.domain import HandoverAction, HandoverState, TransitionR
 from services.directory.models import Handover, HandoverHistory, Organization, Service
 from services.directory.oruk import link_id
 from services.directory.schemas import HandoverDecision, HandoverOut
-from shared.audit import AuditAction, record_access
+from shared.audit import AuditAction, record_access_to
 from shared.auth import Caller, requires
 from shared.consumer import Subscription
 from shared.db import Database
@@ -130,14 +130,8 @@ async def my_handovers(
         query = query.where(Handover.state == state.value)
     async with _db(request).transaction() as session:
         handovers = (await session.scalars(query.limit(500))).all()
-        record_access(
-            session,
-            caller,
-            service=SERVICE,
-            action=AuditAction.SEARCH,
-            resource_type="Handover",
-            resource_ids=[h.id for h in handovers],
-            person_ids=sorted({h.person_id for h in handovers}),
+        record_access_to(
+            session, caller, handovers, service=SERVICE, action=AuditAction.SEARCH, resource_type="Handover"
         )
     return [_out(h) for h in handovers]
 
@@ -156,10 +150,9 @@ async def read_handover(
 ) -> HandoverOut:
     async with _db(request).transaction() as session:
         handover = await _own(session, caller, handover_id)
-        record_access(
-            session, caller, service=SERVICE, action=AuditAction.READ, resource_type="Handover",
-            resource_ids=[handover.id], person_ids=[handover.person_id],
-        )  # fmt: skip
+        record_access_to(
+            session, caller, [handover], service=SERVICE, action=AuditAction.READ, resource_type="Handover"
+        )
     return _out(handover)
 
 
@@ -193,10 +186,9 @@ async def _respond(
         add_event(
             session, make_event(SERVICE, "handover", "updated", _updated_event(handover, caller.client_id))
         )
-        record_access(
-            session, caller, service=SERVICE, action=AuditAction.UPDATE, resource_type="Handover",
-            resource_ids=[handover.id], person_ids=[handover.person_id],
-        )  # fmt: skip
+        record_access_to(
+            session, caller, [handover], service=SERVICE, action=AuditAction.UPDATE, resource_type="Handover"
+        )
     return _out(handover)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.triage import store
 from services.triage.models import CrisisChange, Person, Referral
 from services.triage.schemas import ContactIn, DecisionIn, ReferralIn, ReferralOut, RuleOut
-from shared.audit import AuditAction, record_access
+from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, requires
 from shared.db import Database
 from shared.errors import Problem, rule_broken
@@ -86,13 +86,10 @@ def _audit(
     session: AsyncSession,
     caller: Caller,
     action: AuditAction,
-    referrals: list[Referral],
+    records: Sequence[Any],
     resource: str = "Referral",
 ) -> None:
-    record_access(
-        session, caller, service=SERVICE, action=action, resource_type=resource,
-        resource_ids=[r.id for r in referrals], person_ids=sorted({r.person_id for r in referrals}),
-    )  # fmt: skip
+    record_access_to(session, caller, records, service=SERVICE, action=action, resource_type=resource)
 
 
 def _json(body: dict[str, Any], status: int = 200, *, etag: int | None = None) -> Response:
