@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES: tuple[str, ...] = ("triage", "careplan", "registry", "directory", "reporting")
@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     consumer_retry_base_seconds: float = Field(default=1.0, gt=0)
     consumer_ack_wait_seconds: float = 30.0
     inbox_retention_days: float = 30.0
+    reporting_pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the keyed hash that stands for a person in reporting (default: var/reporting-pseudonym.key).",
+    )
     careplan_clock_scan_seconds: float = Field(
         default=60.0, gt=0, description="How often careplan checks the four-week plan clocks."
     )

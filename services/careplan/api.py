@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.careplan import store
-from services.careplan.domain import RuleRefused, WorklistItem, order_worklist, plan_clock
+from services.careplan.domain import RuleRefused, WorklistItem, order_worklist
 from services.careplan.models import Episode, EpisodeRecord, JourneyEntry
 from services.careplan.schemas import (
     AdviceIn,
@@ -30,6 +30,7 @@ from services.careplan.schemas import (
 )
 from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, ensure_organisation, requires
+from shared.clocks import plan_clock
 from shared.db import Database
 from shared.errors import Problem, rule_broken
 from shared.timezones import london_date

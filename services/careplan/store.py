@@ -14,21 +14,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.careplan.domain import (
-    Clock,
-    ClockEvent,
-    EpisodeFacts,
     RuleRefused,
     check_clinical_time,
     check_discharge,
     check_plan_agreement,
-    due_clock_events,
-    national_clock,
-    plan_clock,
     reaccess_until,
-    spell_start,
 )
 from services.careplan.models import ClockEventSent, Episode, EpisodeRecord, JourneyEntry, RegistryRecord
 from shared import registry_events
+from shared.clocks import (
+    Clock,
+    ClockEvent,
+    EpisodeFacts,
+    due_clock_events,
+    national_clock,
+    plan_clock,
+    spell_start,
+)
 from shared.db import Database
 from shared.events import CloudEvent, make_event
 from shared.outbox import add_event

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import FastAPI
 
+from services.reporting import projections
+from services.reporting.api import router
 from services.reporting.models import Base
 from shared.service import ServiceSpec, create_service_app
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 SPEC = ServiceSpec(
     name="reporting",
     title="ICB reporting",
-    description="Pseudonymised projections of every event: four-week waits, crisis response, inequalities, with NHS statistical disclosure control.",
+    description="Pseudonymised projections of every event; four-week and crisis performance with disclosure control.",
     metadata=Base.metadata,
+    routers=[router],
 )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SPEC, settings)
+    settings = settings or get_settings()
+    # The projections' subscription carries the pseudonymisation key, which comes from settings.
+    return create_service_app(replace(SPEC, subscriptions=(projections.subscription(settings),)), settings)

@@ -1,11 +1,88 @@
-"""Tables owned by the reporting service (its own database, or its own PostgreSQL schema)."""
+"""Tables owned by the reporting service: pseudonymised projections of every event.
+
+No names, NHS numbers, contact details or free text are stored here: a person appears only as a
+keyed hash (`person_key`), with the categories reporting groups by.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
+
+from sqlalchemy import Boolean, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.migrations import new_metadata
+from shared.sqltypes import UTCDateTime, utcnow
 
 
 class Base(DeclarativeBase):
     metadata = new_metadata()
+
+
+class ReferralFact(Base):
+    __tablename__ = "reporting_referrals"
+
+    referral_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    person_key: Mapped[str] = mapped_column(String(32), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    source: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    suggested_route: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    route: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="received")
+    place: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    network: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    team: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pathway: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    age_band: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    sex: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    ethnicity: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    crisis: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    response_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class EpisodeFact(Base):
+    __tablename__ = "reporting_episodes"
+
+    episode_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), index=True)
+    person_key: Mapped[str] = mapped_column(String(32), index=True)
+    place: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    network: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    team: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pathway: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    age_at_referral: Mapped[int] = mapped_column(Integer)
+    reaccess: Mapped[bool] = mapped_column(Boolean, default=False)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    referral_received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    spell_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_assessment_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    plan_agreed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    first_attended_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    first_outcome_measure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    first_meaningful_assessment_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    first_intervention_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    assessment_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    advice_or_signposting_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    discharged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    at_risk_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class HandoverFact(Base):
+    __tablename__ = "reporting_handovers"
+
+    handover_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), index=True)
+    person_key: Mapped[str] = mapped_column(String(32))
+    service_id: Mapped[str] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(20))
+    offered_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    declined_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

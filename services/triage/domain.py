@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from shared.clocks import crisis_target_minutes
 from shared.coverage import Resolution, Snapshot, TeamCandidate, TeamView, open_at, resolve
 from shared.timezones import LONDON
 
@@ -255,24 +256,13 @@ def suggest_priority(
 
 # --- crisis targets ----------------------------------------------------------------------------
 
+
 # Minutes from referral to the first attended face-to-face contact. The brief sets no stricter
 # target for an emergency than for very urgent; the suite uses the one-hour A&E liaison standard.
-TARGET_MINUTES: dict[Priority, int | None] = {
-    Priority.EMERGENCY: 60,
-    Priority.VERY_URGENT: 240,
-    Priority.URGENT: 1440,
-    Priority.ROUTINE: None,
-}
-AE_LIAISON_MINUTES = 60
-
-
 def crisis_target(priority: Priority, source: Source) -> int | None:
-    """Minutes to first face-to-face contact; an A&E referral is seen by liaison within the hour."""
-    target = TARGET_MINUTES[Priority(priority)]
-    if source == Source.AE:
-        # The person is in the department: the hour applies whatever priority was recorded.
-        return AE_LIAISON_MINUTES if target is None else min(target, AE_LIAISON_MINUTES)
-    return target
+    """Minutes to first face-to-face contact (`shared.clocks`, one definition with reporting);
+    an A&E referral is seen by liaison within the hour."""
+    return crisis_target_minutes(int(priority), source.value)
 
 
 def deadline(received_at: datetime, priority: Priority, source: Source) -> datetime | None:

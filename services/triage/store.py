@@ -136,7 +136,10 @@ def _crisis_change(session: AsyncSession, referral: Referral, change: str) -> No
 
 
 def _event_facts(referral: Referral) -> dict[str, Any]:
+    details = json.loads(referral.details)
     return {
+        "sex": details.get("sex"),
+        "ethnicity": details.get("ethnicity"),
         "referral_id": referral.id,
         "person_id": referral.person_id,
         "received_at": referral.received_at.isoformat(),
@@ -196,6 +199,9 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
                 "needs_text": body.needs_text,
                 "risks": [r.value for r in body.risks],
                 "requested_urgency": body.requested_urgency.value if body.requested_urgency else None,
+                # Categories reporting groups by (not identifiers; kept with the referral as given then).
+                "sex": body.person.sex,
+                "ethnicity": body.person.ethnicity,
             }
         ),
         suggestion=json.dumps(suggestion_json),

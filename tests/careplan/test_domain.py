@@ -14,6 +14,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.careplan.domain import (
+    BreachReason,
+    DischargeReason,
+    RuleRefused,
+    WorklistItem,
+    add_months,
+    check_clinical_time,
+    check_discharge,
+    check_plan_agreement,
+    order_worklist,
+    reaccess_until,
+    worklist_key,
+)
+from shared.clocks import (
     AT_RISK_DAY,
     NEEDS_ASSESSMENT,
     NEEDS_CONTACT,
@@ -23,25 +36,14 @@ from services.careplan.domain import (
     NEEDS_PLAN,
     NEEDS_PLAN_OR_INTERVENTION,
     TARGET_DAYS,
-    BreachReason,
     ClockEvent,
     ClockState,
-    DischargeReason,
     EpisodeFacts,
-    RuleRefused,
-    WorklistItem,
-    add_months,
     calendar_days,
-    check_clinical_time,
-    check_discharge,
-    check_plan_agreement,
     due_clock_events,
     national_clock,
-    order_worklist,
     plan_clock,
-    reaccess_until,
     spell_start,
-    worklist_key,
 )
 from shared.timezones import LONDON, london_date
 

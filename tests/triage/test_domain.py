@@ -18,14 +18,12 @@ from hypothesis import strategies as st
 from services.registry.schemas import ATTRIBUTES
 from services.registry.seed import REFERENCE, desired_records
 from services.triage.domain import (
-    AE_LIAISON_MINUTES,
     CLINICAL_NEEDS,
     COMPLEX_NEEDS,
     IMMINENT_RISKS,
     POSTCODE_AREAS,
     REQUESTED_PRIORITY,
     SOCIAL_NEEDS,
-    TARGET_MINUTES,
     URGENCY_ORDER,
     DecisionAction,
     DecisionRefused,
@@ -52,6 +50,7 @@ from services.triage.domain import (
     screen,
     suggest_priority,
 )
+from shared.clocks import AE_LIAISON_MINUTES, TARGET_MINUTES
 from shared.coverage import Snapshot, snapshot_from
 
 TAXONOMY = Path(__file__).parents[2] / "services" / "directory" / "reference" / "needs-taxonomy.json"

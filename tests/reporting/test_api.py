@@ -1,0 +1,172 @@
+"""Reporting through its API on SQLite and PostgreSQL: events projected pseudonymously (through
+NATS), aggregate pulls by period and group, disclosure control on grouped rows with totals from
+raw counts, the unsuppressed scope, CSV, and bad parameters."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from nats.js.api import Header
+from sqlalchemy import select
+
+from services.reporting.app import create_app
+from services.reporting.models import EpisodeFact, ReferralFact
+from shared.events import make_event
+from shared.settings import Settings
+from tests.support import eventually, mint_token, running_service
+
+ICB = {
+    "Authorization": f"Bearer {mint_token('reporting:aggregate', client_id='icb', organisation='QE1', kind='reporting')}"
+}
+ANALYST = {
+    "Authorization": f"Bearer {mint_token('reporting:aggregate reporting:unsuppressed', client_id='analyst', organisation='QE1', kind='reporting')}"
+}
+RECEIVED = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def reporting(make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
+    async with running_service(
+        "reporting", create_app, make_settings(reporting_pseudonym_key="test-key-1")
+    ) as (client, app):
+        app.state.clock = lambda: datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+        yield client, app
+
+
+def referral_events(n: int, *, place: str, ethnicity: str, route: str = "front_door_primary") -> list[Any]:
+    events = []
+    for i in range(n):
+        rid = f"{place}-{ethnicity}-{route}-{i}"
+        facts = {
+            "referral_id": rid, "person_id": f"person-{rid}", "received_at": RECEIVED.isoformat(), "source": "gp",
+            "place": place, "network_id": f"net-{place}", "team_id": f"team-{place}", "pathway": "adult-mh", "age": 30 + i,
+            "priority": 3, "crisis": False, "sex": "female", "ethnicity": ethnicity,
+        }  # fmt: skip
+        events.append(make_event("triage", "referral", "received", facts))
+        events.append(make_event("triage", "referral", "routed", {**facts, "route": route}))
+        episode = {
+            "episode_id": f"ep-{rid}", "referral_id": rid, "person_id": f"person-{rid}", "team_id": f"team-{place}",
+            "network_id": f"net-{place}", "place": place, "pathway": "adult-mh", "age_at_referral": 30 + i,
+            "referral_received_at": RECEIVED.isoformat(), "spell_started_at": RECEIVED.isoformat(), "reaccess": i == 0,
+        }  # fmt: skip
+        events.append(make_event("careplan", "episode", "opened", episode))
+        assessed = RECEIVED + timedelta(days=2)
+        events.append(
+            make_event(
+                "careplan",
+                "assessment",
+                "recorded",
+                {**episode, "at": assessed.isoformat(), "meaningful": True},
+            )
+        )
+        if i % 2 == 0:  # half agree a plan in 10 days, half never do
+            agreed = assessed + timedelta(days=10)
+            events.append(
+                make_event("careplan", "plan", "agreed", {**episode, "agreed_at": agreed.isoformat()})
+            )
+    return events
+
+
+async def _publish(app: Any, events: list[Any]) -> None:
+    js = await app.state.broker.wait_connected()
+    for event in events:
+        await js.publish(event.type, event.to_json(), headers={Header.MSG_ID.value: event.id})
+
+
+async def _count(app: Any, model: Any) -> int:
+    async with app.state.db.session() as session:
+        return len((await session.scalars(select(model))).all())
+
+
+async def test_projections_are_pseudonymous_and_pulls_disclose(reporting: Any) -> None:
+    client, app = reporting
+    events = referral_events(12, place="lancashire", ethnicity="A") + referral_events(
+        3, place="blackpool", ethnicity="H"
+    )
+    await _publish(app, events + events[:5])  # some delivered twice
+    await eventually(lambda: _count(app, EpisodeFact), timeout=15)
+    await eventually(lambda: _count(app, ReferralFact), timeout=15)
+
+    async def all_in() -> bool:
+        return await _count(app, ReferralFact) == 15 and await _count(app, EpisodeFact) == 15
+
+    await eventually(all_in, timeout=15)
+    async with app.state.db.session() as session:
+        stored = json.dumps(
+            [r.__dict__ for r in (await session.scalars(select(ReferralFact))).all()], default=str
+        )
+    assert "person-" not in stored  # only keyed hashes stand for people
+
+    by_place = (
+        await client.get(
+            "/reporting/referrals", params={"period": "2026-10", "group_by": "place"}, headers=ICB
+        )
+    ).json()
+    rows = {row["place"]: row for row in by_place["rows"]}
+    assert rows["lancashire"]["received"] == 10 and rows["blackpool"]["received"] == "*"  # 12 → 10, 3 → *
+    assert by_place["total"]["received"] == 15 and by_place["disclosure"]["applied"] is True
+    assert rows["blackpool"]["suppressed"] is True
+
+    waits = (
+        await client.get(
+            "/reporting/four-week-waits", params={"period": "2026-Q4", "group_by": "ethnicity"}, headers=ICB
+        )
+    ).json()
+    white = next(row for row in waits["rows"] if row["ethnicity"] == "White")
+    assert white["plan_started"] == 10 and white["plan_met"] == 5  # 12 started, 6 met → rounded
+    assert white["plan_breached"] == 5 and white["plan_met_pct"] == 100  # met of stopped, from raw counts
+    assert white["plan_median_days"] == 10
+    assert waits["total"]["plan_breached"] == 7 and waits["total"]["plan_met"] == 8  # raw ICB totals
+
+    raw = (
+        await client.get(
+            "/reporting/referrals",
+            params={"period": "2026-10", "group_by": "place", "unsuppressed": "true"},
+            headers=ANALYST,
+        )
+    ).json()
+    assert {row["place"]: row["received"] for row in raw["rows"]} == {"blackpool": 3, "lancashire": 12}
+    refused = await client.get(
+        "/reporting/referrals", params={"period": "2026-10", "unsuppressed": "true"}, headers=ICB
+    )
+    assert refused.status_code == 403
+
+    csv_body = await client.get(
+        "/reporting/reaccess",
+        params={"period": "2026-10", "group_by": "place"},
+        headers={**ICB, "Accept": "text/csv"},
+    )
+    assert csv_body.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(csv_body.text)))
+    assert [row["place"] for row in table] == ["blackpool", "lancashire", "ICB total"]
+    assert table[-1]["reaccess"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({}, "period"),
+        ({"period": "2026-13"}, "period"),
+        ({"period": "2026-11", "from": "2026-01-01"}, "period"),
+        ({"from": "2026-05-01", "to": "2026-04-01"}, "period"),
+        ({"period": "2026-11", "group_by": "postcode"}, "group_by"),
+    ],
+)
+async def test_bad_parameters(reporting: Any, params: dict[str, str], field: str) -> None:
+    client, _app = reporting
+    response = await client.get("/reporting/referrals", params=params, headers=ICB)
+    assert response.status_code == 422 and field in json.dumps(response.json()["errors"])
+
+
+async def test_pulls_need_the_reporting_scope(reporting: Any) -> None:
+    client, _app = reporting
+    other = {"Authorization": f"Bearer {mint_token('referral:read')}"}
+    assert (
+        await client.get("/reporting/referrals", params={"period": "2026-11"}, headers=other)
+    ).status_code == 403
