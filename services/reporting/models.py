@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Integer, String
+from sqlalchemy import Boolean, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.migrations import new_metadata
@@ -86,3 +86,29 @@ class HandoverFact(Base):
     declined_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class ExportJob(Base):
+    """A bulk export (FHIR Bulk Data style): claimed by one replica's worker, files kept until deleted."""
+
+    __tablename__ = "reporting_export_jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128), index=True)
+    request_url: Mapped[str] = mapped_column(String(1000))
+    types: Mapped[str] = mapped_column(String(200))  # comma separated
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | running | complete | failed
+    progress: Mapped[int] = mapped_column(Integer, default=0)  # percent
+    transaction_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ExportFile(Base):
+    __tablename__ = "reporting_export_files"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)  # NDJSON of pseudonymised records

@@ -170,3 +170,70 @@ async def test_pulls_need_the_reporting_scope(reporting: Any) -> None:
     assert (
         await client.get("/reporting/referrals", params={"period": "2026-11"}, headers=other)
     ).status_code == 403
+
+
+EXPORTER = {
+    "Authorization": f"Bearer {mint_token('reporting:export', client_id='exporter', organisation='QE1', kind='reporting')}"
+}
+OTHER_EXPORTER = {
+    "Authorization": f"Bearer {mint_token('reporting:export', client_id='exporter-2', organisation='QE1', kind='reporting')}"
+}
+
+
+async def _manifest(client: Any, location: str, headers: dict[str, str]) -> dict[str, Any]:
+    progress: list[str] = []
+
+    async def done() -> dict[str, Any] | None:
+        response = await client.get(location, headers=headers)
+        if response.status_code == 202:
+            progress.append(response.headers["x-progress"])
+            return None
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    return await eventually(done, timeout=15, interval=0.1)  # type: ignore[no-any-return]
+
+
+async def test_bulk_export_kick_off_poll_manifest_files_since_and_cancel(reporting: Any) -> None:
+    client, app = reporting
+    await _publish(app, referral_events(6, place="lancashire", ethnicity="A"))
+
+    async def projected() -> bool:
+        return await _count(app, EpisodeFact) == 6
+
+    await eventually(projected, timeout=15)
+    kick = await client.post("/reporting/$export", params={"_type": "Referral,Episode"}, headers=EXPORTER)
+    assert kick.status_code == 202
+    location = kick.headers["content-location"].replace("http://reporting", "")
+    manifest = await _manifest(client, location, EXPORTER)
+    assert manifest["requiresAccessToken"] is True and manifest["error"] == []
+    outputs = {o["type"]: o for o in manifest["output"]}
+    assert outputs["Referral"]["count"] == 6 and outputs["Episode"]["count"] == 6
+    file = await client.get(outputs["Referral"]["url"].replace("http://reporting", ""), headers=EXPORTER)
+    lines = [json.loads(line) for line in file.text.splitlines()]
+    assert len(lines) == 6 and all(len(line["person_key"]) == 32 for line in lines)
+    assert "person-" not in file.text  # pseudonymised
+    assert (await client.get(location, headers=OTHER_EXPORTER)).status_code == 404  # not your export
+    assert (await client.get(outputs["Referral"]["url"].replace("http://reporting", ""))).status_code == 401
+
+    # Incremental: only what changed since the first export.
+    since = manifest["transactionTime"]
+    await _publish(app, referral_events(2, place="blackpool", ethnicity="M"))
+
+    async def more() -> bool:
+        return await _count(app, ReferralFact) == 8
+
+    await eventually(more, timeout=15)
+    again = await client.post(
+        "/reporting/$export", params={"_type": "Referral", "_since": since}, headers=EXPORTER
+    )
+    later = await _manifest(
+        client, again.headers["content-location"].replace("http://reporting", ""), EXPORTER
+    )
+    assert later["output"][0]["count"] == 2
+
+    gone = await client.delete(location, headers=EXPORTER)
+    assert gone.status_code == 202 and (await client.get(location, headers=EXPORTER)).status_code == 404
+    assert (
+        await client.post("/reporting/$export", params={"_type": "Patient"}, headers=EXPORTER)
+    ).status_code == 400
