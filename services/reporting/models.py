@@ -22,7 +22,7 @@ class Base(DeclarativeBase):
 class ReferralFact(Base):
     __tablename__ = "reporting_referrals"
 
-    referral_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     person_key: Mapped[str] = mapped_column(String(32), index=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     source: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -46,8 +46,8 @@ class ReferralFact(Base):
 class EpisodeFact(Base):
     __tablename__ = "reporting_episodes"
 
-    episode_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    referral_id: Mapped[str] = mapped_column(String(36), index=True)
+    episode_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(64), index=True)
     person_key: Mapped[str] = mapped_column(String(32), index=True)
     place: Mapped[str | None] = mapped_column(String(64), nullable=True)
     network: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -75,10 +75,10 @@ class EpisodeFact(Base):
 class HandoverFact(Base):
     __tablename__ = "reporting_handovers"
 
-    handover_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    referral_id: Mapped[str] = mapped_column(String(36), index=True)
+    handover_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(64), index=True)
     person_key: Mapped[str] = mapped_column(String(32))
-    service_id: Mapped[str] = mapped_column(String(36))
+    service_id: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(20))
     offered_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -93,7 +93,7 @@ class ExportJob(Base):
 
     __tablename__ = "reporting_export_jobs"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_id: Mapped[str] = mapped_column(String(128), index=True)
     request_url: Mapped[str] = mapped_column(String(1000))
     types: Mapped[str] = mapped_column(String(200))  # comma separated
@@ -108,7 +108,7 @@ class ExportJob(Base):
 class ExportFile(Base):
     __tablename__ = "reporting_export_files"
 
-    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     type: Mapped[str] = mapped_column(String(32), primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
     content: Mapped[str] = mapped_column(Text)  # NDJSON of pseudonymised records

@@ -18,8 +18,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "reporting_episodes",
-        sa.Column("episode_id", sa.String(length=36), nullable=False),
-        sa.Column("referral_id", sa.String(length=36), nullable=False),
+        sa.Column("episode_id", sa.String(length=64), nullable=False),
+        sa.Column("referral_id", sa.String(length=64), nullable=False),
         sa.Column("person_key", sa.String(length=32), nullable=False),
         sa.Column("place", sa.String(length=64), nullable=True),
         sa.Column("network", sa.String(length=64), nullable=True),
@@ -58,10 +58,10 @@ def upgrade() -> None:
     )
     op.create_table(
         "reporting_handovers",
-        sa.Column("handover_id", sa.String(length=36), nullable=False),
-        sa.Column("referral_id", sa.String(length=36), nullable=False),
+        sa.Column("handover_id", sa.String(length=64), nullable=False),
+        sa.Column("referral_id", sa.String(length=64), nullable=False),
         sa.Column("person_key", sa.String(length=32), nullable=False),
-        sa.Column("service_id", sa.String(length=36), nullable=False),
+        sa.Column("service_id", sa.String(length=64), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
         sa.Column("offered_at", UTCDateTime(), nullable=False),
         sa.Column("accepted_at", UTCDateTime(), nullable=True),
@@ -82,7 +82,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "reporting_referrals",
-        sa.Column("referral_id", sa.String(length=36), nullable=False),
+        sa.Column("referral_id", sa.String(length=64), nullable=False),
         sa.Column("person_key", sa.String(length=32), nullable=False),
         sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.Column("source", sa.String(length=32), nullable=True),

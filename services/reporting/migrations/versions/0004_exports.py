@@ -18,7 +18,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "reporting_export_files",
-        sa.Column("job_id", sa.String(length=36), nullable=False),
+        sa.Column("job_id", sa.String(length=64), nullable=False),
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.Column("content", sa.Text(), nullable=False),
@@ -26,7 +26,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "reporting_export_jobs",
-        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("client_id", sa.String(length=128), nullable=False),
         sa.Column("request_url", sa.String(length=1000), nullable=False),
         sa.Column("types", sa.String(length=200), nullable=False),
