@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.directory.cli import register as register_directory
 
     register_directory(commands)
+    from services.reporting.cli import register as register_reporting
+
+    register_reporting(commands)
     return parser
 
 

@@ -147,6 +147,8 @@ class Supervisor:
         else:
             say(f"using NATS at {nats_url}")
         env = {**os.environ, "CMH_NATS_URL": nats_url, "CMH_VAR_DIR": str(self.var_dir)}
+        # Commands run beside the suite (e.g. `cmh reporting rebuild`) find the broker here.
+        (self.var_dir / "nats.url").write_text(nats_url)
         self.env = env
 
         say("applying migrations")
