@@ -134,6 +134,8 @@ def _clock_measures(prefix: str, clocks: list[Any]) -> dict[str, Any]:
         f"{prefix}_met": sum(1 for c in stopped if c.state == ClockState.MET),
         f"{prefix}_breached": sum(1 for c in clocks if c.state == ClockState.BREACHED),
         f"{prefix}_stopped": len(stopped),
+        # Outcome known: met, or breached (stopped late or still open past day 28).
+        f"{prefix}_decided": sum(1 for c in clocks if c.state in (ClockState.MET, ClockState.BREACHED)),
         f"{prefix}_open_at_risk": sum(1 for c in clocks if c.stop is None and c.state == ClockState.AT_RISK),
         f"{prefix}_open": sum(1 for c in clocks if c.stop is None and c.state != ClockState.NOT_STARTED),
         f"{prefix}_median_days": median(days),

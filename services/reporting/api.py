@@ -51,11 +51,12 @@ class Measure:
 
 def _clock_fields(prefix: str) -> tuple[tuple[str, ...], dict[str, tuple[str, str]], dict[str, str]]:
     counts = tuple(
-        f"{prefix}_{name}" for name in ("started", "met", "breached", "stopped", "open_at_risk", "open")
+        f"{prefix}_{name}"
+        for name in ("started", "met", "breached", "stopped", "decided", "open_at_risk", "open")
     )
     return (
         counts,
-        {f"{prefix}_met_pct": (f"{prefix}_met", f"{prefix}_stopped")},
+        {f"{prefix}_met_pct": (f"{prefix}_met", f"{prefix}_decided")},
         {f"{prefix}_median_days": f"{prefix}_stopped", f"{prefix}_p90_days": f"{prefix}_stopped"},
     )
 

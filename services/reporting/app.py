@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from fastapi import FastAPI
 
-from services.reporting import export, projections
+from services.reporting import dashboard, export, projections
 from services.reporting.api import router
 from services.reporting.models import Base
 from shared.service import ServiceSpec, create_service_app
@@ -17,7 +17,7 @@ SPEC = ServiceSpec(
     title="ICB reporting",
     description="Pseudonymised projections of every event; four-week and crisis performance with disclosure control.",
     metadata=Base.metadata,
-    routers=[router, export.router],
+    routers=[router, export.router, dashboard.router],
     workers=(export.ExportWorker,),
 )
 

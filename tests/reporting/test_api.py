@@ -120,7 +120,7 @@ async def test_projections_are_pseudonymous_and_pulls_disclose(reporting: Any) -
     ).json()
     white = next(row for row in waits["rows"] if row["ethnicity"] == "White")
     assert white["plan_started"] == 10 and white["plan_met"] == 5  # 12 started, 6 met → rounded
-    assert white["plan_breached"] == 5 and white["plan_met_pct"] == 100  # met of stopped, from raw counts
+    assert white["plan_breached"] == 5 and white["plan_met_pct"] == 50  # 6 met of 12 decided, from raw counts
     assert white["plan_median_days"] == 10
     assert waits["total"]["plan_breached"] == 7 and waits["total"]["plan_met"] == 8  # raw ICB totals
 
@@ -266,3 +266,24 @@ async def test_rebuild_replays_the_stream_into_identical_figures(reporting: Any)
     assert applied == len(events)  # every event in the stream, once
     after = [(await client.get(path, params=params, headers=ANALYST)).json() for path, params in pulls]
     assert after == before
+
+
+async def test_dashboard_draws_the_measures_by_place(reporting: Any) -> None:
+    client, app = reporting
+    events = referral_events(12, place="lancashire", ethnicity="A") + referral_events(
+        3, place="blackpool", ethnicity="A"
+    )
+    await _publish(app, events)
+
+    async def projected() -> bool:
+        return await _count(app, EpisodeFact) == 15
+
+    await eventually(projected, timeout=15)
+    page = await client.get("/reporting/dashboard", headers=ICB)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert html.count("<svg") == 2 and "lancashire" in html and "Oct 2026" in html
+    assert "<td>50</td>" in html  # Lancashire October: 6 of 12 plans met in 10 days
+    assert "<td>*</td>" in html  # Blackpool: fewer than 5 people, suppressed
+    assert "<script" not in html and page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert (await client.get("/reporting/dashboard")).status_code == 401
