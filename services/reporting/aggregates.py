@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.reporting.domain import Period, median, percentile
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
-from shared.clocks import ClockState, EpisodeFacts, crisis_target_minutes, national_clock, plan_clock
+from shared.clocks import AT_RISK_DAY, TARGET_DAYS, EpisodeFacts, crisis_target_minutes
+from shared.timezones import london_date
 
 ROUTES = (
     "crisis_response", "crisis_line", "home_treatment", "front_door_primary", "front_door_secondary", "focused_support",
@@ -86,7 +87,7 @@ async def referrals(
     ), measure(list(facts))
 
 
-def _episode_facts(fact: EpisodeFact) -> EpisodeFacts:
+def episode_facts(fact: EpisodeFact) -> EpisodeFacts:
     return EpisodeFacts(
         referral_received_at=fact.referral_received_at,
         age_at_referral=fact.age_at_referral,
@@ -126,39 +127,135 @@ def _episode_categories(episode: EpisodeFact, referral: ReferralFact | None) -> 
     }
 
 
-def _clock_measures(prefix: str, clocks: list[Any]) -> dict[str, Any]:
-    stopped = [c for c in clocks if c.stop is not None]
-    days = [c.days_elapsed for c in stopped if c.days_elapsed is not None]
-    return {
-        f"{prefix}_started": sum(1 for c in clocks if c.state != ClockState.NOT_STARTED),
-        f"{prefix}_met": sum(1 for c in stopped if c.state == ClockState.MET),
-        f"{prefix}_breached": sum(1 for c in clocks if c.state == ClockState.BREACHED),
-        f"{prefix}_stopped": len(stopped),
-        # Outcome known: met, or breached (stopped late or still open past day 28).
-        f"{prefix}_decided": sum(1 for c in clocks if c.state in (ClockState.MET, ClockState.BREACHED)),
-        f"{prefix}_open_at_risk": sum(1 for c in clocks if c.stop is None and c.state == ClockState.AT_RISK),
-        f"{prefix}_open": sum(1 for c in clocks if c.stop is None and c.state != ClockState.NOT_STARTED),
-        f"{prefix}_median_days": median(days),
-        f"{prefix}_p90_days": percentile(days, 90),
-    }
+GROUP_COLUMNS: dict[str, Any] = {
+    "place": EpisodeFact.place, "network": EpisodeFact.network, "team": EpisodeFact.team, "pathway": EpisodeFact.pathway,
+    "age_band": ReferralFact.age_band, "sex": ReferralFact.sex, "ethnicity": ReferralFact.ethnicity,
+    "source": ReferralFact.source, "priority": ReferralFact.priority,
+}  # fmt: skip
+
+
+def _clock_sql(prefix: str, start: Any, stop: Any, until: Any, *, warn: bool) -> list[Any]:
+    """Counts for one clock as SQL over London day numbers (integer arithmetic on any engine)."""
+    started = start.is_not(None)
+    days_open = until - start
+    met = and_(stop.is_not(None), stop - start <= TARGET_DAYS)
+    breached = and_(
+        started,
+        or_(
+            and_(stop.is_not(None), stop - start > TARGET_DAYS), and_(stop.is_(None), days_open > TARGET_DAYS)
+        ),
+    )
+    at_risk = (
+        and_(started, stop.is_(None), days_open >= AT_RISK_DAY, days_open <= TARGET_DAYS)
+        if warn
+        else literal(False)
+    )
+    count = lambda condition: func.sum(case((condition, 1), else_=0))  # noqa: E731
+    return [
+        count(started).label(f"{prefix}_started"),
+        count(met).label(f"{prefix}_met"),
+        count(breached).label(f"{prefix}_breached"),
+        count(stop.is_not(None)).label(f"{prefix}_stopped"),
+        count(at_risk).label(f"{prefix}_open_at_risk"),
+        count(and_(started, stop.is_(None))).label(f"{prefix}_open"),
+    ]
 
 
 async def four_week_waits(
     session: AsyncSession, period: Period, group_by: tuple[str, ...], now: datetime
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    pairs = await _episodes(session, period)
+    """Plan and national clocks of the episodes whose referral was received in the period,
+    counted in the database (one grouped query; medians by the engine on PostgreSQL)."""
+    start, end = _bounds(period)
+    today = london_date(now).toordinal()
+    until = func.coalesce(EpisodeFact.discharged_day, today)
+    measures = [
+        func.count().label("episodes"),
+        *_clock_sql("plan", EpisodeFact.plan_start_day, EpisodeFact.plan_stop_day, until, warn=True),
+        *_clock_sql(
+            "national", EpisodeFact.national_start_day, EpisodeFact.national_stop_day, until, warn=False
+        ),
+    ]
+    postgres = session.bind.dialect.name == "postgresql"
+    if postgres:
+        for prefix in ("plan", "national"):
+            days = getattr(EpisodeFact, f"{prefix}_stop_day") - getattr(EpisodeFact, f"{prefix}_start_day")
+            stopped = getattr(EpisodeFact, f"{prefix}_stop_day").is_not(None)
+            measures.append(
+                func.percentile_cont(0.5).within_group(days).filter(stopped).label(f"{prefix}_median_days")
+            )
+            measures.append(
+                func.percentile_disc(0.9).within_group(days).filter(stopped).label(f"{prefix}_p90_days")
+            )
+    columns = [GROUP_COLUMNS[field].label(field) for field in group_by]
 
-    def measure(members: list[EpisodeFact]) -> dict[str, Any]:
-        plans = [plan_clock(_episode_facts(m), now) for m in members]
-        nationals = [national_clock(_episode_facts(m), now) for m in members]
-        return {
-            "episodes": len(members),
-            **_clock_measures("plan", plans),
-            **_clock_measures("national", nationals),
-        }
+    def cohort(*selected: Any) -> Any:
+        return (
+            select(*selected)
+            .select_from(EpisodeFact)
+            .join(ReferralFact, ReferralFact.referral_id == EpisodeFact.referral_id, isouter=True)
+            .where(EpisodeFact.referral_received_at >= start, EpisodeFact.referral_received_at < end)
+        )
 
-    grouped = _grouped(((_episode_categories(e, r), e) for e, r in pairs), group_by)
-    return _rows(grouped, group_by, measure), measure([e for e, _ in pairs])
+    grouped = (
+        (await session.execute(cohort(*columns, *measures).group_by(*columns))).mappings().all()
+        if columns
+        else []
+    )
+    total = dict((await session.execute(cohort(*measures))).mappings().one())
+    rows = [dict(row) for row in grouped] if columns else []
+    if not postgres:
+        await _medians_in_python(session, period, group_by, rows, total)
+    for row in (*rows, total):
+        for key, value in list(row.items()):
+            if value is None and not key.endswith("_days") and key not in group_by:
+                row[key] = 0
+        for prefix in ("plan", "national"):
+            row[f"{prefix}_decided"] = int(row[f"{prefix}_met"]) + int(row[f"{prefix}_breached"])
+        for field in group_by:
+            row[field] = row.get(field) if row.get(field) is not None else "unknown"
+    rows.sort(key=lambda r: tuple(str(r[f]) for f in group_by))
+    return rows, total
+
+
+async def _medians_in_python(
+    session: AsyncSession,
+    period: Period,
+    group_by: tuple[str, ...],
+    rows: list[dict[str, Any]],
+    total: dict[str, Any],
+) -> None:
+    """SQLite has no percentile functions: the stopped clocks' days are read and summarised here."""
+    start, end = _bounds(period)
+    columns = [GROUP_COLUMNS[field].label(field) for field in group_by]
+    days: dict[str, dict[tuple[Any, ...], list[int]]] = {
+        "plan": defaultdict(list),
+        "national": defaultdict(list),
+    }
+    query = (
+        select(
+            *columns,
+            EpisodeFact.plan_start_day,
+            EpisodeFact.plan_stop_day,
+            EpisodeFact.national_start_day,
+            EpisodeFact.national_stop_day,
+        )
+        .select_from(EpisodeFact)
+        .join(ReferralFact, ReferralFact.referral_id == EpisodeFact.referral_id, isouter=True)
+        .where(EpisodeFact.referral_received_at >= start, EpisodeFact.referral_received_at < end)
+    )
+    for row in (await session.execute(query)).mappings():
+        key = tuple(row[f] for f in group_by)
+        for prefix in ("plan", "national"):
+            if row[f"{prefix}_stop_day"] is not None:
+                value = row[f"{prefix}_stop_day"] - row[f"{prefix}_start_day"]
+                days[prefix][key].append(value)
+                days[prefix][("__all__",)].append(value)
+    for target, key in [*((row, tuple(row[f] for f in group_by)) for row in rows), (total, ("__all__",))]:
+        for prefix in ("plan", "national"):
+            values = days[prefix].get(key, [])
+            target[f"{prefix}_median_days"] = median(values)
+            target[f"{prefix}_p90_days"] = percentile(values, 90)
 
 
 async def crisis_response(

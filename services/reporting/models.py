@@ -67,6 +67,13 @@ class EpisodeFact(Base):
     assessment_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     advice_or_signposting_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     discharged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The clocks as Europe/London day numbers (date.toordinal()), so SQL counts met / breached /
+    # at risk with integer arithmetic on any engine; kept current as the episode's events arrive.
+    plan_start_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    plan_stop_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    national_start_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    national_stop_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    discharged_day: Mapped[int | None] = mapped_column(Integer, nullable=True)  # an open clock stops counting
     at_risk_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

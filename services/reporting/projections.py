@@ -17,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.reporting.domain import age_band, ethnicity_group, person_key
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
+from shared.clocks import national_clock, plan_clock
 from shared.consumer import Subscription
 from shared.events import CloudEvent
 from shared.settings import Settings
 from shared.sqltypes import utcnow
+from shared.timezones import london_date
 
 SUBJECTS = (
     "cmh.triage.referral.>",
@@ -59,6 +61,22 @@ def _earliest(current: datetime | None, new: datetime | None) -> datetime | None
     if new is None:
         return current
     return new if current is None or new < current else current
+
+
+def _day(moment: datetime | None) -> int | None:
+    return london_date(moment).toordinal() if moment is not None else None
+
+
+def refresh_clock_days(fact: EpisodeFact) -> None:
+    """The clocks' start and stop as London day numbers (a stop does not depend on "now")."""
+    from services.reporting.aggregates import episode_facts
+
+    facts = episode_facts(fact)
+    now = utcnow()
+    plan, national = plan_clock(facts, now), national_clock(facts, now)
+    fact.plan_start_day, fact.plan_stop_day = _day(plan.start), _day(plan.stop)
+    fact.national_start_day, fact.national_stop_day = _day(national.start), _day(national.stop)
+    fact.discharged_day = _day(fact.discharged_at)
 
 
 class Projector:
@@ -167,6 +185,7 @@ class Projector:
                 fact.first_assessment_completed_at = _earliest(fact.first_assessment_completed_at, at)
                 if data.get("meaningful"):
                     fact.first_meaningful_assessment_at = _earliest(fact.first_meaningful_assessment_at, at)
+        refresh_clock_days(fact)
         fact.updated_at = utcnow()
 
     async def _handover(self, session: AsyncSession, data: dict[str, Any], event: CloudEvent) -> None:
