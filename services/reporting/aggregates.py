@@ -161,11 +161,10 @@ def _clock_sql(prefix: str, start: Any, stop: Any, until: Any, *, warn: bool) ->
     ]
 
 
-async def four_week_waits(
-    session: AsyncSession, period: Period, group_by: tuple[str, ...], now: datetime
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Plan and national clocks of the episodes whose referral was received in the period,
-    counted in the database (one grouped query; medians by the engine on PostgreSQL)."""
+def four_week_waits_statement(
+    period: Period, group_by: tuple[str, ...], now: datetime, *, postgres: bool, grouped: bool = True
+) -> Any:
+    """The four-week pull as one SQL statement (grouped, or the ICB total when not)."""
     start, end = _bounds(period)
     today = london_date(now).toordinal()
     until = func.coalesce(EpisodeFact.discharged_day, today)
@@ -176,7 +175,6 @@ async def four_week_waits(
             "national", EpisodeFact.national_start_day, EpisodeFact.national_stop_day, until, warn=False
         ),
     ]
-    postgres = session.bind.dialect.name == "postgresql"
     if postgres:
         for prefix in ("plan", "national"):
             days = getattr(EpisodeFact, f"{prefix}_stop_day") - getattr(EpisodeFact, f"{prefix}_start_day")
@@ -187,22 +185,31 @@ async def four_week_waits(
             measures.append(
                 func.percentile_disc(0.9).within_group(days).filter(stopped).label(f"{prefix}_p90_days")
             )
-    columns = [GROUP_COLUMNS[field].label(field) for field in group_by]
+    columns = [GROUP_COLUMNS[field].label(field) for field in group_by] if grouped else []
+    query = select(*columns, *measures).select_from(EpisodeFact)
+    # The referral's categories are joined only when grouping by one of them.
+    if any(GROUP_COLUMNS[field].class_ is ReferralFact for field in group_by) and grouped:
+        query = query.join(ReferralFact, ReferralFact.referral_id == EpisodeFact.referral_id, isouter=True)
+    query = query.where(EpisodeFact.referral_received_at >= start, EpisodeFact.referral_received_at < end)
+    return query.group_by(*columns) if columns else query
 
-    def cohort(*selected: Any) -> Any:
-        return (
-            select(*selected)
-            .select_from(EpisodeFact)
-            .join(ReferralFact, ReferralFact.referral_id == EpisodeFact.referral_id, isouter=True)
-            .where(EpisodeFact.referral_received_at >= start, EpisodeFact.referral_received_at < end)
-        )
 
+async def four_week_waits(
+    session: AsyncSession, period: Period, group_by: tuple[str, ...], now: datetime
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Plan and national clocks of the episodes whose referral was received in the period,
+    counted in the database (one grouped query; medians by the engine on PostgreSQL)."""
+    postgres = session.bind.dialect.name == "postgresql"
+    columns = list(group_by)
     grouped = (
-        (await session.execute(cohort(*columns, *measures).group_by(*columns))).mappings().all()
+        (await session.execute(four_week_waits_statement(period, group_by, now, postgres=postgres)))
+        .mappings()
+        .all()
         if columns
         else []
     )
-    total = dict((await session.execute(cohort(*measures))).mappings().one())
+    total_query = four_week_waits_statement(period, group_by, now, postgres=postgres, grouped=False)
+    total = dict((await session.execute(total_query)).mappings().one())
     rows = [dict(row) for row in grouped] if columns else []
     if not postgres:
         await _medians_in_python(session, period, group_by, rows, total)
