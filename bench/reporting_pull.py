@@ -49,9 +49,10 @@ def rows(count: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         stop_day = start_day + rng.randint(0, 45) if rng.random() < 0.9 else None
         nat_stop = start_day + rng.randint(-5, 40) if rng.random() < 0.8 else None
         place = rng.choice(PLACES)
+        ethnicity = rng.choice(ETHNICITY)
         episodes.append(
             (f"e{index:09d}", rid, f"k{index % 400000:031d}", place, f"net-{place}", f"team-{rng.randrange(45)}", "adult-mh",
-             rng.randint(18, 90), rng.random() < 0.05, received, received, received, start_day, stop_day,
+             rng.randint(18, 90), ethnicity, "female", "18-25", "gp", 3, rng.random() < 0.05, received, received, received, start_day, stop_day,
              received.date().toordinal(), nat_stop, None, now)
         )  # fmt: skip
         referrals.append(
@@ -62,9 +63,11 @@ def rows(count: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
                 "gp",
                 3,
                 place,
-                rng.choice(ETHNICITY),
+                ethnicity,
                 "female",
                 "18-25",
+                "routed",
+                False,
                 now,
             )
         )
@@ -82,12 +85,14 @@ async def load(url: str, schema: str, count: int) -> float:
         await connection.copy_records_to_table(
             "reporting_episodes", records=episodes,
             columns=["episode_id", "referral_id", "person_key", "place", "network", "team", "pathway", "age_at_referral",
+                     "ethnicity", "sex", "age_band", "source", "priority",
                      "reaccess", "opened_at", "referral_received_at", "spell_started_at", "plan_start_day", "plan_stop_day",
                      "national_start_day", "national_stop_day", "discharged_day", "updated_at"],
         )  # fmt: skip
         await connection.copy_records_to_table(
             "reporting_referrals", records=referrals,
-            columns=["referral_id", "person_key", "received_at", "source", "priority", "place", "ethnicity", "sex", "age_band", "updated_at"],
+            columns=["referral_id", "person_key", "received_at", "source", "priority", "place", "ethnicity", "sex", "age_band",
+                     "status", "crisis", "updated_at"],
         )  # fmt: skip
         for table in ("reporting_episodes", "reporting_referrals"):
             await connection.execute(f"ANALYZE {table}")
@@ -107,15 +112,24 @@ async def measure(url: str, schema: str, group_by: tuple[str, ...], rounds: int)
                 began = time.perf_counter()
                 result, _total = await aggregates.four_week_waits(session, period, group_by, now)
                 api.append((time.perf_counter() - began) * 1000)
-        # The same grouped statement, compiled once and run as raw SQL.
-        statement = aggregates.four_week_waits_statement(period, group_by, now, postgres=True)
-        compiled = statement.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True})
+        # The same three statements (counts, and the plan and national day histograms), compiled
+        # once and run as raw SQL through the driver: the floor for this pull.
+        statements = [
+            aggregates.four_week_waits_statement(period, group_by, now),
+            aggregates.days_histogram_statement(period, group_by, "plan"),
+            aggregates.days_histogram_statement(period, group_by, "national"),
+        ]
+        compiled = [
+            str(s.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}))
+            for s in statements
+        ]
         async with db.engine.connect() as connection:
             raw_connection = await connection.get_raw_connection()
             driver = raw_connection.driver_connection
             for _ in range(rounds):
                 began = time.perf_counter()
-                await driver.fetch(str(compiled))
+                for sql in compiled:
+                    await driver.fetch(sql)
                 raw.append((time.perf_counter() - began) * 1000)
     finally:
         await db.dispose()

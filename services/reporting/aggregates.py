@@ -129,8 +129,8 @@ def _episode_categories(episode: EpisodeFact, referral: ReferralFact | None) -> 
 
 GROUP_COLUMNS: dict[str, Any] = {
     "place": EpisodeFact.place, "network": EpisodeFact.network, "team": EpisodeFact.team, "pathway": EpisodeFact.pathway,
-    "age_band": ReferralFact.age_band, "sex": ReferralFact.sex, "ethnicity": ReferralFact.ethnicity,
-    "source": ReferralFact.source, "priority": ReferralFact.priority,
+    "age_band": EpisodeFact.age_band, "sex": EpisodeFact.sex, "ethnicity": EpisodeFact.ethnicity,
+    "source": EpisodeFact.source, "priority": EpisodeFact.priority,
 }  # fmt: skip
 
 
@@ -161,11 +161,17 @@ def _clock_sql(prefix: str, start: Any, stop: Any, until: Any, *, warn: bool) ->
     ]
 
 
-def four_week_waits_statement(
-    period: Period, group_by: tuple[str, ...], now: datetime, *, postgres: bool, grouped: bool = True
-) -> Any:
-    """The four-week pull as one SQL statement (grouped, or the ICB total when not)."""
+def _cohort(query: Any, period: Period, group_by: tuple[str, ...]) -> Any:
     start, end = _bounds(period)
+    # The referral's categories are joined only when grouping by one of them.
+    if any(GROUP_COLUMNS[field].class_ is ReferralFact for field in group_by):
+        query = query.join(ReferralFact, ReferralFact.referral_id == EpisodeFact.referral_id, isouter=True)
+    return query.where(EpisodeFact.referral_received_at >= start, EpisodeFact.referral_received_at < end)
+
+
+def four_week_waits_statement(period: Period, group_by: tuple[str, ...], now: datetime) -> Any:
+    """The four-week counts as one grouped SQL statement over London day numbers: additive, so the
+    ICB total is the sum of the groups, and the engine can aggregate in parallel."""
     today = london_date(now).toordinal()
     until = func.coalesce(EpisodeFact.discharged_day, today)
     measures = [
@@ -175,94 +181,72 @@ def four_week_waits_statement(
             "national", EpisodeFact.national_start_day, EpisodeFact.national_stop_day, until, warn=False
         ),
     ]
-    if postgres:
-        for prefix in ("plan", "national"):
-            days = getattr(EpisodeFact, f"{prefix}_stop_day") - getattr(EpisodeFact, f"{prefix}_start_day")
-            stopped = getattr(EpisodeFact, f"{prefix}_stop_day").is_not(None)
-            measures.append(
-                func.percentile_cont(0.5).within_group(days).filter(stopped).label(f"{prefix}_median_days")
-            )
-            measures.append(
-                func.percentile_disc(0.9).within_group(days).filter(stopped).label(f"{prefix}_p90_days")
-            )
-    columns = [GROUP_COLUMNS[field].label(field) for field in group_by] if grouped else []
-    query = select(*columns, *measures).select_from(EpisodeFact)
-    # The referral's categories are joined only when grouping by one of them.
-    if any(GROUP_COLUMNS[field].class_ is ReferralFact for field in group_by) and grouped:
-        query = query.join(ReferralFact, ReferralFact.referral_id == EpisodeFact.referral_id, isouter=True)
-    query = query.where(EpisodeFact.referral_received_at >= start, EpisodeFact.referral_received_at < end)
+    columns = [GROUP_COLUMNS[field].label(field) for field in group_by]
+    query = _cohort(select(*columns, *measures).select_from(EpisodeFact), period, group_by)
     return query.group_by(*columns) if columns else query
+
+
+def days_histogram_statement(period: Period, group_by: tuple[str, ...], prefix: str) -> Any:
+    """How many stopped clocks took each number of days, per group: medians and percentiles come
+    exactly from this small table (days are small integers), without sorting every episode."""
+    start_day, stop_day = (
+        getattr(EpisodeFact, f"{prefix}_start_day"),
+        getattr(EpisodeFact, f"{prefix}_stop_day"),
+    )
+    days = (stop_day - start_day).label("days")
+    columns = [GROUP_COLUMNS[field].label(field) for field in group_by]
+    query = _cohort(
+        select(*columns, days, func.count().label("n")).select_from(EpisodeFact), period, group_by
+    )
+    return query.where(stop_day.is_not(None)).group_by(*columns, days)
+
+
+def _spread(histogram: dict[int, int]) -> list[int]:
+    values: list[int] = []
+    for day in sorted(histogram):
+        values.extend([day] * histogram[day])
+    return values
 
 
 async def four_week_waits(
     session: AsyncSession, period: Period, group_by: tuple[str, ...], now: datetime
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Plan and national clocks of the episodes whose referral was received in the period,
-    counted in the database (one grouped query; medians by the engine on PostgreSQL)."""
-    postgres = session.bind.dialect.name == "postgresql"
-    columns = list(group_by)
-    grouped = (
-        (await session.execute(four_week_waits_statement(period, group_by, now, postgres=postgres)))
-        .mappings()
-        .all()
-        if columns
-        else []
-    )
-    total_query = four_week_waits_statement(period, group_by, now, postgres=postgres, grouped=False)
-    total = dict((await session.execute(total_query)).mappings().one())
-    rows = [dict(row) for row in grouped] if columns else []
-    if not postgres:
-        await _medians_in_python(session, period, group_by, rows, total)
+    counted in the database; the ICB total is summed from the groups' raw counts."""
+    rows = [
+        dict(row)
+        for row in (await session.execute(four_week_waits_statement(period, group_by, now))).mappings()
+    ]
+    if rows:
+        counted = [key for key in rows[0] if key not in group_by]
+        total: dict[str, Any] = {key: sum(int(row[key] or 0) for row in rows) for key in counted}
+    else:  # nothing in the period: the ungrouped statement names every measure (all zero)
+        total = dict((await session.execute(four_week_waits_statement(period, (), now))).mappings().one())
+    for prefix in ("plan", "national"):
+        histograms: dict[tuple[Any, ...], dict[int, int]] = defaultdict(dict)
+        overall: dict[int, int] = defaultdict(int)
+        for row in (await session.execute(days_histogram_statement(period, group_by, prefix))).mappings():
+            key = tuple(row[field] for field in group_by)
+            histograms[key][int(row["days"])] = int(row["n"])
+            overall[int(row["days"])] += int(row["n"])
+        for row in rows:
+            values = _spread(histograms.get(tuple(row[field] for field in group_by), {}))
+            row[f"{prefix}_median_days"], row[f"{prefix}_p90_days"] = median(values), percentile(values, 90)
+        values = _spread(overall)
+        total[f"{prefix}_median_days"], total[f"{prefix}_p90_days"] = median(values), percentile(values, 90)
     for row in (*rows, total):
         for key, value in list(row.items()):
             if value is None and not key.endswith("_days") and key not in group_by:
                 row[key] = 0
         for prefix in ("plan", "national"):
-            row[f"{prefix}_decided"] = int(row[f"{prefix}_met"]) + int(row[f"{prefix}_breached"])
+            row[f"{prefix}_decided"] = int(row.get(f"{prefix}_met", 0)) + int(
+                row.get(f"{prefix}_breached", 0)
+            )
+    for row in rows:
         for field in group_by:
             row[field] = row.get(field) if row.get(field) is not None else "unknown"
     rows.sort(key=lambda r: tuple(str(r[f]) for f in group_by))
     return rows, total
-
-
-async def _medians_in_python(
-    session: AsyncSession,
-    period: Period,
-    group_by: tuple[str, ...],
-    rows: list[dict[str, Any]],
-    total: dict[str, Any],
-) -> None:
-    """SQLite has no percentile functions: the stopped clocks' days are read and summarised here."""
-    start, end = _bounds(period)
-    columns = [GROUP_COLUMNS[field].label(field) for field in group_by]
-    days: dict[str, dict[tuple[Any, ...], list[int]]] = {
-        "plan": defaultdict(list),
-        "national": defaultdict(list),
-    }
-    query = (
-        select(
-            *columns,
-            EpisodeFact.plan_start_day,
-            EpisodeFact.plan_stop_day,
-            EpisodeFact.national_start_day,
-            EpisodeFact.national_stop_day,
-        )
-        .select_from(EpisodeFact)
-        .join(ReferralFact, ReferralFact.referral_id == EpisodeFact.referral_id, isouter=True)
-        .where(EpisodeFact.referral_received_at >= start, EpisodeFact.referral_received_at < end)
-    )
-    for row in (await session.execute(query)).mappings():
-        key = tuple(row[f] for f in group_by)
-        for prefix in ("plan", "national"):
-            if row[f"{prefix}_stop_day"] is not None:
-                value = row[f"{prefix}_stop_day"] - row[f"{prefix}_start_day"]
-                days[prefix][key].append(value)
-                days[prefix][("__all__",)].append(value)
-    for target, key in [*((row, tuple(row[f] for f in group_by)) for row in rows), (total, ("__all__",))]:
-        for prefix in ("plan", "national"):
-            values = days[prefix].get(key, [])
-            target[f"{prefix}_median_days"] = median(values)
-            target[f"{prefix}_p90_days"] = percentile(values, 90)
 
 
 async def crisis_response(

@@ -54,6 +54,12 @@ class EpisodeFact(Base):
     team: Mapped[str | None] = mapped_column(String(64), nullable=True)
     pathway: Mapped[str | None] = mapped_column(String(64), nullable=True)
     age_at_referral: Mapped[int] = mapped_column(Integer)
+    # The referral's categories, copied when the episode opens: grouped pulls need no join.
+    age_band: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    sex: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    ethnicity: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reaccess: Mapped[bool] = mapped_column(Boolean, default=False)
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     referral_received_at: Mapped[datetime] = mapped_column(UTCDateTime)

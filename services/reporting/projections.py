@@ -157,6 +157,10 @@ class Projector:
                 ),
             )
             session.add(fact)
+            referral = await session.get(ReferralFact, data["referral_id"])
+            if referral is not None:
+                for field in ("age_band", "sex", "ethnicity", "source", "priority"):
+                    setattr(fact, field, getattr(referral, field))
         fact.place, fact.network, fact.team, fact.pathway = (
             data.get("place"),
             data.get("network_id"),
