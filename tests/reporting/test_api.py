@@ -287,3 +287,163 @@ async def test_dashboard_draws_the_measures_by_place(reporting: Any) -> None:
     assert "<td>*</td>" in html  # Blackpool: fewer than 5 people, suppressed
     assert "<script" not in html and page.headers["content-security-policy"].startswith("default-src 'none'")
     assert (await client.get("/reporting/dashboard")).status_code == 401
+
+
+def _crisis_events() -> list[Any]:
+    """Hand-made: 6 very urgent (4 seen within 240 minutes), 5 urgent (all within 1,440), 2 A&E
+    (1 within 60), in Blackpool; their handovers: 6 offered, 4 accepted, 2 completed."""
+    events: list[Any] = []
+    cases = [(4, "gp", m) for m in (30, 100, 200, 240, 241, 500)] + [
+        (2, "police", m) for m in (60, 600, 1000, 1440, 10)
+    ]
+    cases += [(4, "ae", 55), (4, "ae", 61)]
+    for index, (priority, source, minutes) in enumerate(cases):
+        rid = f"crisis-{index}"
+        facts = {
+            "referral_id": rid, "person_id": f"person-{rid}", "received_at": RECEIVED.isoformat(), "source": source,
+            "place": "blackpool", "priority": priority, "crisis": True, "age": 40, "sex": "male", "ethnicity": "M",
+        }  # fmt: skip
+        events.append(make_event("triage", "referral", "received", facts))
+        contact = RECEIVED + timedelta(minutes=minutes)
+        events.append(
+            make_event(
+                "triage",
+                "referral",
+                "contacted",
+                {**facts, "first_contact_at": contact.isoformat(), "response_minutes": minutes},
+            )
+        )
+        if index < 6:
+            handover = {"handover_id": f"h-{index}", "referral_id": rid, "person_id": f"person-{rid}", "service_id": "s-1",
+                        "state": "offered", "version": 1, "at": RECEIVED.isoformat()}  # fmt: skip
+            events.append(make_event("directory", "handover", "updated", handover))
+            if index < 4:
+                events.append(
+                    make_event(
+                        "directory", "handover", "updated", {**handover, "state": "accepted", "version": 2}
+                    )
+                )
+            if index < 2:
+                events.append(
+                    make_event(
+                        "directory", "handover", "updated", {**handover, "state": "completed", "version": 3}
+                    )
+                )
+    return events
+
+
+async def test_crisis_handovers_and_inequalities_against_hand_counts(reporting: Any) -> None:
+    from services.reporting.models import HandoverFact
+
+    client, app = reporting
+    await _publish(app, _crisis_events() + referral_events(10, place="lancashire", ethnicity="A"))
+
+    async def projected() -> bool:
+        return (
+            await _count(app, HandoverFact) == 6
+            and await _count(app, ReferralFact) == 23
+            and await _count(app, EpisodeFact) == 10
+        )
+
+    await eventually(projected, timeout=15)
+    crisis = (
+        await client.get(
+            "/reporting/crisis-response",
+            params={"period": "2026-10", "unsuppressed": "true"},
+            headers=ANALYST,
+        )
+    ).json()
+    total = crisis["total"]
+    assert (total["very_urgent_count"], total["very_urgent_met"]) == (6, 4)
+    assert (total["urgent_count"], total["urgent_met"]) == (5, 5)
+    assert (total["ae_liaison_count"], total["ae_liaison_met"]) == (2, 1)
+    assert total["very_urgent_met_pct"] == 66.7 and total["median_minutes"] == 200
+    grouped = (
+        await client.get(
+            "/reporting/crisis-response", params={"period": "2026-10", "group_by": "place"}, headers=ICB
+        )
+    ).json()
+    blackpool = grouped["rows"][0]
+    assert (
+        blackpool["very_urgent_count"] == 5
+        and blackpool["ae_liaison_count"] == "*"
+        and blackpool["very_urgent_met_pct"] == "*"
+    )
+
+    handovers = (
+        await client.get(
+            "/reporting/handovers", params={"period": "2026-10", "unsuppressed": "true"}, headers=ANALYST
+        )
+    ).json()
+    assert {k: handovers["total"][k] for k in ("offered", "accepted", "completed", "declined")} == {
+        "offered": 6, "accepted": 4, "completed": 2, "declined": 0,
+    }  # fmt: skip
+    assert handovers["total"]["accepted_pct"] == 66.7
+
+    fair = (
+        await client.get(
+            "/reporting/inequalities",
+            params={"period": "2026-10", "group_by": "ethnicity", "unsuppressed": "true"},
+            headers=ANALYST,
+        )
+    ).json()
+    groups = {row["ethnicity"]: row for row in fair["rows"]}
+    assert groups["White"]["received"] == 10 and groups["Black or Black British"]["received"] == 13
+    assert groups["White"]["share_of_referrals_pct"] == 43.5 and groups["White"]["plan_met_pct"] == 50.0
+    assert groups["White"]["all_plan_met_pct"] == 50.0
+
+
+async def test_no_identifier_or_free_text_anywhere_in_reporting(reporting: Any) -> None:
+    from sqlalchemy import inspect, text
+
+    client, app = reporting
+    secrets_ = [
+        "Alexandra Secretname",
+        "9434765919",
+        "07700 900123",
+        "alex@example.org",
+        "Heard voices at work",
+        "person-leak-1",
+    ]
+    facts = {
+        "referral_id": "leak-1", "person_id": "person-leak-1", "received_at": RECEIVED.isoformat(), "source": "self", "place": "lancashire",
+        "age": 30, "priority": 3, "sex": "female", "ethnicity": "A",
+    }  # fmt: skip
+    signposted = {
+        **facts, "consent_to_share": True, "services": [{"service_id": "s-9"}], "needs": ["housing"],
+        "person": {"name": secrets_[0], "nhs_number": secrets_[1], "phone": secrets_[2], "email": secrets_[3]}, "note": secrets_[4],
+    }  # fmt: skip
+    events = [
+        make_event("triage", "referral", "received", facts),
+        make_event("triage", "referral", "signposted", signposted),
+    ]
+    await _publish(app, events)
+
+    async def projected() -> bool:
+        async with app.state.db.session() as session:
+            fact = await session.get(ReferralFact, "leak-1")
+            return fact is not None and fact.status == "signposted"
+
+    await eventually(projected, timeout=15)
+    kick = await client.post("/reporting/$export", headers=EXPORTER)
+    manifest = await _manifest(
+        client, kick.headers["content-location"].replace("http://reporting", ""), EXPORTER
+    )
+    files = [
+        (await client.get(o["url"].replace("http://reporting", ""), headers=EXPORTER)).text
+        for o in manifest["output"]
+    ]
+    async with app.state.db.engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+        dumped = []
+        for table in tables:
+            dumped.append(
+                json.dumps(
+                    [list(row) for row in (await connection.execute(text(f'SELECT * FROM "{table}"'))).all()],
+                    default=str,
+                )
+            )
+    haystack = "\n".join(dumped + files)
+    for secret in secrets_:
+        assert secret not in haystack, secret  # every column of every table, and every export file
+    assert "inbox" in tables and "reporting_referrals" in tables
