@@ -129,3 +129,18 @@ async def running_service(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
             yield client, app
+
+
+async def register_clients(session: Any, clients: dict[str, tuple[Any, ...]]) -> dict[str, str]:
+    """Add gateway clients (id → organisation, system, kind, scopes[, rate limit]); returns their secrets."""
+    from gateway.clients import add_client
+
+    secrets: dict[str, str] = {}
+    for client_id, (organisation, system, kind, scopes, *rate) in clients.items():
+        created = await add_client(
+            session, client_id=client_id, name=client_id, organisation=organisation, organisation_system=system,
+            kind=kind, scopes=scopes, rate_limit_per_minute=rate[0] if rate else None,
+        )  # fmt: skip
+        assert created.secret is not None
+        secrets[client_id] = created.secret
+    return secrets

@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from gateway.app import create_app as create_gateway
-from gateway.clients import add_client
 from services.careplan.app import create_app as create_careplan
 from services.directory.app import create_app as create_directory
 from services.directory.seed import seed as seed_directory
@@ -25,7 +24,7 @@ from shared.db import Database
 from shared.migrations import migrate
 from shared.nats_server import free_port
 from shared.settings import Settings
-from tests.support import serve
+from tests.support import register_clients, serve
 
 CLIENTS = {
     "gp-ehr": ("P81001", "ods", "partner_ehr", "referral:submit referral:read"),
@@ -80,23 +79,11 @@ async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
     )
     for owner in ("gateway", "registry", "directory", "triage", "careplan"):
         await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
-    secrets: dict[str, str] = {}
     gateway_db = Database(
         settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
     )
     async with gateway_db.transaction() as session:
-        for client_id, (org, system, kind, scopes) in CLIENTS.items():
-            created = await add_client(
-                session,
-                client_id=client_id,
-                name=client_id,
-                organisation=org,
-                organisation_system=system,
-                kind=kind,
-                scopes=scopes,
-            )
-            assert created.secret is not None
-            secrets[client_id] = created.secret
+        secrets = await register_clients(session, CLIENTS)
     await gateway_db.dispose()
     apps = {
         "gateway": create_gateway(settings),

@@ -15,7 +15,6 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 
 from gateway.app import create_app as create_gateway
-from gateway.clients import add_client
 from shared.audit import AuditAction, AuditOutcome, record_access
 from shared.auth import Caller, ensure_organisation, requires
 from shared.db import Database
@@ -24,7 +23,7 @@ from shared.migrations import migrate, new_metadata
 from shared.nats_server import free_port
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
-from tests.support import serve
+from tests.support import register_clients, serve
 
 PERSON = "person-7f3a"
 
@@ -141,21 +140,8 @@ async def stack_factory(make_settings: Callable[..., Settings]) -> AsyncIterator
             settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
         )
         databases.append(gateway_db)
-        secrets: dict[str, str] = {}
         async with gateway_db.transaction() as session:
-            for client_id, (org, system, kind, scopes, rate) in CLIENTS.items():
-                created = await add_client(
-                    session,
-                    client_id=client_id,
-                    name=client_id,
-                    organisation=org,
-                    organisation_system=system,
-                    kind=kind,
-                    scopes=scopes,
-                    rate_limit_per_minute=rate,
-                )
-                assert created.secret is not None
-                secrets[client_id] = created.secret
+            secrets = await register_clients(session, CLIENTS)
         probe = Probe()
         spec = ServiceSpec(
             name="triage", title="probe", description="", metadata=new_metadata(), routers=[probe.router()]
