@@ -107,6 +107,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         app.state.consumers = consumers
         app.state.clock = getattr(app.state, "clock", None) or utcnow  # injectable "now" (tests)
         workers = [build(app) for build in spec.workers]
+        app.state.workers = workers
         broker.start()
         relay.start()
         for consumer in consumers:

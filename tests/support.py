@@ -66,7 +66,7 @@ def mint_token(
         "sub": client_id,
         "iat": now,
         "nbf": now,
-        "exp": now + 300,
+        "exp": now + 3600,  # long enough for a whole suite run; expiry tests set their own
         "jti": str(uuid.uuid4()),
         "scope": scopes,
         "cmh_org": organisation,

@@ -26,6 +26,8 @@ async def careplan(make_settings: Callable[..., Settings]) -> AsyncIterator[Care
         client,
         app,
     ):
+        for worker in app.state.workers:  # the tests drive the clock scans themselves, at chosen times
+            await worker.stop()
         async with app.state.db.transaction() as session:
             for event in registry_events(kinds=("team", "organisation")):
                 await store.apply_registry_event(session, event)
