@@ -7,8 +7,8 @@ This is a build tool, not runtime code. It writes two files next to itself:
 * ``sample-directory.json``: a clearly labelled SAMPLE feed of fictional VCFSE services in
   Lancashire and South Cumbria, each a fully nested HSDS service.
 
-It reads, at build time only, the offline Open Referral standards and the shared reference files
-(by default ``<repo>/../shared``; override with ``--shared DIR`` or ``CMH_SHARED_DIR``).
+It reads the project's own copies: the Open Referral UK schemas (``../standards/oruk``), the
+postcode district centroids beside it, and the registry's Lancashire and South Cumbria reference.
 
 Usage (from the repository root)::
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import re
 import sys
 import uuid
@@ -40,7 +39,9 @@ JSON = dict[str, Any]
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[2]
-DEFAULT_SHARED = REPO_ROOT.parent / "shared"
+UK_SCHEMAS = HERE.parent / "standards" / "oruk"
+CENTROIDS = HERE / "uk-outcode-centroids.csv"
+LSC_REFERENCE = REPO_ROOT / "services" / "registry" / "reference" / "lsc-organisation.json"
 
 TAXONOMY_PATH = HERE / "needs-taxonomy.json"
 DIRECTORY_PATH = HERE / "sample-directory.json"
@@ -971,16 +972,16 @@ SERVICES: tuple[Service, ...] = (
 )
 
 
-def load_centroids(shared: Path) -> dict[str, tuple[float, float]]:
+def load_centroids() -> dict[str, tuple[float, float]]:
     out: dict[str, tuple[float, float]] = {}
-    with (shared / "reference" / "uk-outcode-centroids.csv").open(newline="", encoding="utf-8") as fh:
+    with CENTROIDS.open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             out[row["outcode"]] = (float(row["latitude"]), float(row["longitude"]))
     return out
 
 
-def load_place_districts(shared: Path) -> dict[str, set[str]]:
-    data = json.loads((shared / "reference" / "lsc-organisation.json").read_text(encoding="utf-8"))
+def load_place_districts() -> dict[str, set[str]]:
+    data = json.loads(LSC_REFERENCE.read_text(encoding="utf-8"))
     return {p["key"]: set(p["postcode_districts"]) for p in data["places"]}
 
 
@@ -1204,11 +1205,11 @@ def _walk(value: Any, path: str = "") -> list[tuple[str, str, Any]]:
     return out
 
 
-def local_checks(taxonomy: JSON, directory: JSON, shared: Path) -> list[str]:
+def local_checks(taxonomy: JSON, directory: JSON) -> list[str]:
     """Checks the JSON Schemas cannot express (or do not enforce without extra packages)."""
     errors: list[str] = []
-    centroids = load_centroids(shared)
-    districts = load_place_districts(shared)
+    centroids = load_centroids()
+    districts = load_place_districts()
 
     for doc_name, doc in (("taxonomy", taxonomy), ("directory", directory)):
         for path, key, value in _walk(doc):
@@ -1290,9 +1291,8 @@ def local_checks(taxonomy: JSON, directory: JSON, shared: Path) -> list[str]:
     return errors
 
 
-def validate(taxonomy: JSON, directory: JSON, shared: Path) -> list[str]:
-    uk = shared / "standards" / "oruk" / "uk-profile" / "schema"
-    hsds = shared / "standards" / "oruk" / "hsds" / "schema"
+def validate(taxonomy: JSON, directory: JSON) -> list[str]:
+    uk = UK_SCHEMAS
     errors: list[str] = []
 
     errors += schema_errors(validator_for(uk / "taxonomy.json"), taxonomy, "taxonomy (UK taxonomy.json)")
@@ -1301,22 +1301,16 @@ def validate(taxonomy: JSON, directory: JSON, shared: Path) -> list[str]:
         errors += schema_errors(term_validator, t, f"term {t['code']} (UK taxonomy_term.json)")
 
     uk_service = validator_for(uk / "compiled" / "service.json")
-    hsds_service = validator_for(hsds / "compiled" / "service.json")
     uk_phone = validator_for(uk / "phone.json")
-    hsds_language = validator_for(hsds / "language.json")
     for svc in directory["services"]:
         errors += schema_errors(uk_service, svc, f"{svc['name']} (UK compiled/service.json)")
-        # Phones and language names are not part of the UK nested service (see README), so they
-        # are also checked against the schemas that do define them.
-        errors += schema_errors(hsds_service, svc, f"{svc['name']} (HSDS compiled/service.json)")
+        # Phones are not part of the UK nested service (see README): checked against phone.json.
         for contact in svc["contacts"]:
             for phone in contact["phones"]:
                 errors += schema_errors(uk_phone, phone, f"{svc['name']} phone (UK phone.json)")
-        for lang in svc["languages"]:
-            errors += schema_errors(hsds_language, lang, f"{svc['name']} language (HSDS language.json)")
 
     if not errors:  # the local checks assume schema-valid input
-        errors += local_checks(taxonomy, directory, shared)
+        errors += local_checks(taxonomy, directory)
     return errors
 
 
@@ -1331,19 +1325,11 @@ def dump(data: JSON) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--shared",
-        type=Path,
-        default=Path(os.environ.get("CMH_SHARED_DIR", DEFAULT_SHARED)),
-        help="folder holding standards/oruk and reference/ (default: <repo>/../shared)",
-    )
     parser.add_argument("--check", action="store_true", help="do not write; fail if the files are stale")
     args = parser.parse_args(argv)
-    shared: Path = args.shared
-
     taxonomy = build_taxonomy()
-    directory = build_directory(load_centroids(shared))
-    errors = validate(taxonomy, directory, shared)
+    directory = build_directory(load_centroids())
+    errors = validate(taxonomy, directory)
     if errors:
         for err in errors:
             print(f"INVALID {err}", file=sys.stderr)
