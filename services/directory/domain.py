@@ -4,7 +4,6 @@ centroid, the UK profile's age and time filters, and the moderation and handover
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import time
 from enum import StrEnum
@@ -229,13 +228,6 @@ def search_terms(text: str) -> list[str]:
     if current:
         words.append("".join(current))
     return words[:12]
-
-
-def unique(values: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for value in values:
-        seen.setdefault(value, None)
-    return list(seen)
 
 
 def identifier_scheme(identifier: str) -> str:

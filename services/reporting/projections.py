@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.reporting.domain import age_band, ethnicity_group, person_key
+from services.reporting.domain import age_band, ethnicity_group, person_key, sex_category
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
 from shared.clocks import national_clock, plan_clock
 from shared.consumer import Subscription
@@ -118,7 +118,7 @@ class Projector:
         if data.get("age") is not None:
             fact.age_band = age_band(int(data["age"]))
         if "sex" in data:
-            fact.sex = data.get("sex") or "not_known"
+            fact.sex = sex_category(data.get("sex"))
         if "ethnicity" in data:
             fact.ethnicity = ethnicity_group(data.get("ethnicity"))
         if data.get("crisis") is not None:
