@@ -47,6 +47,7 @@ SCOPES: dict[str, str] = {
     "reporting:unsuppressed": "Pull aggregate reports without small-number suppression",
     "reporting:export": "Start and download bulk pseudonymised extracts",
     "audit:read": "Query the audit trail",
+    "subscription:manage": "Register and manage webhook notifications about the caller's own referrals",
 }
 
 

@@ -6,6 +6,7 @@ validation error names the field and the rule it broke, not the input.
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -18,6 +19,16 @@ from shared.tracing import request_id_var
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://cmh-suite.nhs.uk/problems/"
+FHIR_JSON = "application/fhir+json"
+
+# FHIR R4 IssueType for each HTTP status we answer with (http://hl7.org/fhir/issue-type).
+_ISSUE_TYPES: dict[int, str] = {
+    400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+    406: "not-supported", 409: "conflict", 410: "deleted", 412: "conflict", 413: "too-costly",
+    415: "not-supported", 422: "processing", 428: "required", 429: "throttled", 500: "exception",
+    502: "transient", 503: "transient", 504: "timeout",
+}  # fmt: skip
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 def problem_type(slug: str) -> str:
@@ -37,6 +48,7 @@ class Problem(Exception):
         headers: dict[str, str] | None = None,
         **extensions: Any,
     ) -> None:
+        """`fhir_code=` (an extension) names the FHIR IssueType when the answer is an OperationOutcome."""
         super().__init__(title)
         self.status = status
         self.title = title
@@ -102,6 +114,55 @@ def problem_response(
     )
 
 
+def is_fhir_path(path: str) -> bool:
+    """FHIR interactions answer errors as OperationOutcome: the gateway's `/fhir` and each
+    service's `/<service>/fhir`."""
+    return path == "/fhir" or path.startswith("/fhir/") or "/fhir/" in path or path.endswith("/fhir")
+
+
+def operation_outcome(problem: dict[str, Any]) -> dict[str, Any]:
+    """The OperationOutcome saying what a problem body says (same words, no input echoed)."""
+    status = int(problem["status"])
+    code = problem.get("fhir_code") or _ISSUE_TYPES.get(status, "processing" if status < 500 else "exception")
+    diagnostics = str(problem.get("title") or HTTPStatus(status).phrase)
+    if problem.get("detail"):
+        diagnostics = f"{diagnostics}: {problem['detail']}"
+    issues: list[dict[str, Any]] = [
+        {"severity": "error" if status < 500 else "fatal", "code": code, "diagnostics": diagnostics}
+    ]
+    for error in problem.get("errors", []):
+        where = ".".join(str(part) for part in error.get("location", []))
+        issues.append(
+            {
+                "severity": "error",
+                "code": "invalid" if status in (400, 422) and not problem.get("fhir_code") else code,
+                "diagnostics": f"{where}: {error.get('message')}" if where else str(error.get("message")),
+            }
+        )
+    outcome: dict[str, Any] = {"resourceType": "OperationOutcome", "issue": issues}
+    request_id = problem.get("request_id")
+    if isinstance(request_id, str) and _FHIR_ID.match(request_id):
+        outcome["id"] = request_id  # the request id, so support can find the logs
+    return outcome
+
+
+def error_response(
+    path: str,
+    status: int,
+    title: str | None = None,
+    detail: str | None = None,
+    *,
+    type_: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """problem+json, or an OperationOutcome on FHIR paths: the one way every error is answered."""
+    body = problem_body(status, title, detail, type_=type_, **extensions)
+    if is_fhir_path(path):
+        return JSONResponse(operation_outcome(body), status_code=status, media_type=FHIR_JSON, headers=headers)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for error in exc.errors():
@@ -122,14 +183,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status, exc.title, exc.detail, type_=exc.type, headers=exc.headers, **exc.extensions
-        )
+        return error_response(
+            request.url.path, exc.status, exc.title, exc.detail, type_=exc.type, headers=exc.headers,
+            **exc.extensions,
+        )  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(
-            422,
+        return error_response(
+            request.url.path,
+            422 if not is_fhir_path(request.url.path) else 400,
             "Request is not valid",
             "One or more fields are missing or invalid.",
             type_=problem_type("validation"),
@@ -143,4 +206,6 @@ def install_problem_handlers(app: FastAPI) -> None:
             if isinstance(exc.detail, str) and exc.detail != HTTPStatus(exc.status_code).phrase
             else None
         )
-        return problem_response(exc.status_code, None, detail, headers=getattr(exc, "headers", None))
+        return error_response(
+            request.url.path, exc.status_code, None, detail, headers=getattr(exc, "headers", None)
+        )

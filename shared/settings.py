@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES: tuple[str, ...] = ("triage", "careplan", "registry", "directory", "reporting")
+SERVICES: tuple[str, ...] = ("triage", "careplan", "registry", "directory", "reporting", "notify")
 # The gateway owns a store too (client registry, audit), migrated like a service.
 DATABASE_OWNERS: tuple[str, ...] = (*SERVICES, "gateway")
 
@@ -25,6 +25,7 @@ DEFAULT_SERVICE_PORTS: dict[str, int] = {
     "registry": 8103,
     "directory": 8104,
     "reporting": 8105,
+    "notify": 8106,
 }
 
 
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     registry_database_url: str | None = None
     directory_database_url: str | None = None
     reporting_database_url: str | None = None
+    notify_database_url: str | None = None
     gateway_database_url: str | None = None
     database_schema_prefix: str = Field(
         default="", description="PostgreSQL only: prefix of each service's schema name (isolates test runs)."
@@ -73,6 +75,20 @@ class Settings(BaseSettings):
     careplan_clock_scan_seconds: float = Field(
         default=60.0, gt=0, description="How often careplan checks the four-week plan clocks."
     )
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="Longest wait for a webhook receiver.")
+    webhook_retry_base_seconds: float = Field(default=2.0, gt=0, description="First retry delay (doubles).")
+    webhook_retry_max_seconds: float = Field(default=300.0, gt=0, description="Longest delay between retries.")
+    webhook_retry_window_seconds: float = Field(
+        default=86_400.0, gt=0, description="How long a notification is retried before it is given up."
+    )
+    webhook_failures_to_disable: int = Field(
+        default=10, ge=1, description="Consecutive failed attempts that put a subscription in error."
+    )
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, description="Delivery worker fallback poll.")
+    webhook_allow_private_addresses: bool = Field(
+        default=False,
+        description="Allow webhook endpoints on loopback/private addresses (development and tests only).",
+    )
     idempotency_retention_hours: float = Field(
         default=24.0, gt=0, description="How long a create's Idempotency-Key replays its first result."
     )
@@ -86,11 +102,13 @@ class Settings(BaseSettings):
     registry_port: int = DEFAULT_SERVICE_PORTS["registry"]
     directory_port: int = DEFAULT_SERVICE_PORTS["directory"]
     reporting_port: int = DEFAULT_SERVICE_PORTS["reporting"]
+    notify_port: int = DEFAULT_SERVICE_PORTS["notify"]
     triage_url: str | None = None
     careplan_url: str | None = None
     registry_url: str | None = None
     directory_url: str | None = None
     reporting_url: str | None = None
+    notify_url: str | None = None
     upstream_connect_timeout_seconds: float = 3.0
     upstream_timeout_seconds: float = 30.0
     upstream_max_connections: int = 200

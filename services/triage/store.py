@@ -152,6 +152,8 @@ def _event_facts(referral: Referral) -> dict[str, Any]:
         "team_id": referral.team_id,
         "pathway": referral.pathway,
         "priority": referral.priority,
+        "status": referral.status,
+        "version": referral.version,
     }
 
 
@@ -293,6 +295,12 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
             signposts=json.dumps(signposts), reason=body.reason, actor=caller.client_id,
         )
     )  # fmt: skip
+    if action in (DecisionAction.DECLINE, DecisionAction.CLOSE):
+        referral.status = CLOSED
+    elif route == Route.VCFSE_SIGNPOST.value:
+        referral.status = "signposted"  # no clinical team: the partner services are the offer
+    else:
+        referral.status = "routed"
     facts = {
         **_event_facts(referral),
         "decision": action.value,
@@ -301,18 +309,14 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
     }
     if priority != referral.suggested_priority:
         add_event(session, make_event(SERVICE, "referral", "prioritised", {**facts, "overridden": True}))
-    if action in (DecisionAction.DECLINE, DecisionAction.CLOSE):
-        referral.status = CLOSED
+    if referral.status == CLOSED:
         add_event(
             session,
             make_event(
                 SERVICE, "referral", "closed", {**facts, "alternative_route": route, "signposts": signposts}
             ),
         )
-    elif route == Route.VCFSE_SIGNPOST.value:
-        referral.status = "signposted"  # no clinical team: the partner services are the offer
-    else:
-        referral.status = "routed"
+    elif referral.status == "routed":
         add_event(
             session,
             make_event(
@@ -343,6 +347,9 @@ async def _signpost_data(session: AsyncSession, referral: Referral, signposts: l
     data: dict[str, Any] = {
         "referral_id": referral.id,
         "person_id": referral.person_id,
+        "referring_organisation": referral.referring_org,
+        "status": referral.status,
+        "version": referral.version,
         "consent_to_share": referral.consent_to_share,
         "services": [{"service_id": s} for s in signposts],
         "needs": details["needs"],

@@ -1,0 +1,271 @@
+"""FHIR R4 (UK Core) plumbing every service's `/fhir` views share: responses, search parameter
+parsing (token, reference, date with prefixes, `_count` / `_offset`, `_format`), searchset Bundles
+with paging links, and the identifier systems.
+
+Errors are raised as `Problem(..., fhir_code=<IssueType>)`; on FHIR paths `shared.errors` answers
+them as OperationOutcome. The parsers are pure (no I/O) and property-tested.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from shared.errors import FHIR_JSON, Problem
+from shared.timezones import LONDON
+
+UK_CORE = "https://fhir.hl7.org.uk/StructureDefinition/"
+NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
+CMH_IDS = "https://cmh-suite.nhs.uk/Id/"
+CMH_CODES = "https://cmh-suite.nhs.uk/CodeSystem/"
+CMH_EXTENSIONS = "https://cmh-suite.nhs.uk/StructureDefinition/"
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 100
+# `_format` values meaning JSON ("+" arrives as a space when a client forgets to encode it).
+_JSON_FORMATS = frozenset(
+    {"json", "application/json", "application/fhir+json", "fhir+json", "application/fhir json", "fhir json"}
+)
+FORWARDED_BASE_HEADER = "X-Forwarded-Fhir-Base"
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def invalid(diagnostics: str, *, status: int = 400, code: str = "invalid") -> Problem:
+    """A request FHIR rules refuse (answered as an OperationOutcome on FHIR paths)."""
+    return Problem(status, "Invalid FHIR request", diagnostics, type_slug="fhir-invalid", fhir_code=code)
+
+
+def not_found(resource_type: str, resource_id: str) -> Problem:
+    return Problem(
+        404, "Not found", f"{resource_type}/{resource_id} is not known", type_slug="not-found", fhir_code="not-found"
+    )
+
+
+def fhir_response(
+    resource: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(resource, status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def resource_response(resource: dict[str, Any], status: int = 200, *, location: str | None = None) -> JSONResponse:
+    """A single resource, with its version as a weak ETag and its last change (FHIR REST §3.1.0.3)."""
+    headers: dict[str, str] = {}
+    meta = resource.get("meta", {})
+    if "versionId" in meta:
+        headers["ETag"] = f'W/"{meta["versionId"]}"'
+    if location:
+        headers["Location"] = location
+    return fhir_response(resource, status, headers)
+
+
+def check_format(request: Request) -> None:
+    """Only JSON is served: `_format` or an Accept header asking for anything else gets 406."""
+    requested = request.query_params.get("_format")
+    if requested is not None and requested.strip().lower() not in _JSON_FORMATS:
+        raise invalid("only JSON is supported (_format=json)", status=406, code="not-supported")
+    accept = request.headers.get("accept", "").lower()
+    if accept and not any(
+        kind in accept for kind in ("*/*", "application/*", "json")
+    ):
+        raise invalid("only application/fhir+json is supported", status=406, code="not-supported")
+
+
+# --- search parameters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paging:
+    count: int
+    offset: int
+
+
+def paging(request: Request, *, default: int = DEFAULT_COUNT, maximum: int = MAX_COUNT) -> Paging:
+    """`_count` (a server may return fewer than asked: capped at `maximum`) and `_offset`."""
+
+    def number(name: str, fallback: int, least: int) -> int:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return fallback
+        try:
+            value = int(raw)
+        except ValueError:
+            raise invalid(f"{name} must be a whole number") from None
+        if value < least:
+            raise invalid(f"{name} must be at least {least}")
+        return value
+
+    return Paging(count=min(number("_count", default, 0), maximum), offset=number("_offset", 0, 0))
+
+
+def split_token(value: str) -> tuple[str | None, str]:
+    """A token search value: `system|code` -> (system, code); `code` -> (None, code); `|code` ->
+    ("", code) (no system)."""
+    system, bar, code = value.partition("|")
+    return (system, code) if bar else (None, value)
+
+
+def reference_id(value: str, resource_type: str) -> str:
+    """The id in a reference search value: `id`, `Type/id` or an absolute URL ending `Type/id`."""
+    parts = value.rstrip("/").split("/")
+    if len(parts) >= 2:
+        if parts[-2] != resource_type:
+            raise invalid(f"expected a reference to {resource_type}")
+        candidate = parts[-1]
+    else:
+        candidate = parts[0]
+    if not _ID.match(candidate):
+        raise invalid(f"{resource_type} ids are 1-64 letters, digits, '-' or '.'")
+    return candidate
+
+
+DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
+_DATE_VALUE = re.compile(
+    r"^(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
+    r"(T(?P<time>\d{2}:\d{2}(:\d{2}(\.\d+)?)?)(?P<zone>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """A date search value: the prefix and the half-open range [start, end) its precision means."""
+
+    prefix: str
+    start: datetime
+    end: datetime
+
+    def matches(self, moment: datetime) -> bool:
+        if self.prefix == "eq":
+            return self.start <= moment < self.end
+        if self.prefix == "ne":
+            return not (self.start <= moment < self.end)
+        if self.prefix in ("gt", "sa"):
+            return moment >= self.end
+        if self.prefix == "ge":
+            return moment >= self.start
+        if self.prefix in ("lt", "eb"):
+            return moment < self.start
+        return moment < self.end  # le
+
+
+def parse_date(value: str) -> DateRange:
+    """`[prefix]YYYY[-MM[-DD[Thh:mm[:ss[.f]][zone]]]]`. Dates mean Europe/London days; a time needs
+    a zone (FHIR: a dateTime with a time has one)."""
+    prefix = value[:2] if value[:2] in DATE_PREFIXES else "eq"
+    text = value[2:] if value[:2] in DATE_PREFIXES else value
+    match = _DATE_VALUE.match(text)
+    if match is None:
+        raise invalid("dates are YYYY, YYYY-MM, YYYY-MM-DD or a dateTime with a time zone")
+    year, month, day = int(match["year"]), match["month"], match["day"]
+    try:
+        if match["time"] is not None:
+            if match["zone"] is None:
+                raise invalid("a dateTime search value with a time needs a time zone")
+            moment = datetime.fromisoformat(f"{text[:10]}T{match['time']}{_zone(match['zone'])}")
+            precision = timedelta(seconds=1) if match["time"].count(":") == 2 else timedelta(minutes=1)
+            start = moment.replace(microsecond=0) if precision == timedelta(seconds=1) else moment
+            return DateRange(prefix, start, start + precision)
+        if day is not None:
+            first = date(year, int(month or 1), int(day))
+            following = first + timedelta(days=1)
+        elif month is not None:
+            first = date(year, int(month), 1)
+            following = date(year + (first.month == 12), first.month % 12 + 1, 1)
+        else:
+            first, following = date(year, 1, 1), date(year + 1, 1, 1)
+    except ValueError:
+        raise invalid("that date does not exist") from None
+    return DateRange(prefix, _london_midnight(first), _london_midnight(following))
+
+
+def _zone(zone: str) -> str:
+    return "+00:00" if zone == "Z" else zone
+
+
+def _london_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=LONDON)
+
+
+# --- resources and Bundles -----------------------------------------------------------------------
+
+
+def fhir_base(request: Request, own_base: str) -> str:
+    """The FHIR base URL the caller used: the gateway's (it says so in a header) or this service's
+    own `own_base` path (called directly, as in service tests)."""
+    forwarded = request.headers.get(FORWARDED_BASE_HEADER)
+    if forwarded:
+        return forwarded.rstrip("/")
+    return str(request.base_url).rstrip("/") + own_base
+
+
+def instant(moment: datetime) -> str:
+    """A FHIR instant: seconds precision, always with its zone."""
+    return moment.isoformat(timespec="seconds")
+
+
+def reference(resource_type: str, resource_id: str, display: str | None = None) -> dict[str, str]:
+    ref = {"reference": f"{resource_type}/{resource_id}"}
+    if display:
+        ref["display"] = display
+    return ref
+
+
+def identifier(system: str, value: str) -> dict[str, str]:
+    return {"system": system, "value": value}
+
+
+def coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
+    out = {"system": system, "code": code}
+    if display:
+        out["display"] = display
+    return out
+
+
+def searchset(
+    request: Request,
+    resources: list[dict[str, Any]],
+    *,
+    base: str,
+    total: int,
+    page: Paging,
+    included: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A searchset Bundle with `self`, `first`, `previous`, `next` and `last` links (by `_offset`),
+    each relative to the base the caller used."""
+    resource_type = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def link(relation: str, offset: int) -> dict[str, str]:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_offset", "_count")]
+        params += [("_count", str(page.count)), ("_offset", str(offset))]
+        return {"relation": relation, "url": f"{base}/{resource_type}?{urlencode(params)}"}
+
+    links = [link("self", page.offset), link("first", 0)]
+    if page.count:
+        if page.offset > 0:
+            links.append(link("previous", max(0, page.offset - page.count)))
+        if page.offset + page.count < total:
+            links.append(link("next", page.offset + page.count))
+        links.append(link("last", max(0, (total - 1) // page.count * page.count)))
+    entries = [
+        {
+            "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+            "resource": resource,
+            "search": {"mode": "match"},
+        }
+        for resource in resources
+    ]
+    entries += [
+        {
+            "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+            "resource": resource,
+            "search": {"mode": "include"},
+        }
+        for resource in included or []
+    ]
+    return {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries}
