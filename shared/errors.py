@@ -159,7 +159,9 @@ def error_response(
     """problem+json, or an OperationOutcome on FHIR paths: the one way every error is answered."""
     body = problem_body(status, title, detail, type_=type_, **extensions)
     if is_fhir_path(path):
-        return JSONResponse(operation_outcome(body), status_code=status, media_type=FHIR_JSON, headers=headers)
+        return JSONResponse(
+            operation_outcome(body), status_code=status, media_type=FHIR_JSON, headers=headers
+        )
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

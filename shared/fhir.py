@@ -27,6 +27,31 @@ CMH_IDS = "https://cmh-suite.nhs.uk/Id/"
 CMH_CODES = "https://cmh-suite.nhs.uk/CodeSystem/"
 CMH_EXTENSIONS = "https://cmh-suite.nhs.uk/StructureDefinition/"
 
+# The FHIR status of each resource the suite derives from its own states: one mapping, used by the
+# services' FHIR views and by the notifications partners receive.
+SERVICE_REQUEST_STATUS: dict[str, str] = {
+    "received": "active",  # awaiting triage
+    "routed": "completed",  # triaged and accepted into a clinical team (the episode follows)
+    "signposted": "completed",  # triaged: the offer is partner services
+    "closed": "revoked",  # declined (always with an alternative) or closed by triage
+}
+TRIAGE_TASK_STATUS: dict[str, str] = {
+    "received": "requested",
+    "routed": "completed",
+    "signposted": "completed",
+    "closed": "completed",
+}
+EPISODE_OF_CARE_STATUS: dict[str, str] = {"open": "active", "discharged": "finished"}
+
+
+def care_plan_status(*, agreed: bool, discharged: bool) -> str:
+    """draft until agreed with the person, then active; at discharge completed (or revoked if the
+    plan was never agreed)."""
+    if discharged:
+        return "completed" if agreed else "revoked"
+    return "active" if agreed else "draft"
+
+
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 # `_format` values meaning JSON ("+" arrives as a space when a client forgets to encode it).
@@ -44,7 +69,11 @@ def invalid(diagnostics: str, *, status: int = 400, code: str = "invalid") -> Pr
 
 def not_found(resource_type: str, resource_id: str) -> Problem:
     return Problem(
-        404, "Not found", f"{resource_type}/{resource_id} is not known", type_slug="not-found", fhir_code="not-found"
+        404,
+        "Not found",
+        f"{resource_type}/{resource_id} is not known",
+        type_slug="not-found",
+        fhir_code="not-found",
     )
 
 
@@ -54,7 +83,9 @@ def fhir_response(
     return JSONResponse(resource, status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
-def resource_response(resource: dict[str, Any], status: int = 200, *, location: str | None = None) -> JSONResponse:
+def resource_response(
+    resource: dict[str, Any], status: int = 200, *, location: str | None = None
+) -> JSONResponse:
     """A single resource, with its version as a weak ETag and its last change (FHIR REST §3.1.0.3)."""
     headers: dict[str, str] = {}
     meta = resource.get("meta", {})
@@ -71,9 +102,7 @@ def check_format(request: Request) -> None:
     if requested is not None and requested.strip().lower() not in _JSON_FORMATS:
         raise invalid("only JSON is supported (_format=json)", status=406, code="not-supported")
     accept = request.headers.get("accept", "").lower()
-    if accept and not any(
-        kind in accept for kind in ("*/*", "application/*", "json")
-    ):
+    if accept and not any(kind in accept for kind in ("*/*", "application/*", "json")):
         raise invalid("only application/fhir+json is supported", status=406, code="not-supported")
 
 

@@ -75,9 +75,13 @@ class Settings(BaseSettings):
     careplan_clock_scan_seconds: float = Field(
         default=60.0, gt=0, description="How often careplan checks the four-week plan clocks."
     )
-    webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="Longest wait for a webhook receiver.")
+    webhook_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Longest wait for a webhook receiver."
+    )
     webhook_retry_base_seconds: float = Field(default=2.0, gt=0, description="First retry delay (doubles).")
-    webhook_retry_max_seconds: float = Field(default=300.0, gt=0, description="Longest delay between retries.")
+    webhook_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest delay between retries."
+    )
     webhook_retry_window_seconds: float = Field(
         default=86_400.0, gt=0, description="How long a notification is retried before it is given up."
     )
