@@ -21,13 +21,17 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.fhir import FHIR_RESOURCE_OWNERS
 from shared.auth import TokenVerifier, bearer_token
-from shared.errors import Problem, problem_response
+from shared.errors import Problem, error_response
 from shared.settings import Settings
 
 OPEN_PATHS = frozenset(
-    {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/oauth2/token", "/.well-known/jwks.json"}
-)
+    {
+        "/health", "/ready", "/metrics", "/docs", "/openapi.json", "/oauth2/token", "/.well-known/jwks.json",
+        "/fhir/metadata",  # a FHIR server's CapabilityStatement is public (FHIR R4 §3.1.0.13)
+    }
+)  # fmt: skip
 UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 # Open Referral UK read endpoints, public by the standard.
 PUBLIC_DIRECTORY = re.compile(
@@ -43,11 +47,20 @@ AREA_SCOPES: dict[str, frozenset[str]] = {
     "directory": frozenset({"directory:write", "directory:moderate", "handover:respond"}),
     "reporting": frozenset({"reporting:aggregate", "reporting:unsuppressed", "reporting:export"}),
     "audit": frozenset({"audit:read"}),
+    "notify": frozenset({"subscription:manage"}),
 }
 CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-expose-headers", b"X-Request-ID"),
 ]
+
+
+def area_of(path: str) -> str:
+    """The service a path reaches: its first segment, or for `/fhir/<Type>` the owning service."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "fhir" and len(parts) > 1:
+        return FHIR_RESOURCE_OWNERS.get(parts[1], "fhir")
+    return parts[0]
 
 
 def is_public_directory_read(method: str, path: str) -> bool:
@@ -134,7 +147,7 @@ class AccessControlMiddleware:
     async def _authenticate(self, scope: Scope, headers: Headers, path: str) -> dict[str, object]:
         verifier: TokenVerifier = scope["app"].state.token_verifier
         claims = await verifier.verify(bearer_token(headers.get("authorization")))
-        area = path.strip("/").split("/", 1)[0]
+        area = area_of(path)
         needed = AREA_SCOPES.get(area)
         held = set(str(claims.get("scope", "")).split())
         if needed is not None and not needed & held:
@@ -262,7 +275,8 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 async def _send_problem(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:
-    response = problem_response(
+    response = error_response(
+        scope["path"],
         problem.status,
         problem.title,
         problem.detail,

@@ -1,9 +1,10 @@
 """The gateway: the suite's only public entry.
 
 It issues tokens (`/oauth2/token`, `/.well-known/jwks.json`), gates every other route (token,
-scopes, rate limit, body size, CORS), proxies `/triage`, `/careplan`, `/registry`, `/directory`
-and `/reporting` to their services, keeps the append-only audit trail, and serves one merged
-OpenAPI document with its docs.
+scopes, rate limit, body size, CORS), proxies `/triage`, `/careplan`, `/registry`, `/directory`,
+`/reporting` and `/notify` to their services, serves one FHIR R4 base at `/fhir` in front of them
+(`gateway/fhir.py`), keeps the append-only audit trail, and serves one merged OpenAPI document
+with its docs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from gateway import audit, tokens
+from gateway import audit, fhir, tokens
 from gateway.access import AccessControlMiddleware
 from gateway.keys import KeyManager
 from gateway.openapi import OpenApiMerger
@@ -138,5 +139,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operational_router())
     app.include_router(tokens.router)
     app.include_router(audit.router)
+    app.include_router(fhir.router)
     app.include_router(proxy_router())
     return app

@@ -9,13 +9,15 @@ upstream call is bounded by the pooled client's timeouts.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import httpx
 from fastapi import APIRouter, Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
-from shared.errors import problem_response, problem_type
+from shared.errors import error_response, problem_type
+from shared.fhir import FORWARDED_BASE_HEADER
 from shared.metrics import UPSTREAM_ERRORS
 from shared.settings import SERVICES, Settings
 from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER
@@ -39,6 +41,7 @@ HOP_BY_HOP = frozenset(
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
+        FORWARDED_BASE_HEADER.lower(),
         REQUEST_ID_HEADER.lower(),
         TRACEPARENT_HEADER,
     }
@@ -99,22 +102,31 @@ def is_unsafe_path(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
 
-async def forward(request: Request, service: str) -> Response:
+async def forward(
+    request: Request,
+    service: str,
+    *,
+    path: str | None = None,
+    query: str | None = None,
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> Response:
+    """Send the request on to `service`, at the same path (or `path`, already percent-encoded) and
+    query (or `query`), with `extra_headers` the gateway adds."""
     settings: Settings = request.app.state.settings
     client: httpx.AsyncClient = request.app.state.upstream
-    raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+    raw_path = path or request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
     if is_unsafe_path(request.url.path):
-        return problem_response(
-            400, "Bad path", "Dot segments are not allowed.", type_=problem_type("bad-path")
+        return error_response(
+            request.url.path, 400, "Bad path", "Dot segments are not allowed.", type_=problem_type("bad-path")
         )
     url = settings.service_url(service) + raw_path
-    query = request.scope.get("query_string", b"").decode("latin-1")
+    query = request.scope.get("query_string", b"").decode("latin-1") if query is None else query
     if query:
         url = f"{url}?{query}"
     upstream_request = client.build_request(
         request.method,
         url,
-        headers=_upstream_headers(request),
+        headers=[*_upstream_headers(request), *extra_headers],
         content=request.stream() if _has_body(request) else None,
     )
     try:
@@ -122,7 +134,8 @@ async def forward(request: Request, service: str) -> Response:
     except httpx.TimeoutException:
         UPSTREAM_ERRORS.labels(service, "timeout").inc()
         log.warning("upstream timed out", extra={"upstream": service})
-        return problem_response(
+        return error_response(
+            request.url.path,
             504,
             "Service timed out",
             f"The {service} service did not answer in time.",
@@ -132,7 +145,8 @@ async def forward(request: Request, service: str) -> Response:
     except httpx.TransportError as exc:
         UPSTREAM_ERRORS.labels(service, "unavailable").inc()
         log.warning("upstream unavailable", extra={"upstream": service, "error": type(exc).__name__})
-        return problem_response(
+        return error_response(
+            request.url.path,
             502,
             "Service unavailable",
             f"The {service} service could not be reached.",

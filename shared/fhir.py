@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -218,7 +218,8 @@ def _zone(zone: str) -> str:
 
 
 def _london_midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=LONDON)
+    # In UTC: arithmetic and SQL comparisons then count real hours across clock changes.
+    return datetime.combine(day, time(0), tzinfo=LONDON).astimezone(UTC)
 
 
 # --- resources and Bundles -----------------------------------------------------------------------

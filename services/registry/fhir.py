@@ -283,22 +283,3 @@ def practitioner_role_for_leadership(
             "code": [code, _profession(practitioner)],
         }
     )
-
-
-def bundle_searchset(
-    resources: list[dict[str, Any]], *, base_url: str, self_url: str, total: int
-) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": total,
-        "link": [{"relation": "self", "url": self_url}],
-        "entry": [
-            {
-                "fullUrl": f"{base_url}/{resource['resourceType']}/{resource['id']}",
-                "resource": resource,
-                "search": {"mode": "match"},
-            }
-            for resource in resources
-        ],
-    }

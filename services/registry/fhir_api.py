@@ -17,23 +17,9 @@ from services.registry import fhir, store
 from services.registry.models import RegistryRow
 from services.registry.schemas import Kind, RecordOut
 from shared.auth import Caller, requires
+from shared.fhir import check_format, fhir_base, fhir_response, invalid, not_found, paging, searchset
 
-FHIR_JSON = "application/fhir+json"
 router = APIRouter(prefix="/registry/fhir", tags=["registry FHIR"])
-
-
-def fhir_response(resource: dict[str, Any], status: int = 200) -> JSONResponse:
-    return JSONResponse(resource, status_code=status, media_type=FHIR_JSON)
-
-
-def outcome(status: int, code: str, diagnostics: str) -> JSONResponse:
-    return fhir_response(
-        {
-            "resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
-        },
-        status,
-    )
 
 
 def _split_identifier(identifier: str) -> tuple[str | None, str]:
@@ -80,17 +66,18 @@ async def _role_resource(session: AsyncSession, role: RecordOut) -> dict[str, An
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/registry/fhir"
+    return fhir_base(request, "/registry/fhir")
 
 
 @router.get("/Organization/{record_id}", summary="Read an Organization")
 async def read_organization(
     record_id: str, request: Request, caller: Caller = requires("registry:read")
 ) -> JSONResponse:
+    check_format(request)
     async with request.app.state.db.session() as session:
         record = await _current(session, Kind.ORGANISATION, record_id)
     if record is None:
-        return outcome(404, "not-found", f"Organization/{record_id} is not known")
+        raise not_found("Organization", record_id)
     return fhir_response(fhir.organization(record))
 
 
@@ -98,10 +85,11 @@ async def read_organization(
 async def read_healthcare_service(
     record_id: str, request: Request, caller: Caller = requires("registry:read")
 ) -> JSONResponse:
+    check_format(request)
     async with request.app.state.db.session() as session:
         team = await _current(session, Kind.TEAM, record_id)
         if team is None:
-            return outcome(404, "not-found", f"HealthcareService/{record_id} is not known")
+            raise not_found("HealthcareService", record_id)
         places = await _coverage_places(session, team, store.today())
     return fhir_response(fhir.healthcare_service(team, coverage_place_ids=places))
 
@@ -110,10 +98,11 @@ async def read_healthcare_service(
 async def read_location(
     record_id: str, request: Request, caller: Caller = requires("registry:read")
 ) -> JSONResponse:
+    check_format(request)
     async with request.app.state.db.session() as session:
         place = await _current(session, Kind.PLACE, record_id)
     if place is None:
-        return outcome(404, "not-found", f"Location/{record_id} is not known")
+        raise not_found("Location", record_id)
     return fhir_response(fhir.location_for_place(place))
 
 
@@ -121,13 +110,14 @@ async def read_location(
 async def read_practitioner_role(
     record_id: str, request: Request, caller: Caller = requires("registry:read")
 ) -> JSONResponse:
+    check_format(request)
     async with request.app.state.db.session() as session:
         role = await _current(session, Kind.MEMBERSHIP, record_id) or await _current(
             session, Kind.LEADERSHIP_ROLE, record_id
         )
         resource = await _role_resource(session, role) if role else None
     if resource is None:
-        return outcome(404, "not-found", f"PractitionerRole/{record_id} is not known")
+        raise not_found("PractitionerRole", record_id)
     return fhir_response(resource)
 
 
@@ -172,19 +162,23 @@ async def search(
     request: Request,
     caller: Caller = requires("registry:read"),
     identifier: Annotated[str | None, Query(max_length=200)] = None,
-    count: Annotated[int, Query(alias="_count", ge=1, le=500)] = 50,
 ) -> JSONResponse:
+    check_format(request)
     if resource_type not in SEARCHABLE:
-        return outcome(404, "not-supported", f"{resource_type} is not served here")
+        raise invalid(f"{resource_type} is not served here", status=404, code="not-supported")
+    unknown = set(request.query_params) - {"identifier", "_count", "_offset", "_format"}
+    if unknown:
+        raise invalid(f"unsupported search parameters: {', '.join(sorted(unknown))}")
+    page = paging(request)
     kind, systems = SEARCHABLE[resource_type]
     if identifier is None and resource_type != "Location":
-        return outcome(400, "required", "search by identifier=system|value")
+        raise invalid("search by identifier=system|value", code="required")
     system, value = _split_identifier(identifier) if identifier else (None, None)
-    base, self_url = _base(request), str(request.url)
+    base = _base(request)
     if system is not None and system not in systems:
-        return fhir_response(fhir.bundle_searchset([], base_url=base, self_url=self_url, total=0))
+        return fhir_response(searchset(request, [], base=base, total=0, page=page))
     if value is not None and not value:
-        return outcome(400, "value", "identifier needs a value")
+        raise invalid("identifier needs a value", code="value")
     day = store.today()
     resources: list[dict[str, Any]] = []
     async with request.app.state.db.session() as session:
@@ -195,6 +189,5 @@ async def search(
             if system is not None and systems[system] not in (None, record.attributes.get("code_system")):
                 continue  # the same digits in another organisation numbering
             resources.extend(await _resources_for(session, resource_type, record, day))
-    return fhir_response(
-        fhir.bundle_searchset(resources[:count], base_url=base, self_url=self_url, total=len(resources))
-    )
+    chosen = resources[page.offset : page.offset + page.count]
+    return fhir_response(searchset(request, chosen, base=base, total=len(resources), page=page))

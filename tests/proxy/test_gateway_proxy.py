@@ -18,6 +18,7 @@ from pydantic import BaseModel, create_model
 from gateway.app import create_app as create_gateway
 from services.careplan.app import create_app as create_careplan
 from services.directory.app import create_app as create_directory
+from services.notify.app import create_app as create_notify
 from services.registry.app import create_app as create_registry
 from services.reporting.app import create_app as create_reporting
 from services.triage.app import create_app as create_triage
@@ -32,6 +33,7 @@ REAL_SERVICES = {
     "registry": create_registry,
     "directory": create_directory,
     "reporting": create_reporting,
+    "notify": create_notify,
 }
 
 

@@ -1,0 +1,358 @@
+"""`/fhir`: one FHIR R4 (UK Core) base for partner EHRs, in front of the services that own each
+resource.
+
+`GET /fhir/metadata` is the CapabilityStatement, listing exactly what is served. Every other
+`/fhir/<Type>[/...]` request goes on to the owning service's `/<service>/fhir/<Type>[/...]`, with
+`X-Forwarded-Fhir-Base` so the service's links and `fullUrl`s name this base. A search on a
+service that does not hold NHS numbers (EpisodeOfCare, CarePlan) by `patient.identifier` is
+resolved here, the only fan-in point: the NHS number is looked up as the caller (triage's
+`Patient` search, organisation binding and audit included) and sent on as `patient=Patient/<id>`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.proxy import METHODS, _upstream_headers, forward
+from shared.errors import Problem, error_response, problem_type
+from shared.fhir import (
+    FORWARDED_BASE_HEADER,
+    NHS_NUMBER_SYSTEM,
+    Paging,
+    check_format,
+    fhir_response,
+    invalid,
+    searchset,
+)
+from shared.settings import Settings
+
+FHIR_VERSION = "4.0.1"
+FHIR_RESOURCE_OWNERS: dict[str, str] = {
+    "ServiceRequest": "triage",
+    "Task": "triage",
+    "Patient": "triage",
+    "EpisodeOfCare": "careplan",
+    "CarePlan": "careplan",
+    "Organization": "registry",
+    "HealthcareService": "registry",
+    "Location": "registry",
+    "PractitionerRole": "registry",
+    "Subscription": "notify",
+}
+# Searches by the patient's NHS number on services that know people only by their id.
+CHAINED_PATIENT_PARAMS = (
+    "patient.identifier",
+    "patient:identifier",
+    "subject.identifier",
+    "subject:identifier",
+)
+RESOLVED_BY_PATIENT = frozenset({"EpisodeOfCare", "CarePlan"})
+MAX_RESOLVED_PATIENTS = 100
+
+router = APIRouter(prefix="/fhir", include_in_schema=False)
+
+
+def public_base(request: Request) -> str:
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}/fhir"
+
+
+# --- the CapabilityStatement ---------------------------------------------------------------------
+
+_UK_CORE = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-"
+
+
+def _param(name: str, type_: str, documentation: str) -> dict[str, str]:
+    return {"name": name, "type": type_, "documentation": documentation}
+
+
+_PAGING = "`_count` (at most 100) and `_offset` page every search; Bundles carry self/first/previous/next/last links."
+_PATIENT_CHAIN = _param(
+    "patient.identifier",
+    "token",
+    f"The patient's NHS number ({NHS_NUMBER_SYSTEM}|<10 digits>); `patient:identifier` is accepted too.",
+)
+
+# What each resource supports: (profile, interactions, search parameters, documentation).
+SUPPORTED: dict[str, dict[str, Any]] = {
+    "ServiceRequest": {
+        "profile": _UK_CORE + "ServiceRequest",
+        "interactions": ["create", "read", "search-type"],
+        "conditionalCreate": True,
+        "documentation": (
+            "A referral to the single point of access. Create with the person as a contained Patient "
+            "(name, birthDate, postalCode, NHS number when known), requester = your organisation's ODS "
+            "code, category = referral source, reasonCode = needs, priority, supportingInfo = contained "
+            "RiskAssessment; idempotent with `If-None-Exist: identifier=<your system>|<value>` or an "
+            "`Idempotency-Key` header. status: active (awaiting triage), completed (triaged), revoked (closed)."
+        ),
+        "search": [
+            _param("_id", "token", "The referral id."),
+            _param("identifier", "token", "Our referral identifier or the one your system gave."),
+            _param("patient", "reference", "Patient/<id> as returned in ServiceRequest.subject."),
+            _PATIENT_CHAIN,
+            _param("requester.identifier", "token", "The requester's ODS code; `requester:identifier` too."),
+            _param("status", "token", "active | completed | revoked (comma for any of)."),
+            _param("authored", "date", "When the referral was made; prefixes eq ne gt ge lt le sa eb."),
+        ],
+    },
+    "Task": {
+        "profile": None,
+        "interactions": ["read", "search-type"],
+        "documentation": "The triage of a referral: requested until decided; businessStatus names the decision.",
+        "search": [
+            _param("_id", "token", "The task id (the referral's id)."),
+            _param("focus", "reference", "ServiceRequest/<id>."),
+            _param("patient", "reference", "Patient/<id>."),
+            _PATIENT_CHAIN,
+            _param("status", "token", "requested | completed."),
+        ],
+    },
+    "Patient": {
+        "profile": _UK_CORE + "Patient",
+        "interactions": ["read", "search-type"],
+        "documentation": "People your organisation has referred (clinical services: anyone referred).",
+        "search": [
+            _param("_id", "token", "The patient id."),
+            _param("identifier", "token", f"NHS number: {NHS_NUMBER_SYSTEM}|<10 digits>."),
+        ],
+    },
+    "EpisodeOfCare": {
+        "profile": None,
+        "interactions": ["read", "search-type"],
+        "documentation": "The episode a routed referral opens with the team; finished at discharge.",
+        "search": [
+            _param("_id", "token", "The episode id."),
+            _param("patient", "reference", "Patient/<id> (comma for any of)."),
+            _PATIENT_CHAIN,
+            _param("status", "token", "active | finished."),
+            _param("incoming-referral", "reference", "ServiceRequest/<id> that opened the episode."),
+            _param("date", "date", "When the episode opened; prefixes eq ne gt ge lt le sa eb."),
+        ],
+    },
+    "CarePlan": {
+        "profile": None,
+        "interactions": ["read", "search-type"],
+        "documentation": (
+            "The personalised care plan of an episode: draft until agreed with the person, then active; "
+            "completed at discharge."
+        ),
+        "search": [
+            _param("_id", "token", "The care plan id (the episode's id)."),
+            _param("patient", "reference", "Patient/<id> (comma for any of)."),
+            _PATIENT_CHAIN,
+            _param("status", "token", "draft | active | completed | revoked."),
+        ],
+    },
+    "Organization": {
+        "profile": _UK_CORE + "Organization",
+        "interactions": ["read", "search-type"],
+        "documentation": "Organisations of the integrated care system, by ODS, GSS, charity or company number.",
+        "search": [
+            _param(
+                "identifier", "token", "system|value, e.g. https://fhir.nhs.uk/Id/ods-organization-code|RXN"
+            )
+        ],
+    },
+    "HealthcareService": {
+        "profile": _UK_CORE + "HealthcareService",
+        "interactions": ["read", "search-type"],
+        "documentation": "Teams: service offer, MHSDS team type, pathways, coverage and opening hours.",
+        "search": [_param("identifier", "token", "https://cmh-suite.nhs.uk/Id/team|<team key>")],
+    },
+    "Location": {
+        "profile": _UK_CORE + "Location",
+        "interactions": ["read", "search-type"],
+        "documentation": "The places of the integrated care system.",
+        "search": [
+            _param("identifier", "token", "https://cmh-suite.nhs.uk/Id/place|<place key> (or none: all)")
+        ],
+    },
+    "PractitionerRole": {
+        "profile": _UK_CORE + "PractitionerRole",
+        "interactions": ["read", "search-type"],
+        "documentation": "Team memberships and leadership roles held today.",
+        "search": [_param("identifier", "token", "https://cmh-suite.nhs.uk/Id/staff|<staff id>")],
+    },
+    "Subscription": {
+        "profile": None,
+        "interactions": ["create", "read", "update", "delete", "search-type"],
+        "documentation": (
+            "rest-hook notifications about your organisation's own referrals. criteria: ServiceRequest, "
+            "EpisodeOfCare or CarePlan, optionally ?status=<codes>. Each POST carries a Bundle (history) "
+            "naming the changed resource and its new status; it is signed: X-CMH-Webhook-Signature = "
+            "v1=hex(HMAC-SHA256(secret, X-CMH-Webhook-Timestamp + '.' + body)); the secret is returned "
+            "once, on create. Retried with exponential backoff; ordered per resource; repeated failure "
+            "puts the subscription in error (shown in Subscription.error) until you set it active again."
+        ),
+        "search": [_param("status", "token", "requested | active | error | off.")],
+    },
+}
+
+
+def capability_statement(base: str, software_version: str) -> dict[str, Any]:
+    resources = []
+    for resource_type, spec in SUPPORTED.items():
+        entry: dict[str, Any] = {"type": resource_type}
+        if spec["profile"]:
+            entry["profile"] = spec["profile"]
+        entry["documentation"] = spec["documentation"]
+        entry["interaction"] = [{"code": code} for code in spec["interactions"]]
+        if "update" in spec["interactions"]:
+            entry["versioning"] = "versioned-update"
+            entry["updateCreate"] = False
+        else:
+            entry["versioning"] = "versioned"
+        if spec.get("conditionalCreate"):
+            entry["conditionalCreate"] = True
+        entry["searchParam"] = [
+            *spec["search"],
+            {"name": "_count", "type": "number", "documentation": _PAGING},
+        ]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "cmh-suite",
+        "url": f"{base}/metadata",
+        "version": software_version,
+        "name": "CMHSuiteFHIRServer",
+        "title": "CMH Suite FHIR R4 (UK Core) API",
+        "status": "active",
+        "experimental": False,
+        "date": "2026-11-25",
+        "publisher": "CMH Suite",
+        "description": (
+            "Referrals to the single point of access and what became of them, for partner EHRs; "
+            "the organisational registry; webhook notifications."
+        ),
+        "kind": "instance",
+        "software": {"name": "CMH Suite", "version": software_version},
+        "implementation": {"description": "CMH Suite gateway", "url": base},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "JSON only. Errors are OperationOutcome. Reads and searches of person data are "
+                    "audited and bound to the caller's organisation."
+                ),
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "OAuth",
+                                }
+                            ]
+                        }
+                    ],
+                    "description": (
+                        "OAuth2 client credentials at /oauth2/token (client secret or private_key_jwt); "
+                        "scopes: referral:submit, referral:read, careplan:read, registry:read, "
+                        "subscription:manage."
+                    ),
+                },
+                "resource": resources,
+            }
+        ],
+    }
+
+
+@router.get("/metadata")
+async def metadata(request: Request) -> Response:
+    check_format(request)
+    return fhir_response(capability_statement(public_base(request), request.app.version))
+
+
+# --- routing -------------------------------------------------------------------------------------
+
+
+async def _patients_for(request: Request, identifier: str) -> list[str] | Response:
+    """The ids of the patients with this identifier the caller may read, from triage, as the caller."""
+    settings: Settings = request.app.state.settings
+    client: httpx.AsyncClient = request.app.state.upstream
+    headers = [
+        (k, v) for k, v in _upstream_headers(request) if k.lower() not in ("content-length", "content-type")
+    ]
+    headers.append((FORWARDED_BASE_HEADER, public_base(request)))
+    try:
+        response = await client.get(
+            settings.service_url("triage") + "/triage/fhir/Patient",
+            params={"identifier": identifier, "_count": str(MAX_RESOLVED_PATIENTS)},
+            headers=headers,
+        )
+    except httpx.HTTPError:
+        return error_response(
+            request.url.path, 502, "Service unavailable", "Patients could not be looked up.",
+            type_=problem_type("upstream-unavailable"),
+        )  # fmt: skip
+    if response.status_code != 200:
+        return Response(
+            response.content,
+            status_code=response.status_code,
+            media_type=response.headers.get("content-type"),
+        )
+    return [entry["resource"]["id"] for entry in response.json().get("entry", [])]
+
+
+async def _resolve_chained_patient(request: Request, resource_type: str) -> str | Response | None:
+    """The query to send on, with `patient.identifier` replaced by the patients it names; a
+    Response when there is nothing to find (or the lookup failed); None when nothing to resolve."""
+    params = request.query_params.multi_items()
+    chained = [value for key, value in params if key in CHAINED_PATIENT_PARAMS]
+    if not chained or request.method != "GET":
+        return None
+    kept = [(key, value) for key, value in params if key not in CHAINED_PATIENT_PARAMS]
+    for value in chained:
+        found = await _patients_for(request, value)
+        if isinstance(found, Response):
+            return found
+        if not found:
+            base = public_base(request)
+            try:
+                count = int(request.query_params.get("_count", "20"))
+            except ValueError:
+                raise invalid("_count must be a whole number") from None
+            return fhir_response(
+                searchset(request, [], base=base, total=0, page=Paging(min(max(count, 0), 100), 0))
+            )
+        kept.append(("patient", ",".join(f"Patient/{pid}" for pid in found)))
+    return urlencode(kept)
+
+
+async def _route(request: Request) -> Response:
+    path: str = request.url.path
+    resource_type = path.removeprefix("/fhir/").split("/", 1)[0]
+    service = FHIR_RESOURCE_OWNERS.get(resource_type)
+    if service is None:
+        raise Problem(
+            404, "Not supported", f"{resource_type or 'That'} is not served here; see /fhir/metadata.",
+            type_slug="not-supported", fhir_code="not-supported",
+        )  # fmt: skip
+    query: str | None = None
+    if resource_type in RESOLVED_BY_PATIENT:
+        resolved = await _resolve_chained_patient(request, resource_type)
+        if isinstance(resolved, Response):
+            return resolved
+        query = resolved
+    raw_path = request.scope.get("raw_path", path.encode()).decode("latin-1")
+    upstream_path = f"/{service}" + raw_path
+    return await forward(
+        request,
+        service,
+        path=upstream_path,
+        query=query,
+        extra_headers=[(FORWARDED_BASE_HEADER, public_base(request))],
+    )
+
+
+router.add_api_route("/{resource_type}", _route, methods=METHODS, name="fhir-type")
+router.add_api_route("/{resource_type}/{rest:path}", _route, methods=METHODS, name="fhir-instance")
