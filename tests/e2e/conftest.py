@@ -1,5 +1,5 @@
-"""The whole suite in process for end-to-end tests: the gateway, registry, directory, triage and
-careplan under uvicorn on loopback ports, a real nats-server, the reference data seeded (it
+"""The whole suite in process for end-to-end tests: the gateway, registry, directory, triage,
+careplan and notify under uvicorn on loopback ports, a real nats-server, the reference data seeded (it
 reaches the other services as events), and clients registered in the gateway."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from gateway.app import create_app as create_gateway
 from services.careplan.app import create_app as create_careplan
 from services.directory.app import create_app as create_directory
 from services.directory.seed import seed as seed_directory
+from services.notify.app import create_app as create_notify
 from services.registry.app import create_app as create_registry
 from services.registry.seed import seed as seed_registry
 from services.triage.app import create_app as create_triage
@@ -27,7 +28,18 @@ from shared.settings import Settings
 from tests.support import register_clients, serve
 
 CLIENTS = {
-    "gp-ehr": ("P81001", "ods", "partner_ehr", "referral:submit referral:read"),
+    "gp-ehr": (
+        "P81001",
+        "ods",
+        "partner_ehr",
+        "referral:submit referral:read careplan:read registry:read subscription:manage",
+    ),
+    "other-gp-ehr": (
+        "P81002",
+        "ods",
+        "partner_ehr",
+        "referral:submit referral:read careplan:read registry:read subscription:manage",
+    ),
     "crisis-app": ("RW5", "ods", "crisis_app", "referral:submit referral:read triage:decide crisis:respond"),
     "vcfse-partner": (
         "1000001",
@@ -66,18 +78,25 @@ class Suite:
 
 @pytest.fixture
 async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
-    ports = {name: free_port() for name in ("gateway", "registry", "directory", "triage", "careplan")}
+    owners = ("gateway", "registry", "directory", "triage", "careplan", "notify")
+    ports = {name: free_port() for name in owners}
     settings = make_settings(
         gateway_port=ports["gateway"],
         registry_url=f"http://127.0.0.1:{ports['registry']}",
         directory_url=f"http://127.0.0.1:{ports['directory']}",
         triage_url=f"http://127.0.0.1:{ports['triage']}",
         careplan_url=f"http://127.0.0.1:{ports['careplan']}",
+        notify_url=f"http://127.0.0.1:{ports['notify']}",
         careplan_clock_scan_seconds=0.3,
+        # Webhook receivers in tests listen on loopback; retries are quick.
+        webhook_allow_private_addresses=True,
+        webhook_retry_base_seconds=0.1,
+        webhook_retry_max_seconds=0.5,
+        webhook_poll_seconds=0.1,
         jwks_url=f"http://127.0.0.1:{ports['gateway']}/.well-known/jwks.json",
         jwks_min_refresh_seconds=0,
     )
-    for owner in ("gateway", "registry", "directory", "triage", "careplan"):
+    for owner in owners:
         await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
     gateway_db = Database(
         settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
@@ -91,6 +110,7 @@ async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
         "directory": create_directory(settings),
         "triage": create_triage(settings),
         "careplan": create_careplan(settings),
+        "notify": create_notify(settings),
     }
     started = [await serve(app, ports[name]) for name, app in apps.items()]
     try:
