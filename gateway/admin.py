@@ -56,7 +56,7 @@ DEMO_CLIENTS: tuple[DemoClient, ...] = (
         "RXN",
         "ods",
         ClientKind.PARTNER_EHR,
-        "referral:submit referral:read careplan:read registry:read",
+        "referral:submit referral:read careplan:read registry:read subscription:manage",
     ),
     DemoClient(
         "demo-crisis-app",
