@@ -75,14 +75,15 @@ _PAGING = "`_count` (at most 100) and `_offset` page every search; Bundles carry
 _PATIENT_CHAIN = _param(
     "patient.identifier",
     "token",
-    f"The patient's NHS number ({NHS_NUMBER_SYSTEM}|<10 digits>); `patient:identifier` is accepted too.",
+    f"The patient's NHS number ({NHS_NUMBER_SYSTEM}|<10 digits>); `patient:identifier`, "
+    "`subject.identifier` and `subject:identifier` are accepted too.",
 )
 
 # What each resource supports: (profile, interactions, search parameters, documentation).
 SUPPORTED: dict[str, dict[str, Any]] = {
     "ServiceRequest": {
         "profile": _UK_CORE + "ServiceRequest",
-        "interactions": ["create", "read", "search-type"],
+        "interactions": ["create", "read", "vread", "search-type"],
         "conditionalCreate": True,
         "documentation": (
             "A referral to the single point of access. Create with the person as a contained Patient "
@@ -93,7 +94,11 @@ SUPPORTED: dict[str, dict[str, Any]] = {
         ),
         "search": [
             _param("_id", "token", "The referral id."),
-            _param("identifier", "token", "Our referral identifier or the one your system gave."),
+            _param(
+                "identifier",
+                "token",
+                "Our referral identifier (https://cmh-suite.nhs.uk/Id/referral) or yours.",
+            ),
             _param("patient", "reference", "Patient/<id> as returned in ServiceRequest.subject."),
             _PATIENT_CHAIN,
             _param("requester.identifier", "token", "The requester's ODS code; `requester:identifier` too."),
@@ -213,6 +218,7 @@ def capability_statement(base: str, software_version: str) -> dict[str, Any]:
         entry["searchParam"] = [
             *spec["search"],
             {"name": "_count", "type": "number", "documentation": _PAGING},
+            {"name": "_offset", "type": "number", "documentation": "Where the page starts (0 first)."},
         ]
         resources.append(entry)
     return {

@@ -298,4 +298,7 @@ def searchset(
         }
         for resource in included or []
     ]
-    return {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries}
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links}
+    if entries:
+        bundle["entry"] = entries  # FHIR JSON has no empty arrays
+    return bundle
