@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.careplan import store
 from services.careplan.api import router
+from services.careplan.fhir_api import router as fhir_router
 from services.careplan.models import Base
 from shared.background import BackgroundWorker
 from shared.consumer import Subscription
@@ -48,7 +49,7 @@ SPEC = ServiceSpec(
         "national clock (reported), the named worker, and each person's journey."
     ),
     metadata=Base.metadata,
-    routers=[router],
+    routers=[router, fhir_router],
     subscriptions=(
         Subscription(
             durable="careplan-episodes",

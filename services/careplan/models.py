@@ -33,6 +33,9 @@ class Episode(Base):
     owner_org: Mapped[str | None] = mapped_column(
         String(32), nullable=True, index=True
     )  # the team's provider
+    referring_org: Mapped[str | None] = mapped_column(
+        String(32), nullable=True, index=True
+    )  # the referrer's ODS code (partners read the episodes of their own referrals)
     pathway: Mapped[str | None] = mapped_column(String(64), nullable=True)
     route: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer)

@@ -93,10 +93,17 @@ def _journey(
 
 
 def _episode_event(episode: Episode) -> dict[str, Any]:
+    """What every episode event carries. `referring_organisation`, `version` (one more on every
+    write a FHIR reader would see), `status` (open | discharged) and `plan_agreed` let the
+    notifications service tell partners about their own referrals' episodes and care plans."""
     return {
         "episode_id": episode.id,
         "referral_id": episode.referral_id,
         "person_id": episode.person_id,
+        "referring_organisation": episode.referring_org,
+        "version": episode.version,
+        "status": episode.status,
+        "plan_agreed": episode.plan_agreed_at is not None,
         "team_id": episode.team_id,
         "network_id": episode.network_id,
         "place": episode.place_key,
@@ -184,6 +191,7 @@ async def open_from_routed(session: AsyncSession, event: CloudEvent) -> None:
         network_id=data.get("network_id"),
         place_key=data.get("place"),
         owner_org=await team_owner(session, data.get("team_id"), london_date(now)),
+        referring_org=data.get("referring_organisation"),
         pathway=data.get("pathway"),
         route=data["route"],
         priority=data["priority"],
