@@ -31,6 +31,7 @@ from shared.db import Database
 from shared.errors import install_problem_handlers, problem_response, problem_type
 from shared.metrics import render_metrics
 from shared.middleware import RequestContextMiddleware
+from shared.service import is_draining, start_draining, stop_background
 from shared.settings import SERVICES, Settings, get_settings
 
 VERSION = "0.1.0"
@@ -53,6 +54,10 @@ def operational_router() -> APIRouter:
 
     @router.get("/ready")
     async def ready(request: Request) -> Response:
+        if is_draining(request.app):
+            return problem_response(
+                503, "Draining", "The gateway is shutting down.", type_=problem_type("draining")
+            )
         state = request.app.state
         states = await asyncio.gather(
             *(_service_state(state.upstream, state.settings, service) for service in SERVICES)
@@ -119,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await audit_consumer.stop()
+            start_draining(app)
+            await stop_background(settings, [audit_consumer], None)
             await broker.close()
             await upstream.aclose()
             await db.dispose()

@@ -11,10 +11,6 @@ from shared.settings import DATABASE_OWNERS, SERVICES, get_settings
 PROCESSES = (*SERVICES, "gateway")
 
 
-def _app_factory(name: str) -> str:
-    return "gateway.app:create_app" if name == "gateway" else f"services.{name}.app:create_app"
-
-
 def cmd_run(_args: argparse.Namespace) -> int:
     from shared.supervisor import Supervisor
 
@@ -22,22 +18,13 @@ def cmd_run(_args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from shared.logs import configure_logging
+    from shared.serving import serve
 
     settings = get_settings()
     configure_logging(args.name, settings.log_level, json_format=settings.log_json)
     default_port = settings.gateway_port if args.name == "gateway" else settings.service_port(args.name)
-    uvicorn.run(
-        _app_factory(args.name),
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or default_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    serve(args.name, settings, host=args.host or settings.host, port=args.port or default_port)
     return 0
 
 

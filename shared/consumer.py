@@ -136,8 +136,12 @@ class EventConsumer(BackgroundWorker):
                     except TimeoutError:
                         await self._maybe_prune()
                         continue
-                    for message in messages:
-                        await self.handle(message)
+                    with self.busy():
+                        for index, message in enumerate(messages):
+                            if self.stopping:
+                                await self._hand_back(messages[index:])
+                                break
+                            await self.handle(message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -152,6 +156,13 @@ class EventConsumer(BackgroundWorker):
                     },
                 )
                 await asyncio.sleep(delay)
+
+    async def _hand_back(self, messages: Sequence[Msg]) -> None:
+        """Shutting down: messages fetched but not applied go back at once (nak, no delay), so another
+        replica takes them now instead of after the ack wait."""
+        for message in messages:
+            with contextlib.suppress(Exception):
+                await message.nak()
 
     async def handle(self, message: Msg) -> Outcome:
         """Apply one delivered message and acknowledge it as its outcome requires."""

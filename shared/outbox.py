@@ -93,7 +93,8 @@ class OutboxRelay(BackgroundWorker):
         while not self.stopping:
             try:
                 self.wake.clear()
-                published = await self.relay_once()
+                with self.busy():
+                    published = await self.relay_once()
                 failures = 0
                 if published >= self.settings.outbox_batch_size:
                     continue  # more are waiting
@@ -115,6 +116,19 @@ class OutboxRelay(BackgroundWorker):
                     extra={"service": self.service, "error": type(exc).__name__, "retry_in": round(delay, 2)},
                 )
                 await asyncio.sleep(delay)
+
+    async def flush(self, within: float) -> int:
+        """Shutting down: publish what is still pending (committed by requests that finished while
+        draining), within `within` seconds. Whatever is left stays in the table for the next relay."""
+        published = 0
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(within):
+                while self.broker.is_connected():
+                    sent = await self.relay_once()
+                    published += sent
+                    if sent < self.settings.outbox_batch_size:
+                        break
+        return published
 
     async def relay_once(self) -> int:
         """Publish one batch of pending events; returns how many were published."""

@@ -52,6 +52,8 @@ def operational_router(service: str) -> APIRouter:
 
     @router.get("/ready")
     async def ready(request: Request) -> Response:
+        if is_draining(request.app):
+            return _draining(service)
         db: Database = request.app.state.db
         broker: Broker = request.app.state.broker
         checks: dict[str, str] = {}
@@ -78,6 +80,33 @@ def operational_router(service: str) -> APIRouter:
         return Response(body, media_type=content_type)
 
     return router
+
+
+def is_draining(app: FastAPI) -> bool:
+    return bool(getattr(app.state, "draining", False))
+
+
+def start_draining(app: FastAPI) -> None:
+    """From now on /ready answers 503 (load balancers take this process out); requests still run."""
+    app.state.draining = True
+
+
+def _draining(service: str) -> Response:
+    return problem_response(
+        503, "Draining", "This process is shutting down.", type_=problem_type("draining"), service=service
+    )
+
+
+async def stop_background(
+    settings: Settings, workers: Sequence[BackgroundWorker], relay: OutboxRelay | None
+) -> None:
+    """Graceful order: workers and consumers finish (or hand back) what they hold, then the outbox
+    publishes what the last requests committed."""
+    grace = settings.shutdown_grace_seconds
+    await asyncio.gather(*(worker.stop(grace=grace) for worker in workers))
+    if relay is not None:
+        await relay.stop()
+        await relay.flush(within=grace)
 
 
 def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
@@ -117,11 +146,8 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         try:
             yield
         finally:
-            for worker in workers:
-                await worker.stop()
-            for consumer in consumers:
-                await consumer.stop()
-            await relay.stop()
+            start_draining(app)
+            await stop_background(settings, [*workers, *consumers], relay)
             await broker.close()
             await jwks.close()
             await db.dispose()

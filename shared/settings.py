@@ -145,6 +145,15 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     ready_timeout_seconds: float = 60.0
+    shutdown_drain_seconds: float = Field(
+        default=3.0,
+        ge=0,
+        description="On SIGTERM, how long a process keeps serving with /ready false, so load balancers "
+        "stop sending it requests before it stops listening.",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, description="How long in-flight requests, events and the outbox get to finish."
+    )
 
     def service_port(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))

@@ -33,7 +33,8 @@ class ClockScheduler(BackgroundWorker):
         interval = self.app.state.settings.careplan_clock_scan_seconds
         while not self.stopping:
             try:
-                await store.scan_clocks(self.app.state.db, self.app.state.clock())
+                with self.busy():
+                    await store.scan_clocks(self.app.state.db, self.app.state.clock())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -158,4 +158,4 @@ def test_capability_statement_validates_and_lists_every_resource() -> None:
     assert served == set(SUPPORTED)
     service_request = next(e for e in statement["rest"][0]["resource"] if e["type"] == "ServiceRequest")
     assert service_request["conditionalCreate"] is True
-    assert {"create", "read", "search-type"} == {i["code"] for i in service_request["interaction"]}
+    assert {"create", "read", "vread", "search-type"} == {i["code"] for i in service_request["interaction"]}

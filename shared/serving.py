@@ -1,0 +1,68 @@
+"""Serving one process (a service or the gateway) under uvicorn, with a graceful stop.
+
+On SIGTERM (or Ctrl-C) the process first *drains*: `/ready` answers 503 at once so load balancers
+and the gateway stop choosing it, while it keeps serving for `shutdown_drain_seconds`. Then uvicorn
+stops listening and lets in-flight requests finish (`shutdown_grace_seconds`), and the lifespan
+shutdown lets consumers finish or hand back their events and the outbox publish what the last
+requests committed. A second signal skips the drain.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from shared.service import start_draining
+from shared.settings import Settings
+
+
+def app_factory_path(name: str) -> str:
+    return "gateway.app:create_app" if name == "gateway" else f"services.{name}.app:create_app"
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, *, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.drain_seconds = drain_seconds
+        self.drain_until: float | None = None
+        self.app: FastAPI | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_until is None and self.drain_seconds > 0 and not self.should_exit and self.app:
+            self.drain_until = time.monotonic() + self.drain_seconds
+            start_draining(self.app)
+            self._captured_signals.append(sig)  # re-raised after shutdown, as uvicorn does
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def serve(name: str, settings: Settings, *, host: str, port: int) -> None:
+    module_name, _, factory_name = app_factory_path(name).partition(":")
+    create_app = getattr(importlib.import_module(module_name), factory_name)
+    server: DrainingServer
+
+    def build() -> FastAPI:
+        app: FastAPI = create_app(settings)
+        server.app = app
+        return app
+
+    config = uvicorn.Config(
+        build,
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
+    )
+    server = DrainingServer(config, drain_seconds=settings.shutdown_drain_seconds)
+    server.run()
