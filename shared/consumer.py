@@ -113,8 +113,8 @@ class EventConsumer(BackgroundWorker):
             filter_subjects=list(self.subscription.subjects),
         )
 
-    async def stop(self) -> None:
-        await super().stop()
+    async def stop(self, grace: float = 0.0) -> None:
+        await super().stop(grace)
         if self._pull is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._pull.unsubscribe(), timeout=2)

@@ -1,0 +1,101 @@
+"""A served process stops gracefully: on SIGTERM `/ready` turns 503 at once while requests are still
+served for the drain period, then the process exits by itself; a stopping consumer hands its
+unapplied messages back instead of holding them until the ack wait."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.background import BackgroundWorker
+from shared.nats_server import EmbeddedNatsServer, free_port
+
+
+def _env(tmp_path: Path, nats_server: EmbeddedNatsServer) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CMH_VAR_DIR": str(tmp_path / "var"),
+        "CMH_NATS_URL": nats_server.url,
+        "CMH_SHUTDOWN_DRAIN_SECONDS": "2",
+        "CMH_SHUTDOWN_GRACE_SECONDS": "5",
+        "CMH_LOG_LEVEL": "WARNING",
+    }
+
+
+def test_sigterm_drains_then_stops(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
+    env = _env(tmp_path, nats_server)
+    subprocess.run([sys.executable, "-m", "shared.cli", "migrate", "triage"], env=env, check=True, timeout=60)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", "triage", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass  # not listening yet
+            assert time.monotonic() < deadline, "the service never became ready"
+            time.sleep(0.1)
+
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        ready = httpx.get(f"{base}/ready", timeout=2)
+        assert ready.status_code == 503 and ready.json()["type"].endswith("/draining")
+        assert httpx.get(f"{base}/health", timeout=2).status_code == 200  # still serving
+        assert process.wait(timeout=20) in (0, -signal.SIGTERM)
+        assert time.monotonic() - signalled >= 2.0  # it drained before it stopped
+        assert b"Traceback" not in (process.stderr.read() if process.stderr else b"")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+class _Holding(BackgroundWorker):
+    """Holds 'work' (marked busy) until told to finish; records whether it was cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.finished = False
+
+    async def run(self) -> None:
+        with self.busy():
+            await self.release.wait()
+            self.finished = True
+        await asyncio.sleep(3600)  # then only waits: a stop cancels it at once
+
+
+async def test_a_graceful_stop_lets_busy_work_finish_and_idle_waits_end_at_once() -> None:
+    worker = _Holding()
+    worker.start()
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, worker.release.set)
+    started = loop.time()
+    await worker.stop(grace=5)
+    assert worker.finished and loop.time() - started < 2
+
+    idle: Any = _Holding()
+    idle.start()
+    idle.release.set()
+    await asyncio.sleep(0.01)
+    started = loop.time()
+    await idle.stop(grace=5)
+    assert loop.time() - started < 1
