@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     directory_url: str | None = None
     reporting_url: str | None = None
     notify_url: str | None = None
+    public_url: str | None = Field(
+        default=None,
+        description="The gateway's address as callers know it, for links sent out of band (webhook "
+        "notifications). Default: the gateway's own address.",
+    )
     upstream_connect_timeout_seconds: float = 3.0
     upstream_timeout_seconds: float = 30.0
     upstream_max_connections: int = 200
@@ -165,6 +170,9 @@ class Settings(BaseSettings):
 
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
+
+    def public_gateway_url(self) -> str:
+        return (self.public_url or self.gateway_url()).rstrip("/")
 
     def effective_jwks_url(self) -> str:
         return self.jwks_url or f"{self.gateway_url()}/.well-known/jwks.json"

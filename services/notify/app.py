@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.notify import store
+from services.notify.delivery import DeliveryWorker
+from services.notify.fhir_api import router
 from services.notify.models import Base
+from shared.consumer import Subscription
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
 
@@ -13,6 +17,12 @@ SPEC = ServiceSpec(
     title="Partner notifications",
     description="FHIR Subscriptions (rest-hook) for partner systems, delivered as signed webhooks.",
     metadata=Base.metadata,
+    routers=[router],
+    subscriptions=(
+        Subscription(durable="notify-events", subjects=list(store.EVENT_SUBJECTS), handler=store.on_event),
+    ),
+    # Sets app.state.notify_wake (set after a commit that queued deliveries) and sends them.
+    workers=(DeliveryWorker.for_app,),
 )
 
 
