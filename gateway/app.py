@@ -22,7 +22,7 @@ from gateway import audit, fhir, tokens
 from gateway.access import AccessControlMiddleware
 from gateway.keys import KeyManager
 from gateway.openapi import OpenApiMerger
-from gateway.proxy import new_upstream_client, proxy_router
+from gateway.proxy import Upstreams, new_upstream_client, proxy_router
 from gateway.tokens import TokenService
 from shared.auth import TokenVerifier
 from shared.broker import Broker
@@ -37,12 +37,21 @@ from shared.settings import SERVICES, Settings, get_settings
 VERSION = "0.1.0"
 
 
-async def _service_state(client: httpx.AsyncClient, settings: Settings, service: str) -> str:
+async def _replica_state(client: httpx.AsyncClient, base: str) -> str:
     try:
-        response = await client.get(f"{settings.service_url(service)}/ready", timeout=2.0)
+        response = await client.get(f"{base}/ready", timeout=2.0)
     except httpx.HTTPError:
         return "unreachable"
     return "ready" if response.status_code == 200 else "not_ready"
+
+
+async def _service_state(client: httpx.AsyncClient, settings: Settings, service: str) -> str:
+    """Ready when any replica is (the proxy skips the others)."""
+    states = await asyncio.gather(*(_replica_state(client, base) for base in settings.service_urls(service)))
+    for state in ("ready", "not_ready"):
+        if state in states:
+            return state
+    return "unreachable"
 
 
 def operational_router() -> APIRouter:
@@ -117,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.token_service = TokenService(db, keys, settings)
         app.state.token_verifier = TokenVerifier(settings, keys)
         app.state.upstream = upstream
+        app.state.upstreams = Upstreams(settings)
         app.state.broker = broker
         app.state.openapi = OpenApiMerger(app, settings, upstream)
         broker.start()

@@ -29,7 +29,6 @@ from shared.fhir import (
     invalid,
     searchset,
 )
-from shared.settings import Settings
 
 FHIR_VERSION = "4.0.1"
 FHIR_RESOURCE_OWNERS: dict[str, str] = {
@@ -283,7 +282,6 @@ async def metadata(request: Request) -> Response:
 
 async def _patients_for(request: Request, identifier: str) -> list[str] | Response:
     """The ids of the patients with this identifier the caller may read, from triage, as the caller."""
-    settings: Settings = request.app.state.settings
     client: httpx.AsyncClient = request.app.state.upstream
     headers = [
         (k, v) for k, v in _upstream_headers(request) if k.lower() not in ("content-length", "content-type")
@@ -291,7 +289,7 @@ async def _patients_for(request: Request, identifier: str) -> list[str] | Respon
     headers.append((FORWARDED_BASE_HEADER, public_base(request)))
     try:
         response = await client.get(
-            settings.service_url("triage") + "/triage/fhir/Patient",
+            request.app.state.upstreams.in_turn("triage")[0] + "/triage/fhir/Patient",
             params={"identifier": identifier, "_count": str(MAX_RESOLVED_PATIENTS)},
             headers=headers,
         )

@@ -96,9 +96,8 @@ class OpenApiMerger:
 
     async def _fetch(self, service: str) -> dict[str, Any] | None:
         try:
-            response = await self.client.get(
-                f"{self.settings.service_url(service)}/openapi.json", timeout=3.0
-            )
+            base = self.app.state.upstreams.in_turn(service)[0]
+            response = await self.client.get(f"{base}/openapi.json", timeout=3.0)
             response.raise_for_status()
             document = response.json()
         except (httpx.HTTPError, ValueError):

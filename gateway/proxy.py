@@ -8,6 +8,7 @@ upstream call is bounded by the pooled client's timeouts.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -46,6 +47,21 @@ HOP_BY_HOP = frozenset(
         TRACEPARENT_HEADER,
     }
 )
+
+
+class Upstreams:
+    """Where each service's replicas are: requests go round-robin; a replica that refuses the
+    connection (stopped, restarting) is skipped for the next, which is safe for any method because
+    nothing was sent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._urls = {service: settings.service_urls(service) for service in SERVICES}
+        self._turn = itertools.count()
+
+    def in_turn(self, service: str) -> list[str]:
+        urls = self._urls[service]
+        start = next(self._turn) % len(urls)
+        return urls[start:] + urls[:start]
 
 
 def new_upstream_client(settings: Settings) -> httpx.AsyncClient:
@@ -112,25 +128,27 @@ async def forward(
 ) -> Response:
     """Send the request on to `service`, at the same path (or `path`, already percent-encoded) and
     query (or `query`), with `extra_headers` the gateway adds."""
-    settings: Settings = request.app.state.settings
     client: httpx.AsyncClient = request.app.state.upstream
     raw_path = path or request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
     if is_unsafe_path(request.url.path):
         return error_response(
             request.url.path, 400, "Bad path", "Dot segments are not allowed.", type_=problem_type("bad-path")
         )
-    url = settings.service_url(service) + raw_path
     query = request.scope.get("query_string", b"").decode("latin-1") if query is None else query
-    if query:
-        url = f"{url}?{query}"
-    upstream_request = client.build_request(
-        request.method,
-        url,
-        headers=[*_upstream_headers(request), *extra_headers],
-        content=request.stream() if _has_body(request) else None,
-    )
+    headers = [*_upstream_headers(request), *extra_headers]
+    content = request.stream() if _has_body(request) else None
+    replicas = request.app.state.upstreams.in_turn(service)
     try:
-        upstream = await client.send(upstream_request, stream=True)
+        for index, base in enumerate(replicas):
+            url = base + raw_path + (f"?{query}" if query else "")
+            upstream_request = client.build_request(request.method, url, headers=headers, content=content)
+            try:
+                upstream = await client.send(upstream_request, stream=True)
+                break
+            except httpx.ConnectError:
+                if index == len(replicas) - 1:
+                    raise
+                log.info("upstream replica refused; trying the next", extra={"upstream": service})
     except httpx.TimeoutException:
         UPSTREAM_ERRORS.labels(service, "timeout").inc()
         log.warning("upstream timed out", extra={"upstream": service})

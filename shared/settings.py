@@ -163,10 +163,16 @@ class Settings(BaseSettings):
     def service_port(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
 
-    def service_url(self, service: str) -> str:
-        """Base URL the gateway uses to reach a service."""
+    def service_urls(self, service: str) -> list[str]:
+        """Base URLs of a service's replicas (`CMH_<SERVICE>_URL` may list several, comma separated:
+        the gateway spreads requests over them and skips one that refuses connections)."""
         explicit = getattr(self, f"{service}_url", None)
-        return (explicit or f"http://{self.host}:{self.service_port(service)}").rstrip("/")
+        urls = [url.strip().rstrip("/") for url in (explicit or "").split(",") if url.strip()]
+        return urls or [f"http://{self.host}:{self.service_port(service)}"]
+
+    def service_url(self, service: str) -> str:
+        """Base URL the gateway uses to reach a service (its first replica)."""
+        return self.service_urls(service)[0]
 
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"

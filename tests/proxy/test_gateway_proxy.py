@@ -126,7 +126,7 @@ async def start_gateway(
         app = upstreams.get(service)
         port = await running.start(app) if app is not None else free_port()  # None: nothing listens
         urls[f"{service}_url"] = f"http://127.0.0.1:{port}"
-    settings = make_settings(**urls, **overrides)
+    settings = make_settings(**{**urls, **overrides})
     await migrate_all(settings, ("gateway",))
     gateway_port = free_port()
     await running.start(create_gateway(settings), gateway_port)
@@ -307,3 +307,27 @@ def test_dot_segments_are_refused(path: str, unsafe: bool) -> None:
     from gateway.proxy import is_unsafe_path
 
     assert is_unsafe_path(path) is unsafe
+
+
+async def test_requests_spread_over_replicas_and_skip_one_that_is_down(
+    running: Running, make_settings: Callable[..., Settings]
+) -> None:
+    """`CMH_TRIAGE_URL` lists three replicas, one of them not listening: every request is answered,
+    by the two that are up, in turn, and the gateway reports triage ready."""
+    first, second = echo_app("triage"), echo_app("triage")
+    seen: list[str] = []
+    for name, app in (("first", first), ("second", second)):
+
+        @app.middleware("http")
+        async def mark(request: Request, call_next: Any, name: str = name) -> Any:
+            seen.append(name)
+            return await call_next(request)
+
+    ports = [await running.start(first), free_port(), await running.start(second)]
+    replicas = ",".join(f"http://127.0.0.1:{port}" for port in ports)
+    client, settings, _ = await start_gateway(running, make_settings, {}, triage_url=replicas)
+    async with client:
+        auth = await token_for(client, settings)
+        answers = [(await client.get(f"/triage/echo/{n}", headers=auth)).status_code for n in range(12)]
+    assert answers == [200] * 12
+    assert seen.count("first") >= 4 and seen.count("second") >= 4 and len(seen) == 12
