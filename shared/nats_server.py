@@ -47,10 +47,24 @@ class EmbeddedNatsServer:
     Stop and start again keep the port and the store, as a restarted broker would.
     """
 
-    def __init__(self, store_dir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        server_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: list[str] | None = None,
+        cluster_name: str = "cmh",
+    ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
+        self.server_name = server_name or f"cmh-embedded-{self.port}"
+        self.cluster_port = cluster_port
+        self.routes = routes or []
+        self.cluster_name = cluster_name
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file = self.store_dir / "nats-server.log"
 
@@ -65,8 +79,13 @@ class EmbeddedNatsServer:
             "--port", str(self.port),
             "--jetstream",
             "--store_dir", str(self.store_dir),
-            "--server_name", f"cmh-embedded-{self.port}",
+            "--server_name", self.server_name,
             "--log", str(self.log_file),
+            *(
+                ["--cluster", f"nats://{self.host}:{self.cluster_port}", "--cluster_name", self.cluster_name,
+                 "--routes", ",".join(self.routes)]
+                if self.cluster_port else []
+            ),
         ]  # fmt: skip
 
     def start(self, timeout: float = 15.0, **popen: object) -> None:
@@ -106,3 +125,66 @@ class EmbeddedNatsServer:
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+class NatsCluster:
+    """Nodes of one JetStream cluster on loopback ports, each with its own store, routed to each
+    other: streams with 3 replicas survive losing any one node."""
+
+    def __init__(self, store_dir: Path, *, size: int = 3, host: str = "127.0.0.1") -> None:
+        client_ports = [free_port(host) for _ in range(size)]
+        cluster_ports = [free_port(host) for _ in range(size)]
+        routes = [f"nats://{host}:{port}" for port in cluster_ports]
+        self.nodes = [
+            EmbeddedNatsServer(
+                Path(store_dir) / f"node-{index + 1}",
+                port=client_ports[index],
+                host=host,
+                server_name=f"cmh-node-{index + 1}",
+                cluster_port=cluster_ports[index],
+                routes=[route for other, route in enumerate(routes) if other != index],
+            )
+            for index in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node, comma separated (what CMH_NATS_URL takes): clients fail over between them."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, timeout: float = 30.0, **popen: object) -> None:
+        for node in self.nodes:
+            node.start(timeout=timeout, **popen)
+        wait_for_jetstream(self.url, timeout=timeout)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def wait_for_jetstream(url: str, timeout: float = 30.0) -> None:
+    """Until JetStream answers (a cluster first elects its meta leader)."""
+    import asyncio
+
+    import nats
+
+    async def answered() -> bool:
+        try:
+            connection = await nats.connect(
+                servers=url.split(","), connect_timeout=1, max_reconnect_attempts=0
+            )
+        except Exception:
+            return False
+        try:
+            await connection.jetstream().account_info()
+            return True
+        except Exception:
+            return False
+        finally:
+            await connection.close()
+
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(answered()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"JetStream at {url} did not answer within {timeout}s")
+        time.sleep(0.25)
