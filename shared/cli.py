@@ -17,6 +17,19 @@ def cmd_run(_args: argparse.Namespace) -> int:
     return Supervisor(get_settings()).run()
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from shared.supervisor import Supervisor, Topology
+
+    settings = get_settings()
+    if not (settings.database_url or "").startswith("postgresql"):
+        print(
+            "cmh cluster: replicas share one database; set CMH_DATABASE_URL=postgresql://...",
+            file=sys.stderr,
+        )
+        return 2
+    return Supervisor(settings, Topology(replicas=args.replicas, nats_nodes=args.nats_nodes)).run()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from shared.logs import configure_logging
     from shared.serving import serve
@@ -74,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="start the whole suite (bundled NATS, SQLite under var/)")
     run.set_defaults(func=cmd_run)
 
+    cluster = commands.add_parser(
+        "cluster",
+        help="run the suite as a cluster on this machine: a JetStream cluster, several processes of "
+        "every service against PostgreSQL (CMH_DATABASE_URL), behind the gateway",
+    )
+    cluster.add_argument("--replicas", type=int, default=2, choices=range(1, 10), metavar="N")
+    cluster.add_argument("--nats-nodes", type=int, default=3, choices=(1, 3, 5))
+    cluster.set_defaults(func=cmd_cluster)
     serve = commands.add_parser("serve", help="serve one service or the gateway in this process")
     serve.add_argument("name", choices=PROCESSES)
     serve.add_argument("--host")

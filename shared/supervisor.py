@@ -25,7 +25,7 @@ from typing import IO
 import httpx
 
 from shared.migrations import migrate_all
-from shared.nats_server import EmbeddedNatsServer, port_open
+from shared.nats_server import EmbeddedNatsServer, NatsCluster, port_open
 from shared.settings import SERVICES, Settings
 
 RESTART_BACKOFF_MAX = 30.0
@@ -106,12 +106,33 @@ class Child:
             return ""
 
 
+@dataclass(frozen=True)
+class Topology:
+    """How many processes of each service, and how many NATS nodes (`cmh run`: one of each;
+    `cmh cluster`: two of every service behind one gateway, a three-node JetStream cluster)."""
+
+    replicas: int = 1
+    nats_nodes: int = 1
+
+
+def replica_port(settings: Settings, service: str, replica: int) -> int:
+    """Replica 1 on the service's port, replica 2 a hundred above it, and so on."""
+    return settings.service_port(service) + 100 * (replica - 1)
+
+
+def replica_urls(settings: Settings, service: str, replicas: int) -> str:
+    return ",".join(
+        f"http://{settings.host}:{replica_port(settings, service, r)}" for r in range(1, replicas + 1)
+    )
+
+
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, topology: Topology | None = None) -> None:
         self.settings = settings
+        self.topology = topology or Topology()
         self.var_dir = settings.var_dir.resolve()
         self.stopping = False
-        self.nats: EmbeddedNatsServer | None = None
+        self.nats: EmbeddedNatsServer | NatsCluster | None = None
         self.children: list[Child] = []
         self.demo_lines: list[str] = []
 
@@ -139,14 +160,27 @@ class Supervisor:
     def _start_all(self) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         nats_url = self.settings.nats_url
-        if not nats_url:
+        env = {**os.environ, "CMH_VAR_DIR": str(self.var_dir)}
+        if not nats_url and self.topology.nats_nodes > 1:
+            self.nats = NatsCluster(self.var_dir / "nats-cluster", size=self.topology.nats_nodes)
+            self.nats.start(**_child_popen_options())
+            nats_url = self.nats.url
+            env["CMH_STREAM_REPLICAS"] = str(min(3, self.topology.nats_nodes))
+            say(f"NATS JetStream cluster of {self.topology.nats_nodes} nodes at {nats_url}")
+        elif not nats_url:
             self.nats = EmbeddedNatsServer(self.var_dir / "nats")
             self.nats.start(**_child_popen_options())
             nats_url = self.nats.url
             say(f"nats-server (bundled, JetStream) at {nats_url}, store {self.nats.store_dir}")
         else:
             say(f"using NATS at {nats_url}")
-        env = {**os.environ, "CMH_NATS_URL": nats_url, "CMH_VAR_DIR": str(self.var_dir)}
+        env["CMH_NATS_URL"] = nats_url
+        if self.topology.replicas > 1:
+            # The gateway spreads requests over every replica of a service.
+            for service in SERVICES:
+                env[f"CMH_{service.upper()}_URL"] = replica_urls(
+                    self.settings, service, self.topology.replicas
+                )
         # Commands run beside the suite (e.g. `cmh reporting rebuild`) find the broker here.
         (self.var_dir / "nats.url").write_text(nats_url)
         self.env = env
@@ -171,12 +205,19 @@ class Supervisor:
                 f"directory seeded with the needs taxonomy and SAMPLE partner services ({directory.summary()})"
             )
 
-        for name in (*SERVICES, "gateway"):
-            port = self.settings.gateway_port if name == "gateway" else self.settings.service_port(name)
+        replicas = self.topology.replicas
+        processes = [
+            (service, replica, replica_port(self.settings, service, replica))
+            for service in SERVICES
+            for replica in range(1, replicas + 1)
+        ]
+        processes.append(("gateway", 1, self.settings.gateway_port))
+        for process, replica, port in processes:
+            name = f"{process}-{replica}" if replicas > 1 and process != "gateway" else process
             child = Child(
                 name=name,
                 port=port,
-                argv=[sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)],
+                argv=[sys.executable, "-m", "shared.cli", "serve", process, "--port", str(port)],
                 log_path=self.var_dir / "logs" / f"{name}.log",
             )
             child.start(env)
