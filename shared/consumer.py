@@ -6,7 +6,8 @@ and two replicas racing on the same event collide on the inbox key so only one c
 that raises is retried with exponential backoff (negative acknowledgement with a delay); after
 `consumer_max_deliveries` tries, or at once for `PermanentEventError` and undecodable messages, the
 event is parked on `cmh.deadletter.<durable>` with the reason, acknowledged, and the consumer goes
-on with later events.
+on with later events. Failures of our own infrastructure (the database unreachable or restarting)
+say nothing about the event: they are retried for as long as it takes, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from pydantic import ValidationError
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.background import BackgroundWorker, Every
@@ -73,6 +74,14 @@ class Subscription:
             raise ValueError(f"invalid durable name {self.durable!r}")
         if not self.subjects:
             raise ValueError("a subscription needs at least one subject")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The database (or the network to it) failed, not the event: connection refused or dropped,
+    a restart, a timeout."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
 
 
 def _safe_reason(exc: BaseException) -> str:
@@ -185,9 +194,13 @@ class EventConsumer(BackgroundWorker):
                     "deliveries": deliveries,
                 },
             )
-            if isinstance(exc, PermanentEventError) or deliveries >= self.settings.consumer_max_deliveries:
+            if not is_transient(exc) and (
+                isinstance(exc, PermanentEventError) or deliveries >= self.settings.consumer_max_deliveries
+            ):
                 return await self._dead_letter(message, event, reason, deliveries)
-            delay = backoff_delay(deliveries, base=self.settings.consumer_retry_base_seconds, cap=60)
+            # An outage is retried briskly so work resumes soon after it ends; a failing event slowly.
+            cap = 5.0 if is_transient(exc) else 60.0
+            delay = backoff_delay(deliveries, base=self.settings.consumer_retry_base_seconds, cap=cap)
             await message.nak(delay=delay)
             EVENTS_CONSUMED.labels(self.service, self.durable, Outcome.RETRIED).inc()
             return Outcome.RETRIED

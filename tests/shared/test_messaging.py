@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 from nats.js.api import Header
 from sqlalchemy import Column, MetaData, String, Table, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.broker import Broker
@@ -56,6 +57,7 @@ class Suite:
     consumers: list[EventConsumer] = field(default_factory=list)
     poison: set[str] = field(default_factory=set)
     permanent: set[str] = field(default_factory=set)
+    outage: dict[str, int] = field(default_factory=dict)  # event id -> failures still to come
 
     def broker(self, name: str) -> Broker:
         broker = Broker(self.settings, name)
@@ -86,6 +88,9 @@ class Suite:
             raise PermanentEventError("referral shape not understood")
         if event.id in self.poison:
             raise RuntimeError("handler bug")
+        if self.outage.get(event.id):
+            self.outage[event.id] -= 1
+            raise OperationalError("INSERT", {}, ConnectionRefusedError("database restarting"))
         await session.execute(applied.insert().values(event_id=event.id, subject=event.type))
 
     async def emit(self, referral: str, verb: str = "received") -> CloudEvent:
@@ -248,6 +253,19 @@ async def test_failing_handler_is_dead_lettered_and_consumer_carries_on(suite: S
     assert dead.headers[DEAD_LETTER_REASON_HEADER] == "builtins.RuntimeError"
     assert CloudEvent.from_json(dead.data).id == poison.id
     assert await suite.applications(poison.id) == 0
+
+
+async def test_a_database_outage_is_retried_past_the_dead_letter_limit(suite: Suite) -> None:
+    """The database failing says nothing about the event: it is retried, never dead-lettered."""
+    event = make_event("triage", "referral", "received", {"referral_id": "ref-outage"})
+    suite.outage[event.id] = suite.settings.consumer_max_deliveries + 2
+    consumer = suite.start_consumer()
+    suite.start_relay()
+    async with suite.producer_db.transaction() as session:
+        add_event(session, event)
+    await eventually(lambda: suite.applications(event.id), timeout=30)
+    assert suite.outage[event.id] == 0 and await suite.applications(event.id) == 1
+    assert await stream_messages(consumer.broker, dead_letter_subject(DURABLE)) == 0
 
 
 async def test_permanent_error_and_undecodable_event_are_dead_lettered_at_once(suite: Suite) -> None:
