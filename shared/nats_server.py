@@ -82,8 +82,10 @@ class EmbeddedNatsServer:
             "--server_name", self.server_name,
             "--log", str(self.log_file),
             *(
+                # No advertising: clients use exactly the addresses they were given (tests put
+                # fault-injecting proxies there).
                 ["--cluster", f"nats://{self.host}:{self.cluster_port}", "--cluster_name", self.cluster_name,
-                 "--routes", ",".join(self.routes)]
+                 "--routes", ",".join(self.routes), "--no_advertise"]
                 if self.cluster_port else []
             ),
         ]  # fmt: skip

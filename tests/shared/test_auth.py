@@ -59,7 +59,7 @@ def mint(
         "sub": "client-gp-1",
         "iat": now,
         "nbf": now,
-        "exp": now + 300,
+        "exp": now + 3600,  # minted at collection: must outlive a whole suite run
         "jti": str(uuid.uuid4()),
         "scope": "referral:read referral:submit",
         "cmh_org": "A81001",
