@@ -79,21 +79,27 @@ class FaultyLink:
             writer.transport.abort()
             return
         self._writers.update({writer, upstream_writer})
-        await asyncio.gather(
-            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer), return_exceptions=True
-        )
+        pipes = [
+            asyncio.ensure_future(self._pipe(reader, upstream_writer)),
+            asyncio.ensure_future(self._pipe(upstream_reader, writer)),
+        ]
+        # When either side goes (closed, reset, killed), the other must see its peer go too: a
+        # server holding a dead client's transaction open would be no real outage.
+        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
         for end in (writer, upstream_writer):
             self._writers.discard(end)
             with contextlib.suppress(Exception):
                 end.transport.abort()
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            await self._flowing.wait()
-            writer.write(data)
-            await writer.drain()
         with contextlib.suppress(Exception):
-            writer.transport.abort()
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
