@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install clean
+.PHONY: run test lint format install clean soak
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (none found on PATH)"; exit 1; }
@@ -36,3 +36,7 @@ format: $(STAMP)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .hypothesis
+
+# Mixed traffic for SOAK_SECONDS (default 300) against a suite it starts; not part of `make test`.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
