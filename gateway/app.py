@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request
@@ -62,23 +63,31 @@ def operational_router() -> APIRouter:
         return {"status": "alive", "service": "gateway"}
 
     @router.get("/ready")
-    async def ready(request: Request) -> Response:
+    async def ready(request: Request, scope: Literal["suite", "self"] = "suite") -> Response:
+        """`scope=suite` (the default, what `cmh run` waits for): the gateway and every service.
+        `scope=self`: only what this gateway needs to serve (its database and NATS), which is what
+        an orchestrator's readiness probe should ask, so one service being down does not take the
+        whole API out of its load balancer."""
         if is_draining(request.app):
             return problem_response(
                 503, "Draining", "The gateway is shutting down.", type_=problem_type("draining")
             )
         state = request.app.state
-        states = await asyncio.gather(
-            *(_service_state(state.upstream, state.settings, service) for service in SERVICES)
-        )
-        services = dict(zip(SERVICES, states, strict=True))
+        services: dict[str, str] = {}
+        if scope == "suite":
+            states = await asyncio.gather(
+                *(_service_state(state.upstream, state.settings, service) for service in SERVICES)
+            )
+            services = dict(zip(SERVICES, states, strict=True))
         nats = "ready" if await state.broker.ready() else "unreachable"
         try:
             await asyncio.wait_for(state.db.ping(), timeout=2)
             database = "ready"
         except Exception:
             database = "unreachable"
-        body = {"services": services, "nats": nats, "database": database}
+        body: dict[str, object] = {"nats": nats, "database": database}
+        if scope == "suite":
+            body["services"] = services
         if all(value == "ready" for value in (*services.values(), nats, database)):
             return JSONResponse({"status": "ready", **body})
         return problem_response(

@@ -106,9 +106,10 @@ def container(name: str, port: int) -> dict[str, Any]:
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
-        # /ready checks the database and NATS (2 s each; the gateway asks every service too).
+        # /ready checks the database and NATS (2 s each). The gateway's asks only about itself:
+        # one service being down must not take the whole API out of the load balancer.
         "readinessProbe": {
-            **http_get("/ready"),
+            **http_get("/ready?scope=self" if name == "gateway" else "/ready"),
             "periodSeconds": 5,
             "timeoutSeconds": 5,
             "failureThreshold": 3,

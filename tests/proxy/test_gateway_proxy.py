@@ -331,3 +331,15 @@ async def test_requests_spread_over_replicas_and_skip_one_that_is_down(
         answers = [(await client.get(f"/triage/echo/{n}", headers=auth)).status_code for n in range(12)]
     assert answers == [200] * 12
     assert seen.count("first") >= 4 and seen.count("second") >= 4 and len(seen) == 12
+
+
+async def test_the_gateways_own_readiness_ignores_the_services(
+    running: Running, make_settings: Callable[..., Settings]
+) -> None:
+    """Nothing listens for any service: the suite is not ready, the gateway itself is."""
+    client, _, _ = await start_gateway(running, make_settings, {})
+    async with client:
+        suite = await client.get("/ready")
+        own = await client.get("/ready", params={"scope": "self"})
+    assert suite.status_code == 503 and suite.json()["services"]["triage"] == "unreachable"
+    assert own.status_code == 200 and "services" not in own.json()
