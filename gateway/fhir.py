@@ -57,6 +57,11 @@ router = APIRouter(prefix="/fhir", include_in_schema=False)
 
 
 def public_base(request: Request) -> str:
+    """The FHIR base in links: `CMH_PUBLIC_URL` when set (behind a proxy that knows the public
+    name), else the address the caller used."""
+    configured = request.app.state.settings.public_url
+    if configured:
+        return configured.rstrip("/") + "/fhir"
     host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
     return f"{request.url.scheme}://{host}/fhir"
 
@@ -307,7 +312,7 @@ async def _patients_for(request: Request, identifier: str) -> list[str] | Respon
     return [entry["resource"]["id"] for entry in response.json().get("entry", [])]
 
 
-async def _resolve_chained_patient(request: Request, resource_type: str) -> str | Response | None:
+async def _resolve_chained_patient(request: Request) -> str | Response | None:
     """The query to send on, with `patient.identifier` replaced by the patients it names; a
     Response when there is nothing to find (or the lookup failed); None when nothing to resolve."""
     params = request.query_params.multi_items()
@@ -343,7 +348,7 @@ async def _route(request: Request) -> Response:
         )  # fmt: skip
     query: str | None = None
     if resource_type in RESOLVED_BY_PATIENT:
-        resolved = await _resolve_chained_patient(request, resource_type)
+        resolved = await _resolve_chained_patient(request)
         if isinstance(resolved, Response):
             return resolved
         query = resolved
