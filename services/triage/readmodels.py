@@ -23,6 +23,7 @@ from shared import registry_events
 from shared.consumer import Subscription
 from shared.coverage import Snapshot, snapshot_from
 from shared.events import CloudEvent
+from shared.messaging_models import InboxMessage
 
 REGISTRY_KINDS = ("place", "network", "pathway", "team")
 DAY_INDEX = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
@@ -113,9 +114,34 @@ def directory_view(data: Mapping[str, Any], snapshot: Snapshot) -> DirectoryServ
     )
 
 
-async def directory_views(session: AsyncSession, snapshot: Snapshot) -> list[DirectoryServiceView]:
-    rows = (await session.scalars(select(DirectoryService.data))).all()
-    return [directory_view(json.loads(row), snapshot) for row in rows]
+DIRECTORY_DURABLE = "triage-directory"
+
+
+class DirectoryViewCache:
+    """Published partner services as screening sees them, rebuilt only when the read-model changed
+    or the coverage snapshot did: intake must not parse every partner service for every referral
+    (at 5,000 services that alone held intake to a few referrals a second). A change is seen with
+    one cheap query (row count, version sum, the last directory event applied), so every replica
+    sees what any replica's consumer applied."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[tuple[Any, ...], Snapshot, list[DirectoryServiceView]] | None = None
+
+    async def get(self, session: AsyncSession, snapshot: Snapshot) -> list[DirectoryServiceView]:
+        count, versions = (
+            await session.execute(select(func.count(), func.coalesce(func.sum(DirectoryService.version), 0)))
+        ).one()
+        last_applied = await session.scalar(
+            select(func.max(InboxMessage.processed_at)).where(InboxMessage.consumer == DIRECTORY_DURABLE)
+        )
+        generation = (int(count), int(versions), last_applied)
+        cached = self._cached
+        if cached is not None and cached[0] == generation and cached[1] is snapshot:
+            return cached[2]
+        rows = (await session.scalars(select(DirectoryService.data))).all()
+        views = [directory_view(json.loads(row), snapshot) for row in rows]
+        self._cached = (generation, snapshot, views)
+        return views
 
 
 # --- careplan ------------------------------------------------------------------------------------
@@ -162,7 +188,7 @@ SUBSCRIPTIONS = (
         handler=apply_registry_event,
     ),
     Subscription(
-        durable="triage-directory",
+        durable=DIRECTORY_DURABLE,
         subjects=["cmh.directory.service.published", "cmh.directory.service.withdrawn"],
         handler=apply_directory_event,
     ),

@@ -38,6 +38,7 @@ SERVICE = "triage"
 PRIORITY_NAMES = {1: "emergency", 2: "urgent", 3: "routine", 4: "very urgent"}
 CLOSED = "closed"
 SNAPSHOTS = readmodels.SnapshotCache()
+DIRECTORY_VIEWS = readmodels.DirectoryViewCache()
 
 
 class Refused(Exception):
@@ -178,7 +179,7 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
     suggestion = screen(
         facts,
         snapshot,
-        await readmodels.directory_views(session, snapshot),
+        await DIRECTORY_VIEWS.get(session, snapshot),
         await readmodels.live_discharge(session, person.id, received_at),
         received_at,
     )
