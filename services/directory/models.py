@@ -38,7 +38,7 @@ class Service(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("directory_organizations.id"), index=True)
-    name: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(32))
     minimum_age: Mapped[int | None] = mapped_column(Integer, nullable=True)
     maximum_age: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -48,13 +48,19 @@ class Service(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
+    # Pages are ordered by name, then id: read in this order, no sort, and the id comes with it.
+    __table_args__ = (Index("ix_directory_services_name_id", "name", "id"),)
+
 
 class ServiceTerm(Base):
     __tablename__ = "directory_service_terms"
 
     service_id: Mapped[str] = mapped_column(ForeignKey("directory_services.id"), primary_key=True)
-    taxonomy_term_id: Mapped[str] = mapped_column(String(36), primary_key=True, index=True)
+    taxonomy_term_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     taxonomy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+
+    # The services with a term, from the index alone.
+    __table_args__ = (Index("ix_directory_service_terms_term_service", "taxonomy_term_id", "service_id"),)
 
 
 class ServiceSlot(Base):
@@ -67,6 +73,11 @@ class ServiceSlot(Base):
     day: Mapped[str] = mapped_column(String(2))
     opens_minute: Mapped[int] = mapped_column(Integer)
     closes_minute: Mapped[int] = mapped_column(Integer)
+
+    # Day and time filters answered from the index alone.
+    __table_args__ = (
+        Index("ix_directory_service_slots_day_time", "day", "opens_minute", "closes_minute", "service_id"),
+    )
 
 
 class ServiceDistrict(Base):

@@ -186,3 +186,103 @@ async def test_reads_need_no_token(directory: Directory) -> None:
     assert (await directory.client.get("/directory/")).status_code == 200
     assert (await directory.client.get("/directory/taxonomy_terms")).status_code == 200
     assert (await directory.client.get("/directory/openapi.json")).json()["paths"]["/directory/services"]
+
+
+async def _all_pages(directory: Directory, path: str, per_page: int, **params: Any) -> tuple[list[str], int]:
+    ids: list[str] = []
+    page, total = 1, 0
+    while True:
+        body = (await directory.get(path, page=page, per_page=per_page, **params)).json()
+        assert body["size"] == len(body["contents"]), body
+        total = body["total_items"]
+        ids += [item["id"] for item in body["contents"]]
+        if body["last_page"]:
+            return ids, total
+        page += 1
+
+
+async def test_bounded_ranking_and_nearest_first_match_the_full_ordering(
+    directory: Directory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages taken from a few best-ranked candidates (widening as filters drop them, ties never
+    split), or from a circle grown around the centre, are exactly the pages of the full query."""
+    from services.directory import queries
+
+    bodies = []
+    for n in range(24):
+        # Relevance in tiers (name, taxonomy terms, description only), with identical texts tied.
+        name = ["Money advice", "Walking group", "Cafe"][n % 3] + f" {(23 - n) // 6}"
+        where = (BLACKBURN[0] + (n % 7) * 0.01, BLACKBURN[1] - (n % 5) * 0.015)
+        bodies.append(
+            _at(
+                name,
+                where,
+                description="Money worries welcome." if n % 2 else "A friendly group.",
+                minimum_age=[None, 18, 65][n % 3 if n % 4 else 0],
+                taxonomy_term_ids=[TERMS["benefits-debt"]] if n % 4 == 1 else [TERMS["peer-support"]],
+            )
+        )
+    await _publish(directory, *bodies)
+    cases = [
+        ("/services", {"search": "money"}),
+        ("/services", {"search": "money", "minimum_age": 18}),
+        ("/services", {"search": "group"}),
+        ("/services", {"minimum_age": 18, "taxonomy_term_id": TERMS["peer-support"]}),
+        ("/services", {"day": "TU", "start_time": "17:00"}),
+        ("/service_at_locations", {"search": "money", "postcode": "BB2 2DH"}),
+        ("/service_at_locations", {"search": "money", "postcode": "BB2 2DH", "proximity": 2500}),
+        ("/service_at_locations", {"postcode": "BB2 2DH"}),
+        ("/service_at_locations", {"latitude": 53.79, "longitude": -2.50, "minimum_age": 18}),
+    ]
+
+    async def unbounded(*_: Any, **__: Any) -> None:
+        return None
+
+    # Few first candidates, so pages come from widened candidate sets.
+    monkeypatch.setattr(queries, "FIRST_CANDIDATES", 1)
+    best, calls = queries._best, []
+
+    async def counted(*args: Any) -> Any:
+        calls.append(args[-1])
+        return await best(*args)
+
+    monkeypatch.setattr(queries, "_best", counted)
+    for path, params in cases:
+        bounded = {per_page: await _all_pages(directory, path, per_page, **params) for per_page in (2, 5)}
+        with monkeypatch.context() as patch:
+            patch.setattr(queries, "_bounded", unbounded)
+            patch.setattr(queries, "_nearest", unbounded)
+            full, total = await _all_pages(directory, path, 200, **params)
+        assert len(full) == total and total > 2, (path, params)
+        for per_page, (ids, counted) in bounded.items():
+            assert (ids, counted) == (full, total), (path, params, per_page)
+    assert calls and min(calls) < 24  # the bounded path ran, on fewer candidates than matches
+    # A cap that forces the full ranking gives the same answers.
+    reference = await _all_pages(directory, "/services", 200, search="money")
+    assert await _all_pages(directory, "/services", 3, search="money") == reference
+    monkeypatch.setattr(queries, "MAX_CANDIDATES", 2)
+    assert await _all_pages(directory, "/services", 3, search="money") == reference
+
+
+async def test_best_candidates_never_split_a_tie(
+    directory: Directory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.directory import queries
+
+    # Equally relevant, published in the reverse of the name order that breaks their tie.
+    tied = [_at(f"Carers cafe {letter}", KENDAL) for letter in "edcba"]
+    await _publish(directory, *tied, _at("Carers support cafe", KENDAL, description="Carers."))
+    monkeypatch.setattr(queries, "FIRST_CANDIDATES", 1)
+    pages = [
+        _names((await directory.get("/services", search="carers", per_page=1, page=p)).json())
+        for p in (1, 2, 3)
+    ]
+    assert pages == [["Carers support cafe"], ["Carers cafe a"], ["Carers cafe b"]]
+    async with directory.app.state.db.session() as session:
+        rows, complete = await queries._best(session, ["carers"], 3)
+        everything, all_of_them = await queries._best(session, ["carers"], 50)
+    assert all_of_them and len(everything) == 6 and not complete
+    scores = [score for _, score in everything]
+    assert scores == sorted(scores)
+    # Whatever is returned is every match scoring better than the ones left out.
+    assert rows == [row for row in everything if row[1] < everything[len(rows)][1]]
