@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install clean soak
+.PHONY: run test lint format install clean soak bench
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (none found on PATH)"; exit 1; }
@@ -40,3 +40,9 @@ clean:
 # Mixed traffic for SOAK_SECONDS (default 300) against a suite it starts; not part of `make test`.
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak
+
+# The suite on PostgreSQL (CMH_DATABASE_URL-style BENCH_POSTGRES, default the local `test` database)
+# and the bundled nats-server under measured load, beside bare baselines; results in
+# bench/results/<date>.json and docs/benchmarks.md. BENCH_ARGS=--quick for a ~10 minute run.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
