@@ -1,16 +1,17 @@
-"""The streaming reverse proxy from the gateway to each service.
+"""The reverse proxy from the gateway to each service.
 
-Paths are forwarded unchanged (each service serves its routes under its own prefix), bodies stream
-both ways without being buffered, and the request id and trace context always go upstream. A
-service that is down answers 502 and one that is too slow 504, as problem+json, never a hang: every
-upstream call is bounded by the pooled client's timeouts.
+Paths are forwarded unchanged (each service serves its routes under its own prefix). Large or
+open-ended bodies stream both ways (event streams, exports, chunked uploads); small ones of declared
+length are passed whole, which costs far less per request. The request id and trace context always
+go upstream. A service that is down answers 502 and one that is too slow 504, as problem+json, never
+a hang: every upstream call is bounded by the pooled client's timeouts.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 from fastapi import APIRouter, Request
@@ -25,6 +26,8 @@ from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER
 
 log = logging.getLogger("cmh.gateway.proxy")
 
+# Answers up to this size with a declared length are buffered rather than streamed.
+BUFFERED_ANSWER_BYTES = 256 * 1024
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # RFC 9110 §7.6.1 connection-specific fields, plus those the proxy sets itself.
 HOP_BY_HOP = frozenset(
@@ -136,7 +139,11 @@ async def forward(
         )
     query = request.scope.get("query_string", b"").decode("latin-1") if query is None else query
     headers = [*_upstream_headers(request), *extra_headers]
-    content = request.stream() if _has_body(request) else None
+    content: bytes | AsyncIterator[bytes] | None = None
+    if _has_body(request):
+        # A declared body (already held under the gateway's size limit) goes as it is; only a
+        # chunked upload streams through.
+        content = await request.body() if "content-length" in request.headers else request.stream()
     replicas = request.app.state.upstreams.in_turn(service)
     try:
         for index, base in enumerate(replicas):
@@ -163,20 +170,38 @@ async def forward(
     except httpx.TransportError as exc:
         UPSTREAM_ERRORS.labels(service, "unavailable").inc()
         log.warning("upstream unavailable", extra={"upstream": service, "error": type(exc).__name__})
-        return error_response(
-            request.url.path,
-            502,
-            "Service unavailable",
-            f"The {service} service could not be reached.",
-            type_=problem_type("upstream-unavailable"),
-            service=service,
-        )
+        return _unavailable(request, service)
+    # Raw pairs keep repeated fields (Set-Cookie, Link) as the service sent them.
+    downstream_headers = _downstream_headers(upstream)
+    length = upstream.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) <= BUFFERED_ANSWER_BYTES:
+        # A small answer of known length (most API answers) is read whole and sent at once: far
+        # cheaper than streaming it. Event streams, exports and large pages still stream.
+        try:
+            body = b"".join([chunk async for chunk in upstream.aiter_raw()])
+        except httpx.TransportError:
+            await upstream.aclose()
+            return _unavailable(request, service)
+        await upstream.aclose()
+        answer = Response(body, status_code=upstream.status_code)
+        answer.raw_headers = downstream_headers
+        return answer
     response = StreamingResponse(
         upstream.aiter_raw(), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
     )
-    # Raw pairs keep repeated fields (Set-Cookie, Link) as the service sent them.
-    response.raw_headers = _downstream_headers(upstream)
+    response.raw_headers = downstream_headers
     return response
+
+
+def _unavailable(request: Request, service: str) -> Response:
+    return error_response(
+        request.url.path,
+        502,
+        "Service unavailable",
+        f"The {service} service could not be reached.",
+        type_=problem_type("upstream-unavailable"),
+        service=service,
+    )
 
 
 def proxy_router() -> APIRouter:

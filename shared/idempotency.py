@@ -6,9 +6,11 @@ created, with the response and a fingerprint of the request (method, path, JSON 
 
 - the same key and the same request replays the stored response (`Idempotent-Replayed: true`);
 - the same key with a different request is 409 and changes nothing;
-- concurrent requests under one key take turns (an advisory lock on PostgreSQL; SQLite has one
-  writer): the first creates, the others find its record and replay it. Should two ever race
-  past that, the key's primary key fails the loser's whole transaction and it replays the winner.
+- concurrent requests under one key: the first to commit creates; the key's primary key fails
+  every other one's whole transaction (on PostgreSQL its insert waits for the first to commit),
+  and it replays the first's response. SQLite has one writer, so there they simply take turns.
+  (No lock is taken up front: a retry racing its original is rare, and a lock would cost every
+  create a round trip.)
 
 Only successful (2xx) responses are remembered: an error changed nothing, so a retry runs again.
 Rows expire after `idempotency_retention_hours` (pruned by the outbox relay's housekeeping).
@@ -27,7 +29,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Header, Request, Response
-from sqlalchemy import delete, text
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,24 +130,14 @@ def _replay(record: IdempotencyRecord, claim: IdempotentRequest) -> Response:
 
 async def _stored(
     session: AsyncSession, client_id: str, claim: IdempotentRequest, retention: timedelta
-) -> IdempotencyRecord | None:
+) -> tuple[IdempotencyRecord | None, bool]:
+    """(the live record under this key, or None; whether an expired one is in the way)."""
     record = await session.get(IdempotencyRecord, (client_id, claim.key))
-    if record is None or record.created_at < utcnow() - retention:
-        return None
-    return record
-
-
-async def _serialise(session: AsyncSession, client_id: str, key: str) -> None:
-    """Make requests under one key take turns, so the second sees the first's commit.
-
-    PostgreSQL: a transaction-scoped advisory lock on the key. SQLite: every write transaction
-    already begins IMMEDIATE (one writer at a time), and the lookup is its first statement."""
-    if session.bind.dialect.name == "postgresql":
-        digest = hashlib.sha256(f"idempotency\x00{client_id}\x00{key}".encode()).digest()
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:lock)"),
-            {"lock": int.from_bytes(digest[:8], "big", signed=True)},
-        )
+    if record is None:
+        return None, False
+    if record.created_at < utcnow() - retention:
+        return None, True
+    return record, False
 
 
 def _remember(claim: IdempotentRequest, client_id: str, response: Response) -> IdempotencyRecord:
@@ -178,24 +170,24 @@ async def create_once(
             return await create(session)
     try:
         async with db.transaction() as session:
-            await _serialise(session, caller.client_id, claim.key)
-            stored = await _stored(session, caller.client_id, claim, retention)
+            stored, expired = await _stored(session, caller.client_id, claim, retention)
             if stored is not None:
                 return _replay(stored, claim)
             response = await create(session)
             if 200 <= response.status_code < 300:
-                # An expired record under this key is replaced, not collided with.
-                await session.execute(
-                    delete(IdempotencyRecord).where(
-                        IdempotencyRecord.client_id == caller.client_id, IdempotencyRecord.key == claim.key
+                if expired:  # replaced, not collided with
+                    await session.execute(
+                        delete(IdempotencyRecord).where(
+                            IdempotencyRecord.client_id == caller.client_id,
+                            IdempotencyRecord.key == claim.key,
+                        )
                     )
-                )
                 session.add(_remember(claim, caller.client_id, response))
         return response
     except IntegrityError:
-        # Safety net: had another request under this key committed first, replay it.
+        # Another request under this key committed first: replay it.
         async with db.session() as session:
-            winner = await _stored(session, caller.client_id, claim, retention)
+            winner, _ = await _stored(session, caller.client_id, claim, retention)
         if winner is None:
             raise
         return _replay(winner, claim)

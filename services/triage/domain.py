@@ -410,8 +410,62 @@ def _serves(service: DirectoryServiceView, needs: frozenset[str], district: str,
     )
 
 
+def _district_key(district: str | None) -> str:
+    return re.sub(r"\s+", "", district or "").upper()
+
+
+class DirectoryIndex:
+    """Published partner services filed by need and by the districts they cover, so matching a
+    referral looks only at the services that could serve it (not every service in the directory:
+    at 50,000 services a full scan per referral dominated intake). Inactive services are not
+    filed; a service with no declared area is filed under "anywhere" for each of its needs.
+    Updated in place as services change: `put` replaces a service, `remove` forgets it."""
+
+    def __init__(self, services: Iterable[DirectoryServiceView] = ()) -> None:
+        self._services: dict[str, DirectoryServiceView] = {}
+        self._by_need_district: dict[tuple[str, str], dict[str, DirectoryServiceView]] = {}
+        self._by_need_anywhere: dict[str, dict[str, DirectoryServiceView]] = {}
+        for service in services:
+            self.put(service)
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def _slots(self, service: DirectoryServiceView) -> Iterable[dict[str, DirectoryServiceView]]:
+        for need in service.needs:
+            if not service.has_service_area:
+                yield self._by_need_anywhere.setdefault(need, {})
+            else:
+                for district in service.districts:
+                    yield self._by_need_district.setdefault((need, district), {})
+
+    def put(self, service: DirectoryServiceView) -> None:
+        self.remove(service.service_id)
+        if not service.active:
+            return
+        self._services[service.service_id] = service
+        for slot in self._slots(service):
+            slot[service.service_id] = service
+
+    def remove(self, service_id: str) -> None:
+        service = self._services.pop(service_id, None)
+        if service is not None:
+            for slot in self._slots(service):
+                slot.pop(service_id, None)
+
+    def candidates(self, needs: Iterable[str], district: str) -> list[DirectoryServiceView]:
+        """Every filed service meeting one of `needs` that covers `district` or declares no area
+        (a superset of what `match_services` keeps: it still checks age and opening)."""
+        district = _district_key(district)
+        found: dict[str, DirectoryServiceView] = {}
+        for need in needs:
+            found.update(self._by_need_district.get((need, district), {}))
+            found.update(self._by_need_anywhere.get(need, {}))
+        return list(found.values())
+
+
 def match_services(
-    services: Iterable[DirectoryServiceView],
+    services: Iterable[DirectoryServiceView] | DirectoryIndex,
     needs: frozenset[str],
     district: str,
     age: int,
@@ -425,8 +479,10 @@ def match_services(
         raise ValueError("limit cannot be negative")
     local = at.astimezone(LONDON)
     weekday, now = local.weekday(), local.time().replace(tzinfo=None)
-    district = re.sub(r"\s+", "", district or "").upper()
+    district = _district_key(district)
     wanted = frozenset(str(n) for n in needs)
+    if isinstance(services, DirectoryIndex):
+        services = services.candidates(wanted, district)
     matches = [
         ServiceMatch(
             service.service_id,
@@ -725,7 +781,7 @@ def _routine(screen: _Screen, district: str, pathway: str | None, matches: list[
 def screen(
     facts: ReferralFacts,
     snapshot: Snapshot,
-    services: Sequence[DirectoryServiceView],
+    services: Sequence[DirectoryServiceView] | DirectoryIndex,
     discharge: Discharge | None,
     at: datetime,
 ) -> Suggestion:

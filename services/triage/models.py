@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Date, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.migrations import new_metadata
@@ -108,13 +108,28 @@ class RegistryRecord(Base):
 
 
 class DirectoryService(Base):
-    """Published partner services (from the directory's events), for signposting."""
+    """Published partner services (from the directory's events), for signposting. A withdrawn
+    service stays as a tombstone, so a cache reading changes since a generation sees it go."""
 
     __tablename__ = "triage_directory_services"
 
     service_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     data: Mapped[str] = mapped_column(Text)
+    withdrawn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The directory read-model generation at which this row last changed.
+    generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", index=True)
+
+
+class ReadModelGeneration(Base):
+    """A counter per read-model ("registry", "directory"), bumped in the transaction applying a
+    change: intake learns whether its cached views are current from one primary-key read. The
+    row lock taken by the bump orders generations as the changes commit."""
+
+    __tablename__ = "triage_readmodel_generations"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
 
 
 class Discharge(Base):

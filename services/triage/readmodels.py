@@ -9,24 +9,44 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping
 from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.triage.domain import DirectoryServiceView
+from services.triage.domain import DirectoryIndex, DirectoryServiceView
 from services.triage.domain import Discharge as DischargeView
-from services.triage.models import DirectoryService, Discharge, RegistryRecord
+from services.triage.models import DirectoryService, Discharge, ReadModelGeneration, RegistryRecord
 from shared import registry_events
 from shared.consumer import Subscription
 from shared.coverage import Snapshot, snapshot_from
 from shared.events import CloudEvent
-from shared.messaging_models import InboxMessage
 
 REGISTRY_KINDS = ("place", "network", "pathway", "team")
 DAY_INDEX = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
+
+
+# --- generations ---------------------------------------------------------------------------------
+
+REGISTRY, DIRECTORY = "registry", "directory"
+
+
+async def bump_generation(session: AsyncSession, name: str) -> int:
+    """Advance a read-model's generation in the transaction applying a change to it. The row lock
+    holds until commit, so a reader that sees generation g also sees every change numbered ≤ g."""
+    generation = await session.scalar(
+        update(ReadModelGeneration)
+        .where(ReadModelGeneration.name == name)
+        .values(generation=ReadModelGeneration.generation + 1)
+        .returning(ReadModelGeneration.generation)
+    )
+    if generation is None:  # a database migrated without its seed rows: start the counter
+        session.add(ReadModelGeneration(name=name, generation=1))
+        generation = 1
+    return int(generation)
 
 
 # --- registry ------------------------------------------------------------------------------------
@@ -34,33 +54,16 @@ DAY_INDEX = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
 
 async def apply_registry_event(session: AsyncSession, event: CloudEvent) -> None:
     await registry_events.apply_registry_event(session, RegistryRecord, event.data or {}, REGISTRY_KINDS)
+    await bump_generation(session, REGISTRY)
 
 
-class SnapshotCache:
-    """Coverage snapshots by day, rebuilt when the read-model changes (checked with one cheap
-    query, so every replica sees what any replica's consumer applied)."""
-
-    def __init__(self) -> None:
-        self._cached: dict[date, tuple[tuple[int, int], Snapshot]] = {}
-
-    async def get(self, session: AsyncSession, day: date) -> Snapshot:
-        count, versions = (
-            await session.execute(select(func.count(), func.coalesce(func.sum(RegistryRecord.version), 0)))
-        ).one()
-        generation = (int(count), int(versions))
-        cached = self._cached.get(day)
-        if cached and cached[0] == generation:
-            return cached[1]
-        records: dict[str, list[tuple[str, Mapping[str, Any]]]] = {kind: [] for kind in REGISTRY_KINDS}
-        for record in (await session.scalars(select(RegistryRecord))).all():
-            attributes = registry_events.valid_on(json.loads(record.timeline), day)
-            if attributes is not None:
-                records[record.kind].append((record.id, attributes))
-        snapshot = snapshot_from(records)
-        if len(self._cached) > 8:
-            self._cached.clear()
-        self._cached[day] = (generation, snapshot)
-        return snapshot
+async def _snapshot(session: AsyncSession, day: date) -> Snapshot:
+    records: dict[str, list[tuple[str, Mapping[str, Any]]]] = {kind: [] for kind in REGISTRY_KINDS}
+    for record in (await session.scalars(select(RegistryRecord))).all():
+        attributes = registry_events.valid_on(json.loads(record.timeline), day)
+        if attributes is not None:
+            records[record.kind].append((record.id, attributes))
+    return snapshot_from(records)
 
 
 # --- directory -----------------------------------------------------------------------------------
@@ -69,17 +72,20 @@ class SnapshotCache:
 async def apply_directory_event(session: AsyncSession, event: CloudEvent) -> None:
     data = event.data or {}
     service = await session.get(DirectoryService, data["service_id"])
-    if event.type.endswith(".withdrawn"):
-        if service is not None:
-            await session.delete(service)
-        return
-    if service is not None and service.version >= data.get("version", 0):
-        return
+    version = data.get("version", 0)
+    withdrawn = event.type.endswith(".withdrawn")
+    if service is not None and service.version >= version and not (withdrawn and not service.withdrawn):
+        return  # older, or already applied (a withdrawal without a version still withdraws)
     if service is None:
-        service = DirectoryService(service_id=data["service_id"])
+        if withdrawn:
+            return  # never seen published: nothing to withdraw
+        service = DirectoryService(service_id=data["service_id"], data="{}")
         session.add(service)
-    service.version = data.get("version", 0)
-    service.data = json.dumps(data)
+    service.version = max(version, service.version or 0)
+    service.withdrawn = withdrawn
+    if not withdrawn:
+        service.data = json.dumps(data)
+    service.generation = await bump_generation(session, DIRECTORY)
 
 
 def directory_view(data: Mapping[str, Any], snapshot: Snapshot) -> DirectoryServiceView:
@@ -117,31 +123,74 @@ def directory_view(data: Mapping[str, Any], snapshot: Snapshot) -> DirectoryServ
 DIRECTORY_DURABLE = "triage-directory"
 
 
-class DirectoryViewCache:
-    """Published partner services as screening sees them, rebuilt only when the read-model changed
-    or the coverage snapshot did: intake must not parse every partner service for every referral
-    (at 5,000 services that alone held intake to a few referrals a second). A change is seen with
-    one cheap query (row count, version sum, the last directory event applied), so every replica
-    sees what any replica's consumer applied."""
+# --- what screening reads ------------------------------------------------------------------------
+
+
+class ScreeningModels:
+    """The coverage snapshot (by day) and the indexed partner services that screening reads, kept
+    in memory between referrals. Whether they are current is one primary-key read of the
+    generations, so every replica sees what any replica's consumer applied; a changed directory
+    is caught up by reading only the services changed since (a changed registry rebuilds the
+    index, as service areas naming a place take the place's districts)."""
 
     def __init__(self) -> None:
-        self._cached: tuple[tuple[Any, ...], Snapshot, list[DirectoryServiceView]] | None = None
+        self._snapshots: dict[date, tuple[int, Snapshot]] = {}
+        self._index: DirectoryIndex | None = None
+        self._index_snapshot: Snapshot | None = None
+        self._index_generation = -1
 
-    async def get(self, session: AsyncSession, snapshot: Snapshot) -> list[DirectoryServiceView]:
-        count, versions = (
-            await session.execute(select(func.count(), func.coalesce(func.sum(DirectoryService.version), 0)))
-        ).one()
-        last_applied = await session.scalar(
-            select(func.max(InboxMessage.processed_at)).where(InboxMessage.consumer == DIRECTORY_DURABLE)
-        )
-        generation = (int(count), int(versions), last_applied)
-        cached = self._cached
-        if cached is not None and cached[0] == generation and cached[1] is snapshot:
-            return cached[2]
-        rows = (await session.scalars(select(DirectoryService.data))).all()
-        views = [directory_view(json.loads(row), snapshot) for row in rows]
-        self._cached = (generation, snapshot, views)
-        return views
+    async def current(self, session: AsyncSession, day: date) -> tuple[Snapshot, DirectoryIndex]:
+        rows = await session.execute(select(ReadModelGeneration.name, ReadModelGeneration.generation))
+        generations = {name: generation for name, generation in rows.all()}
+        registry = int(generations.get(REGISTRY, 0))
+        cached = self._snapshots.get(day)
+        if cached is None or cached[0] != registry:  # a changed (or another) registry
+            if len(self._snapshots) > 8:
+                self._snapshots.clear()
+            cached = (registry, await _snapshot(session, day))
+            self._snapshots[day] = cached
+        snapshot = cached[1]
+        directory = int(generations.get(DIRECTORY, 0))
+        # A generation going back means another database (restored, or replaced): start again.
+        if self._index is None or self._index_snapshot is not snapshot or directory < self._index_generation:
+            await self._rebuild(session, snapshot)
+        elif directory != self._index_generation:
+            await self._catch_up(session, snapshot)
+        # Generations are numbered in commit order, so every change up to the one read is applied.
+        self._index_generation = max(self._index_generation, directory)
+        assert self._index is not None
+        return snapshot, self._index
+
+    async def _rebuild(self, session: AsyncSession, snapshot: Snapshot) -> None:
+        rows = (
+            await session.execute(
+                select(DirectoryService.data, DirectoryService.generation).where(
+                    DirectoryService.withdrawn.is_(False)
+                )
+            )
+        ).all()
+        self._index = DirectoryIndex(directory_view(json.loads(data), snapshot) for data, _ in rows)
+        self._index_snapshot = snapshot
+        self._index_generation = max((generation for _, generation in rows), default=0)
+
+    async def _catch_up(self, session: AsyncSession, snapshot: Snapshot) -> None:
+        assert self._index is not None
+        rows = (
+            await session.execute(
+                select(
+                    DirectoryService.service_id,
+                    DirectoryService.withdrawn,
+                    DirectoryService.data,
+                    DirectoryService.generation,
+                ).where(DirectoryService.generation > self._index_generation)
+            )
+        ).all()
+        for service_id, withdrawn, data, generation in rows:
+            if withdrawn:
+                self._index.remove(service_id)
+            else:
+                self._index.put(directory_view(json.loads(data), snapshot))
+            self._index_generation = max(self._index_generation, generation)
 
 
 # --- careplan ------------------------------------------------------------------------------------
@@ -198,3 +247,15 @@ SUBSCRIPTIONS = (
         handler=apply_discharge_event,
     ),
 )
+
+
+# One set of models per database (the engine a session is bound to), never shared between two.
+_models: weakref.WeakKeyDictionary[Any, ScreeningModels] = weakref.WeakKeyDictionary()
+
+
+def screening_models(session: AsyncSession) -> ScreeningModels:
+    engine = session.get_bind()
+    models = _models.get(engine)
+    if models is None:
+        models = _models[engine] = ScreeningModels()
+    return models

@@ -37,8 +37,6 @@ from shared.timezones import london_date
 SERVICE = "triage"
 PRIORITY_NAMES = {1: "emergency", 2: "urgent", 3: "routine", 4: "very urgent"}
 CLOSED = "closed"
-SNAPSHOTS = readmodels.SnapshotCache()
-DIRECTORY_VIEWS = readmodels.DirectoryViewCache()
 
 
 class Refused(Exception):
@@ -165,7 +163,9 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
     person, duplicates, matched = await match_person(session, body)
     await session.flush()
     age = age_on(body.person.birth_date, london_date(received_at))
-    snapshot = await SNAPSHOTS.get(session, london_date(received_at))
+    snapshot, directory = await readmodels.screening_models(session).current(
+        session, london_date(received_at)
+    )
     facts = ReferralFacts(
         age=age,
         source=body.source,
@@ -179,8 +179,9 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
     suggestion = screen(
         facts,
         snapshot,
-        await DIRECTORY_VIEWS.get(session, snapshot),
-        await readmodels.live_discharge(session, person.id, received_at),
+        directory,
+        # A person new to triage has never been discharged: no need to look.
+        None if matched == "new" else await readmodels.live_discharge(session, person.id, received_at),
         received_at,
     )
     suggestion_json = _suggestion_json(suggestion)
@@ -274,7 +275,9 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
         known = set(
             (
                 await session.scalars(
-                    select(DirectoryService.service_id).where(DirectoryService.service_id.in_(signposts))
+                    select(DirectoryService.service_id).where(
+                        DirectoryService.service_id.in_(signposts), DirectoryService.withdrawn.is_(False)
+                    )
                 )
             ).all()
         )

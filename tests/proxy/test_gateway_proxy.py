@@ -207,6 +207,10 @@ async def test_bodies_stream_both_ways_intact(
         assert sent.json()["body_length"] == len(payload)
         assert sent.json()["body_sha256"] == hashlib.sha256(payload).hexdigest()
         assert sent.json()["method"] == "PUT"
+        # A body of declared length (the usual API call) is passed whole, byte for byte.
+        declared = await client.post("/triage/echo/declared", headers=auth, content=payload[:900_000])
+        assert declared.status_code == 200 and declared.json()["body_length"] == 900_000
+        assert declared.json()["body_sha256"] == hashlib.sha256(payload[:900_000]).hexdigest()
 
         async with client.stream("GET", "/triage/large?megabytes=5", headers=auth) as response:
             assert response.status_code == 200 and response.headers["x-upstream"] == "triage"

@@ -29,7 +29,7 @@ from shared.consumer import (
 )
 from shared.db import Database
 from shared.events import CloudEvent, dead_letter_subject, make_event
-from shared.messaging_models import OutboxMessage
+from shared.messaging_models import InboxMessage, OutboxMessage
 from shared.migrations import migrate
 from shared.nats_server import EmbeddedNatsServer
 from shared.outbox import OutboxRelay, add_event
@@ -285,6 +285,52 @@ async def test_permanent_error_and_undecodable_event_are_dead_lettered_at_once(s
     assert dead.headers[DEAD_LETTER_DELIVERIES_HEADER] == "1"
     assert dead.headers[DEAD_LETTER_REASON_HEADER] == "PermanentEventError: referral shape not understood"
     assert await _stream_has(consumer.broker, dead_letter_subject(DURABLE), 2)
+
+
+async def _publish_before_the_consumer_runs(suite: Suite, events: list[CloudEvent], copies: int = 1) -> None:
+    """Events waiting in the stream, so the consumer's first fetch takes them as one batch."""
+    js = await suite.broker("publisher").wait_connected()
+    for event in events:
+        for copy in range(copies):
+            await js.publish(event.type, event.to_json(), headers={Header.MSG_ID.value: f"{event.id}-{copy}"})
+
+
+async def test_a_fetched_batch_is_applied_in_one_transaction_each_event_once(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_by_one: list[object] = []
+    original = EventConsumer.handle
+
+    async def counting(self: EventConsumer, message: object) -> object:
+        one_by_one.append(message)
+        return await original(self, message)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EventConsumer, "handle", counting)
+    events = [make_event("triage", "referral", "received", {"referral_id": f"ref-b{i}"}) for i in range(6)]
+    await _publish_before_the_consumer_runs(suite, events[:3])
+    async with suite.consumer_db.transaction() as session:  # applied before: a redelivery
+        await suite.handle(session, events[0])
+        session.add(InboxMessage(consumer=DURABLE, event_id=events[0].id, subject=events[0].type))
+    await _publish_before_the_consumer_runs(suite, events[3:], copies=2)  # twice in one batch
+    consumer = suite.start_consumer()
+    await eventually(lambda: _count_is(suite, 6))
+    await eventually(lambda: _consumer_idle(consumer))
+    for event in events:
+        assert await suite.applications(event.id) == 1
+    assert one_by_one == [], "a healthy batch is applied together"
+
+
+async def test_a_batch_holding_a_failing_event_is_applied_one_by_one(suite: Suite) -> None:
+    events = [make_event("triage", "referral", "received", {"referral_id": f"ref-f{i}"}) for i in range(5)]
+    suite.permanent.add(events[2].id)
+    await _publish_before_the_consumer_runs(suite, events)
+    consumer = suite.start_consumer()
+    await eventually(lambda: _count_is(suite, 4))
+    dead = await _dead_letter(consumer.broker, events[2].id)
+    assert dead.headers is not None and dead.headers[DEAD_LETTER_DELIVERIES_HEADER] == "1"
+    await eventually(lambda: _consumer_idle(consumer))
+    for event in events:
+        assert await suite.applications(event.id) == (0 if event is events[2] else 1)
 
 
 async def test_concurrent_relays_share_the_outbox_without_double_sending(suite: Suite, backend: str) -> None:

@@ -27,6 +27,7 @@ from services.triage.domain import (
     URGENCY_ORDER,
     DecisionAction,
     DecisionRefused,
+    DirectoryIndex,
     DirectoryServiceView,
     Discharge,
     Need,
@@ -383,6 +384,48 @@ def service(
 
 
 CLOSED = ((6, time(9), time(10)),)  # Sunday mornings only
+
+
+_NEEDS = ["housing", "benefits-debt", "bereavement", "loneliness"]
+_DISTRICTS = ["BB1", "BB2", "LA1", "FY1"]
+_views = st.builds(
+    service,
+    service_id=st.sampled_from([f"s{i}" for i in range(12)]),
+    name=st.sampled_from(["Alpha", "beta", "Gamma", "delta"]),
+    needs=st.frozensets(st.sampled_from(_NEEDS), max_size=3),
+    districts=st.none() | st.frozensets(st.sampled_from(_DISTRICTS), max_size=3),
+    minimum_age=st.none() | st.integers(0, 40),
+    maximum_age=st.none() | st.integers(10, 90),
+    slots=st.sampled_from([WEEKDAYS_9_TO_5, CLOSED, ()]),
+    active=st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    changes=st.lists(st.tuples(st.booleans(), _views), max_size=30),
+    needs=st.frozensets(st.sampled_from(_NEEDS), min_size=1),
+    district=st.sampled_from([*_DISTRICTS, " bb1 ", "PR1"]),
+    age=st.integers(0, 100),
+    limit=st.integers(0, 8),
+)
+def test_the_directory_index_matches_exactly_what_a_full_scan_matches(
+    changes: list[tuple[bool, DirectoryServiceView]], needs: frozenset[str], district: str, age: int, limit: int
+) -> None:
+    """Services put (replacing one with the same id) or removed in any order: matching through
+    the index gives the same services, in the same order, as scanning what is published."""
+    index = DirectoryIndex()
+    published: dict[str, DirectoryServiceView] = {}
+    for withdraw, view in changes:
+        if withdraw:
+            index.remove(view.service_id)
+            published.pop(view.service_id, None)
+        else:
+            index.put(view)
+            published[view.service_id] = view
+    full_scan = match_services(list(published.values()), needs, district, age, NOON, limit)
+    assert match_services(index, needs, district, age, NOON, limit) == full_scan
+    assert len(index) == sum(1 for view in published.values() if view.active)
 
 
 def test_matches_rank_by_needs_met_then_open_now_then_name() -> None:
