@@ -8,6 +8,7 @@ connection; on SQLite it is a file of its own.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -74,13 +76,42 @@ def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["server_settings"] = {"search_path": check_schema_name(schema)}
-    return create_async_engine(
-        parsed,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        connect_args=connect_args,
+    engine = create_async_engine(
+        parsed, pool_size=pool_size, max_overflow=pool_size, connect_args=connect_args
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection unused for longer than this is checked before it is handed out.
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use only if it has sat idle: one the server dropped
+    (a restart, a failover, an idle timeout) is replaced rather than failing a request.
+
+    SQLAlchemy's `pool_pre_ping` checks every checkout, and asyncpg's ping is three round trips
+    (BEGIN, a query, ROLLBACK): under load that was a large share of every transaction's cost,
+    for connections used milliseconds before. A server gone while connections are busy still
+    fails the statements in flight; SQLAlchemy then invalidates the whole pool, so the retry
+    (or the next request) gets a new connection."""
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _check_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (a fresh one if need be).
+            raise DisconnectionError("pooled connection no longer usable") from exc
 
 
 class Database:
