@@ -332,9 +332,9 @@ def markdown(report: dict[str, Any], source: Path, svgs: list[Path]) -> str:
             f"{_fmt(report.get('data', {}).get('reporting_episodes', cfg.get('episodes')))} episodes, {reporting['rounds']} "
             f"rounds: median {_fmt(reporting['http_median_ms'])} ms, max {_fmt(reporting['http_max_ms'])} ms "
             f"({reporting['groups']} groups). In process (`aggregates.four_week_waits`, no HTTP): median "
-            f"{_fmt(ip.get('pull_median_ms'))} ms. Raw SQL: the same three statements the aggregate runs "
-            "(`four_week_waits_statement` and the two `days_histogram_statement`s, imported from "
-            "services/reporting/aggregates.py and compiled with literal binds, not replicated) through asyncpg: "
+            f"{_fmt(ip.get('pull_median_ms'))} ms. Raw SQL: the same statements the aggregate runs "
+            "(one `clock_statement` per clock, imported from services/reporting/aggregates.py and compiled "
+            "with literal binds, not replicated) through asyncpg: "
             f"median {_fmt(ip.get('raw_sql_median_ms'))} ms.",
             "",
         ]

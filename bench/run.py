@@ -233,9 +233,59 @@ class Run:
         self.tok: dict[str, str] = {}
         self.results: dict[str, Any] = {}
 
+    async def backlog(self) -> tuple[int, int]:
+        """(events committed but not yet published, across every service's outbox; events
+        published but not yet applied, across every durable consumer)."""
+        connection = await asyncpg.connect(plain_dsn(self.args.postgres))
+        try:
+            unpublished = 0
+            for row in await connection.fetch(
+                "SELECT table_schema FROM information_schema.tables WHERE table_name = 'outbox' "
+                "AND starts_with(table_schema, $1)",
+                self.settings.database_schema_prefix,
+            ):
+                unpublished += int(
+                    await connection.fetchval(
+                        f'SELECT count(*) FROM "{row["table_schema"]}".outbox WHERE published_at IS NULL'  # noqa: S608 - a schema name from the catalogue, quoted
+                    )
+                )
+        finally:
+            await connection.close()
+        client = await nats.connect(self.nats_url)
+        try:
+            js = client.jetstream()
+            pending = sum(
+                info.num_pending + info.num_ack_pending
+                for info in await js.consumers_info(self.settings.stream_name)
+                if not info.name.startswith("bench")
+            )
+        finally:
+            await client.close()
+        return unpublished, pending
+
+    async def quiesce(self, limit: float) -> float:
+        """Wait (up to `limit` s) until every event already committed has been published and
+        applied, so a stage measures itself and not what an earlier one (or the data load: the
+        directory's services are published through the outbox) left behind."""
+        started = time.monotonic()
+        reported = 0.0
+        while time.monotonic() - started < limit:
+            unpublished, pending = await self.backlog()
+            if unpublished == 0 and pending == 0:
+                break
+            if time.monotonic() - reported > 15:
+                say(f"  waiting for the backlog: {unpublished} to publish, {pending} to apply")
+                reported = time.monotonic()
+            await asyncio.sleep(1)
+        waited = round(time.monotonic() - started, 1)
+        if waited >= 1:
+            say(f"  backlog cleared in {waited}s")
+        return waited
+
     async def stage(self, name: str, work: Callable[[], Awaitable[Any]]) -> None:
         say(f"stage {name}")
         started = time.monotonic()
+        quiet_for = await self.quiesce(limit=1800 if not self.results else 300)
         load_before = os.getloadavg()
         try:
             self.tok = await tokens(self.secrets)
@@ -243,6 +293,7 @@ class Run:
             if isinstance(self.results[name], dict):
                 # This machine may be shared: the load average shows what else was running.
                 self.results[name]["loadavg_before_after"] = [load_before[0], os.getloadavg()[0]]
+                self.results[name]["waited_for_backlog_seconds"] = quiet_for
         except Exception as exc:  # a failing stage is reported, the run goes on
             traceback.print_exc()
             self.results[name] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -14,7 +14,7 @@ import contextlib
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -139,8 +139,13 @@ class KeyManager:
                 rows = (
                     await session.scalars(select(SigningKey).where(SigningKey.status.in_(PUBLISHED)))
                 ).all()
+            # Parsing (and checking) an RSA private key takes tens of milliseconds of CPU, and
+            # this runs every few seconds on the event loop: keys already loaded are reused.
+            known = {key.kid: key for key in self._keys}
             self._keys = [
-                LoadedKey(
+                replace(known[row.kid], status=row.status, activates_at=row.activates_at.timestamp())
+                if row.kid in known
+                else LoadedKey(
                     kid=row.kid,
                     status=row.status,
                     private_key=serialization.load_pem_private_key(

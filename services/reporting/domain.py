@@ -348,6 +348,38 @@ def percentile(values: Iterable[float], p: float) -> float | None:
     return float(ordered[rank - 1])
 
 
+def _nth_counted(counts: Mapping[int, int], index: int) -> int:
+    """The value at `index` (0-based) of the sorted values that `counts` (value -> how many) holds."""
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if index < seen:
+            return value
+    raise IndexError(index)
+
+
+def median_of_counts(counts: Mapping[int, int]) -> float | None:
+    """`median` of the values a histogram (value -> how many) holds, without spreading them out:
+    a pull's day counts are a few distinct values over up to millions of clocks."""
+    n = sum(counts.values())
+    if n == 0:
+        return None
+    middle = n // 2
+    if n % 2:
+        return float(_nth_counted(counts, middle))
+    return (_nth_counted(counts, middle - 1) + _nth_counted(counts, middle)) / 2
+
+
+def percentile_of_counts(counts: Mapping[int, int], p: float) -> float | None:
+    """`percentile` (nearest rank) of the values a histogram (value -> how many) holds."""
+    if not 0 <= p <= 100:
+        raise ValueError("a percentile is between 0 and 100")
+    n = sum(counts.values())
+    if n == 0:
+        return None
+    return float(_nth_counted(counts, max(1, math.ceil(Fraction(p) * n / 100)) - 1))
+
+
 # --- grouping ----------------------------------------------------------------------------------
 
 GROUP_FIELDS: tuple[str, ...] = (

@@ -62,7 +62,7 @@ class EpisodeFact(Base):
     priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reaccess: Mapped[bool] = mapped_column(Boolean, default=False)
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    referral_received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    referral_received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     spell_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     first_assessment_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     plan_agreed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

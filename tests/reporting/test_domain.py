@@ -22,10 +22,12 @@ from services.reporting.domain import (
     disclose,
     ethnicity_group,
     median,
+    median_of_counts,
     month_starts,
     parse_group_by,
     parse_period,
     percentile,
+    percentile_of_counts,
     person_key,
     raw_percentage,
     sex_category,
@@ -400,6 +402,29 @@ def test_percentile_is_an_observed_value(values: list[int], p: float) -> None:
     result = percentile(values, p)
     assert result is not None and result in values
     assert sum(v <= result for v in values) >= Fraction(p) / 100 * len(values)
+
+
+@given(
+    st.dictionaries(st.integers(-50, 400), st.integers(0, 40), max_size=30),
+    st.sampled_from([0, 1, 10, 50, 90, 99.5, 100]),
+)
+def test_statistics_of_counts_equal_those_of_the_values(counts: dict[int, int], p: float) -> None:
+    # The four-week pull reads day histograms: same answers, same types, as the spread-out values.
+    values = [value for value, n in counts.items() for _ in range(n)]
+    for got, expected in (
+        (median_of_counts(counts), median(values)),
+        (percentile_of_counts(counts, p), percentile(values, p)),
+    ):
+        assert got == expected and type(got) is type(expected)
+
+
+def test_statistics_of_counts_small_cases() -> None:
+    assert median_of_counts({}) is None and median_of_counts({3: 0}) is None
+    assert median_of_counts({1: 1, 4: 1}) == 2.5 and median_of_counts({2: 3, 9: 1}) == 2.0
+    assert percentile_of_counts({}, 90) is None
+    assert percentile_of_counts({1: 9, 30: 1}, 90) == 1.0 and percentile_of_counts({1: 9, 30: 1}, 91) == 30.0
+    with pytest.raises(ValueError):
+        percentile_of_counts({1: 1}, 101)
 
 
 # --- grouping ------------------------------------------------------------------------------------
