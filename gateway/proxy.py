@@ -156,21 +156,8 @@ async def forward(
                 if index == len(replicas) - 1:
                     raise
                 log.info("upstream replica refused; trying the next", extra={"upstream": service})
-    except httpx.TimeoutException:
-        UPSTREAM_ERRORS.labels(service, "timeout").inc()
-        log.warning("upstream timed out", extra={"upstream": service})
-        return error_response(
-            request.url.path,
-            504,
-            "Service timed out",
-            f"The {service} service did not answer in time.",
-            type_=problem_type("upstream-timeout"),
-            service=service,
-        )
     except httpx.TransportError as exc:
-        UPSTREAM_ERRORS.labels(service, "unavailable").inc()
-        log.warning("upstream unavailable", extra={"upstream": service, "error": type(exc).__name__})
-        return _unavailable(request, service)
+        return _failed(request, service, exc)
     # Raw pairs keep repeated fields (Set-Cookie, Link) as the service sent them.
     downstream_headers = _downstream_headers(upstream)
     length = upstream.headers.get("content-length")
@@ -179,9 +166,9 @@ async def forward(
         # cheaper than streaming it. Event streams, exports and large pages still stream.
         try:
             body = b"".join([chunk async for chunk in upstream.aiter_raw()])
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
             await upstream.aclose()
-            return _unavailable(request, service)
+            return _failed(request, service, exc)
         await upstream.aclose()
         answer = Response(body, status_code=upstream.status_code)
         answer.raw_headers = downstream_headers
@@ -193,7 +180,21 @@ async def forward(
     return response
 
 
-def _unavailable(request: Request, service: str) -> Response:
+def _failed(request: Request, service: str, exc: httpx.TransportError) -> Response:
+    """504 for a service too slow to answer, 502 for one that cannot be reached or broke off."""
+    if isinstance(exc, httpx.TimeoutException):
+        UPSTREAM_ERRORS.labels(service, "timeout").inc()
+        log.warning("upstream timed out", extra={"upstream": service})
+        return error_response(
+            request.url.path,
+            504,
+            "Service timed out",
+            f"The {service} service did not answer in time.",
+            type_=problem_type("upstream-timeout"),
+            service=service,
+        )
+    UPSTREAM_ERRORS.labels(service, "unavailable").inc()
+    log.warning("upstream unavailable", extra={"upstream": service, "error": type(exc).__name__})
     return error_response(
         request.url.path,
         502,
