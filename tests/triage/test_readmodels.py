@@ -4,7 +4,11 @@ chosen), late or repeated events change nothing, and another replica sees the sa
 
 from __future__ import annotations
 
+import asyncio
+from datetime import date, timedelta
 from typing import Any
+
+import pytest
 
 from services.triage import readmodels, store
 from shared.events import make_event
@@ -95,3 +99,33 @@ async def test_another_replica_and_a_fresh_start_see_the_same_services(triage: T
         _, index = await other.current(session, store.london_date(store.utcnow()))
         assert len(index) == 0
     assert await signposted(triage) == []
+
+
+async def test_the_index_is_rebuilt_once_and_only_when_the_places_change(
+    triage: Triage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new day (midnight, or a referral dated yesterday) with the same places keeps the index;
+    referrals arriving while it is rebuilt wait for the one rebuild rather than each doing it."""
+    await apply(triage, service_event("published", 1))
+    models = readmodels.ScreeningModels()
+    rebuilds = 0
+    original = readmodels.ScreeningModels._rebuild
+
+    async def counted(self: readmodels.ScreeningModels, session: Any, snapshot: Any) -> None:
+        nonlocal rebuilds
+        rebuilds += 1
+        await asyncio.sleep(0.05)  # long enough for the others to arrive
+        await original(self, session, snapshot)
+
+    monkeypatch.setattr(readmodels.ScreeningModels, "_rebuild", counted)
+
+    async def current(day: date) -> readmodels.DirectoryIndex:
+        async with triage.app.state.db.transaction() as session:
+            return (await models.current(session, day))[1]
+
+    today = date(2026, 11, 25)
+    indexes = await asyncio.gather(*(current(today) for _ in range(5)))
+    assert rebuilds == 1 and all(index is indexes[0] for index in indexes)
+    assert await current(today + timedelta(days=1)) is indexes[0]
+    assert await current(today - timedelta(days=30)) is indexes[0]
+    assert rebuilds == 1
