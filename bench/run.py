@@ -306,6 +306,9 @@ class Run:
             point = await loadgen.open_loop(plan)
             if point["statuses"].get("unanswered") or point["dropped"]:
                 point["settle_seconds"] = await self.settle(base, path, token)
+            # The events an overloaded step committed are still being relayed and applied: the
+            # next step must not run beside that backlog.
+            point["waited_for_backlog_seconds"] = await self.quiesce(limit=300)
             say(
                 f"  {base}{path} @ {rate}/s: {point.get('achieved_rps')}/s, p50 {point.get('p50_ms')} "
                 f"p99 {point.get('p99_ms')} ms, dropped {point['dropped']}, {point['statuses']}"
@@ -398,6 +401,7 @@ class Run:
 
     async def event_lag_at(self, rate: float) -> dict[str, Any]:
         await self.settle(GATEWAY, "/triage/referrals", self.tok["demo-partner-ehr"])
+        await self.quiesce(limit=300)
         connection = await nats.connect(self.nats_url)
         routed: dict[str, float] = {}
         opened: dict[str, tuple[float, float]] = {}

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from services.triage import fhir_api
 from services.triage.api import router
 from services.triage.models import Base
-from services.triage.readmodels import SUBSCRIPTIONS
+from services.triage.readmodels import SUBSCRIPTIONS, ScreeningWarmup
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
 
@@ -23,6 +23,7 @@ SPEC = ServiceSpec(
     metadata=Base.metadata,
     routers=[router, fhir_api.router],
     subscriptions=SUBSCRIPTIONS,
+    workers=(ScreeningWarmup,),
 )
 
 

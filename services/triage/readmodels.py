@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from collections.abc import Mapping
 from datetime import date, datetime, time
 from typing import Any
 
+from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,9 +24,15 @@ from services.triage.domain import DirectoryIndex, DirectoryServiceView
 from services.triage.domain import Discharge as DischargeView
 from services.triage.models import DirectoryService, Discharge, ReadModelGeneration, RegistryRecord
 from shared import registry_events
+from shared.background import BackgroundWorker
+from shared.broker import backoff_delay
 from shared.consumer import Subscription
 from shared.coverage import PlaceView, Snapshot, snapshot_from
 from shared.events import CloudEvent
+from shared.sqltypes import utcnow
+from shared.timezones import london_date
+
+log = logging.getLogger("cmh.triage.readmodels")
 
 REGISTRY_KINDS = ("place", "network", "pathway", "team")
 DAY_INDEX = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
@@ -270,3 +278,28 @@ def screening_models(session: AsyncSession) -> ScreeningModels:
     if models is None:
         models = _models[engine] = ScreeningModels()
     return models
+
+
+class ScreeningWarmup(BackgroundWorker):
+    """Builds the screening models when the service starts, so the first referral does not wait
+    for the whole directory to be read and indexed (seconds at 50,000 services). Referrals that
+    arrive meanwhile wait for this build rather than starting their own."""
+
+    task_name = "triage-screening-warmup"
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self.stopping:
+            attempt += 1
+            try:
+                async with self.app.state.db.transaction() as session:
+                    with self.busy():
+                        await screening_models(session).current(session, london_date(utcnow()))
+                return
+            except Exception as exc:  # the database not there yet: try again shortly
+                log.warning("screening warm-up failed; retrying", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff_delay(attempt, cap=30))
