@@ -10,13 +10,14 @@ requests committed. A second signal skips the drain.
 from __future__ import annotations
 
 import importlib
+import socket
 import time
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
-from shared.service import start_draining
+from shared.service import freeze_long_lived, start_draining
 from shared.settings import Settings
 
 
@@ -38,6 +39,10 @@ class DrainingServer(uvicorn.Server):
             self._captured_signals.append(sig)  # re-raised after shutdown, as uvicorn does
             return
         super().handle_exit(sig, frame)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        freeze_long_lived()
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_until is not None and time.monotonic() >= self.drain_until:

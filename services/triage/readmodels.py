@@ -29,6 +29,7 @@ from shared.broker import backoff_delay
 from shared.consumer import Subscription
 from shared.coverage import PlaceView, Snapshot, snapshot_from
 from shared.events import CloudEvent
+from shared.service import refreeze_after_replacing
 from shared.sqltypes import utcnow
 from shared.timezones import london_date
 
@@ -190,6 +191,7 @@ class ScreeningModels:
             )
         ).all()
         self._index = DirectoryIndex(directory_view(json.loads(data), snapshot) for data, _ in rows)
+        refreeze_after_replacing()  # the index is long-lived: keep full collections from walking it
         self._index_generation = max((generation for _, generation in rows), default=0)
 
     async def _catch_up(self, session: AsyncSession, snapshot: Snapshot) -> None:
