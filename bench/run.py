@@ -581,7 +581,8 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
     offered = {
         p.get("offered_rps") for p in [*intake.get("gateway_sweep", []), *base_sweep] if isinstance(p, dict)
     }
-    for rate in sorted(r for r in offered if r):
+    rates = sorted(r for r in offered if r)
+    for rate in rates:
         gateway, direct = (at_rate(intake.get(k, []), rate) for k in ("gateway_sweep", "direct_sweep"))
         bare = at_rate(base_sweep, rate)
         if not gateway:
@@ -599,7 +600,9 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
         if direct:
             add(f"intake_direct_p99_at_{rate}", f"intake direct to triage p99 @ {rate}/s", direct.get("p99_ms"),
                 "ms", bare.get("p99_ms"), "bare FastAPI+asyncpg insert")  # fmt: skip
-            key = "gateway_overhead_p50" if rate == 100 else f"gateway_overhead_p50_at_{rate}"
+            # The overhead target is judged at the lowest offered rate, where neither path queues
+            # (at higher rates both are queueing and the ratio says little about the gateway).
+            key = "gateway_overhead_p50" if rate == rates[0] else f"gateway_overhead_p50_at_{rate}"
             if gateway.get("p50_ms") and direct.get("p50_ms"):
                 add(key, f"gateway p50 / direct p50 @ {rate}/s", round(gateway["p50_ms"] / direct["p50_ms"], 2),
                     "x", None, "direct to triage")  # fmt: skip
