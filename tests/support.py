@@ -144,3 +144,22 @@ async def register_clients(session: Any, clients: dict[str, tuple[Any, ...]]) ->
         assert created.secret is not None
         secrets[client_id] = created.secret
     return secrets
+
+
+async def prepare_databases(
+    settings: Any, owners: tuple[str, ...], clients: dict[str, tuple[Any, ...]]
+) -> dict[str, str]:
+    """Migrate each owner's database and register the gateway's clients; returns their secrets."""
+    from shared.db import Database
+    from shared.migrations import migrate
+
+    for owner in owners:
+        await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
+    gateway_db = Database(
+        settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
+    )
+    try:
+        async with gateway_db.transaction() as session:
+            return await register_clients(session, clients)
+    finally:
+        await gateway_db.dispose()

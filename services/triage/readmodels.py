@@ -147,7 +147,8 @@ class ScreeningModels:
     rebuild or catch-up at a time: concurrent referrals wait for it rather than each doing it."""
 
     def __init__(self) -> None:
-        self._snapshots: dict[date, tuple[int, Snapshot]] = {}
+        # By day: (registry generation, the snapshot, its places: all the index depends on).
+        self._snapshots: dict[date, tuple[int, Snapshot, frozenset[PlaceView]]] = {}
         self._index: DirectoryIndex | None = None
         self._index_places: frozenset[PlaceView] | None = None
         self._index_generation = -1
@@ -165,10 +166,10 @@ class ScreeningModels:
         if cached is None or cached[0] != registry:  # a changed (or another) registry
             if len(self._snapshots) > 8:
                 self._snapshots.clear()
-            cached = (registry, await _snapshot(session, day))
+            built = await _snapshot(session, day)
+            cached = (registry, built, frozenset(built.places))
             self._snapshots[day] = cached
-        snapshot = cached[1]
-        places = frozenset(snapshot.places)
+        _, snapshot, places = cached
         directory = int(generations.get(DIRECTORY, 0))
         if self._stale(places, directory) or directory != self._index_generation:
             async with self._updating:  # whoever held it may have done this already
@@ -282,6 +283,11 @@ def screening_models(session: AsyncSession) -> ScreeningModels:
     return models
 
 
+async def screening(session: AsyncSession, day: date) -> tuple[Snapshot, DirectoryIndex]:
+    """What screening reads on `day`: the coverage snapshot and the indexed partner services."""
+    return await screening_models(session).current(session, day)
+
+
 class ScreeningWarmup(BackgroundWorker):
     """Builds the screening models when the service starts, so the first referral does not wait
     for the whole directory to be read and indexed (seconds at 50,000 services). Referrals that
@@ -300,7 +306,7 @@ class ScreeningWarmup(BackgroundWorker):
             try:
                 async with self.app.state.db.transaction() as session:
                     with self.busy():
-                        await screening_models(session).current(session, london_date(utcnow()))
+                        await screening(session, london_date(utcnow()))
                 return
             except Exception as exc:  # the database not there yet: try again shortly
                 log.warning("screening warm-up failed; retrying", extra={"error": type(exc).__name__})

@@ -163,9 +163,7 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
     person, duplicates, matched = await match_person(session, body)
     await session.flush()
     age = age_on(body.person.birth_date, london_date(received_at))
-    snapshot, directory = await readmodels.screening_models(session).current(
-        session, london_date(received_at)
-    )
+    snapshot, directory = await readmodels.screening(session, london_date(received_at))
     facts = ReferralFacts(
         age=age,
         source=body.source,

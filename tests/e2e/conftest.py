@@ -21,11 +21,9 @@ from services.notify.app import create_app as create_notify
 from services.registry.app import create_app as create_registry
 from services.registry.seed import seed as seed_registry
 from services.triage.app import create_app as create_triage
-from shared.db import Database
-from shared.migrations import migrate
 from shared.nats_server import free_port
 from shared.settings import Settings
-from tests.support import register_clients, serve
+from tests.support import prepare_databases, serve
 
 CLIENTS = {
     "gp-ehr": (
@@ -96,14 +94,7 @@ async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
         jwks_url=f"http://127.0.0.1:{ports['gateway']}/.well-known/jwks.json",
         jwks_min_refresh_seconds=0,
     )
-    for owner in owners:
-        await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
-    gateway_db = Database(
-        settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
-    )
-    async with gateway_db.transaction() as session:
-        secrets = await register_clients(session, CLIENTS)
-    await gateway_db.dispose()
+    secrets = await prepare_databases(settings, owners, CLIENTS)
     apps = {
         "gateway": create_gateway(settings),
         "registry": create_registry(settings),

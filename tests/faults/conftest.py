@@ -27,12 +27,11 @@ import pytest
 from sqlalchemy import text
 
 from shared.db import Database, create_engine
-from shared.migrations import migrate
 from shared.nats_server import NatsCluster, free_port
 from shared.settings import Settings
 from tests.conftest import POSTGRES_URL, drop_schemas
 from tests.faults.netproxy import FaultyLink
-from tests.support import register_clients
+from tests.support import prepare_databases
 
 # Processes started, and how many of each.
 TOPOLOGY: dict[str, int] = {"registry": 1, "triage": 2, "careplan": 2, "reporting": 1, "gateway": 1}
@@ -346,18 +345,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for replica, port in enumerate(service_ports)
     ]
 
-    async def prepare() -> dict[str, str]:
-        for owner in ("gateway", "registry", "triage", "careplan", "reporting"):
-            await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
-        gateway_db = Database(
-            settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
-        )
-        async with gateway_db.transaction() as session:
-            secrets = await register_clients(session, CLIENTS)
-        await gateway_db.dispose()
-        return secrets
-
-    secrets = asyncio.run(prepare())
+    owners = ("gateway", "registry", "triage", "careplan", "reporting")
+    secrets = asyncio.run(prepare_databases(settings, owners, CLIENTS))
     state = Cluster(settings, nats, nats_links, pg_link, processes, tokens={})
     try:
         for process in processes:

@@ -410,7 +410,11 @@ _views = st.builds(
     limit=st.integers(0, 8),
 )
 def test_the_directory_index_matches_exactly_what_a_full_scan_matches(
-    changes: list[tuple[bool, DirectoryServiceView]], needs: frozenset[str], district: str, age: int, limit: int
+    changes: list[tuple[bool, DirectoryServiceView]],
+    needs: frozenset[str],
+    district: str,
+    age: int,
+    limit: int,
 ) -> None:
     """Services put (replacing one with the same id) or removed in any order: matching through
     the index gives the same services, in the same order, as scanning what is published."""
