@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install clean soak bench
+.PHONY: run test lint format install clean soak bench safety
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (none found on PATH)"; exit 1; }
@@ -33,6 +33,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The clinical safety case (docs/safety/): regenerate its tables from the hazard log, then check the log.
+safety: $(STAMP)
+	$(BIN)/python -m tests.safety.hazard_log --write
+	$(BIN)/python -m pytest -q tests/safety
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .hypothesis

@@ -35,6 +35,7 @@ FHIR_RESOURCE_OWNERS: dict[str, str] = {
     "ServiceRequest": "triage",
     "Task": "triage",
     "Patient": "triage",
+    "Provenance": "triage",
     "EpisodeOfCare": "careplan",
     "CarePlan": "careplan",
     "Organization": "registry",
@@ -121,6 +122,15 @@ SUPPORTED: dict[str, dict[str, Any]] = {
             _PATIENT_CHAIN,
             _param("status", "token", "requested | completed."),
         ],
+    },
+    "Provenance": {
+        "profile": None,
+        "interactions": ["search-type"],
+        "documentation": (
+            "Who decided what about a referral, when and why: one Provenance per triage decision, with "
+            "the calling system and the clinician it asserts (recorded as asserted)."
+        ),
+        "search": [_param("target", "reference", "Task/<id> or ServiceRequest/<id> (required).")],
     },
     "Patient": {
         "profile": _UK_CORE + "Patient",

@@ -77,6 +77,37 @@ def require_aware(at: datetime, what: str = "a moment") -> None:
         raise ValueError(f"{what} needs a time zone")
 
 
+class TimeRefused(ValueError):
+    """A clinical or referral time that cannot be; `field` names the input to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def check_moment(
+    at: datetime,
+    *,
+    now: datetime,
+    field: str,
+    not_before: datetime | None = None,
+    not_before_what: str = "the referral was received",
+) -> None:
+    """The one rule, in every service, for a time a caller gives: it must be placed in time, must
+    have happened (`CLOCK_SKEW` allowed for a device clock a little ahead), and, when
+    `not_before` is given, cannot precede it (e.g. the referral it belongs to)."""
+    if at.tzinfo is None or at.tzinfo.utcoffset(at) is None:
+        raise TimeRefused(field, "the time needs a time zone")
+    require_aware(now, "now")
+    if at > now + CLOCK_SKEW:
+        raise TimeRefused(field, "the time is in the future")
+    if not_before is not None:
+        require_aware(not_before, "the earliest allowed time")
+        if at < not_before:
+            raise TimeRefused(field, f"the time is before {not_before_what}")
+
+
 def calendar_days(start: datetime, end: datetime) -> int:
     """Calendar days between the Europe/London dates of two moments (never negative: a stop
     recorded before the start, or a `now` a little behind it, counts as the same day)."""

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         default=None,
         description="Key of the keyed hash that stands for a person in reporting (default: var/reporting-pseudonym.key).",
     )
+    triage_backdate_limit_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="How far back a referral's received time may be given without a reason for the delay.",
+    )
     careplan_clock_scan_seconds: float = Field(
         default=60.0, gt=0, description="How often careplan checks the four-week plan clocks."
     )

@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.careplan import store
-from services.careplan.domain import RuleRefused, WorklistItem, order_worklist
+from services.careplan.domain import RuleRefused, WorklistItem
 from services.careplan.models import Episode, EpisodeRecord, JourneyEntry
 from services.careplan.schemas import (
     AdviceIn,
@@ -30,7 +30,7 @@ from services.careplan.schemas import (
 )
 from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, ensure_organisation, requires
-from shared.clocks import plan_clock
+from shared.clocks import TimeRefused, plan_clock
 from shared.db import Database
 from shared.errors import Problem, rule_broken
 from shared.timezones import london_date
@@ -123,16 +123,28 @@ async def read_episode(
         episode = await _episode(session, episode_id)
         records = (
             await session.scalars(
-                select(EpisodeRecord).where(EpisodeRecord.episode_id == episode_id).order_by(EpisodeRecord.at)
+                select(EpisodeRecord)
+                .where(EpisodeRecord.episode_id == episode_id)
+                .order_by(EpisodeRecord.at, EpisodeRecord.recorded_at, EpisodeRecord.seq)
             )
         ).all()
         _audit(session, caller, AuditAction.READ, [episode])
     body = episode_out(episode, _now(request))
-    body["records"] = [
-        {"kind": r.kind, "at": r.at.isoformat(), "recorded_by": r.recorded_by, "data": json.loads(r.data)}
-        for r in records
-    ]
+    body["records"] = [record_out(r) for r in records]
     return body
+
+
+def record_out(record: EpisodeRecord) -> dict[str, Any]:
+    """A record with its clinical time, when it was entered, the client that recorded it, and the
+    end user that client asserted (labelled as asserted: careplan does not verify it)."""
+    return {
+        "kind": record.kind,
+        "at": record.at.isoformat(),
+        "recorded_at": record.recorded_at.isoformat(),
+        "recorded_by": record.recorded_by,
+        **store.asserted_end_user(record.end_user_id, record.end_user_role),
+        "data": json.loads(record.data),
+    }
 
 
 @router.get(
@@ -159,8 +171,10 @@ async def _write(
             result = work(session, episode, now)
             if hasattr(result, "__await__"):
                 await result
-        except RuleRefused as refusal:
+        except (RuleRefused, TimeRefused) as refusal:
             raise rule_broken(SERVICE, refusal.field, refusal.message) from None
+        # A late entry may have changed a clock's outcome: withdraw what no longer holds.
+        await store.correct_clocks(session, episode, now)
         _audit(session, caller, AuditAction.UPDATE, [episode])
         return episode_out(episode, now)
 
@@ -170,7 +184,7 @@ async def add_contact(
     episode_id: str, body: ContactIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.contact(s, e, body, caller.client_id, now)
+        request, caller, episode_id, lambda s, e, now: store.contact(s, e, body, store.Actor.of(caller), now)
     )
 
 
@@ -179,7 +193,10 @@ async def add_assessment(
     episode_id: str, body: AssessmentIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.assessment(s, e, body, caller.client_id, now)
+        request,
+        caller,
+        episode_id,
+        lambda s, e, now: store.assessment(s, e, body, store.Actor.of(caller), now),
     )
 
 
@@ -191,7 +208,7 @@ async def add_outcome(
         request,
         caller,
         episode_id,
-        lambda s, e, now: store.outcome_measure(s, e, body, caller.client_id, now),
+        lambda s, e, now: store.outcome_measure(s, e, body, store.Actor.of(caller), now),
     )
 
 
@@ -200,7 +217,10 @@ async def add_intervention(
     episode_id: str, body: InterventionIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.intervention(s, e, body, caller.client_id, now)
+        request,
+        caller,
+        episode_id,
+        lambda s, e, now: store.intervention(s, e, body, store.Actor.of(caller), now),
     )
 
 
@@ -209,7 +229,7 @@ async def add_advice(
     episode_id: str, body: AdviceIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.advice(s, e, body, caller.client_id, now)
+        request, caller, episode_id, lambda s, e, now: store.advice(s, e, body, store.Actor.of(caller), now)
     )
 
 
@@ -218,7 +238,7 @@ async def add_plan(
     episode_id: str, body: PlanIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.plan(s, e, body, caller.client_id, now)
+        request, caller, episode_id, lambda s, e, now: store.plan(s, e, body, store.Actor.of(caller), now)
     )
 
 
@@ -234,7 +254,7 @@ async def agree_plan(
             .where(EpisodeRecord.episode_id == episode.id, EpisodeRecord.kind == "plan")
             .limit(1)
         )
-        store.agreement(session, episode, body, caller.client_id, now, has_plan is not None)
+        await store.agreement(session, episode, body, store.Actor.of(caller), now, has_plan is not None)
 
     return await _write(request, caller, episode_id, work)
 
@@ -244,7 +264,7 @@ async def add_review(
     episode_id: str, body: ReviewIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.review(s, e, body, caller.client_id, now)
+        request, caller, episode_id, lambda s, e, now: store.review(s, e, body, store.Actor.of(caller), now)
     )
 
 
@@ -261,7 +281,7 @@ async def named_worker(
             raise RuleRefused(
                 "practitioner_id", "not a practitioner of this episode's team (per the registry)"
             )
-        store.assign_named_worker(session, episode, body.practitioner_id, caller.client_id, now)
+        store.assign_named_worker(session, episode, body.practitioner_id, store.Actor.of(caller), now)
 
     return await _write(request, caller, episode_id, work)
 
@@ -271,11 +291,27 @@ async def discharge(
     episode_id: str, body: DischargeIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.discharge(s, e, body, caller.client_id, now)
+        request,
+        caller,
+        episode_id,
+        lambda s, e, now: store.discharge(s, e, body, store.Actor.of(caller), now),
     )
 
 
-@router.get("/worklist", summary="Open episodes by days remaining on the plan clock")
+WORKLIST_MAX_PER_PAGE = 500
+
+
+def worklist_order(today: int) -> list[Any]:
+    """`domain.order_worklist` in SQL: running plan clocks first, fewest days remaining first (days
+    remaining is 28 minus the London days since the clock's start day, never counting a start
+    later than today, so the start day orders them), ties by when opened then episode id; open
+    episodes with no running clock (not started, or a plan agreed) last, by when opened then id."""
+    no_clock = Episode.plan_clock_day.is_(None)
+    start_day = case((Episode.plan_clock_day > today, today), else_=Episode.plan_clock_day)
+    return [no_clock, func.coalesce(start_day, 0), Episode.opened_at, Episode.id]  # false (0) sorts first
+
+
+@router.get("/worklist", summary="Open episodes by days remaining on the plan clock, paged")
 async def worklist(
     request: Request,
     caller: Caller = requires("careplan:read"),
@@ -283,7 +319,11 @@ async def worklist(
     network_id: Annotated[str | None, Query(max_length=64)] = None,
     place: Annotated[str | None, Query(max_length=64)] = None,
     named_worker_id: Annotated[str | None, Query(max_length=64)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=WORKLIST_MAX_PER_PAGE)] = 100,
 ) -> dict[str, Any]:
+    """Ordered and paged in the database, so the most urgent cases are on page 1 however many
+    episodes are open; `total` is how many open episodes match."""
     conditions = [Episode.status == "open"]
     for column, value in (
         (Episode.team_id, team_id),
@@ -294,30 +334,41 @@ async def worklist(
         if value is not None:
             conditions.append(column == value)
     now = _now(request)
+    today = london_date(now).toordinal()
     async with _db(request).transaction() as session:
-        episodes = (await session.scalars(select(Episode).where(*conditions).limit(2000))).all()
+        total = int(await session.scalar(select(func.count()).select_from(Episode).where(*conditions)) or 0)
+        episodes = (
+            await session.scalars(
+                select(Episode)
+                .where(*conditions)
+                .order_by(*worklist_order(today))
+                .offset((page - 1) * per_page)
+                .limit(per_page)
+            )
+        ).all()
         _audit(session, caller, AuditAction.SEARCH, list(episodes), "Worklist")
-    by_id = {e.id: e for e in episodes}
     items = []
     for episode in episodes:
         clock = plan_clock(store.facts(episode), now)
-        items.append(WorklistItem(episode.id, clock.days_remaining, clock.state, episode.opened_at))
-    return {
-        "as_of": now.isoformat(),
-        "items": [
+        item = WorklistItem(episode.id, clock.days_remaining, clock.state, episode.opened_at)
+        items.append(
             {
                 "episode_id": item.episode_id,
-                "person_id": by_id[item.episode_id].person_id,
-                "team_id": by_id[item.episode_id].team_id,
-                "named_worker_id": by_id[item.episode_id].named_worker_id,
+                "person_id": episode.person_id,
+                "team_id": episode.team_id,
+                "named_worker_id": episode.named_worker_id,
+                "route": episode.route,
+                "opened_at": episode.opened_at.isoformat(),
                 "days_remaining": item.days_remaining,
                 "state": item.state.value,
                 "at_risk": item.state.value == "at_risk",
                 "breached": item.state.value == "breached",
+                # A re-access: back with the named worker, the previous episode linked.
+                "reaccess": episode.previous_episode_id is not None,
+                "previous_episode_id": episode.previous_episode_id,
             }
-            for item in order_worklist(items)
-        ],
-    }
+        )
+    return {"as_of": now.isoformat(), "page": page, "per_page": per_page, "total": total, "items": items}
 
 
 @router.get(
@@ -332,7 +383,7 @@ async def journey(
             await session.scalars(
                 select(JourneyEntry)
                 .where(JourneyEntry.person_id == person_id)
-                .order_by(JourneyEntry.at, JourneyEntry.seq)
+                .order_by(JourneyEntry.at, JourneyEntry.recorded_at, JourneyEntry.seq)
             )
         ).all()
         record_access(
@@ -345,5 +396,14 @@ async def journey(
         )
     return {
         "person_id": person_id,
-        "entries": [{"at": e.at.isoformat(), "kind": e.kind, **json.loads(e.summary)} for e in entries],
+        # By clinical time, each step with when it was entered beside it.
+        "entries": [
+            {
+                "at": e.at.isoformat(),
+                "recorded_at": e.recorded_at.isoformat(),
+                "kind": e.kind,
+                **json.loads(e.summary),
+            }
+            for e in entries
+        ],
     }

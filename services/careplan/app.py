@@ -52,10 +52,12 @@ SPEC = ServiceSpec(
     metadata=Base.metadata,
     routers=[router, fhir_router],
     subscriptions=(
+        # One durable for a referral's whole lifecycle, so its events are applied in the order
+        # triage published them (open, link, transfer, end).
         Subscription(
             durable="careplan-episodes",
-            subjects=["cmh.triage.referral.routed"],
-            handler=store.open_from_routed,
+            subjects=list(store.LIFECYCLE_SUBJECTS),
+            handler=store.apply_referral_event,
         ),
         Subscription(
             durable="careplan-journey",

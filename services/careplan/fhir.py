@@ -52,6 +52,11 @@ CLOCK_STATE_CODES = CMH_CODES + "clock-state"
 HOW_AGREED_CODES = CMH_CODES + "how-agreed"
 PLAN_CLOCK_EXTENSION = CMH_EXTENSIONS + "plan-clock"
 PLAN_AGREEMENT_EXTENSION = CMH_EXTENSIONS + "plan-agreement"
+# Who recorded: the end user a client's system asserts (not verified by the suite), and the client.
+END_USER_SYSTEM = CMH_IDS + "asserted-end-user"
+CLIENT_SYSTEM = CMH_IDS + "client"
+ASSERTED_BY_EXTENSION = CMH_EXTENSIONS + "asserted-by-client"
+ASSERTED_ROLE_EXTENSION = CMH_EXTENSIONS + "asserted-end-user-role"
 
 # What the responsibilities in a plan are, by the plan's status: not started until the person
 # agrees it, in progress while it is in force. At discharge the suite does not know whether each
@@ -153,6 +158,39 @@ def episode_of_care(
             "careManager": care_manager,
         }
     )
+
+
+def recorded_by(record: EpisodeRecord) -> dict[str, Any]:
+    """Who made a record, as a FHIR Reference: the end user the recording client asserted, as a
+    logical Practitioner reference (an identifier in the suite's asserted-end-user system, the
+    role and the asserting client in extensions, the display saying it is asserted); without an
+    asserted end user, the client itself, as a Device."""
+    client = {"url": ASSERTED_BY_EXTENSION, "valueIdentifier": identifier(CLIENT_SYSTEM, record.recorded_by)}
+    if record.end_user_id is None and record.end_user_role is None:
+        return {
+            "type": "Device",
+            "identifier": identifier(CLIENT_SYSTEM, record.recorded_by),
+            "display": f"Client {record.recorded_by} (no end user asserted)",
+        }
+    extensions = [client]
+    if record.end_user_role:
+        extensions.append({"url": ASSERTED_ROLE_EXTENSION, "valueString": record.end_user_role})
+    reference = {
+        "extension": extensions,
+        "type": "Practitioner",
+        "display": f"{record.end_user_role or 'End user'}, asserted by client {record.recorded_by}",
+    }
+    if record.end_user_id:
+        reference["identifier"] = identifier(END_USER_SYSTEM, record.end_user_id)
+    return reference
+
+
+def _contributors(*records: EpisodeRecord | None) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for record in records:
+        if record is not None and (who := recorded_by(record)) not in found:
+            found.append(who)
+    return found
 
 
 def _agreement_extension(agreement: dict[str, Any]) -> dict[str, Any]:
@@ -261,6 +299,8 @@ def care_plan(
             "period": _period(episode.plan_agreed_at, episode.discharged_at),
             "created": created,
             "author": _organisation(episode.owner_org),
+            # Who recorded the plan, its agreement and its review (end users as asserted).
+            "contributor": _contributors(plan_record, agreement_record, review_record),
             "supportingInfo": [reference("EpisodeOfCare", episode.id)],
             "activity": activities,
             "note": [{"time": created, "text": text} for text in notes],

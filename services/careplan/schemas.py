@@ -25,13 +25,25 @@ class _In(BaseModel):
         return value
 
 
-class ContactIn(_In):
+class _Clinical(_In):
+    linked_from_episode_id: str | None = Field(
+        default=None,
+        max_length=36,
+        description=(
+            "This record is history linked from the episode's previous episode (a re-access): its "
+            "time may precede this episode, back to that episode's referral, and it never moves "
+            "this episode's clocks"
+        ),
+    )
+
+
+class ContactIn(_Clinical):
     at: datetime
     attended: bool
     mechanism: Literal["face_to_face", "telephone", "video", "other"]
 
 
-class AssessmentIn(_In):
+class AssessmentIn(_Clinical):
     started_at: datetime
     completed_at: datetime | None = None
     meaningful: bool = Field(
@@ -39,7 +51,7 @@ class AssessmentIn(_In):
     )
 
 
-class OutcomeMeasureIn(_In):
+class OutcomeMeasureIn(_Clinical):
     at: datetime
     tool: Literal[
         "DIALOG",
@@ -57,7 +69,7 @@ class OutcomeMeasureIn(_In):
     score: float = Field(ge=0, le=1000)
 
 
-class InterventionIn(_In):
+class InterventionIn(_Clinical):
     at: datetime
     kind: Literal["psychosocial", "psychological", "medication", "physical_health"]
     description: Short | None = None
@@ -71,7 +83,7 @@ class Responsibility(_In):
     )
 
 
-class PlanIn(_In):
+class PlanIn(_Clinical):
     at: datetime
     needs: list[Short] = Field(min_length=1, max_length=20)
     goals: list[Words] = Field(min_length=1, max_length=20, description="In the person's own words")
@@ -89,7 +101,7 @@ class AgreementIn(_In):
     breach_text: Short | None = None
 
 
-class ReviewIn(_In):
+class ReviewIn(_Clinical):
     at: datetime
     summary: Words | None = None
     next_review: date | None = None
@@ -106,6 +118,6 @@ class DischargeIn(_In):
     reaccess_months: int = Field(default=12, ge=0, le=36)
 
 
-class AdviceIn(_In):
+class AdviceIn(_Clinical):
     at: datetime
     description: Short | None = None

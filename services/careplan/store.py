@@ -1,11 +1,19 @@
 """Episodes and what is recorded in them, the clocks, the scheduler's once-only clock events,
-and the journey: in the caller's transaction, with their events."""
+and the journey: in the caller's transaction, with their events.
+
+Triage's lifecycle events (`cmh.triage.referral.routed`, `.transferred`, `.closed`) open, link,
+move and end episodes; each handler is idempotent under redelivery (the consumer's inbox) and
+ignores an event older than the last referral `version` applied, so events arriving out of order
+never undo a newer state. Every change keeps who made it (`Actor`: the client and the end user it
+asserts) on its record."""
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,14 +22,25 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.careplan.domain import (
+    DischargeReason,
     RuleRefused,
     check_clinical_time,
     check_discharge,
     check_plan_agreement,
+    reaccess_plan_clock_start,
     reaccess_until,
+    withdrawn_clock_events,
 )
-from services.careplan.models import ClockEventSent, Episode, EpisodeRecord, JourneyEntry, RegistryRecord
+from services.careplan.models import (
+    ClockEventSent,
+    Episode,
+    EpisodeRecord,
+    JourneyEntry,
+    ReferralState,
+    RegistryRecord,
+)
 from shared import registry_events
+from shared.auth import Caller
 from shared.clocks import (
     Clock,
     ClockEvent,
@@ -38,6 +57,7 @@ from shared.sqltypes import utcnow
 from shared.timezones import london_date
 
 SERVICE = "careplan"
+log = logging.getLogger("cmh.careplan.lifecycle")
 # Routes that open an episode with a clinical team (a signpost, the crisis line or out of area do not).
 CLINICAL_ROUTES = frozenset(
     {
@@ -85,11 +105,55 @@ def clocks(episode: Episode, now: datetime) -> dict[str, Any]:
 
 
 def _journey(
-    session: AsyncSession, source_id: str, person_id: str, at: datetime, kind: str, summary: dict[str, Any]
+    session: AsyncSession,
+    source_id: str,
+    person_id: str,
+    at: datetime,
+    kind: str,
+    summary: dict[str, Any],
+    recorded_at: datetime | None = None,
 ) -> None:
+    """A journey step at its clinical time `at`, with when it was entered beside it."""
     session.add(
-        JourneyEntry(source_id=source_id, person_id=person_id, at=at, kind=kind, summary=json.dumps(summary))
-    )
+        JourneyEntry(
+            source_id=source_id, person_id=person_id, at=at, recorded_at=recorded_at or utcnow(), kind=kind,
+            summary=json.dumps(summary),
+        )
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: the client (`recorded_by`), and the end user that client's system says
+    acted (asserted by it, not verified here: X-End-User-Id / X-End-User-Role, or triage's event)."""
+
+    client_id: str
+    end_user_id: str | None = None
+    end_user_role: str | None = None
+
+    @classmethod
+    def of(cls, caller: Caller) -> Actor:
+        return cls(caller.client_id, caller.end_user_id, caller.end_user_role)
+
+    @classmethod
+    def from_event(cls, data: Mapping[str, Any]) -> Actor:
+        """A triage decision's maker; an automatic routing (a re-access) is triage's own."""
+
+        def short(value: Any) -> str | None:
+            return str(value)[:64] if value else None
+
+        client = data.get("decided_by") or ("triage:automatic" if data.get("automatic") else "triage")
+        return cls(str(client)[:128], short(data.get("end_user_id")), short(data.get("end_user_role")))
+
+    def out(self) -> dict[str, Any]:
+        return {"recorded_by": self.client_id, **asserted_end_user(self.end_user_id, self.end_user_role)}
+
+
+def asserted_end_user(end_user_id: str | None, end_user_role: str | None) -> dict[str, Any]:
+    """The end user as every view shows it: labelled as asserted by the recording client."""
+    if end_user_id is None and end_user_role is None:
+        return {"asserted_end_user": None}
+    return {"asserted_end_user": {"id": end_user_id, "role": end_user_role, "asserted": True}}
 
 
 def _episode_event(episode: Episode) -> dict[str, Any]:
@@ -114,6 +178,7 @@ def _episode_event(episode: Episode) -> dict[str, Any]:
         "age_at_referral": episode.age_at_referral,
         "referral_received_at": episode.referral_received_at.isoformat(),
         "spell_started_at": episode.spell_started_at.isoformat(),
+        "previous_episode_id": episode.previous_episode_id,
     }
 
 
@@ -157,16 +222,167 @@ async def is_team_practitioner(
     return False
 
 
-# --- opening episodes from triage ----------------------------------------------------------------
+# --- the episode lifecycle from triage -----------------------------------------------------------
+
+
+def _version(data: Mapping[str, Any]) -> int | None:
+    value = data.get("version")
+    return int(value) if value is not None else None
+
+
+def _stale(applied: int, data: Mapping[str, Any]) -> bool:
+    """An event no newer than the referral version already applied (a redelivery, or overtaken)."""
+    version = _version(data)
+    return version is not None and version <= applied
+
+
+def _applied(state: ReferralState, data: Mapping[str, Any], episode: Episode | None = None) -> None:
+    state.version = max(state.version or 0, _version(data) or 0)
+    state.updated_at = utcnow()
+    if episode is not None and episode.referral_id == state.referral_id:
+        episode.referral_version = state.version
+
+
+def _decided_at(data: Mapping[str, Any], event: CloudEvent) -> datetime:
+    """When triage decided: the decision's own time, else the event's (never when it is processed)."""
+    return _at(data.get("decided_at")) or event.time or utcnow()
+
+
+async def _claim(session: AsyncSession, data: Mapping[str, Any]) -> ReferralState:
+    """The referral's state, locked (PostgreSQL) or created: a second replica applying an event of
+    the same referral waits for this one, or fails its insert and retries (the consumer's backoff)."""
+    state = await session.get(ReferralState, data["referral_id"], with_for_update=True)
+    if state is not None:
+        return state
+    own = await session.scalar(select(Episode).where(Episode.referral_id == data["referral_id"]))
+    state = ReferralState(
+        referral_id=data["referral_id"], person_id=data["person_id"], linked=False,
+        episode_id=own.id if own else None, version=own.referral_version if own else 0, updated_at=utcnow(),
+    )  # fmt: skip
+    session.add(state)
+    await session.flush()
+    return state
+
+
+async def _episode_of(session: AsyncSession, state: ReferralState) -> Episode | None:
+    if state.episode_id is None:
+        return None
+    return await session.get(Episode, state.episode_id, with_for_update=True)
+
+
+LIFECYCLE_SUBJECTS = (
+    "cmh.triage.referral.routed", "cmh.triage.referral.transferred", "cmh.triage.referral.closed",
+    "cmh.triage.referral.prioritised",
+)  # fmt: skip
+
+
+async def apply_referral_event(session: AsyncSession, event: CloudEvent) -> None:
+    """Triage's referral lifecycle on one durable consumer, so one referral's events arrive in the
+    order triage published them (the handlers also stand any order: see `ReferralState`)."""
+    verb = event.type.rsplit(".", 1)[-1]
+    if verb == "routed":
+        await open_from_routed(session, event)
+    elif verb == "transferred":
+        await apply_transferred(session, event)
+    elif verb == "closed":
+        await apply_closed(session, event)
+    elif verb == "prioritised":
+        await apply_prioritised(session, event)
+
+
+async def apply_prioritised(session: AsyncSession, event: CloudEvent) -> None:
+    """A clinician's change of priority reaches the referral's open episode. It does not advance
+    the referral version applied: a decision can publish `prioritised` and `routed` with one
+    version, and the routing must still open the episode."""
+    data = event.data or {}
+    if data.get("priority") is None:
+        return
+    episode = await session.scalar(
+        select(Episode).where(Episode.referral_id == data["referral_id"]).with_for_update()
+    )
+    version = _version(data)
+    if (
+        episode is None
+        or episode.status != "open"
+        or (version is not None and version < episode.referral_version)
+    ):
+        return
+    episode.priority = int(data["priority"])
 
 
 async def open_from_routed(session: AsyncSession, event: CloudEvent) -> None:
-    """One episode per routed referral to a clinical team (a redelivery finds it and stops)."""
+    """One episode per routed referral to a clinical team (a redelivery finds it and stops). A
+    referral for a person who already has an open episode at the same team is linked to that
+    episode as new information instead; a referral triage has already closed never opens one."""
     data = event.data or {}
     if data.get("route") not in CLINICAL_ROUTES:
         return
-    if await session.scalar(select(Episode.id).where(Episode.referral_id == data["referral_id"])):
-        return
+    state = await _claim(session, data)
+    if state.closed_at is not None or state.episode_id is not None:
+        return  # closed before it could open one, or opened / linked already (a redelivery)
+    await _open_or_link(session, event, data, state)
+
+
+async def _open_or_link(
+    session: AsyncSession, event: CloudEvent, data: Mapping[str, Any], state: ReferralState
+) -> Episode:
+    at, actor = _decided_at(data, event), Actor.from_event(data)
+    team_id = data.get("team_id")
+    open_here = (
+        await session.scalar(
+            select(Episode)
+            .where(
+                Episode.person_id == data["person_id"],
+                Episode.status == "open",
+                Episode.team_id == team_id,
+                Episode.referral_id != data["referral_id"],
+            )
+            .order_by(Episode.opened_at.desc(), Episode.id)
+            .limit(1)
+            .with_for_update()
+        )
+        if team_id is not None
+        else None
+    )
+    if open_here is not None:
+        _link_referral(session, open_here, data, at, actor)
+        state.episode_id, state.linked = open_here.id, True
+        _applied(state, data)
+        return open_here
+    episode = await _open_episode(session, data, at, actor)
+    state.episode_id, state.linked = episode.id, False
+    _applied(state, data, episode)
+    return episode
+
+
+def _link_referral(
+    session: AsyncSession, episode: Episode, data: Mapping[str, Any], at: datetime, actor: Actor
+) -> None:
+    """A second referral for the team's open episode: new information in it, not a second episode
+    (the clocks of the episode go on as they were)."""
+    record(
+        session, episode, "new_referral", max(at, episode.opened_at), actor,
+        {
+            "linked_referral_id": data["referral_id"], "route": data.get("route"), "priority": data.get("priority"),
+            "source": data.get("source"), "referring_organisation": data.get("referring_organisation"),
+            "received_at": data.get("received_at"),
+        },
+        publish=False,
+    )  # fmt: skip
+    add_event(
+        session,
+        make_event(
+            SERVICE,
+            "episode",
+            "linked",
+            {**_episode_event(episode), "linked_referral_id": data["referral_id"]},
+        ),
+    )
+
+
+async def _open_episode(
+    session: AsyncSession, data: Mapping[str, Any], at: datetime, actor: Actor
+) -> Episode:
     received_at = datetime.fromisoformat(data["received_at"])
     previous = await session.scalar(
         select(Episode)
@@ -182,7 +398,8 @@ async def open_from_routed(session: AsyncSession, event: CloudEvent) -> None:
         previous.discharged_at if previous else None,
         received_at,
     )
-    now = utcnow()
+    opened_at = max(at, received_at)
+    named_worker = (linked.named_worker_id if linked else None) or data.get("named_worker_id")
     episode = Episode(
         id=str(uuid.uuid4()),
         referral_id=data["referral_id"],
@@ -190,50 +407,190 @@ async def open_from_routed(session: AsyncSession, event: CloudEvent) -> None:
         team_id=data.get("team_id"),
         network_id=data.get("network_id"),
         place_key=data.get("place"),
-        owner_org=await team_owner(session, data.get("team_id"), london_date(now)),
+        owner_org=await team_owner(session, data.get("team_id"), london_date(opened_at)),
         referring_org=data.get("referring_organisation"),
         pathway=data.get("pathway"),
         route=data["route"],
         priority=data["priority"],
         status="open",
-        opened_at=now,
+        opened_at=opened_at,
         referral_received_at=received_at,
         spell_started_at=spell,
         age_at_referral=data["age"],
         # Re-access: the same named worker, and the previous assessment and plan linked.
-        named_worker_id=(linked.named_worker_id if linked else None) or data.get("named_worker_id"),
+        named_worker_id=named_worker,
         previous_episode_id=linked.id if linked else None,
+        # Re-access: the linked assessment stands as the first, so the plan clock starts now.
+        first_assessment_completed_at=reaccess_plan_clock_start(opened_at) if linked else None,
+        referral_version=_version(data) or 0,
         version=1,
     )
     session.add(episode)
-    add_event(
-        session,
-        make_event(SERVICE, "episode", "opened", {**_episode_event(episode), "reaccess": linked is not None}),
-    )
-    summary = {"episode_id": episode.id, "team_id": episode.team_id, "route": episode.route}
+    opened = {
+        **_episode_event(episode),
+        "reaccess": linked is not None,
+        "opened_at": opened_at.isoformat(),
+        "plan_clock_started_at": (
+            episode.first_assessment_completed_at.isoformat()
+            if episode.first_assessment_completed_at
+            else None
+        ),
+    }
+    add_event(session, make_event(SERVICE, "episode", "opened", opened))
+    summary: dict[str, Any] = {"episode_id": episode.id, "team_id": episode.team_id, "route": episode.route}
     if linked is not None:
         summary["linked_episode_id"] = linked.id
+        summary["named_worker_id"] = named_worker
         summary["note"] = "re-access: previous assessment and plan linked, no new assessment"
-    _journey(session, f"episode-opened:{episode.id}", episode.person_id, now, "episode_opened", summary)
+    _journey(session, f"episode-opened:{episode.id}", episode.person_id, opened_at, "episode_opened", summary)
+    if linked is not None and named_worker is not None:
+        # The named worker carried over is an assignment like any other: who made it is kept.
+        record(
+            session, episode, "named_worker", opened_at, actor,
+            {"practitioner_id": named_worker, "linked_from_episode_id": linked.id},
+        )  # fmt: skip
+    return episode
+
+
+async def apply_transferred(session: AsyncSession, event: CloudEvent) -> None:
+    """Triage moved a routed referral to another team or route: its open episode follows (both
+    clocks continue unchanged; the named worker stays only if a practitioner of the new team). A
+    referral without an episode of its own opens one as a routed one would (if the route is
+    clinical); a discharged episode is left as it is."""
+    data = event.data or {}
+    state = await _claim(session, data)
+    if state.closed_at is not None or _stale(state.version, data):
+        return
+    episode = await _episode_of(session, state)
+    if episode is not None and not state.linked:
+        if episode.status != "open":
+            _applied(state, data, episode)
+            log.info("transfer not applied: the episode is already discharged", extra={"event_id": event.id})
+            return
+        await _transfer(session, episode, data, event)
+        _applied(state, data, episode)
+        return
+    if episode is not None and episode.status == "open" and episode.team_id == data.get("team_id"):
+        _applied(state, data)
+        return  # still new information in the same team's open episode
+    if data.get("route") not in CLINICAL_ROUTES:
+        _applied(state, data)
+        return
+    # No episode of its own (or it leaves the episode it informed, whose record stays as history).
+    state.episode_id = None
+    await _open_or_link(session, event, data, state)
+
+
+async def _transfer(
+    session: AsyncSession, episode: Episode, data: Mapping[str, Any], event: CloudEvent
+) -> None:
+    at, actor = _decided_at(data, event), Actor.from_event(data)
+    at = max(at, episode.opened_at)
+    previous_team, previous_route = episode.team_id, episode.route
+    day = london_date(at)
+    episode.team_id = data.get("team_id")
+    episode.network_id = data.get("network_id")
+    episode.place_key = data.get("place")
+    episode.pathway = data.get("pathway") or episode.pathway
+    episode.route = data.get("route") or episode.route
+    if data.get("priority") is not None:
+        episode.priority = int(data["priority"])
+    episode.owner_org = await team_owner(session, episode.team_id, day)
+    # Both four-week clocks continue unchanged: nothing here touches the episode's clock facts.
+    cleared = None
+    if episode.named_worker_id is not None and not await is_team_practitioner(
+        session, episode.named_worker_id, episode.team_id, day
+    ):
+        cleared, episode.named_worker_id = episode.named_worker_id, None
+    record(
+        session, episode, "transfer", at, actor,
+        {
+            "from_team_id": previous_team, "to_team_id": episode.team_id, "from_route": previous_route,
+            "to_route": episode.route, "transfer_reason": data.get("reason"),
+            "named_worker_kept": episode.named_worker_id, "named_worker_cleared": cleared,
+            "clocks": "both four-week clocks continue unchanged",
+        },
+        publish=False,
+    )  # fmt: skip
+    add_event(
+        session,
+        make_event(
+            SERVICE, "episode", "transferred",
+            {
+                **_episode_event(episode), "previous_team_id": previous_team, "previous_route": previous_route,
+                "reason": data.get("reason"), "transferred_at": at.isoformat(),
+                "named_worker_cleared": cleared is not None, "clocks": clocks(episode, at),
+            },
+        ),
+    )  # fmt: skip
+
+
+async def apply_closed(session: AsyncSession, event: CloudEvent) -> None:
+    """Triage closed a referral. With `episode_rule: end_episode` its open episode ends (discharged,
+    `referral_closed`, at the decision's time, the triage reason kept in the discharge record) and
+    the four-week clocks stop; the referral is remembered as closed, so a late routed or
+    transferred event never opens an episode for it. A linked referral's closing leaves the
+    episode it informed (another referral's) as it is."""
+    data = event.data or {}
+    state = await _claim(session, data)
+    at = _decided_at(data, event)
+    if state.closed_at is not None or _stale(state.version, data):
+        return
+    state.closed_at = at
+    episode = await _episode_of(session, state)
+    _applied(state, data, episode)
+    if episode is None or state.linked:
+        return
+    if episode.status != "open":
+        log.info("closed referral: its episode is already discharged", extra={"event_id": event.id})
+        return
+    if data.get("episode_rule") != "end_episode":
+        log.info("closed referral without end_episode: its episode stays open", extra={"event_id": event.id})
+        return
+    now = utcnow()
+    ended = max(at, episode.opened_at)
+    _end(
+        session, episode, ended, DischargeReason.REFERRAL_CLOSED, Actor.from_event(data),
+        {"triage_reason": data.get("reason")},
+        # No re-access window: nobody was discharged from care, and a new referral is screened afresh.
+        reaccess_at=ended, now=now,
+    )  # fmt: skip
+    await correct_clocks(session, episode, now)
 
 
 # --- the journey from other services' events -----------------------------------------------------
 
 JOURNEY_SUBJECTS = (
     "cmh.triage.referral.received", "cmh.triage.referral.routed", "cmh.triage.referral.signposted",
-    "cmh.triage.referral.closed", "cmh.triage.referral.contacted", "cmh.directory.handover.updated",
+    "cmh.triage.referral.closed", "cmh.triage.referral.contacted", "cmh.triage.referral.transferred",
+    "cmh.directory.handover.updated",
 )  # fmt: skip
 _JOURNEY_FACTS = (
     "referral_id",
     "route",
     "team_id",
+    "previous_team_id",
     "priority",
     "decision",
     "state",
     "service_id",
     "source",
     "response_minutes",
+    "episode_rule",
 )
+
+
+def journey_time(event: CloudEvent) -> datetime:
+    """A step's clinical time: a referral when it was received, a first contact when it happened,
+    a decision when it was decided, else when the event says it happened (never its processing)."""
+    data = event.data or {}
+    if event.type == "cmh.triage.referral.received":
+        moment = _at(data.get("received_at"))
+    elif event.type == "cmh.triage.referral.contacted":
+        moment = _at(data.get("first_contact_at"))
+    else:
+        moment = _at(data.get("decided_at")) or _at(data.get("at"))
+    return moment or event.time or utcnow()
 
 
 async def journey_from_event(session: AsyncSession, event: CloudEvent) -> None:
@@ -246,78 +603,104 @@ async def journey_from_event(session: AsyncSession, event: CloudEvent) -> None:
     summary = {key: data[key] for key in _JOURNEY_FACTS if data.get(key) is not None}
     if "services" in data:
         summary["services"] = [s.get("service_id") for s in data["services"]]
-    _journey(session, event.id, data["person_id"], event.time or utcnow(), kind, summary)
+    _journey(session, event.id, data["person_id"], journey_time(event), kind, summary, event.time)
 
 
 # --- recording -----------------------------------------------------------------------------------
 
 
-def _check_time(episode: Episode, at: datetime, field: str, now: datetime) -> None:
-    check_clinical_time(at, now=now, referral_received_at=episode.referral_received_at, field=field)
+async def _linked_from(session: AsyncSession, episode: Episode, body: Any) -> datetime | None:
+    """A record linked from the previous episode: that episode's referral bounds its times."""
+    linked_id = getattr(body, "linked_from_episode_id", None)
+    if linked_id is None:
+        return None
+    if linked_id != episode.previous_episode_id:
+        raise RuleRefused(
+            "linked_from_episode_id", "records can be linked only from this episode's previous episode"
+        )
+    previous = await session.get(Episode, linked_id)
+    if previous is None:
+        raise RuleRefused("linked_from_episode_id", "the previous episode is not known here")
+    return previous.referral_received_at
 
 
-def _first(episode: Episode, name: str, at: datetime) -> None:
+def _check_time(
+    episode: Episode, at: datetime, field: str, now: datetime, kind: str, linked: datetime | None = None
+) -> None:
+    check_clinical_time(
+        at, now=now, referral_received_at=episode.referral_received_at, field=field, kind=kind,
+        opened_at=episode.opened_at, linked_from_received_at=linked,
+    )  # fmt: skip
+
+
+def _first(episode: Episode, name: str, at: datetime, linked: datetime | None = None) -> None:
+    if linked is not None:
+        return  # history brought forward from the previous episode never moves this one's clocks
     current = getattr(episode, name)
     if current is None or at < current:
         setattr(episode, name, at)
 
 
+_RECORD_FACTS = (
+    "attended", "mechanism", "tool", "score", "kind", "meaningful", "how_agreed", "reason", "practitioner_id",
+    "breach_reason", "linked_referral_id", "linked_from_episode_id", "from_team_id", "to_team_id",
+    "named_worker_cleared",
+)  # fmt: skip
+
+
 def record(
-    session: AsyncSession, episode: Episode, kind: str, at: datetime, actor: str, data: dict[str, Any]
+    session: AsyncSession,
+    episode: Episode,
+    kind: str,
+    at: datetime,
+    actor: Actor,
+    data: dict[str, Any],
+    *,
+    publish: bool = True,
 ) -> None:
-    """Keep a record, its journey step and its event (no free text in either)."""
+    """Keep a record (with who made it), its journey step and, unless the caller publishes its own,
+    its `cmh.careplan.<kind>.recorded` event (no free text in the step or the event)."""
+    recorded_at = utcnow()
     session.add(
         EpisodeRecord(
-            episode_id=episode.id, kind=kind, at=at, recorded_by=actor, data=json.dumps(data, default=str)
+            episode_id=episode.id, kind=kind, at=at, recorded_at=recorded_at, recorded_by=actor.client_id,
+            end_user_id=actor.end_user_id, end_user_role=actor.end_user_role, data=json.dumps(data, default=str),
         )
-    )
+    )  # fmt: skip
     episode.version += 1
-    facts_only = {
-        k: v
-        for k, v in data.items()
-        if k
-        in (
-            "attended",
-            "mechanism",
-            "tool",
-            "score",
-            "kind",
-            "meaningful",
-            "how_agreed",
-            "reason",
-            "practitioner_id",
-            "breach_reason",
-        )
-    }
+    facts_only = {k: v for k, v in data.items() if k in _RECORD_FACTS}
     _journey(
         session, f"{kind}:{episode.id}:{episode.version}", episode.person_id, at, kind,
-        {"episode_id": episode.id, **facts_only},
+        {"episode_id": episode.id, **facts_only}, recorded_at,
     )  # fmt: skip
-    add_event(
-        session,
-        make_event(
-            SERVICE, kind, "recorded", {**_episode_event(episode), "at": at.isoformat(), **facts_only}
-        ),
-    )
+    if publish:
+        add_event(
+            session,
+            make_event(
+                SERVICE, kind, "recorded", {**_episode_event(episode), "at": at.isoformat(), **facts_only}
+            ),
+        )
 
 
-def contact(session: AsyncSession, episode: Episode, body: Any, actor: str, now: datetime) -> None:
-    _check_time(episode, body.at, "at", now)
+async def contact(session: AsyncSession, episode: Episode, body: Any, actor: Actor, now: datetime) -> None:
+    linked = await _linked_from(session, episode, body)
+    _check_time(episode, body.at, "at", now, "contact", linked)
     if body.attended:
-        _first(episode, "first_attended_contact_at", body.at)
+        _first(episode, "first_attended_contact_at", body.at, linked)
     record(session, episode, "contact", body.at, actor, body.model_dump(mode="json"))
 
 
-def assessment(session: AsyncSession, episode: Episode, body: Any, actor: str, now: datetime) -> None:
-    _check_time(episode, body.started_at, "started_at", now)
+async def assessment(session: AsyncSession, episode: Episode, body: Any, actor: Actor, now: datetime) -> None:
+    linked = await _linked_from(session, episode, body)
+    _check_time(episode, body.started_at, "started_at", now, "assessment", linked)
     if body.completed_at is not None:
-        _check_time(episode, body.completed_at, "completed_at", now)
+        _check_time(episode, body.completed_at, "completed_at", now, "assessment", linked)
         if body.completed_at < body.started_at:
             raise RuleRefused("completed_at", "an assessment cannot be completed before it started")
-        _first(episode, "first_assessment_completed_at", body.completed_at)
+        _first(episode, "first_assessment_completed_at", body.completed_at, linked)
         if body.meaningful:
-            _first(episode, "first_meaningful_assessment_at", body.completed_at)
-    _first(episode, "assessment_started_at", body.started_at)
+            _first(episode, "first_meaningful_assessment_at", body.completed_at, linked)
+    _first(episode, "assessment_started_at", body.started_at, linked)
     record(
         session,
         episode,
@@ -328,40 +711,49 @@ def assessment(session: AsyncSession, episode: Episode, body: Any, actor: str, n
     )
 
 
-def outcome_measure(session: AsyncSession, episode: Episode, body: Any, actor: str, now: datetime) -> None:
-    _check_time(episode, body.at, "at", now)
-    _first(episode, "first_outcome_measure_at", body.at)
+async def outcome_measure(
+    session: AsyncSession, episode: Episode, body: Any, actor: Actor, now: datetime
+) -> None:
+    linked = await _linked_from(session, episode, body)
+    _check_time(episode, body.at, "at", now, "outcome_measure", linked)
+    _first(episode, "first_outcome_measure_at", body.at, linked)
     record(session, episode, "outcome_measure", body.at, actor, body.model_dump(mode="json"))
 
 
-def intervention(session: AsyncSession, episode: Episode, body: Any, actor: str, now: datetime) -> None:
-    _check_time(episode, body.at, "at", now)
-    _first(episode, "first_intervention_at", body.at)
+async def intervention(
+    session: AsyncSession, episode: Episode, body: Any, actor: Actor, now: datetime
+) -> None:
+    linked = await _linked_from(session, episode, body)
+    _check_time(episode, body.at, "at", now, "intervention", linked)
+    _first(episode, "first_intervention_at", body.at, linked)
     record(session, episode, "intervention", body.at, actor, body.model_dump(mode="json"))
 
 
-def advice(session: AsyncSession, episode: Episode, body: Any, actor: str, now: datetime) -> None:
-    _check_time(episode, body.at, "at", now)
-    _first(episode, "advice_or_signposting_at", body.at)
+async def advice(session: AsyncSession, episode: Episode, body: Any, actor: Actor, now: datetime) -> None:
+    linked = await _linked_from(session, episode, body)
+    _check_time(episode, body.at, "at", now, "advice", linked)
+    _first(episode, "advice_or_signposting_at", body.at, linked)
     record(session, episode, "advice", body.at, actor, body.model_dump(mode="json"))
 
 
-def plan(session: AsyncSession, episode: Episode, body: Any, actor: str, now: datetime) -> None:
-    _check_time(episode, body.at, "at", now)
+async def plan(session: AsyncSession, episode: Episode, body: Any, actor: Actor, now: datetime) -> None:
+    linked = await _linked_from(session, episode, body)
+    _check_time(episode, body.at, "at", now, "plan", linked)
     record(session, episode, "plan", body.at, actor, body.model_dump(mode="json"))
 
 
-def agreement(
-    session: AsyncSession, episode: Episode, body: Any, actor: str, now: datetime, has_plan: bool
+async def agreement(
+    session: AsyncSession, episode: Episode, body: Any, actor: Actor, now: datetime, has_plan: bool
 ) -> None:
-    _check_time(episode, body.agreed_at, "agreed_at", now)
+    _check_time(episode, body.agreed_at, "agreed_at", now, "plan_agreement")
     if not has_plan:
         raise RuleRefused("agreed_at", "record the care plan before its agreement")
     check_plan_agreement(
         facts(episode), body.agreed_at, breach_reason=body.breach_reason, breach_text=body.breach_text,
         declined_to_sign_reason=body.declined_to_sign_reason, how_agreed=body.how_agreed,
     )  # fmt: skip
-    first = episode.plan_agreed_at is None
+    # The first agreement, or one dated before it (a late entry), stops the clock.
+    first = episode.plan_agreed_at is None or body.agreed_at < episode.plan_agreed_at
     _first(episode, "plan_agreed_at", body.agreed_at)
     if first and body.breach_reason is not None:
         episode.plan_breach_reason = body.breach_reason.value
@@ -382,28 +774,48 @@ def agreement(
         )
 
 
-def review(session: AsyncSession, episode: Episode, body: Any, actor: str, now: datetime) -> None:
-    _check_time(episode, body.at, "at", now)
+async def review(session: AsyncSession, episode: Episode, body: Any, actor: Actor, now: datetime) -> None:
+    linked = await _linked_from(session, episode, body)
+    _check_time(episode, body.at, "at", now, "review", linked)
     record(session, episode, "review", body.at, actor, body.model_dump(mode="json"))
 
 
 def assign_named_worker(
-    session: AsyncSession, episode: Episode, practitioner_id: str, actor: str, now: datetime
+    session: AsyncSession, episode: Episode, practitioner_id: str, actor: Actor, now: datetime
 ) -> None:
     episode.named_worker_id = practitioner_id
     record(session, episode, "named_worker", now, actor, {"practitioner_id": practitioner_id})
 
 
-def discharge(session: AsyncSession, episode: Episode, body: Any, actor: str, now: datetime) -> None:
+def discharge(session: AsyncSession, episode: Episode, body: Any, actor: Actor, now: datetime) -> None:
     if episode.status != "open":
         raise RuleRefused("at", "this episode is already discharged")
-    _check_time(episode, body.at, "at", now)
+    _check_time(episode, body.at, "at", now, "discharge")
     check_discharge(facts(episode), reason=body.reason, without_plan_reason=body.without_plan_reason)
+    _end(
+        session, episode, body.at, body.reason, actor, {},
+        reaccess_at=reaccess_until(body.at, body.reaccess_months), now=now,
+    )  # fmt: skip
+
+
+def _end(
+    session: AsyncSession,
+    episode: Episode,
+    at: datetime,
+    reason: DischargeReason,
+    actor: Actor,
+    extra: dict[str, Any],
+    *,
+    reaccess_at: datetime,
+    now: datetime,
+) -> None:
+    """Discharge: the episode ends at `at`, its clocks stop there, and triage, reporting and notify
+    hear `cmh.careplan.episode.discharged`."""
     episode.status = "discharged"
-    episode.discharged_at = body.at
-    episode.discharge_reason = body.reason.value
-    episode.reaccess_until = reaccess_until(body.at, body.reaccess_months)
-    record(session, episode, "discharge", body.at, actor, {"reason": body.reason.value})
+    episode.discharged_at = at
+    episode.discharge_reason = reason.value
+    episode.reaccess_until = reaccess_at
+    record(session, episode, "discharge", at, actor, {"reason": reason.value, **extra})
     add_event(
         session,
         make_event(
@@ -412,13 +824,47 @@ def discharge(session: AsyncSession, episode: Episode, body: Any, actor: str, no
             "discharged",
             {
                 **_episode_event(episode),
-                "discharged_at": body.at.isoformat(),
-                "reaccess_until": episode.reaccess_until.isoformat(),
-                "reason": body.reason.value,
-                "clocks": clocks(episode, body.at),
+                "discharged_at": at.isoformat(),
+                "reaccess_until": reaccess_at.isoformat(),
+                "reason": reason.value,
+                "clocks": clocks(episode, at),
             },
         ),
     )
+
+
+# --- late entries: a clock event the facts no longer support is withdrawn -------------------------
+
+
+async def correct_clocks(session: AsyncSession, episode: Episode, now: datetime) -> list[str]:
+    """After a change (a back-dated agreement, assessment or discharge), withdraw each at-risk or
+    breach event already sent that the facts no longer support: `cmh.careplan.clock.corrected`
+    (`withdrawn` names it) and a journey step, once each. Returns what was withdrawn."""
+    rows = (
+        await session.scalars(
+            select(ClockEventSent).where(
+                ClockEventSent.episode_id == episode.id, ClockEventSent.withdrawn_at.is_(None)
+            )
+        )
+    ).all()
+    if not rows:
+        return []
+    by_event = {ClockEvent(row.event): row for row in rows}
+    withdrawn = withdrawn_clock_events(facts(episode), now, by_event)
+    for clock_event in withdrawn:
+        by_event[clock_event].withdrawn_at = now
+        add_event(
+            session,
+            make_event(
+                SERVICE, "clock", "corrected",
+                {**_episode_event(episode), "withdrawn": clock_event.value, "clocks": clocks(episode, now)},
+            ),
+        )  # fmt: skip
+        _journey(
+            session, f"clock-corrected-{clock_event.value}:{episode.id}", episode.person_id, now, "clock_corrected",
+            {"episode_id": episode.id, "withdrawn": clock_event.value},
+        )  # fmt: skip
+    return [event.value for event in withdrawn]
 
 
 # --- the clock scheduler -------------------------------------------------------------------------
@@ -443,7 +889,9 @@ async def scan_clocks(db: Database, now: datetime) -> int:
         this_episode = 0
         try:
             async with db.transaction() as session:
-                episode = await session.get(Episode, episode_id)
+                # Locked: a late entry (a back-dated agreement) and this scan never interleave, so a
+                # breach is either not sent or sent before the entry that withdraws it.
+                episode = await session.get(Episode, episode_id, with_for_update=True)
                 if episode is None:
                     continue
                 sent = frozenset(

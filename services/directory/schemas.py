@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, field_vali
 
 from services.directory.domain import ScheduleError, check_coordinates, weekly_slots
 from shared.postcodes import InvalidPostcode, normalise_postcode
+from shared.text import SafeLine, SafeText
 
-Text = Annotated[str, Field(min_length=1, max_length=255)]
-LongText = Annotated[str, Field(min_length=1, max_length=10_000)]
+# shared.text: no control characters or invisible formatting (line breaks only in long text).
+Text = Annotated[SafeLine, Field(min_length=1, max_length=255)]
+LongText = Annotated[SafeText, Field(min_length=1, max_length=10_000)]
 
 
 def new_id() -> str:

@@ -45,10 +45,11 @@ from shared.sqltypes import utcnow
 
 log = logging.getLogger("cmh.notify")
 
-TRIAGE_VERBS = ("received", "prioritised", "routed", "signposted", "closed", "contacted")
+TRIAGE_VERBS = ("received", "prioritised", "routed", "signposted", "closed", "contacted", "transferred")
 EVENT_SUBJECTS: tuple[str, ...] = (
     *(f"cmh.triage.referral.{verb}" for verb in TRIAGE_VERBS),
     "cmh.careplan.episode.opened",
+    "cmh.careplan.episode.transferred",
     "cmh.careplan.episode.discharged",
     "cmh.careplan.plan.agreed",
 )
@@ -138,7 +139,7 @@ def change_of(event: CloudEvent) -> Change | None:
     state = data.get("status")
     discharged = state == "discharged" if isinstance(state, str) else verb == "discharged"
     episode_id = _text(data, "episode_id")
-    if entity == "episode" and verb in ("opened", "discharged"):
+    if entity == "episode" and verb in ("opened", "transferred", "discharged"):
         episode_status = EPISODE_OF_CARE_STATUS["discharged" if discharged else "open"]
         foci = [Focus("EpisodeOfCare", episode_id, version, episode_status, "")]
         if verb == "discharged" and data.get("plan_agreed") is True:

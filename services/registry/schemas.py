@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.postcodes import normalise_district
+from shared.text import SafeLine
 
 TIME_ZONE = "Europe/London"
 
@@ -85,7 +86,7 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 RecordId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9\-]*$")]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[SafeLine, Field(min_length=1, max_length=200)]  # shared.text: no control characters
 
 
 class _Attributes(BaseModel):

@@ -125,7 +125,7 @@ class Projector:
             fact.crisis = bool(data["crisis"])
         if verb == "prioritised" and data.get("suggested_route"):
             fact.suggested_route = data["suggested_route"]
-        if verb == "routed":
+        if verb in ("routed", "transferred"):
             fact.route, fact.status = data.get("route"), "routed"
         elif verb == "signposted" and fact.status != "routed":
             fact.route = fact.route or "vcfse_signpost"
@@ -170,6 +170,9 @@ class Projector:
         at = _at(data.get("at"))
         if kind == "cmh.careplan.episode.opened":
             fact.reaccess = bool(data.get("reaccess"))
+            # A re-access episode's plan clock starts at its opening (the linked assessment stands).
+            started = _at(data.get("plan_clock_started_at"))
+            fact.first_assessment_completed_at = _earliest(fact.first_assessment_completed_at, started)
         elif kind == "cmh.careplan.episode.discharged":
             fact.discharged_at = _at(data.get("discharged_at"))
         elif kind == "cmh.careplan.plan.agreed":
@@ -178,6 +181,8 @@ class Projector:
             fact.at_risk_at = fact.at_risk_at or event.time
         elif kind == "cmh.careplan.clock.breached":
             fact.breached_at = fact.breached_at or event.time
+        elif kind == "cmh.careplan.clock.corrected":
+            self._clock_corrected(fact, data)
         elif kind.endswith(".recorded"):
             record = kind.split(".")[2]
             if record == "contact" and not data.get("attended"):
@@ -191,6 +196,19 @@ class Projector:
                     fact.first_meaningful_assessment_at = _earliest(fact.first_meaningful_assessment_at, at)
         refresh_clock_days(fact)
         fact.updated_at = utcnow()
+
+    @staticmethod
+    def _clock_corrected(fact: EpisodeFact, data: dict[str, Any]) -> None:
+        """A late entry withdrew an at-risk or breach event: it is no longer counted. The plan
+        clock's stop the correction carries is applied too (were the agreement not yet projected,
+        the withdrawn breach would otherwise still be counted from the day numbers)."""
+        if data.get("withdrawn") == "breached":
+            fact.breached_at = None
+        elif data.get("withdrawn") == "at_risk":
+            fact.at_risk_at = None
+        plan = (data.get("clocks") or {}).get("plan") or {}
+        if plan.get("state") in ("met", "breached"):
+            fact.plan_agreed_at = _earliest(fact.plan_agreed_at, _at(plan.get("stop")))
 
     async def _handover(self, session: AsyncSession, data: dict[str, Any], event: CloudEvent) -> None:
         fact = await session.get(HandoverFact, data["handover_id"])

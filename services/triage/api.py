@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -25,8 +25,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.triage import store
-from services.triage.models import CrisisChange, Person, Referral
-from services.triage.schemas import ContactIn, DecisionIn, ReferralIn, ReferralOut, RuleOut
+from services.triage.models import CrisisChange, Decision, Person, Referral
+from services.triage.schemas import (
+    ContactIn,
+    DecisionIn,
+    IdentitySettlementIn,
+    ReferralIn,
+    ReferralOut,
+    RuleOut,
+)
 from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, requires
 from shared.db import Database
@@ -49,7 +56,18 @@ def _refused(refusal: store.Refused) -> Problem:
     return rule_broken("triage", refusal.field, refusal.message)
 
 
-def referral_out(referral: Referral, person: Person | None = None) -> dict[str, Any]:
+def not_allowed_now(refusal: store.NotAllowedNow) -> Problem:
+    """409: the referral's status does not allow this decision (the lifecycle in `domain`)."""
+    return Problem(409, "Not allowed in this state", refusal.message, type_slug="referral-state")
+
+
+def backdate_limit(request: Request) -> timedelta:
+    return timedelta(days=request.app.state.settings.triage_backdate_limit_days)
+
+
+def referral_out(referral: Referral, person: Person | None = None, *, full: bool = False) -> dict[str, Any]:
+    """A referral as answered. `full` (or a person given): with the person as referred on this
+    referral beside the person on file (`person`, None when withheld), and the details."""
     suggestion = json.loads(referral.suggestion)
     out = ReferralOut(
         id=referral.id,
@@ -70,16 +88,26 @@ def referral_out(referral: Referral, person: Person | None = None) -> dict[str, 
         first_contact_at=referral.first_contact_at,
         response_minutes=referral.response_minutes,
         version=referral.version,
+        authored_at=referral.authored_at,
+        intake=referral.intake or "screened",
+        awaiting_referral_id=referral.awaiting_referral_id,
+        open_episode_id=referral.open_episode_id,
+        identity_review=json.loads(referral.identity_review) if referral.identity_review else None,
     ).model_dump(mode="json")
-    if person is not None:
-        out["person"] = {
-            **json.loads(person.details),
-            "nhs_number": person.nhs_number,
-            "birth_date": person.birth_date.isoformat(),
-            "postcode": person.postcode,
-        }
+    if person is not None or full:
+        out["person"] = store.person_values(person) if person is not None else None
+        out["person_as_referred"] = (
+            json.loads(referral.person_as_referred) if referral.person_as_referred else None
+        )
         out["details"] = json.loads(referral.details)
     return out
+
+
+def person_on_file_visible(caller: Caller, referral: Referral) -> bool:
+    """Identity: while a referral's identity is in review, the person on file is shown only to
+    clinicians; the referrer sees the person as they referred them (their NHS number may have
+    matched someone else, whose details are not theirs to read)."""
+    return not referral.identity_review_open or any(caller.has(scope) for scope in CLINICAL_SCOPES)
 
 
 def _audit(
@@ -104,7 +132,9 @@ async def _intake(
 ) -> Response:
     async def create(session: AsyncSession) -> Response:
         try:
-            referral = await store.submit(session, caller, body, crisis=crisis)
+            referral = await store.submit(
+                session, caller, body, crisis=crisis, backdate_limit=backdate_limit(request)
+            )
         except store.Refused as refusal:
             raise _refused(refusal) from None
         _audit(session, caller, AuditAction.CREATE, [referral])
@@ -159,8 +189,10 @@ async def read_referral(
     async with _db(request).transaction() as session:
         referral = await _readable(session, caller, referral_id)
         person = await session.get(Person, referral.person_id)
+        if not person_on_file_visible(caller, referral):
+            person = None
         _audit(session, caller, AuditAction.READ, [referral])
-        return _json(referral_out(referral, person), etag=referral.version)
+        return _json(referral_out(referral, person, full=True), etag=referral.version)
 
 
 @router.get("/referrals", summary="Worklist of referrals")
@@ -175,6 +207,9 @@ async def worklist(
     received_from: datetime | None = None,
     received_to: datetime | None = None,
     possible_duplicate: bool | None = None,
+    identity_review: Annotated[
+        bool | None, Query(description="Referrals whose identity is (true) or is not (false) in review")
+    ] = None,
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
@@ -195,6 +230,8 @@ async def worklist(
             if possible_duplicate
             else (Referral.possible_duplicates == "[]")
         )
+    if identity_review is not None:
+        conditions.append(Referral.identity_review_open.is_(identity_review))
     async with _db(request).transaction() as session:
         total = int(await session.scalar(select(func.count()).select_from(Referral).where(*conditions)) or 0)
         referrals = (
@@ -210,7 +247,8 @@ async def worklist(
 @router.post(
     "/referrals/{referral_id}/decisions",
     response_model=ReferralOut,
-    summary="Accept, override, decline or close",
+    summary="Accept, override, decline, close, transfer or reprioritise",
+    responses={409: {"description": "The referral's status does not allow this decision"}},
 )
 async def decide(
     referral_id: str,
@@ -227,10 +265,74 @@ async def decide(
             await store.decide(session, caller, referral, body)
         except store.Refused as refusal:
             raise _refused(refusal) from None
+        except store.NotAllowedNow as refusal:
+            raise not_allowed_now(refusal) from None
         _audit(session, caller, AuditAction.UPDATE, [referral])
         body_out = referral_out(referral)
     request.app.state.crisis_changed.set()
     return _json(body_out, etag=referral.version)
+
+
+@router.post(
+    "/referrals/{referral_id}/identity",
+    response_model=ReferralOut,
+    summary="Settle a referral's identity review: confirmed, or a different person",
+    responses={409: {"description": "The referral's identity is not in review"}},
+)
+async def settle_identity(
+    referral_id: str,
+    body: IdentitySettlementIn,
+    request: Request,
+    caller: Caller = requires("triage:decide"),
+) -> Response:
+    async with _db(request).transaction() as session:
+        referral = await _readable(session, caller, referral_id, lock=True)
+        try:
+            await store.settle_identity(session, caller, referral, body.outcome, body.reason)
+        except store.NotAllowedNow as refusal:
+            raise not_allowed_now(refusal) from None
+        _audit(session, caller, AuditAction.UPDATE, [referral])
+        out = referral_out(referral)
+    return _json(out, etag=referral.version)
+
+
+def decision_out(decision: Decision) -> dict[str, Any]:
+    return {
+        "seq": decision.seq,
+        "at": decision.at.isoformat(),
+        "action": decision.action,
+        "from_status": decision.from_status,
+        "to_status": decision.to_status,
+        "priority": decision.priority,
+        "route": decision.route,
+        "team_id": decision.team_id,
+        "signposts": json.loads(decision.signposts or "[]"),
+        "reason": decision.reason,
+        "client_id": decision.actor,
+        # As the calling system asserted them: the suite does not authenticate the end user.
+        "end_user": {"id": decision.end_user_id, "role": decision.end_user_role, "asserted": True}
+        if decision.end_user_id or decision.end_user_role
+        else None,
+    }
+
+
+@router.get("/referrals/{referral_id}/history", summary="The referral's decisions: who, when, what and why")
+async def referral_history(
+    referral_id: str, request: Request, caller: Caller = requires("referral:read")
+) -> dict[str, Any]:
+    async with _db(request).transaction() as session:
+        referral = await _readable(session, caller, referral_id)
+        decisions = (
+            await session.scalars(
+                select(Decision).where(Decision.referral_id == referral.id).order_by(Decision.seq)
+            )
+        ).all()
+        _audit(session, caller, AuditAction.READ, [referral])
+    return {
+        "referral_id": referral.id,
+        "status": referral.status,
+        "items": [decision_out(d) for d in decisions],
+    }
 
 
 # --- crisis --------------------------------------------------------------------------------------
@@ -274,7 +376,7 @@ async def record_contact(
     async with _db(request).transaction() as session:
         referral = await _readable(session, caller, referral_id, lock=True)
         try:
-            await store.record_contact(session, referral, body.contact_at)
+            await store.record_contact(session, caller, referral, body.contact_at)
         except store.Refused as refusal:
             raise _refused(refusal) from None
         _audit(session, caller, AuditAction.UPDATE, [referral])

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import FastAPI
 
-from services.triage import fhir_api
+from services.triage import fhir_api, people_api
 from services.triage.api import router
 from services.triage.models import Base
 from services.triage.readmodels import SUBSCRIPTIONS, ScreeningWarmup
@@ -21,7 +21,7 @@ SPEC = ServiceSpec(
         "decisions, identity matching, re-access to the named worker, and the live crisis queue."
     ),
     metadata=Base.metadata,
-    routers=[router, fhir_api.router],
+    routers=[router, fhir_api.router, people_api.router],
     subscriptions=SUBSCRIPTIONS,
     workers=(ScreeningWarmup,),
 )

@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -191,10 +191,12 @@ def _risk_list(risks: Iterable[Risk]) -> str:
 
 
 def suggest_priority(
-    risks: frozenset[Risk], source: Source, requested: RequestedUrgency | None
+    risks: frozenset[Risk], source: Source, requested: RequestedUrgency | None, *, crisis_path: bool = False
 ) -> tuple[Priority, list[Rule]]:
     """The clinical response priority the risk indicators call for, and why. A referrer's
-    requested urgency can raise it, never lower it: the risks set a floor."""
+    requested urgency can raise it, never lower it: the risks set a floor. A referral raised on
+    the crisis path is at least urgent, so it is never lost from the crisis queue: it keeps a
+    deadline until a practitioner records contact or downgrades it with a reason."""
     rules: list[Rule] = []
     if Risk.SUICIDAL_INTENT in risks and Risk.SUICIDAL_PLAN in risks:
         priority = Priority.EMERGENCY
@@ -251,6 +253,15 @@ def suggest_priority(
                     f"the priority the risks call for.",
                 )
             )
+    if crisis_path and priority == Priority.ROUTINE:
+        priority = Priority.URGENT
+        rules.append(
+            Rule(
+                "P2-crisis-path",
+                "Raised on the crisis path without coded risk indicators: at least urgent (priority 2), on the "
+                "crisis queue with a deadline until contact is recorded or a practitioner downgrades it.",
+            )
+        )
     return priority, rules
 
 
@@ -269,7 +280,8 @@ def deadline(received_at: datetime, priority: Priority, source: Source) -> datet
     """When the first face-to-face contact is due (the crisis queue is ordered by this)."""
     _aware(received_at, "the time a referral was received")
     minutes = crisis_target(priority, source)
-    return None if minutes is None else received_at + timedelta(minutes=minutes)
+    # Elapsed minutes, not wall-clock: added in UTC, so a clock change inside the window is no error.
+    return None if minutes is None else received_at.astimezone(UTC) + timedelta(minutes=minutes)
 
 
 # --- identity ----------------------------------------------------------------------------------
@@ -525,6 +537,7 @@ class ReferralFacts:
     consent_to_share: bool
     postcode: str
     referring_org: str | None = None  # ODS code of the referrer (an A&E's trust finds its liaison team)
+    crisis_path: bool = False  # raised through the crisis app's path: never off the crisis queue
 
 
 @dataclass(frozen=True)
@@ -542,6 +555,8 @@ class Suggestion:
     rules: tuple[Rule, ...]
     reaccess_episode_id: str | None
     named_worker_id: str | None
+    # The person's most recent discharge, as context for triage, inside the window or not.
+    previous_episode: dict[str, Any] | None = None
 
 
 CRISIS_PRIORITIES = frozenset({Priority.EMERGENCY, Priority.VERY_URGENT})
@@ -788,7 +803,9 @@ def screen(
     """The suggested priority, pathway, route, team and signposts for a referral, with the rules
     that fired. A suggestion, not a decision: a clinician accepts or overrides it."""
     _aware(at)
-    priority, rules = suggest_priority(facts.risks, facts.source, facts.requested)
+    priority, rules = suggest_priority(
+        facts.risks, facts.source, facts.requested, crisis_path=facts.crisis_path
+    )
     target = crisis_target(priority, facts.source)
     coverage = resolve(snapshot, facts.postcode, facts.age, None, at)
     district = coverage.district
@@ -851,18 +868,20 @@ def screen(
     work = _Screen(facts, snapshot, at, rules)
     live = discharge is not None and at < discharge.reaccess_until
     reaccess: Discharge | None = None
-    if priority in CRISIS_PRIORITIES:
-        routing = _crisis(work, district, discharge)
-    else:
-        if discharge is not None and not live:
-            until = discharge.reaccess_until.astimezone(LONDON).date().isoformat()
-            rules.append(
-                Rule(
-                    "R-reaccess-window-ended",
-                    f"The re-access window after episode {discharge.episode_id} ended on {until}: screened "
-                    "as a new referral.",
-                )
+    if discharge is not None and not live:
+        # Context, not a route: the clinician sees who knew the person.
+        until = discharge.reaccess_until.astimezone(LONDON).date().isoformat()
+        worker = f", named worker {discharge.named_worker_id}" if discharge.named_worker_id else ""
+        rules.append(
+            Rule(
+                "R-reaccess-window-ended",
+                f"The re-access window after episode {discharge.episode_id} (team {discharge.team_id}{worker}) "
+                f"ended on {until}: screened as a new referral; the previous episode is context.",
             )
+        )
+    if priority in CRISIS_PRIORITIES or facts.crisis_path:
+        routing = _crisis(work, district, discharge)  # a crisis takes precedence over re-access
+    else:
         if discharge is not None and live:
             reaccess = discharge
             routing = _reaccess(work, discharge)
@@ -913,17 +932,103 @@ def screen(
         rules=tuple(rules),
         reaccess_episode_id=reaccess.episode_id if reaccess else None,
         named_worker_id=reaccess.named_worker_id if reaccess else None,
+        previous_episode=(
+            {
+                "episode_id": discharge.episode_id,
+                "team_id": discharge.team_id,
+                "named_worker_id": discharge.named_worker_id,
+                "discharged_at": discharge.discharged_at.isoformat(),
+                "reaccess_until": discharge.reaccess_until.isoformat(),
+                "within_reaccess_window": live,
+            }
+            if discharge is not None
+            else None
+        ),
     )
 
 
-# --- decisions ---------------------------------------------------------------------------------
+# --- decisions and the referral lifecycle --------------------------------------------------------
 
 
 class DecisionAction(StrEnum):
-    ACCEPT = "accept"
-    OVERRIDE = "override"
-    DECLINE = "decline"
-    CLOSE = "close"
+    ACCEPT = "accept"  # take the suggestion as it stands
+    OVERRIDE = "override"  # choose another route or team (with a reason) before routing
+    DECLINE = "decline"  # not for this service, still with an alternative offer
+    CLOSE = "close"  # a duplicate, withdrawn or completed referral (with a reason)
+    TRANSFER = "transfer"  # after routing: another team or route, applied to the episode
+    REPRIORITISE = "reprioritise"  # change the clinical priority (with a reason), e.g. a crisis downgrade
+
+
+class ReferralStatus(StrEnum):
+    RECEIVED = "received"  # awaiting triage
+    ROUTED = "routed"  # with a clinical team (careplan opens the episode)
+    SIGNPOSTED = "signposted"  # the offer is named partner services
+    CLOSED = "closed"  # declined with an alternative, or closed with a reason
+
+
+class Intake(StrEnum):
+    """How a referral enters the lifecycle."""
+
+    SCREENED = "screened"  # awaits a triage decision
+    REACCESS = "reaccess"  # within the re-access window: straight back to the named worker's team
+
+
+class Target(StrEnum):
+    """Where a decision leads, before the route is known: the route decides between the two."""
+
+    BY_ROUTE = "by_route"  # routed to a team, or signposted when the route is the VCFSE signpost
+    ROUTED = "routed"
+    SAME = "same"  # the status stays (a transfer, a change of priority)
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Transition:
+    target: Target
+    events: tuple[str, ...]  # the `cmh.triage.referral.<verb>` events this transition publishes
+    note: str
+
+
+# The referral lifecycle, as data: which decision each status allows, where it leads and what it
+# publishes. Anything not listed is refused (409) and publishes nothing. Besides these, any
+# decision that changes the priority publishes `prioritised`, and offering partner services
+# (with consent) publishes `signposted`, which the directory turns into warm handovers.
+INTAKE: dict[Intake, tuple[ReferralStatus, tuple[str, ...]]] = {
+    Intake.SCREENED: (ReferralStatus.RECEIVED, ("received", "prioritised")),
+    Intake.REACCESS: (ReferralStatus.ROUTED, ("received", "prioritised", "routed")),
+}
+LIFECYCLE: dict[ReferralStatus, dict[DecisionAction, Transition]] = {
+    ReferralStatus.RECEIVED: {
+        DecisionAction.ACCEPT: Transition(Target.BY_ROUTE, ("routed",), "the suggestion is accepted"),
+        DecisionAction.OVERRIDE: Transition(Target.BY_ROUTE, ("routed",), "another route or team"),
+        DecisionAction.DECLINE: Transition(Target.CLOSED, ("closed",), "declined, with an alternative"),
+        DecisionAction.CLOSE: Transition(Target.CLOSED, ("closed",), "closed with a reason"),
+        DecisionAction.REPRIORITISE: Transition(Target.SAME, ("prioritised",), "priority changed"),
+    },
+    ReferralStatus.ROUTED: {
+        DecisionAction.TRANSFER: Transition(
+            Target.SAME, ("transferred",), "careplan moves the open episode to the new team"
+        ),
+        DecisionAction.CLOSE: Transition(
+            Target.CLOSED, ("closed",), "careplan ends the open episode (discharged: referral closed)"
+        ),
+        DecisionAction.REPRIORITISE: Transition(Target.SAME, ("prioritised",), "priority changed"),
+    },
+    ReferralStatus.SIGNPOSTED: {
+        DecisionAction.OVERRIDE: Transition(Target.ROUTED, ("routed",), "a clinical route after all"),
+        DecisionAction.CLOSE: Transition(Target.CLOSED, ("closed",), "closed with a reason"),
+        DecisionAction.REPRIORITISE: Transition(Target.SAME, ("prioritised",), "priority changed"),
+    },
+    ReferralStatus.CLOSED: {},
+}
+# Routes with a clinical team, where careplan keeps an episode (careplan's CLINICAL_ROUTES: a test
+# holds the two equal). A signpost, the crisis line and out of area have no episode.
+EPISODE_ROUTES: frozenset[Route] = frozenset(
+    {
+        Route.CRISIS_RESPONSE, Route.HOME_TREATMENT, Route.FRONT_DOOR_PRIMARY, Route.FRONT_DOOR_SECONDARY,
+        Route.FOCUSED_SUPPORT, Route.STAYING_WELL, Route.REACCESS,
+    }
+)  # fmt: skip
 
 
 class DecisionRefused(ValueError):
@@ -935,6 +1040,65 @@ class DecisionRefused(ValueError):
         self.message = message
 
 
+class TransitionRefused(ValueError):
+    """A decision the referral's current status does not allow (409: nothing changes)."""
+
+    def __init__(
+        self, status: ReferralStatus, action: DecisionAction, allowed: Sequence[DecisionAction]
+    ) -> None:
+        hint = {
+            (ReferralStatus.ROUTED, DecisionAction.OVERRIDE): " Use transfer to move it to another team.",
+            (ReferralStatus.ROUTED, DecisionAction.ACCEPT): " It was accepted already.",
+            (ReferralStatus.ROUTED, DecisionAction.DECLINE): " Close it with a reason instead.",
+        }.get((status, action), "")
+        allowed_text = ", ".join(a.value for a in allowed) or "nothing: it is closed"
+        message = f"a {status.value} referral cannot take '{action.value}' (allowed: {allowed_text}).{hint}"
+        super().__init__(message)
+        self.status = status
+        self.action = action
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Step:
+    """What an allowed decision does: the status it leads to and the lifecycle events it publishes."""
+
+    source: ReferralStatus
+    target: ReferralStatus
+    events: tuple[str, ...]
+    ends_episode: bool  # closing a routed referral ends its open episode
+
+
+def next_step(status: ReferralStatus | str, action: DecisionAction | str, route: Route | None) -> Step:
+    """The lifecycle step a decision takes from `status` with the chosen `route`, or
+    `TransitionRefused` when the status does not allow it."""
+    status, action = ReferralStatus(status), DecisionAction(action)
+    allowed = LIFECYCLE[status]
+    transition = allowed.get(action)
+    if transition is None:
+        raise TransitionRefused(status, action, tuple(allowed))
+    events = transition.events
+    if transition.target is Target.BY_ROUTE:
+        target = ReferralStatus.SIGNPOSTED if route == Route.VCFSE_SIGNPOST else ReferralStatus.ROUTED
+        if target is ReferralStatus.SIGNPOSTED:
+            events = ("signposted",)  # the offer is the partner services: that event carries them
+    elif transition.target is Target.SAME:
+        target = status
+    else:
+        target = ReferralStatus(transition.target.value)
+    return Step(
+        status,
+        target,
+        events,
+        ends_episode=status is ReferralStatus.ROUTED and target is ReferralStatus.CLOSED,
+    )
+
+
+def intake_step(reaccess: bool) -> tuple[ReferralStatus, tuple[str, ...]]:
+    """The status a new referral starts in and the events its intake publishes."""
+    return INTAKE[Intake.REACCESS if reaccess else Intake.SCREENED]
+
+
 def check_decision(
     action: DecisionAction,
     *,
@@ -942,10 +1106,13 @@ def check_decision(
     signposts: Sequence[str],
     reason: str | None,
     consent_to_share: bool,
+    team_id: str | None = None,
+    priority_changed: bool = False,
 ) -> None:
     """Refuse decisions that break the rules: an override needs a reason and a route; a decline
     needs a reason and still an alternative offer (triage is not an eligibility gate); anything
-    offered to a partner needs the person's consent to share."""
+    offered to a partner needs the person's consent to share; a transfer names the receiving
+    clinical team and why; a change of priority says why."""
     try:
         action = DecisionAction(action)
     except ValueError:
@@ -953,7 +1120,9 @@ def check_decision(
     has_reason = bool(reason and reason.strip())
     offered = [s for s in signposts if s and s.strip()]
     # A close (a duplicate, a withdrawn referral) needs its reason too, or it would be a silent decline.
-    if action in (DecisionAction.OVERRIDE, DecisionAction.DECLINE, DecisionAction.CLOSE) and not has_reason:
+    needs_reason = (DecisionAction.OVERRIDE, DecisionAction.DECLINE, DecisionAction.CLOSE, DecisionAction.TRANSFER,
+                    DecisionAction.REPRIORITISE)  # fmt: skip
+    if action in needs_reason and not has_reason:
         raise DecisionRefused(
             "reason", f"{'an' if action == DecisionAction.OVERRIDE else 'a'} {action.value} needs a reason"
         )
@@ -964,6 +1133,21 @@ def check_decision(
             "route",
             "a decline must still offer an alternative: a route, or at least one signposted service",
         )
+    if action == DecisionAction.TRANSFER:
+        if route is not None and route not in EPISODE_ROUTES:
+            raise DecisionRefused(
+                "route",
+                f"a transfer moves the episode to another clinical team; {route.value} has none "
+                "(close the referral with a reason and offer it instead)",
+            )
+        if not team_id:
+            raise DecisionRefused("team_id", "a transfer names the receiving team")
+        if offered:
+            raise DecisionRefused(
+                "signposts", "a transfer moves the episode; offer partner services separately"
+            )
+    if action == DecisionAction.REPRIORITISE and not priority_changed:
+        raise DecisionRefused("priority", "a reprioritise gives the new priority")
     if (route == Route.VCFSE_SIGNPOST or offered) and not consent_to_share:
         raise DecisionRefused(
             "consent_to_share", "signposting to a partner service needs the person's consent to share"

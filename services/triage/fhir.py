@@ -61,11 +61,31 @@ TRIAGE_OUTPUT_CODES = CMH_CODES + "triage-output"  # Task.output.type: route | p
 
 PRIORITY_EXTENSION = CMH_EXTENSIONS + "clinical-response-priority"
 CONSENT_EXTENSION = CMH_EXTENSIONS + "consent-to-share-with-vcfse"
+# Identity: the NHS number matched a person on file whose date of birth or name disagrees. The
+# Task carries the flag (extension, valueBoolean), one input per disagreeing field, and a note.
+IDENTITY_REVIEW_EXTENSION = CMH_EXTENSIONS + "identity-review"
+TRIAGE_INPUT_CODES = CMH_CODES + "triage-input"  # Task.input.type: identity-review
+IDENTITY_REVIEW_REASON_CODES = CMH_CODES + "identity-review-reason"  # birth_date | name | postcode
+IDENTITY_REVIEW_CODE = "identity-review"
+_IDENTITY_FIELDS = {
+    "birth_date": "Date of birth differs",
+    "name": "Name differs",
+    "postcode": "Postcode differs",
+}
+
+# Provenance: who made each decision about a referral (the calling system, and the clinician it
+# asserts, recorded as asserted), when, what and why.
+CLIENT_SYSTEM = CMH_IDS + "client"  # Provenance.agent (device): the calling system's client id
+END_USER_SYSTEM = CMH_IDS + "end-user"  # Provenance.agent (author): the asserted end user
+DECISION_ACTIVITY_CODES = CMH_CODES + "triage-decision"  # Provenance.activity: the decision's action
+PROVENANCE_AGENT_TYPES = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
 SPA_REFERRAL_CODE = "spa-referral"
 SPA_REFERRAL_TEXT = "Referral to community mental health services (single point of access)"
 TRIAGE_TASK_CODE = "triage"
 AWAITING_TRIAGE = "awaiting-triage"
+# History rows that are not triage decisions: a screened referral's intake, the first contact.
+NOT_DECISIONS = frozenset({"received", "contact"})
 RISK_ASSESSMENT_ID = "risk"
 
 # Triage priority (MHSDS code) <-> ServiceRequest.priority (request-priority).
@@ -94,6 +114,7 @@ SEX_FROM_GENDER: dict[str, str] = {
 # CapabilityStatement; `_format`, `_count` and `_offset` are accepted on every search besides.
 _PATIENT_CHAIN = ("patient.identifier", "patient:identifier", "subject.identifier", "subject:identifier")
 SEARCH_PARAMETERS: dict[str, dict[str, str]] = {
+    "Provenance": {"target": "reference"},
     "ServiceRequest": {
         "_id": "token",
         "identifier": "token",
@@ -153,7 +174,10 @@ def organisation_identifier(code: str) -> dict[str, str]:
 
 
 def _latest(decisions: Sequence[Decision]) -> Decision | None:
-    return max(decisions, key=lambda d: d.seq or 0) if decisions else None
+    """The latest decision about the referral: the intake of a screened referral is not one (it
+    awaits triage); a re-access routed straight back is."""
+    made = [d for d in decisions if d.action not in NOT_DECISIONS]
+    return max(made, key=lambda d: d.seq or 0) if made else None
 
 
 def _details(referral: Referral) -> dict[str, Any]:
@@ -249,7 +273,7 @@ def service_request(
                 "text": SPA_REFERRAL_TEXT,
             },
             "subject": subject,
-            "authoredOn": _utc(referral.received_at),
+            "authoredOn": _utc(referral.authored_at or referral.received_at),
             "requester": {
                 "type": "Organization",
                 "identifier": organisation_identifier(referral.referring_org),
@@ -332,6 +356,86 @@ def task_for_triage(referral: Referral, decisions: Sequence[Decision]) -> dict[s
             },
             "owner": reference("HealthcareService", referral.team_id) if referral.team_id else None,
             "output": outputs,
+            **identity_flag(referral),
+        }
+    )
+
+
+def identity_flag(referral: Referral) -> dict[str, Any]:
+    """Task elements saying the referral's identity is in review (none when it is not): the
+    `identity-review` extension, an input naming each field that disagrees, and a note. Kinds
+    only, never the values on file."""
+    if not referral.identity_review_open or not referral.identity_review:
+        return {}
+    review = json.loads(referral.identity_review)
+    reasons = [r for r in review.get("reasons", []) if r in _IDENTITY_FIELDS]
+    names = [_IDENTITY_FIELDS[r].removesuffix(" differs").lower() for r in reasons] or ["details"]
+    what = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    what += " differs" if names in (["date of birth"], ["name"], ["postcode"]) else " differ"
+    return {
+        "extension": [{"url": IDENTITY_REVIEW_EXTENSION, "valueBoolean": True}],
+        "input": [
+            {
+                "type": {
+                    "coding": [coding(TRIAGE_INPUT_CODES, IDENTITY_REVIEW_CODE, "Identity to be confirmed")],
+                    "text": "Identity to be confirmed",
+                },
+                "valueCodeableConcept": {
+                    "coding": [coding(IDENTITY_REVIEW_REASON_CODES, reason, _IDENTITY_FIELDS[reason])],
+                    "text": _IDENTITY_FIELDS[reason],
+                },
+            }
+            for reason in reasons
+        ],
+        "note": [
+            {
+                "text": "Identity to be confirmed: the NHS number matches a person on file whose "
+                f"{what} from this referral. Not merged; the person on file is unchanged."
+            }
+        ],
+    }
+
+
+def provenance(referral: Referral, decision: Decision) -> dict[str, Any]:
+    """One decision about a referral as a Provenance of its Task and ServiceRequest: what was
+    decided (activity), when (recorded), why (reason), by which system (device agent) and by which
+    clinician as that system asserts them (author agent; the suite does not authenticate them)."""
+    agents: list[dict[str, Any]] = []
+    if decision.end_user_id or decision.end_user_role:
+        author: dict[str, Any] = {
+            "type": {"coding": [coding(PROVENANCE_AGENT_TYPES, "author", "Author")]},
+            "who": {
+                "type": "Practitioner",
+                "display": "asserted by the calling system",
+                **(
+                    {"identifier": identifier(END_USER_SYSTEM, decision.end_user_id)}
+                    if decision.end_user_id
+                    else {}
+                ),
+            },
+        }
+        if decision.end_user_role:
+            author["role"] = [{"text": decision.end_user_role}]
+        agents.append(author)
+    agents.append(
+        {
+            "type": {"coding": [coding(PROVENANCE_AGENT_TYPES, "enterer", "Enterer")]},
+            "who": {"type": "Device", "identifier": identifier(CLIENT_SYSTEM, decision.actor)},
+        }
+    )
+    return _drop_empty(
+        {
+            "resourceType": "Provenance",
+            "id": f"{referral.id}-{decision.seq}",
+            "target": [reference("Task", referral.id), reference("ServiceRequest", referral.id)],
+            "occurredDateTime": _utc(decision.at),
+            "recorded": _utc(decision.at),
+            "activity": {
+                "coding": [coding(DECISION_ACTIVITY_CODES, decision.action, _words(decision.action))],
+                "text": decision.action,
+            },
+            "reason": [{"text": decision.reason}] if decision.reason else [],
+            "agent": agents,
         }
     )
 
@@ -393,7 +497,7 @@ FIELD_ELEMENTS: dict[str, str] = {
     "risks": "ServiceRequest.supportingInfo",
     "requested_urgency": "ServiceRequest.priority",
     "consent_to_share": "ServiceRequest.extension",
-    "received_at": "ServiceRequest.authoredOn",
+    "authored_at": "ServiceRequest.authoredOn",
 }
 
 
@@ -629,9 +733,9 @@ def _validation_problem(error: ValidationError) -> Problem:
         message = str(item.get("msg", "invalid"))
         if location and location[-1] == "email":
             message = "not a valid email address"  # the email checker's words may quote the address
-        if not location and "received_at" in message:
-            location = ["received_at"]
-            message = message.replace("received_at", "authoredOn")
+        if not location and "authored_at" in message:
+            location = ["authored_at"]
+            message = message.replace("authored_at", "authoredOn")
         errors.append({"location": [element_for(location)], "message": message, "type": "invalid"})
     return Problem(
         422,
@@ -769,7 +873,8 @@ def referral_from_service_request(resource: Any, caller_organisation: str) -> Re
         "consent_to_share": consent,
     }
     if resource.get("authoredOn") is not None:
-        data["received_at"] = _authored(resource["authoredOn"])
+        # When the referrer wrote it; the single point of access receives it now (the clocks start then).
+        data["authored_at"] = _authored(resource["authoredOn"])
     try:
         return ReferralIn.model_validate(data)
     except ValidationError as error:

@@ -288,10 +288,17 @@ async def read_task(
 
 
 def _person_bound(caller: Caller) -> list[ColumnElement[bool]]:
-    """Partners see only the people their organisation referred."""
+    """Partners see only the people their organisation referred, and not through a referral whose
+    identity is in review (its NHS number may have matched someone else)."""
     if _clinical(caller):
         return []
-    return [exists().where(Referral.person_id == Person.id, Referral.referring_org == caller.organisation)]
+    return [
+        exists().where(
+            Referral.person_id == Person.id,
+            Referral.referring_org == caller.organisation,
+            Referral.identity_review_open.is_(False),
+        )
+    ]
 
 
 def _audit_people(
@@ -407,7 +414,7 @@ def _statuses(value: str, mapping: dict[str, str], codes: frozenset[str]) -> Col
 
 def _authored(value: str) -> ColumnElement[bool]:
     wanted: DateRange = parse_date(value)
-    column = Referral.received_at
+    column = func.coalesce(Referral.authored_at, Referral.received_at)
     start, end = wanted.start, wanted.end
     if wanted.prefix == "eq":
         return and_(column >= start, column < end)
@@ -486,6 +493,27 @@ async def search_service_requests(request: Request, caller: Caller = requires("r
 @router.get("/Task", summary="Search triage tasks (Task)")
 async def search_tasks(request: Request, caller: Caller = requires("referral:read")) -> Response:
     return await _search_referrals(request, caller, "Task")
+
+
+@router.get("/Provenance", summary="Who decided what about a referral, when and why (Provenance)")
+async def search_provenance(request: Request, caller: Caller = requires("referral:read")) -> Response:
+    check_format(request)
+    targets = [value for name, value in _parameters(request, "Provenance") if name == "target"]
+    if len(targets) != 1:
+        raise invalid("search Provenance by one target: Task/<id> or ServiceRequest/<id>")
+    kind, _, referral_id = targets[0].rpartition("/")
+    if kind.rsplit("/", 1)[-1] not in ("Task", "ServiceRequest") or not referral_id or len(referral_id) > 64:
+        raise invalid("target is Task/<id> or ServiceRequest/<id>")
+    async with _db(request).transaction() as session:
+        referral = await session.scalar(select(Referral).where(Referral.id == referral_id, *_bound(caller)))
+        referrals = [referral] if referral is not None else []
+        decisions = (await _decisions(session, [r.id for r in referrals])).get(referral_id, [])
+        _audit(session, caller, AuditAction.SEARCH, referrals)
+        resources = [fhir.provenance(referral, d) for d in decisions if referral is not None]
+    page = paging(request)
+    window = resources[page.offset : page.offset + page.count] if page.count else []
+    bundle = searchset(request, window, base=fhir_base(request, OWN_BASE), total=len(resources), page=page)
+    return fhir_response(bundle)
 
 
 @router.get("/Patient", summary="Search people (Patient) by NHS number")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, Integer, String, Text, false
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.migrations import new_metadata
@@ -28,10 +28,40 @@ class Person(Base):
     nhs_number: Mapped[str | None] = mapped_column(String(10), nullable=True, unique=True)
     name_key: Mapped[str] = mapped_column(String(200), index=True)  # normalised "family|given"
     birth_date: Mapped[date] = mapped_column(Date, index=True)
-    postcode: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    postcode: Mapped[str | None] = mapped_column(String(8), nullable=True, index=True)
     details: Mapped[str] = mapped_column(Text)  # JSON: names, contact, demographics, access needs
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Identity: a referral never rewrites a person; a change of details is its own act
+    # (`PATCH /triage/people/{id}`), versioned (If-Match) and kept in `triage_person_versions`.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The family part of `name_key`, with the birth date: near matches are found by an index.
+    family_key: Mapped[str] = mapped_column(String(100), default="", server_default="")
+
+    __table_args__ = (Index("ix_triage_people_family_key_birth_date", "family_key", "birth_date"),)
+
+
+class PersonVersion(Base):
+    """Every version of a person's details: version 1 as the first referral gave them, then each
+    explicit change with who made it (the client and the end user it asserts), when and why,
+    and the previous and new values of the fields that changed."""
+
+    __tablename__ = "triage_person_versions"
+    __table_args__ = (UniqueConstraint("person_id", "version"),)
+
+    seq: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True, autoincrement=True)
+    person_id: Mapped[str] = mapped_column(String(36), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    client_id: Mapped[str] = mapped_column(String(128))
+    organisation: Mapped[str] = mapped_column(String(32))
+    end_user_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    end_user_role: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    referral_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # version 1: the referral
+    fields: Mapped[str] = mapped_column(Text)  # JSON list of the fields that changed
+    previous: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: those fields before
+    new: Mapped[str] = mapped_column(Text)  # JSON: those fields after
 
 
 class Referral(Base):
@@ -62,8 +92,27 @@ class Referral(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     first_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     response_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # When the referrer wrote it (FHIR authoredOn), kept apart from `received_at`, when the single
+    # point of access received it (the clocks start then); a back-dated receipt carries its reason.
+    authored_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    backdated_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    intake: Mapped[str] = mapped_column(String(16), default="screened", server_default="screened")
+    # Another referral of the person's still awaiting triage, and the person's open episode: linked
+    # as context, so nobody triages the same person twice or opens a second episode unseen.
+    awaiting_referral_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    open_episode_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Identity. The person as this referral gave them (JSON: names, birth date, postcode, NHS
+    # number, contact, sex, ethnicity...), kept with the referral and never copied onto the person;
+    # null for referrals taken before it was kept.
+    person_as_referred: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # JSON: why the person's identity is to be confirmed (which fields disagree with the person
+    # the NHS number matched, and how), or null when nothing disagrees.
+    identity_review: Mapped[str | None] = mapped_column(Text, nullable=True)
+    identity_review_open: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), index=True
+    )
 
 
 class Decision(Base):
@@ -77,8 +126,13 @@ class Decision(Base):
     team_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     signposts: Mapped[str] = mapped_column(Text, default="[]")
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    actor: Mapped[str] = mapped_column(String(128))
+    actor: Mapped[str] = mapped_column(String(128))  # the calling system's client id
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # The clinician the calling system asserts (X-End-User-Id / -Role), recorded as asserted.
+    end_user_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    end_user_role: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class CrisisChange(Base):
@@ -143,3 +197,18 @@ class Discharge(Base):
     named_worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     discharged_at: Mapped[datetime] = mapped_column(UTCDateTime)
     reaccess_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Episode(Base):
+    """Careplan's episodes, from its events: whether a person has an open episode, and where, so a
+    new referral is linked to it as new information."""
+
+    __tablename__ = "triage_episodes"
+
+    episode_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), index=True)
+    person_id: Mapped[str] = mapped_column(String(36), index=True)
+    team_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    named_worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # open | discharged
+    version: Mapped[int] = mapped_column(Integer, default=0)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.triage.domain import DirectoryIndex, DirectoryServiceView
 from services.triage.domain import Discharge as DischargeView
-from services.triage.models import DirectoryService, Discharge, ReadModelGeneration, RegistryRecord
+from services.triage.models import DirectoryService, Discharge, Episode, ReadModelGeneration, RegistryRecord
 from shared import registry_events
 from shared.background import BackgroundWorker
 from shared.broker import backoff_delay
@@ -229,13 +229,34 @@ async def apply_discharge_event(session: AsyncSession, event: CloudEvent) -> Non
     discharge.named_worker_id = data.get("named_worker_id")
     discharge.discharged_at = datetime.fromisoformat(data["discharged_at"])
     discharge.reaccess_until = datetime.fromisoformat(data["reaccess_until"])
+    await apply_episode_event(session, event)
 
 
-async def live_discharge(session: AsyncSession, person_id: str, at: datetime) -> DischargeView | None:
-    """The person's most recent discharge whose re-access window is still open at `at`."""
+async def apply_episode_event(session: AsyncSession, event: CloudEvent) -> None:
+    """Careplan's episodes as triage needs them: open or not, at which team, for whom. The
+    episode's `version` orders its events, so a late redelivery never undoes a newer state."""
+    data = event.data or {}
+    episode = await session.get(Episode, data["episode_id"])
+    version = int(data.get("version") or 0)
+    if episode is None:
+        episode = Episode(episode_id=data["episode_id"], version=-1)
+        session.add(episode)
+    elif version and version < episode.version:
+        return
+    episode.referral_id = data["referral_id"]
+    episode.person_id = data["person_id"]
+    episode.team_id = data.get("team_id")
+    episode.named_worker_id = data.get("named_worker_id")
+    episode.status = data.get("status") or "open"
+    episode.version = version
+
+
+async def previous_discharge(session: AsyncSession, person_id: str, at: datetime) -> DischargeView | None:
+    """The person's most recent discharge before `at`: inside its re-access window it routes the
+    referral straight back; after it, it is context for the clinician."""
     row = await session.scalar(
         select(Discharge)
-        .where(Discharge.person_id == person_id, Discharge.reaccess_until > at, Discharge.discharged_at <= at)
+        .where(Discharge.person_id == person_id, Discharge.discharged_at <= at)
         .order_by(Discharge.discharged_at.desc())
         .limit(1)
     )
@@ -247,6 +268,16 @@ async def live_discharge(session: AsyncSession, person_id: str, at: datetime) ->
         named_worker_id=row.named_worker_id,
         discharged_at=row.discharged_at,
         reaccess_until=row.reaccess_until,
+    )
+
+
+async def open_episode(session: AsyncSession, person_id: str) -> Episode | None:
+    """The person's open episode, if careplan has one (the most recently seen)."""
+    return await session.scalar(
+        select(Episode)
+        .where(Episode.person_id == person_id, Episode.status == "open")
+        .order_by(Episode.version.desc())
+        .limit(1)
     )
 
 
@@ -267,6 +298,11 @@ SUBSCRIPTIONS = (
         durable="triage-discharges",
         subjects=["cmh.careplan.episode.discharged"],
         handler=apply_discharge_event,
+    ),
+    Subscription(
+        durable="triage-episodes",
+        subjects=[f"cmh.careplan.episode.{verb}" for verb in ("opened", "transferred", "linked")],
+        handler=apply_episode_event,
     ),
 )
 

@@ -22,10 +22,14 @@ from services.triage.domain import (
     Source,
     normalise_nhs_number,
 )
+from shared.clocks import CLOCK_SKEW
 from shared.postcodes import InvalidPostcode, normalise_postcode
+from shared.text import SafeLine, SafeText
 
 FREE_TEXT_LIMIT = 4000
-Name = Annotated[str, Field(min_length=1, max_length=100)]
+# A person's name: no control characters or invisible formatting (shared.text), so what is shown
+# is what is matched; refused with a 422 naming the field on either database.
+Name = Annotated[SafeLine, Field(min_length=1, max_length=100)]
 
 
 class _In(BaseModel):
@@ -35,7 +39,7 @@ class _In(BaseModel):
 class Contact(_In):
     phone: str | None = Field(default=None, max_length=30, pattern=r"^[0-9 +()\-]{6,30}$")
     email: EmailStr | None = None
-    address: str | None = Field(default=None, max_length=300)
+    address: SafeText | None = Field(default=None, max_length=300)
     contact_preference: Literal["phone", "text", "email", "letter"] | None = None
 
 
@@ -52,65 +56,118 @@ class PersonIn(_In):
         default=None, pattern=r"^[A-Z]{1,2}$", description="NHS ethnic category code (A-Z, 99)"
     )
     sex: Literal["male", "female", "not_known", "not_specified"] | None = None
-    gender: str | None = Field(default=None, max_length=50)
-    preferred_language: str | None = Field(default=None, max_length=50)
+    gender: SafeLine | None = Field(default=None, max_length=50)
+    preferred_language: SafeLine | None = Field(default=None, max_length=50)
     interpreter_needed: bool = False
-    accessibility_needs: list[Annotated[str, Field(max_length=200)]] = Field(
+    accessibility_needs: list[Annotated[SafeLine, Field(max_length=200)]] = Field(
         default_factory=list, max_length=10
     )
 
     @field_validator("nhs_number")
     @classmethod
     def _nhs(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        return normalise_nhs_number(value)
+        return valid_nhs_number(value)
 
     @field_validator("postcode")
     @classmethod
     def _postcode(cls, value: str) -> str:
-        try:
-            return normalise_postcode(value)[0]
-        except InvalidPostcode as exc:
-            raise ValueError(str(exc)) from None
+        return valid_postcode(value)
 
     @field_validator("birth_date")
     @classmethod
     def _born(cls, value: date) -> date:
-        if value > date.today():
-            raise ValueError("date of birth is in the future")
-        if value.year < 1900:
-            raise ValueError("date of birth is before 1900")
-        return value
+        return valid_birth_date(value)
+
+
+# The person's checks, shared by a referral's person and an explicit update of a person.
+def valid_nhs_number(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    return normalise_nhs_number(value)
+
+
+def valid_postcode(value: str) -> str:
+    try:
+        return normalise_postcode(value)[0]
+    except InvalidPostcode as exc:
+        raise ValueError(str(exc)) from None
+
+
+def valid_birth_date(value: date) -> date:
+    if value > date.today():
+        raise ValueError("date of birth is in the future")
+    if value.year < 1900:
+        raise ValueError("date of birth is before 1900")
+    return value
 
 
 class ReferralIn(_In):
     person: PersonIn
     source: Source
     needs: list[Need] = Field(default_factory=list, max_length=20, description="Coded presenting needs")
-    needs_text: str | None = Field(
+    needs_text: SafeText | None = Field(
         default=None, max_length=FREE_TEXT_LIMIT, description="In the referrer's words"
     )
     risks: list[Risk] = Field(default_factory=list, max_length=len(Risk))
     requested_urgency: RequestedUrgency | None = None
     consent_to_share: bool = Field(description="The person agrees to share their details with VCFSE partners")
     received_at: datetime | None = Field(
-        default=None, description="When the referral was made (default: now)"
+        default=None,
+        description=(
+            "When the single point of access received the referral (default: now; the clocks start "
+            "then). More than the configured bound (default 30 days) in the past needs backdated_reason."
+        ),
+    )
+    authored_at: datetime | None = Field(
+        default=None,
+        description="When the referrer wrote it (FHIR authoredOn); not after it was received",
+    )
+    backdated_reason: SafeText | None = Field(
+        default=None, max_length=500, description="Why the receipt is recorded this long after it happened"
     )
 
     @model_validator(mode="after")
     def _dates(self) -> ReferralIn:
-        if self.received_at is not None:
-            if self.received_at.tzinfo is None:
-                raise ValueError("received_at needs a time zone")
-            if self.received_at.date() < self.person.birth_date:
-                raise ValueError("received_at is before the person's date of birth")
+        for name in ("received_at", "authored_at"):
+            moment: datetime | None = getattr(self, name)
+            if moment is None:
+                continue
+            if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
+                raise ValueError(f"{name} needs a time zone")
+            if moment.date() < self.person.birth_date:
+                raise ValueError(f"{name} is before the person's date of birth")
+        received = self.received_at
+        if self.authored_at is not None and received is not None and self.authored_at > received + CLOCK_SKEW:
+            raise ValueError("authored_at is after the referral was received")
         return self
 
 
 class RuleOut(BaseModel):
     id: str
     text: str
+
+
+class IdentityReviewOut(BaseModel):
+    """The NHS number matched a person on file whose date of birth or name disagrees: flagged, not
+    merged. Names the fields and how they differ, never the values."""
+
+    status: Literal["open", "confirmed", "different_person"] = Field(
+        description="open until a clinician settles it: confirmed, or a different person (moved to a new person)"
+    )
+    matched_by: str = Field(description="nhs_number")
+    reasons: list[Literal["birth_date", "name", "postcode"]] = Field(
+        description="The fields that disagree with the person on file"
+    )
+    kinds: dict[str, list[str]] = Field(
+        description="How each differs: day_month_transposed, birth_date_typo, nickname, middle_name, "
+        "hyphenated_surname, similar_spelling, given_family_swapped, or different"
+    )
+    raised_at: datetime
+    settled_at: datetime | None = None
+    settled_by: str | None = Field(default=None, description="The client that settled it")
+    settled_by_end_user: str | None = Field(default=None, description="The clinician it asserted")
+    reason: str | None = Field(default=None, description="How identity was established")
+    previous_person_id: str | None = Field(default=None, description="The person on file it was matched to")
 
 
 class ReferralOut(BaseModel):
@@ -132,6 +189,20 @@ class ReferralOut(BaseModel):
     first_contact_at: datetime | None
     response_minutes: int | None
     version: int
+    authored_at: datetime | None = Field(default=None, description="When the referrer wrote it")
+    intake: str = Field(
+        default="screened",
+        description="screened (awaits triage) | reaccess (straight back to the named worker's team)",
+    )
+    awaiting_referral_id: str | None = Field(
+        default=None, description="Another referral for this person still awaiting triage, linked"
+    )
+    open_episode_id: str | None = Field(
+        default=None, description="The person's open episode this referral is new information for"
+    )
+    identity_review: IdentityReviewOut | None = Field(
+        default=None, description="Why the person's identity is to be confirmed; null when nothing disagrees"
+    )
 
 
 class DecisionIn(_In):
@@ -142,7 +213,7 @@ class DecisionIn(_In):
     route: Route | None = None
     team_id: str | None = Field(default=None, max_length=64)
     signposts: list[str] = Field(default_factory=list, max_length=10, description="Directory service ids")
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: SafeText | None = Field(default=None, max_length=2000)
 
     @field_validator("priority")
     @classmethod
@@ -150,6 +221,14 @@ class DecisionIn(_In):
         if value is not None and value not in (1, 2, 3, 4):
             raise ValueError("priority is 1 (emergency), 2 (urgent), 3 (routine) or 4 (very urgent)")
         return value
+
+
+class IdentitySettlementIn(_In):
+    outcome: Literal["confirmed", "different_person"] = Field(
+        description="confirmed: the person on file is this person; different_person: the NHS number matched "
+        "someone else, so the referral moves to a new person as referred (without that NHS number)"
+    )
+    reason: SafeText = Field(min_length=1, max_length=2000, description="How identity was established")
 
 
 class ContactIn(_In):

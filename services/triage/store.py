@@ -6,29 +6,46 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.triage import readmodels
+from services.triage import identity, readmodels
 from services.triage.domain import (
+    CRISIS_PRIORITIES,
     DecisionAction,
+    Intake,
     Priority,
     ReferralFacts,
+    ReferralStatus,
     Route,
+    Source,
     Suggestion,
+    TransitionRefused,
     age_on,
     check_decision,
     deadline,
+    intake_step,
     name_key,
+    next_step,
     screen,
 )
-from services.triage.models import CrisisChange, Decision, DirectoryService, Person, Referral
-from services.triage.schemas import DecisionIn, ReferralIn
+from services.triage.models import (
+    CrisisChange,
+    Decision,
+    DirectoryService,
+    Episode,
+    Person,
+    PersonVersion,
+    Referral,
+)
+from services.triage.schemas import DecisionIn, PersonIn, ReferralIn
 from shared.auth import Caller
+from shared.clocks import TimeRefused, check_moment
 from shared.events import make_event
 from shared.outbox import add_event
 from shared.sqltypes import utcnow
@@ -36,7 +53,17 @@ from shared.timezones import london_date
 
 SERVICE = "triage"
 PRIORITY_NAMES = {1: "emergency", 2: "urgent", 3: "routine", 4: "very urgent"}
-CLOSED = "closed"
+CLOSED = ReferralStatus.CLOSED.value
+DEFAULT_BACKDATE_LIMIT = timedelta(days=30)
+CONTACT_RECORDED = "contact"  # a history row that is not a triage decision (the first contact)
+
+
+class NotAllowedNow(Exception):
+    """A decision the referral's current status does not allow (409; nothing stored or published)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class Refused(Exception):
@@ -51,44 +78,258 @@ class Refused(Exception):
 # --- identity ------------------------------------------------------------------------------------
 
 
-async def match_person(session: AsyncSession, body: ReferralIn) -> tuple[Person, list[str], str]:
-    """(person, possible duplicates, how matched). NHS number first; else exact name, date of
-    birth and postcode. Near matches are flagged for review, never merged."""
+PERSON_FIELDS = (
+    "nhs_number", "given_name", "family_name", "birth_date", "postcode", "contact", "ethnicity", "sex",
+    "gender", "preferred_language", "interpreter_needed", "accessibility_needs",
+)  # fmt: skip
+NEAR_CANDIDATES = 200  # people examined for near matches (found by index; never a scan)
+BIRTH_YEAR_WINDOW = 10  # same family name: birth dates this many years either side
+
+
+def person_values(person: Person) -> dict[str, Any]:
+    """The person's details as on file, one dict (the columns with the details JSON)."""
+    return {
+        **json.loads(person.details),
+        "nhs_number": person.nhs_number,
+        "birth_date": person.birth_date.isoformat(),
+        "postcode": person.postcode,
+    }
+
+
+def _demographics(person: Person) -> identity.Demographics:
+    details = json.loads(person.details)
+    return identity.Demographics(
+        given_name=details.get("given_name", ""),
+        family_name=details.get("family_name", ""),
+        birth_date=person.birth_date,
+        postcode=person.postcode,
+        nhs_number=person.nhs_number,
+    )
+
+
+@dataclass
+class IdentityMatch:
+    """Who a referral is about, and what is to be confirmed: the person is never rewritten."""
+
+    person: Person
+    matched_by: str  # nhs_number | name_dob_postcode | new
+    as_referred: dict[str, Any]  # the person as the referral gives them, kept with the referral
+    comparison: identity.Comparison | None = None  # NHS number matched: the referral against the person
+    near: dict[str, tuple[str, ...]] = field(default_factory=dict)  # possible duplicates: person id -> why
+    created: PersonVersion | None = None
+
+    @property
+    def duplicates(self) -> list[str]:
+        return list(self.near)
+
+    @property
+    def in_review(self) -> bool:
+        return self.comparison is not None and self.comparison.needs_review
+
+    def summary(self) -> dict[str, Any]:
+        """What the suggestion says about identity (kinds and ids, never values)."""
+        return {
+            "matched_by": self.matched_by,
+            "differs": list(self.comparison.disagreeing) if self.comparison else [],
+            "identity_review": self.in_review,
+            "possible_duplicates": [
+                {"person_id": pid, "reasons": list(why)} for pid, why in self.near.items()
+            ],
+        }
+
+    def rules(self, referral_day: date) -> list[dict[str, str]]:
+        found = identity.identity_rules(
+            self.comparison,
+            date.fromisoformat(self.as_referred["birth_date"]),
+            self.person.birth_date if self.comparison is not None else None,
+            referral_day,
+            duplicates=len(self.near),
+        )
+        return [asdict(rule) for rule in found]
+
+    def record(self, referral: Referral) -> None:
+        """Keep the person as referred, and any review, with the referral."""
+        referral.person_as_referred = json.dumps(self.as_referred)
+        referral.identity_review_open = self.in_review
+        if self.in_review:
+            assert self.comparison is not None
+            referral.identity_review = json.dumps(
+                {
+                    "status": "open",
+                    "matched_by": self.matched_by,
+                    "reasons": list(self.comparison.disagreeing),
+                    "kinds": self.comparison.kinds(),
+                    "raised_at": utcnow().isoformat(),
+                }
+            )
+        if self.created is not None:
+            self.created.referral_id = referral.id
+
+
+async def _near_matches(
+    session: AsyncSession,
+    referred: identity.Demographics,
+    also: Sequence[Person] = (),
+    *,
+    exclude: str | None = None,
+    ignore_nhs: bool = False,
+) -> dict[str, tuple[str, ...]]:
+    """People who may be the person referred (`identity.near_match`), found by indexed lookups:
+    the same or the day/month-swapped birth date, the same family name born within a few years,
+    the same postcode."""
+    born = referred.birth_date
+    dates = [born, *([swapped] if (swapped := identity.swapped_day_month(born)) else [])]
+    conditions = [Person.birth_date.in_(dates)]
+    family = identity.family_key(referred.family_name)
+    if family:
+        conditions.append(
+            and_(
+                Person.family_key == family,
+                Person.birth_date.between(
+                    date(max(born.year - BIRTH_YEAR_WINDOW, 1), 1, 1),
+                    date(min(born.year + BIRTH_YEAR_WINDOW, 9999), 12, 31),
+                ),
+            )
+        )
+    if referred.postcode:
+        conditions.append(Person.postcode == referred.postcode)
+    candidates = (
+        await session.scalars(
+            select(Person)
+            .where(or_(*conditions))
+            .order_by(Person.birth_date, Person.id)
+            .limit(NEAR_CANDIDATES)
+        )
+    ).all()
+    near: dict[str, tuple[str, ...]] = {}
+    for candidate in {p.id: p for p in [*also, *candidates]}.values():
+        if candidate.id == exclude:
+            continue
+        reasons = identity.near_match(referred, _demographics(candidate), ignore_nhs=ignore_nhs)
+        if reasons is not None:
+            near[candidate.id] = reasons
+    return dict(sorted(near.items()))
+
+
+async def match_person(session: AsyncSession, caller: Caller, body: ReferralIn) -> IdentityMatch:
+    """Who the referral is about. A referral never rewrites a person: what it says is kept with
+    the referral (`IdentityMatch.record`). NHS number first: a match whose date of birth or name
+    disagrees is flagged for identity review (a postcode alone is information); else exactly the
+    same name, date of birth and postcode. Near matches are flagged as possible duplicates, never
+    merged."""
     person_in = body.person
-    key = name_key(person_in.given_name, person_in.family_name)
-    details = person_in.model_dump(mode="json", exclude={"nhs_number", "birth_date", "postcode"})
+    as_referred = person_in.model_dump(mode="json")
+    referred = identity.Demographics(
+        given_name=person_in.given_name,
+        family_name=person_in.family_name,
+        birth_date=person_in.birth_date,
+        postcode=person_in.postcode,
+        nhs_number=person_in.nhs_number,
+    )
     if person_in.nhs_number:
         found = await session.scalar(select(Person).where(Person.nhs_number == person_in.nhs_number))
         if found is not None:
-            found.details = json.dumps(details)
-            found.postcode = person_in.postcode
-            found.updated_at = utcnow()
-            return found, [], "nhs_number"
+            comparison = identity.compare(_demographics(found), referred)
+            near: dict[str, tuple[str, ...]] = {}
+            if comparison.needs_review:
+                # The NHS number may be the wrong one: who on file looks like the person as referred?
+                near = await _near_matches(session, referred, exclude=found.id, ignore_nhs=True)
+            return IdentityMatch(found, "nhs_number", as_referred, comparison, near)
+    key = name_key(person_in.given_name, person_in.family_name)
     same_name_dob = (
         await session.scalars(
             select(Person).where(Person.name_key == key, Person.birth_date == person_in.birth_date)
         )
     ).all()
+    near = await _near_matches(session, referred, same_name_dob)
     if person_in.nhs_number is None:
         exact = [p for p in same_name_dob if p.postcode == person_in.postcode]
         if len(exact) == 1:
-            return exact[0], [p.id for p in same_name_dob if p.id != exact[0].id], "name_dob_postcode"
-    # A new person; anyone with the same name and date of birth may be them: flag, never merge.
-    duplicates = [
-        p.id
-        for p in same_name_dob
-        if not (p.nhs_number and person_in.nhs_number and p.nhs_number != person_in.nhs_number)
-    ]
+            near.pop(exact[0].id, None)
+            return IdentityMatch(exact[0], "name_dob_postcode", as_referred, near=near)
+    # A new person; anyone who may be them is flagged, never merged.
+    person, created = new_person(session, caller, person_in, "As the first referral gave them")
+    return IdentityMatch(person, "new", as_referred, near=near, created=created)
+
+
+def new_person(
+    session: AsyncSession, caller: Caller, person_in: PersonIn, reason: str
+) -> tuple[Person, PersonVersion]:
+    """A person as a referral gives them, with their first version (who, when, why)."""
+    details = person_in.model_dump(mode="json", exclude={"nhs_number", "birth_date", "postcode"})
     person = Person(
         id=str(uuid.uuid4()),
         nhs_number=person_in.nhs_number,
-        name_key=key,
+        name_key=name_key(person_in.given_name, person_in.family_name),
+        family_key=identity.family_key(person_in.family_name),
         birth_date=person_in.birth_date,
         postcode=person_in.postcode,
         details=json.dumps(details),
+        version=1,
     )
     session.add(person)
-    return person, duplicates, "new"
+    created = PersonVersion(
+        person_id=person.id,
+        version=1,
+        changed_at=utcnow(),
+        client_id=caller.client_id,
+        organisation=caller.organisation,
+        end_user_id=caller.end_user_id,
+        end_user_role=caller.end_user_role,
+        reason=reason,
+        fields=json.dumps(list(PERSON_FIELDS)),
+        previous=None,
+        new=json.dumps(person_in.model_dump(mode="json")),
+    )
+    session.add(created)
+    return person, created
+
+
+async def settle_identity(
+    session: AsyncSession, caller: Caller, referral: Referral, outcome: str, reason: str
+) -> Referral:
+    """Close a referral's identity review: `confirmed` (the person on file is this person) or
+    `different_person` (the NHS number matched someone else: the referral moves to a new person
+    made from the demographics as referred, without that NHS number). Nothing is merged or
+    rewritten; the history says who settled it and why."""
+    if not referral.identity_review_open or not referral.identity_review:
+        raise NotAllowedNow("this referral's identity is not in review")
+    review = json.loads(referral.identity_review)
+    now = utcnow()
+    previous_person = referral.person_id
+    if outcome == "different_person":
+        as_referred = json.loads(referral.person_as_referred or "{}")
+        person, created = new_person(
+            session, caller, PersonIn.model_validate({**as_referred, "nhs_number": None}),
+            "Identity review: not the person on file with the NHS number referred",
+        )  # fmt: skip
+        created.referral_id = referral.id
+        referral.person_id = person.id
+    review.update(
+        status=outcome, settled_at=now.isoformat(), settled_by=caller.client_id,
+        settled_by_end_user=caller.end_user_id, reason=reason, previous_person_id=previous_person,
+    )  # fmt: skip
+    referral.identity_review = json.dumps(review)
+    referral.identity_review_open = False
+    referral.version += 1
+    referral.updated_at = now
+    session.add(
+        Decision(
+            referral_id=referral.id, action=f"identity_{'confirmed' if outcome == 'confirmed' else 'relinked'}",
+            priority=referral.priority, route=referral.route, team_id=referral.team_id, reason=reason,
+            actor=caller.client_id, at=now, from_status=referral.status, to_status=referral.status,
+            end_user_id=caller.end_user_id, end_user_role=caller.end_user_role,
+        )
+    )  # fmt: skip
+    add_event(
+        session,
+        make_event(
+            SERVICE, "referral", "identity_settled",
+            {**_event_facts(referral), **_accountable(caller, now, None), "outcome": outcome,
+             "previous_person_id": previous_person},
+        ),
+    )  # fmt: skip
+    return referral
 
 
 # --- intake --------------------------------------------------------------------------------------
@@ -127,8 +368,9 @@ def queue_entry(referral: Referral) -> dict[str, Any]:
     }
 
 
-def _crisis_change(session: AsyncSession, referral: Referral, change: str) -> None:
-    if referral.deadline_at is not None:
+def _crisis_change(session: AsyncSession, referral: Referral, change: str, *, force: bool = False) -> None:
+    """Tell the crisis queue and stream; `force` for the change that takes a referral off it."""
+    if referral.deadline_at is not None or force:
         session.add(
             CrisisChange(referral_id=referral.id, change=change, entry=json.dumps(queue_entry(referral)))
         )
@@ -156,11 +398,29 @@ def _event_facts(referral: Referral) -> dict[str, Any]:
     }
 
 
-async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, crisis: bool) -> Referral:
-    received_at = body.received_at or utcnow()
-    if received_at > utcnow():
-        raise Refused("received_at", "received_at is in the future")
-    person, duplicates, matched = await match_person(session, body)
+async def submit(
+    session: AsyncSession,
+    caller: Caller,
+    body: ReferralIn,
+    *,
+    crisis: bool,
+    backdate_limit: timedelta = DEFAULT_BACKDATE_LIMIT,
+) -> Referral:
+    now = utcnow()
+    received_at = body.received_at or now
+    try:
+        check_moment(received_at, now=now, field="received_at")
+        if body.authored_at is not None:
+            check_moment(body.authored_at, now=received_at, field="authored_at", not_before=None)
+    except TimeRefused as refusal:
+        raise Refused(refusal.field, f"{refusal.field}: {refusal.message}") from None
+    if received_at < now - backdate_limit and not (body.backdated_reason and body.backdated_reason.strip()):
+        raise Refused(
+            "backdated_reason",
+            f"received_at is more than {backdate_limit.days} days ago: say why it is recorded this late",
+        )
+    match = await match_person(session, caller, body)  # identity: never rewrites the person
+    person, duplicates, matched = match.person, match.duplicates, match.matched_by
     await session.flush()
     age = age_on(body.person.birth_date, london_date(received_at))
     snapshot, directory = await readmodels.screening(session, london_date(received_at))
@@ -173,18 +433,46 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
         consent_to_share=body.consent_to_share,
         postcode=body.person.postcode,
         referring_org=caller.organisation,
+        crisis_path=crisis,
     )
+    known = matched != "new"  # a person new to triage has never been discharged nor referred
+    # Identity in doubt: no re-access to, nor links with, the record of someone who may be another.
+    known = known and not match.in_review
     suggestion = screen(
         facts,
         snapshot,
         directory,
-        # A person new to triage has never been discharged: no need to look.
-        None if matched == "new" else await readmodels.live_discharge(session, person.id, received_at),
+        await readmodels.previous_discharge(session, person.id, received_at) if known else None,
         received_at,
     )
     suggestion_json = _suggestion_json(suggestion)
-    suggestion_json["identity"] = {"matched_by": matched}
+    suggestion_json["identity"] = match.summary()
+    suggestion_json["rules"] = [*suggestion_json["rules"], *match.rules(london_date(received_at))]
+    awaiting = open_episode = None
+    if known:
+        # Context the clinician must see: the same person already waiting, or already in care.
+        awaiting = await session.scalar(
+            select(Referral)
+            .where(Referral.person_id == person.id, Referral.status == ReferralStatus.RECEIVED.value)
+            .order_by(Referral.received_at.desc())
+            .limit(1)
+        )
+        open_episode = await readmodels.open_episode(session, person.id)
+    links = []
+    if awaiting is not None:
+        links.append(
+            {"id": "D-awaiting-triage", "text": f"Referral {awaiting.id} for this person is still awaiting "
+             "triage: linked to it, so both are decided together."}
+        )  # fmt: skip
+    if open_episode is not None:
+        links.append(
+            {"id": "D-open-episode", "text": f"This person has an open episode ({open_episode.episode_id}, team "
+             f"{open_episode.team_id}): linked to it as new information; no second episode opens at that team."}
+        )  # fmt: skip
+    suggestion_json["rules"] = [*suggestion_json["rules"], *links]
     priority = int(suggestion.priority)
+    reaccess = suggestion.route == Route.REACCESS and suggestion.reaccess_episode_id is not None
+    status, lifecycle_events = intake_step(reaccess)
     referral = Referral(
         id=str(uuid.uuid4()),
         person_id=person.id,
@@ -192,6 +480,11 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
         referring_client=caller.client_id,
         source=body.source.value,
         received_at=received_at,
+        authored_at=body.authored_at or received_at,
+        backdated_reason=body.backdated_reason,
+        intake=(Intake.REACCESS if reaccess else Intake.SCREENED).value,
+        awaiting_referral_id=awaiting.id if awaiting is not None else None,
+        open_episode_id=open_episode.episode_id if open_episode is not None else None,
         age=age,
         consent_to_share=body.consent_to_share,
         crisis=crisis,
@@ -210,8 +503,8 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
         suggested_priority=priority,
         suggested_route=suggestion.route.value,
         priority=priority,
-        route=None,
-        status="received",
+        route=suggestion.route.value if reaccess else None,
+        status=status.value,
         place_key=(suggestion.place or {}).get("key"),
         network_id=(suggestion.network or {}).get("id"),
         team_id=(suggestion.team or {}).get("id"),
@@ -221,44 +514,122 @@ async def submit(session: AsyncSession, caller: Caller, body: ReferralIn, *, cri
         deadline_at=deadline(received_at, suggestion.priority, body.source),
         version=1,
     )
+    match.record(referral)  # the person as referred, and any identity review, stay with the referral
     session.add(referral)
+    session.add(
+        Decision(
+            referral_id=referral.id, action="reaccess" if reaccess else "received", priority=priority, route=referral.route,
+            team_id=referral.team_id, reason=body.backdated_reason, actor=caller.client_id, at=now,
+            from_status=None, to_status=status.value, end_user_id=caller.end_user_id,
+            end_user_role=caller.end_user_role,
+        )
+    )  # fmt: skip
     facts_event = _event_facts(referral)
-    add_event(
-        session,
-        make_event(SERVICE, "referral", "received", {**facts_event, "possible_duplicate": bool(duplicates)}),
-    )
-    add_event(
-        session,
-        make_event(
-            SERVICE,
-            "referral",
-            "prioritised",
-            {
+    for verb in lifecycle_events:
+        if verb == "received":
+            data = {**facts_event, "possible_duplicate": bool(duplicates) or awaiting is not None}
+        elif verb == "prioritised":
+            data = {
                 **facts_event,
                 "suggested_route": suggestion.route.value,
                 "target_minutes": suggestion.target_minutes,
                 "deadline_at": referral.deadline_at.isoformat() if referral.deadline_at else None,
                 "rules": [rule.id for rule in suggestion.rules],
-            },
-        ),
-    )
+            }
+        else:  # routed straight back to the named worker's team: no triage decision is awaited
+            data = _routed_data(
+                referral, suggestion_json, caller, decided_at=now, reason=None, automatic=True
+            )
+        add_event(session, make_event(SERVICE, "referral", verb, data))
     _crisis_change(session, referral, "new")
     return referral
+
+
+def _accountable(caller: Caller, decided_at: datetime, reason: str | None) -> dict[str, Any]:
+    """Who made a decision: the calling system, and the clinician it asserts (as asserted)."""
+    return {
+        "decided_by": caller.client_id,
+        "end_user_id": caller.end_user_id,
+        "end_user_role": caller.end_user_role,
+        "decided_at": decided_at.isoformat(),
+        "reason": reason,
+    }
+
+
+def _routed_data(
+    referral: Referral,
+    suggestion: dict[str, Any],
+    caller: Caller,
+    *,
+    decided_at: datetime,
+    reason: str | None,
+    automatic: bool,
+) -> dict[str, Any]:
+    return {
+        **_event_facts(referral),
+        **_accountable(caller, decided_at, reason),
+        "route": referral.route,
+        "automatic": automatic,
+        "reaccess_episode_id": referral.reaccess_episode_id,
+        "named_worker_id": suggestion.get("named_worker_id"),
+        "deadline_at": referral.deadline_at.isoformat() if referral.deadline_at else None,
+    }
 
 
 # --- decisions -----------------------------------------------------------------------------------
 
 
 async def decide(session: AsyncSession, caller: Caller, referral: Referral, body: DecisionIn) -> Referral:
-    if referral.status == CLOSED:
-        raise Refused("action", "this referral is closed")
+    """Apply a clinician's decision through the lifecycle (`domain.LIFECYCLE`): refused with
+    `NotAllowedNow` (409) when the referral's status does not allow it, and then nothing changes
+    and nothing is published."""
     suggestion = json.loads(referral.suggestion)
     action = body.action
+    source_status = ReferralStatus(referral.status)
     route = body.route.value if body.route else None
     signposts = list(body.signposts)
     if action is DecisionAction.ACCEPT:
         route = referral.suggested_route
         signposts = signposts or [s["service_id"] for s in suggestion.get("signposts", [])]
+    elif (
+        action in (DecisionAction.TRANSFER, DecisionAction.REPRIORITISE, DecisionAction.CLOSE)
+        and route is None
+    ):
+        route = referral.route  # the route stands unless the decision names another
+    try:
+        step = next_step(source_status, action, Route(route) if route else None)
+    except TransitionRefused as refusal:
+        raise NotAllowedNow(refusal.message) from None
+    crisis = referral.crisis or Priority(referral.priority) in CRISIS_PRIORITIES
+    if (
+        referral.identity_review_open
+        and not crisis
+        and (
+            (step.target is ReferralStatus.ROUTED and step.source is not ReferralStatus.ROUTED)
+            or action is DecisionAction.TRANSFER
+        )
+    ):
+        # Routing opens an episode under the person on file, who may not be this person. A crisis
+        # is routed regardless (the review stays visible); anything else waits for the review.
+        raise NotAllowedNow(
+            "the person's identity is in review: settle it first (POST /triage/referrals/{id}/identity)"
+        )
+    if action is DecisionAction.TRANSFER:
+        episode = await session.scalar(select(Episode).where(Episode.referral_id == referral.id).limit(1))
+        if episode is not None and episode.status != "open":
+            raise NotAllowedNow(
+                "the referral's episode has been discharged: a transfer would move nothing (make a new referral)"
+            )
+    priority = body.priority or referral.priority
+    if action is DecisionAction.TRANSFER:
+        team_id = body.team_id  # the receiving team is always named: a route alone does not say who
+    else:
+        team_id = body.team_id or (
+            referral.team_id
+            if action in (DecisionAction.ACCEPT, DecisionAction.REPRIORITISE, DecisionAction.CLOSE)
+            or route == referral.suggested_route
+            else None
+        )
     try:
         check_decision(
             action,
@@ -266,9 +637,22 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
             signposts=signposts,
             reason=body.reason,
             consent_to_share=referral.consent_to_share,
+            team_id=team_id,
+            priority_changed=priority != referral.priority,
         )
     except ValueError as refusal:
         raise Refused(getattr(refusal, "field", "action"), str(refusal)) from None
+    network_id = referral.network_id
+    if body.team_id:
+        # A team the clinician names must be a team in the registry today: an unknown id would
+        # leave the episode with no providing organisation, so nobody could write in it.
+        snapshot, _ = await readmodels.screening(session, london_date(utcnow()))
+        team = next((t for t in snapshot.teams if body.team_id in (t.id, t.key)), None)
+        if team is None:
+            raise Refused("team_id", "not a team in the registry today")
+        team_id, network_id = team.id, team.network_id
+    if action is DecisionAction.TRANSFER and team_id == referral.team_id and route == referral.route:
+        raise Refused("team_id", "a transfer moves the referral to another team or route")
     if signposts:
         known = set(
             (
@@ -282,64 +666,71 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
         unknown = [s for s in signposts if s not in known]
         if unknown:
             raise Refused("signposts", f"not published partner services: {', '.join(unknown[:3])}")
-    priority = body.priority or referral.priority
-    team_id = body.team_id or (
-        referral.team_id if action is DecisionAction.ACCEPT or route == referral.suggested_route else None
-    )
+    now = utcnow()
+    previous_team, previous_route, previous_priority = referral.team_id, referral.route, referral.priority
+    had_deadline = referral.deadline_at is not None
     referral.priority = priority
+    if priority != previous_priority:
+        referral.deadline_at = deadline(referral.received_at, Priority(priority), Source(referral.source))
     referral.route = route
-    referral.team_id = team_id
+    if action is not DecisionAction.CLOSE:
+        referral.team_id = team_id
+        referral.network_id = network_id if team_id else referral.network_id
+    referral.status = step.target.value
     referral.version += 1
-    referral.updated_at = utcnow()
+    referral.updated_at = now
     session.add(
         Decision(
             referral_id=referral.id, action=action.value, priority=priority, route=route, team_id=team_id,
-            signposts=json.dumps(signposts), reason=body.reason, actor=caller.client_id,
+            signposts=json.dumps(signposts), reason=body.reason, actor=caller.client_id, at=now,
+            from_status=source_status.value, to_status=step.target.value, end_user_id=caller.end_user_id,
+            end_user_role=caller.end_user_role,
         )
     )  # fmt: skip
-    if action in (DecisionAction.DECLINE, DecisionAction.CLOSE):
-        referral.status = CLOSED
-    elif route == Route.VCFSE_SIGNPOST.value:
-        referral.status = "signposted"  # no clinical team: the partner services are the offer
-    else:
-        referral.status = "routed"
-    facts = {
-        **_event_facts(referral),
-        "decision": action.value,
-        "decided_by": caller.client_id,
-        "reason": body.reason,
-    }
-    if priority != referral.suggested_priority:
+    facts = {**_event_facts(referral), **_accountable(caller, now, body.reason), "decision": action.value}
+    if priority != previous_priority and "prioritised" not in step.events:
         add_event(session, make_event(SERVICE, "referral", "prioritised", {**facts, "overridden": True}))
-    if referral.status == CLOSED:
-        add_event(
-            session,
-            make_event(
-                SERVICE, "referral", "closed", {**facts, "alternative_route": route, "signposts": signposts}
-            ),
-        )
-    elif referral.status == "routed":
-        add_event(
-            session,
-            make_event(
-                SERVICE,
-                "referral",
-                "routed",
-                {
-                    **facts,
-                    "route": route,
-                    "reaccess_episode_id": referral.reaccess_episode_id,
-                    "named_worker_id": suggestion.get("named_worker_id"),
-                    "deadline_at": referral.deadline_at.isoformat() if referral.deadline_at else None,
-                },
-            ),
-        )
-    if signposts:
+    for verb in step.events:
+        if verb == "prioritised":
+            data = {**facts, "overridden": True, "previous_priority": previous_priority,
+                    "deadline_at": referral.deadline_at.isoformat() if referral.deadline_at else None}  # fmt: skip
+        elif verb == "routed":
+            data = _routed_data(
+                referral, suggestion, caller, decided_at=now, reason=body.reason, automatic=False
+            )
+            data["decision"] = action.value
+        elif verb == "transferred":
+            data = {
+                **facts,
+                "route": route,
+                "previous_route": previous_route,
+                "previous_team_id": previous_team,
+            }
+        elif verb == "closed":
+            data = {
+                **facts,
+                "alternative_route": route if action is DecisionAction.DECLINE else None,
+                "signposts": signposts,
+                "episode_rule": "end_episode" if step.ends_episode else "none",
+            }
+        elif verb == "signposted":
+            data = await _signpost_data(session, referral, signposts)
+        else:  # pragma: no cover - the lifecycle table names only these
+            raise AssertionError(verb)
+        add_event(session, make_event(SERVICE, "referral", verb, data))
+    if signposts and "signposted" not in step.events:
         add_event(
             session,
             make_event(SERVICE, "referral", "signposted", await _signpost_data(session, referral, signposts)),
         )
-    _crisis_change(session, referral, "closed" if referral.status == CLOSED else "updated")
+    if referral.deadline_at is not None or had_deadline:
+        if referral.status == ReferralStatus.CLOSED.value:
+            change = "closed"
+        elif referral.deadline_at is None:
+            change = "downgraded"  # off the crisis queue, by a practitioner, with a reason
+        else:
+            change = "updated"
+        _crisis_change(session, referral, change, force=True)
     return referral
 
 
@@ -361,6 +752,10 @@ async def _signpost_data(session: AsyncSession, referral: Referral, signposts: l
         person = await session.get(Person, referral.person_id)
         assert person is not None
         person_details = json.loads(person.details)
+        if referral.identity_review_open and referral.person_as_referred:
+            # Identity in doubt: hand over the person who consented on this referral, never the
+            # details of the person on file its NHS number matched (who may be someone else).
+            person_details = json.loads(referral.person_as_referred)
         contact = person_details.get("contact", {})
         data["person"] = {
             "name": f"{person_details['given_name']} {person_details['family_name']}",
@@ -373,17 +768,27 @@ async def _signpost_data(session: AsyncSession, referral: Referral, signposts: l
     return data
 
 
-async def record_contact(session: AsyncSession, referral: Referral, contact_at: datetime) -> Referral:
-    if contact_at < referral.received_at:
-        raise Refused("contact_at", "the contact is before the referral was received")
-    if contact_at > utcnow():
-        raise Refused("contact_at", "the contact is in the future")
+async def record_contact(
+    session: AsyncSession, caller: Caller, referral: Referral, contact_at: datetime
+) -> Referral:
+    """The first face-to-face contact: off the crisis queue, with who recorded it in the history."""
+    try:
+        check_moment(contact_at, now=utcnow(), field="contact_at", not_before=referral.received_at)
+    except TimeRefused as refusal:
+        raise Refused(refusal.field, f"the contact: {refusal.message}") from None
     if referral.first_contact_at is not None:
         raise Refused("contact_at", "the first face-to-face contact is already recorded")
     referral.first_contact_at = contact_at
     referral.response_minutes = int((contact_at - referral.received_at).total_seconds() // 60)
     referral.version += 1
-    referral.updated_at = utcnow()
+    now = referral.updated_at = utcnow()
+    session.add(
+        Decision(
+            referral_id=referral.id, action=CONTACT_RECORDED, priority=referral.priority, route=referral.route,
+            team_id=referral.team_id, actor=caller.client_id, at=now, from_status=referral.status,
+            to_status=referral.status, end_user_id=caller.end_user_id, end_user_role=caller.end_user_role,
+        )
+    )  # fmt: skip
     target = json.loads(referral.suggestion).get("target_minutes")
     add_event(
         session,
@@ -397,6 +802,7 @@ async def record_contact(session: AsyncSession, referral: Referral, contact_at: 
                 "response_minutes": referral.response_minutes,
                 "target_minutes": target,
                 "met": target is None or referral.response_minutes <= target,
+                **_accountable(caller, now, None),
             },
         ),
     )

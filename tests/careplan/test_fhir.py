@@ -70,9 +70,11 @@ async def _open(
     received_at: datetime | None = None,
     opened_at: datetime | None = None,
 ) -> str:
+    received_at = received_at or datetime.now(UTC) - timedelta(days=10)
     data = {
-        "referral_id": referral_id, "person_id": person,
-        "received_at": (received_at or datetime.now(UTC) - timedelta(days=10)).isoformat(),
+        "referral_id": referral_id, "person_id": person, "received_at": received_at.isoformat(),
+        # Triage routed it an hour after receipt: the episode opens then (plans cannot precede it).
+        "decided_at": (received_at + timedelta(hours=1)).isoformat(),
         "route": "front_door_primary", "team_id": TEAM, "network_id": "n", "place": "lancashire",
         "pathway": "adult-mh", "priority": 3, "age": 40, "status": "routed", "version": 2,
     }  # fmt: skip

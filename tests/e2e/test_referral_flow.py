@@ -175,7 +175,8 @@ async def test_a_re_referral_after_discharge_goes_to_the_named_workers_team(suit
         discharged = make_event(
             "careplan", "episode", "discharged",
             {
-                "episode_id": "episode-42", "person_id": first["person_id"], "team_id": team_id,
+                "episode_id": "episode-42", "referral_id": first["id"], "person_id": first["person_id"],
+                "team_id": team_id, "status": "discharged", "version": 6,
                 "named_worker_id": "practitioner-3", "discharged_at": (now - timedelta(days=60)).isoformat(),
                 "reaccess_until": (now + timedelta(days=300)).isoformat(),
             },
@@ -193,6 +194,7 @@ async def test_a_re_referral_after_discharge_goes_to_the_named_workers_team(suit
         )
         again = response.json()
         assert again["suggestion"]["route"] == "reaccess"
+        assert again["status"] == "routed" and again["intake"] == "reaccess"  # straight back, undecided
     assert again["suggestion"]["team"]["id"] == team_id
     assert again["suggestion"]["named_worker_id"] == "practitioner-3"
     assert again["suggestion"]["reaccess_episode_id"] == "episode-42"

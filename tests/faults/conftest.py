@@ -41,6 +41,8 @@ CLIENTS = {
 }
 TEAMS_IN_REFERENCE = 45
 
+_DIGITS_AS_LETTERS = str.maketrans("0123456789", "abcdefghij")
+
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
@@ -173,7 +175,9 @@ class Cluster:
         deadline = time.monotonic() + 90
         body = {
             "person": {
-                "given_name": f"Fault{key.replace('-', '')[:40]}", "family_name": "Tester",
+                # One person per referral: names match on letters alone (digits are dropped), so the
+                # key's digits become letters; the same person twice would be linked, not opened twice.
+                "given_name": f"Fault{key.replace('-', '').translate(_DIGITS_AS_LETTERS)[:40]}", "family_name": "Tester",
                 "birth_date": "1980-02-02", "postcode": "PR1 3BQ",
             },
             "source": "gp", "needs": ["low_mood"], "consent_to_share": False,

@@ -150,7 +150,7 @@ async def test_decisions_accept_override_and_decline_needs_an_alternative(triage
     closed = (await triage.events("cmh.triage.referral.closed"))[0]["data"]
     assert closed["alternative_route"] == "staying_well"
     again = await triage.client.post(path, json={"action": "accept"}, headers=CLINICIAN)
-    assert again.status_code == 422
+    assert again.status_code == 409  # the lifecycle: a closed referral takes no decision
 
 
 async def test_signposting_needs_consent_and_known_services(triage: Triage) -> None:
@@ -186,7 +186,8 @@ async def test_reaccess_goes_to_the_named_workers_team(triage: Triage) -> None:
     discharge = make_event(
         "careplan", "episode", "discharged",
         {
-            "episode_id": "episode-1", "person_id": first["person_id"], "team_id": team_id, "named_worker_id": "practitioner-7",
+            "episode_id": "episode-1", "referral_id": first["id"], "person_id": first["person_id"], "team_id": team_id,
+            "named_worker_id": "practitioner-7", "status": "discharged", "version": 5,
             "discharged_at": (now - timedelta(days=30)).isoformat(), "reaccess_until": (now + timedelta(days=335)).isoformat(),
         },
     )  # fmt: skip
@@ -204,6 +205,11 @@ async def test_reaccess_goes_to_the_named_workers_team(triage: Triage) -> None:
     assert again["suggestion"]["route"] == "reaccess" and again["suggestion"]["team"]["id"] == team_id
     assert again["suggestion"]["reaccess_episode_id"] == "episode-1"
     assert again["suggestion"]["named_worker_id"] == "practitioner-7"
+    # Straight back: routed at intake, without waiting for a triage decision.
+    assert again["status"] == "routed" and again["route"] == "reaccess"
+    routed = await triage.events("cmh.triage.referral.routed")
+    assert [e["data"]["automatic"] for e in routed] == [True]
+    assert routed[0]["data"]["named_worker_id"] == "practitioner-7"
 
 
 async def test_crisis_queue_orders_by_deadline_and_records_contact(triage: Triage) -> None:

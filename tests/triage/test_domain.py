@@ -20,6 +20,7 @@ from services.registry.seed import REFERENCE, desired_records
 from services.triage.domain import (
     CLINICAL_NEEDS,
     COMPLEX_NEEDS,
+    EPISODE_ROUTES,
     IMMINENT_RISKS,
     POSTCODE_AREAS,
     REQUESTED_PRIORITY,
@@ -868,20 +869,38 @@ def test_a_vcfse_signpost_without_consent_never_passes(
     st.lists(st.text(min_size=1, max_size=5), max_size=3),
     reasons,
     st.booleans(),
+    st.one_of(st.none(), st.just("team-1")),
+    st.booleans(),
 )
 def test_decisions_pass_exactly_when_the_rules_allow(
-    action: DecisionAction, route: Route | None, signposts: list[str], reason: str | None, consent: bool
+    action: DecisionAction,
+    route: Route | None,
+    signposts: list[str],
+    reason: str | None,
+    consent: bool,
+    team_id: str | None,
+    priority_changed: bool,
 ) -> None:
     offered = [s for s in signposts if s.strip()]
     has_reason = bool(reason and reason.strip())
+    needs_reason = (DecisionAction.OVERRIDE, DecisionAction.DECLINE, DecisionAction.CLOSE, DecisionAction.TRANSFER,
+                    DecisionAction.REPRIORITISE)  # fmt: skip
     allowed = (
-        (action not in (DecisionAction.OVERRIDE, DecisionAction.DECLINE, DecisionAction.CLOSE) or has_reason)
+        (action not in needs_reason or has_reason)
         and (action != DecisionAction.OVERRIDE or route is not None)
         and (action != DecisionAction.DECLINE or route is not None or bool(offered))
+        and (
+            action != DecisionAction.TRANSFER
+            or ((route is None or route in EPISODE_ROUTES) and team_id is not None and not offered)
+        )
+        and (action != DecisionAction.REPRIORITISE or priority_changed)
         and (consent or (route != Route.VCFSE_SIGNPOST and not offered))
     )
     try:
-        check_decision(action, route=route, signposts=signposts, reason=reason, consent_to_share=consent)
+        check_decision(
+            action, route=route, signposts=signposts, reason=reason, consent_to_share=consent, team_id=team_id,
+            priority_changed=priority_changed,
+        )  # fmt: skip
     except DecisionRefused:
         assert not allowed
     else:
