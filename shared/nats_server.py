@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import shutil
@@ -35,18 +36,42 @@ def _ephemeral_start() -> int:
         return 32768
 
 
+_PORT_SPAN = 12_000
+# The ports this process chose lately: a port is not bound until later (the last few hundred are
+# plenty; older ones have long been bound or let go).
+_handed_out: collections.deque[int] = collections.deque(maxlen=500)
+
+
+def _port_band(ceiling: int) -> tuple[int, int]:
+    """The range to choose from: below the kernel's ephemeral range, and for parallel test workers
+    (pytest-xdist sets PYTEST_XDIST_WORKER=gwN) a band of their own, so two workers never pick the
+    same port in the seconds before either binds it."""
+    low = max(1024, ceiling - _PORT_SPAN)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if worker.startswith("gw") and worker[2:].isdigit() and count > 1:
+        width = (ceiling - low) // count
+        low += int(worker[2:]) % count * width
+        return low, low + width
+    return low, ceiling
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on, chosen below the kernel's ephemeral range: a port the kernel hands
     out itself can be given next to any outgoing connection (to PostgreSQL, NATS, a service) in the
-    moments before our server binds it, which parallel test workers make likely."""
-    ceiling = _ephemeral_start()
+    moments before our server binds it, which parallel test workers make likely. A port is handed
+    out once per process (the suite picks several before binding any)."""
+    low, high = _port_band(_ephemeral_start())
     for _ in range(50):
-        port = random.randrange(max(1024, ceiling - 12_000), ceiling)  # noqa: S311 - not a secret
+        port = random.randrange(low, high)  # noqa: S311 - not a secret
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
+            _handed_out.append(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

@@ -107,7 +107,11 @@ async def serve(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
-            task.result()
+            try:
+                task.result()
+            except SystemExit as exc:  # uvicorn exits when it cannot bind: fail this test, not the worker
+                raise RuntimeError(f"could not serve on port {port}") from exc
+            raise RuntimeError(f"the server on port {port} stopped before it started")
         await asyncio.sleep(0.02)
     return server, task
 
