@@ -52,7 +52,8 @@ def is_refused(character: str, *, multiline: bool = False) -> bool:
 
 
 def refused_character(value: str, *, multiline: bool = False) -> str | None:
-    """The first refused character of `value` as 'U+XXXX NAME', or None when the text is clean."""
+    """The first refused character of `value`, as its code point and name (e.g. 'U+200B ZERO
+    WIDTH SPACE'), or None when the text is clean."""
     for character in value:
         if is_refused(character, multiline=multiline):
             code = ord(character)

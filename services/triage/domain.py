@@ -1152,3 +1152,22 @@ def check_decision(
         raise DecisionRefused(
             "consent_to_share", "signposting to a partner service needs the person's consent to share"
         )
+
+
+def check_backdating(received_at: datetime, now: datetime, limit: timedelta, reason: str | None) -> None:
+    """A received time further back than `limit` needs a reason: the clocks start then."""
+    if received_at < now - limit and not (reason and reason.strip()):
+        raise DecisionRefused(
+            "backdated_reason",
+            f"received_at is more than {limit.days} days ago: say why it is recorded this late",
+        )
+
+
+def held_for_identity(step: Step, action: DecisionAction, *, in_review: bool, crisis: bool) -> bool:
+    """Whether a decision waits for the referral's identity review: routing (or moving) opens an
+    episode under the person on file, who may not be this person. A crisis is routed regardless
+    (the review stays visible)."""
+    moves_into_care = (
+        step.target is ReferralStatus.ROUTED and step.source is not ReferralStatus.ROUTED
+    ) or action is DecisionAction.TRANSFER
+    return in_review and not crisis and moves_into_care

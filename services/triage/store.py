@@ -18,6 +18,7 @@ from services.triage import identity, readmodels
 from services.triage.domain import (
     CRISIS_PRIORITIES,
     DecisionAction,
+    DecisionRefused,
     Intake,
     Priority,
     ReferralFacts,
@@ -27,8 +28,10 @@ from services.triage.domain import (
     Suggestion,
     TransitionRefused,
     age_on,
+    check_backdating,
     check_decision,
     deadline,
+    held_for_identity,
     intake_step,
     name_key,
     next_step,
@@ -414,11 +417,10 @@ async def submit(
             check_moment(body.authored_at, now=received_at, field="authored_at", not_before=None)
     except TimeRefused as refusal:
         raise Refused(refusal.field, f"{refusal.field}: {refusal.message}") from None
-    if received_at < now - backdate_limit and not (body.backdated_reason and body.backdated_reason.strip()):
-        raise Refused(
-            "backdated_reason",
-            f"received_at is more than {backdate_limit.days} days ago: say why it is recorded this late",
-        )
+    try:
+        check_backdating(received_at, now, backdate_limit, body.backdated_reason)
+    except DecisionRefused as refusal:
+        raise Refused(refusal.field, refusal.message) from None
     match = await match_person(session, caller, body)  # identity: never rewrites the person
     person, duplicates, matched = match.person, match.duplicates, match.matched_by
     await session.flush()
@@ -601,16 +603,7 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
     except TransitionRefused as refusal:
         raise NotAllowedNow(refusal.message) from None
     crisis = referral.crisis or Priority(referral.priority) in CRISIS_PRIORITIES
-    if (
-        referral.identity_review_open
-        and not crisis
-        and (
-            (step.target is ReferralStatus.ROUTED and step.source is not ReferralStatus.ROUTED)
-            or action is DecisionAction.TRANSFER
-        )
-    ):
-        # Routing opens an episode under the person on file, who may not be this person. A crisis
-        # is routed regardless (the review stays visible); anything else waits for the review.
+    if held_for_identity(step, action, in_review=bool(referral.identity_review_open), crisis=crisis):
         raise NotAllowedNow(
             "the person's identity is in review: settle it first (POST /triage/referrals/{id}/identity)"
         )
