@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 import httpx
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -31,7 +31,8 @@ from shared.consumer import EventConsumer
 from shared.db import Database
 from shared.errors import install_problem_handlers, problem_response, problem_type
 from shared.metrics import render_metrics
-from shared.middleware import RequestContextMiddleware
+from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
+from shared.params import check_path_ids
 from shared.service import is_draining, start_draining, stop_background
 from shared.settings import SERVICES, Settings, get_settings
 
@@ -156,10 +157,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        dependencies=[Depends(check_path_ids)],  # the gateway's own routes (FHIR ids included)
     )
     install_problem_handlers(app)
     # Added last runs first: the request context wraps everything, access control wraps routing.
     app.add_middleware(AccessControlMiddleware, settings=settings)
+    # Header hygiene, body size and read time, no-store/nosniff: before authentication.
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_read_timeout_seconds=settings.body_read_timeout_seconds,
+    )
     app.add_middleware(RequestContextMiddleware, service="gateway")
     app.include_router(operational_router())
     app.include_router(tokens.router)

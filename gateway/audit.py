@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.audit_chain import append_audit
 from gateway.models import AuditPerson, AuditRecord
 from shared.audit import AUDIT_SUBJECTS, AuditAction, audit_data
 from shared.auth import Caller, requires
@@ -22,6 +23,7 @@ from shared.consumer import PermanentEventError, Subscription
 from shared.db import Database
 from shared.errors import Problem
 from shared.events import CloudEvent, new_event_id
+from shared.params import Cursor
 from shared.sqltypes import utcnow
 
 AUDIT_DURABLE = "gateway-audit"
@@ -60,7 +62,7 @@ async def store_audit_event(session: AsyncSession, event: CloudEvent) -> None:
         raise PermanentEventError("audit event lacks required fields") from None
     if event.data["service"] != event.service:
         raise PermanentEventError("audit event names another service than its source")
-    session.add(record)
+    await append_audit(session, record)
 
 
 def audit_subscription() -> Subscription:
@@ -71,7 +73,7 @@ async def record_gateway_access(db: Database, caller: Caller, **what: Any) -> No
     """The gateway's own accesses go straight into its store (it owns it)."""
     data = audit_data(caller, service="gateway", **what)
     async with db.transaction() as session:
-        session.add(_record_from(data, event_id=new_event_id(), occurred_at=utcnow()))
+        await append_audit(session, _record_from(data, event_id=new_event_id(), occurred_at=utcnow()))
 
 
 class AuditEntry(BaseModel):
@@ -106,7 +108,7 @@ async def query_audit(
     client_id: Annotated[str | None, Query(max_length=64)] = None,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: Annotated[datetime | None, Query()] = None,
-    after: Annotated[int | None, Query(ge=0, description="Cursor from the previous page")] = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> AuditPage:
     if person_id is None and client_id is None:

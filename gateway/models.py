@@ -46,7 +46,10 @@ class SigningKey(Base):
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
-    private_key_pem: Mapped[str] = mapped_column(Text)
+    # Plaintext only in rows from before migration 0004, until the gateway's next start seals
+    # them (gateway/keys.py); the sealed form is a Fernet token under the key-encryption key.
+    private_key_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    private_key_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     public_jwk: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activates_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -86,6 +89,8 @@ class AuditRecord(Base):
     purpose_of_use: Mapped[str] = mapped_column(String(16))
     token_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # SHA-256 chained to the previous row (gateway/audit_chain.py); set on append, never after.
+    chain_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     persons: Mapped[list[AuditPerson]] = relationship(lazy="selectin", order_by="AuditPerson.person_id")
 

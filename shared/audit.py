@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import Caller
+from shared.db import RefusedWithRecord
 from shared.events import make_event
 from shared.outbox import add_event
 from shared.tracing import request_id_var
@@ -123,3 +124,35 @@ def record_access_to(
         resource_ids=[record.id for record in records],
         person_ids=sorted({record.person_id for record in records}),
     )
+
+
+class AccessDenied(RefusedWithRecord):
+    """Raise inside `Database.transaction()` to refuse an access: the transaction rolls back, the
+    denial is audited (outcome `denied`) in one of its own, and the caller gets `problem` (a 404
+    that looks like a missing record, or a documented 403)."""
+
+    def __init__(
+        self,
+        problem: Exception,
+        caller: Caller,
+        *,
+        service: str,
+        resource_type: str,
+        resource_ids: Sequence[str] = (),
+        person_ids: Sequence[str] = (),
+        action: AuditAction = AuditAction.READ,
+    ) -> None:
+        super().__init__(problem)
+        self.entry = audit_data(
+            caller, service=service, action=action, resource_type=resource_type,
+            resource_ids=resource_ids, person_ids=person_ids, outcome=AuditOutcome.DENIED,
+        )  # fmt: skip
+        self.service = service
+
+    def stage(self, session: AsyncSession) -> None:
+        add_event(
+            session,
+            make_event(
+                self.service, AUDIT_ENTITY, AUDIT_VERB, self.entry, subject=self.entry["resource_type"]
+            ),
+        )

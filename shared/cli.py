@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.admin import register
 
     register(commands)
+    from gateway.audit_chain import register as register_audit
+
+    register_audit(commands)
     from services.directory.cli import register as register_directory
 
     register_directory(commands)

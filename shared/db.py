@@ -114,6 +114,18 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             raise DisconnectionError("pooled connection no longer usable") from exc
 
 
+class RefusedWithRecord(Exception):
+    """A refusal whose record must be kept although the work it refused is rolled back (a denied
+    access is audited: shared/audit.py `AccessDenied`)."""
+
+    def __init__(self, problem: Exception) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+    def stage(self, session: AsyncSession) -> None:
+        raise NotImplementedError
+
+
 class Database:
     """One service's engine and session factory."""
 
@@ -129,14 +141,27 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessionmaker() as session:
-            yield session
+        try:
+            async with self.sessionmaker() as session:
+                yield session
+        except RefusedWithRecord as refused:
+            await self._keep(refused)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on error."""
+        """A session inside one transaction: committed on success, rolled back on error. A
+        `RefusedWithRecord` rolls the work back, keeps its record in a transaction of its own
+        (after the rollback released any lock), then answers with its problem."""
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                yield session
+        except RefusedWithRecord as refused:
+            await self._keep(refused)
+
+    async def _keep(self, refused: RefusedWithRecord) -> None:
         async with self.sessionmaker() as session, session.begin():
-            yield session
+            refused.stage(session)
+        raise refused.problem from None
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

@@ -8,6 +8,7 @@ them as OperationOutcome. The parsers are pure (no I/O) and property-tested.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -18,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from shared.errors import FHIR_JSON, Problem
+from shared.params import MAX_OFFSET, bounded_int
 from shared.timezones import LONDON
 
 UK_CORE = "https://fhir.hl7.org.uk/StructureDefinition/"
@@ -60,6 +62,37 @@ _JSON_FORMATS = frozenset(
 )
 FORWARDED_BASE_HEADER = "X-Forwarded-Fhir-Base"
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+MAX_JSON_DEPTH = 32  # FHIR resources nest far less; deeper bodies only exhaust the parser's stack
+
+
+def parse_json_body(raw: bytes, *, what: str = "the body") -> Any:
+    """A FHIR request body parsed as JSON, refused (400) when it is not JSON or nests deeper
+    than `MAX_JSON_DEPTH` (Python's parser raised RecursionError: a 500). The depth is counted
+    before parsing, so no deep structure is ever built."""
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise invalid(f"{what} nests deeper than {MAX_JSON_DEPTH} levels", code="too-costly")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise invalid(f"{what} is not JSON") from None
 
 
 def invalid(diagnostics: str, *, status: int = 400, code: str = "invalid") -> Problem:
@@ -122,12 +155,9 @@ def paging(request: Request, *, default: int = DEFAULT_COUNT, maximum: int = MAX
         raw = request.query_params.get(name)
         if raw is None:
             return fallback
-        try:
-            value = int(raw)
-        except ValueError:
-            raise invalid(f"{name} must be a whole number") from None
-        if value < least:
-            raise invalid(f"{name} must be at least {least}")
+        value = bounded_int(raw, least=least, most=MAX_OFFSET)
+        if value is None:
+            raise invalid(f"{name} must be a whole number from {least} to {MAX_OFFSET}")
         return value
 
     return Paging(count=min(number("_count", default, 0), maximum), offset=number("_offset", 0, 0))

@@ -7,15 +7,18 @@ raw path or query string, which can carry identifiers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import PROBLEM_JSON, problem_body
+from shared.errors import PROBLEM_JSON, error_response, problem_body, problem_type
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from shared.tracing import (
     REQUEST_ID_HEADER,
@@ -114,3 +117,146 @@ async def _send_internal_error(send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+# --- issue 18 §6: every process defends itself (gateway and services alike) ----------------------
+
+# Public answers a cache may keep: the Open Referral UK directory reads, docs and the capability
+# statement. Everything else may carry person data and is `no-store`.
+PUBLIC_DIRECTORY_READ = re.compile(
+    r"^/directory(/|/openapi\.json|/(services|organizations|taxonomies|taxonomy_terms|service_at_locations)(/[^/]+)?/?)?$"
+)
+CACHEABLE_PATHS = frozenset({"/docs", "/openapi.json", "/fhir/metadata", "/.well-known/jwks.json"})
+
+
+def is_cacheable_public_read(method: str, path: str) -> bool:
+    if method not in ("GET", "HEAD"):
+        return False
+    return path in CACHEABLE_PATHS or PUBLIC_DIRECTORY_READ.match(path) is not None
+
+
+class BodyTooLarge(Exception):
+    """A streamed request body passed the limit."""
+
+
+class BodyTooSlow(Exception):
+    """A request body did not arrive within the read timeout (a slow client holding a worker)."""
+
+
+def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _printable_ascii(value: bytes) -> bool:
+    # RFC 9110 §5.5: field values are visible ASCII, space and tab; obs-text (bytes >= 0x80) is
+    # refused here rather than failing later where a library insists on ASCII (the proxy did: 500).
+    return all(0x20 <= byte < 0x7F or byte == 0x09 for byte in value)
+
+
+class RequestLimitsMiddleware:
+    """Request hygiene every HTTP process applies before any routing: header values must be
+    ASCII (400), a declared or streamed body over `max_body_bytes` is refused (413), a body that
+    does not arrive within `body_read_timeout_seconds` is refused (408), and every answer carries
+    `X-Content-Type-Options: nosniff` and, unless it is a public cacheable read, `Cache-Control:
+    no-store`. Pure ASGI, so streamed bodies still stream."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_read_timeout_seconds: float,
+        cacheable: Callable[[str, str], bool] = is_cacheable_public_read,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_read_timeout_seconds = body_read_timeout_seconds
+        self.cacheable = cacheable
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        cacheable = self.cacheable(scope["method"], path)
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                if not cacheable:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        refusal = self._check_headers(scope)
+        if refusal is not None:
+            await _send_problem(send_with_headers, path, *refusal)
+            return
+        deadline = asyncio.get_running_loop().time() + self.body_read_timeout_seconds
+        received = 0
+        body_done = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:
+                return await receive()  # after the body: disconnect notices, never timed
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
+            except TimeoutError:
+                raise BodyTooSlow from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge
+                body_done = not message.get("more_body", False)
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except Exception as exc:
+            cause = _caused_by(exc, (BodyTooLarge, BodyTooSlow))
+            if cause is None or started:
+                raise
+            if isinstance(cause, BodyTooLarge):
+                await _send_problem(send_with_headers, path, *self._too_large())
+            else:
+                await _send_problem(
+                    send_with_headers, path, 408, "Request body too slow",
+                    f"The body must arrive within {self.body_read_timeout_seconds:g} seconds.", "body-timeout",
+                )  # fmt: skip
+
+    def _too_large(self) -> tuple[int, str, str, str]:
+        return (
+            413,
+            "Request body too large",
+            f"Bodies are limited to {self.max_body_bytes} bytes.",
+            "body-too-large",
+        )
+
+    def _check_headers(self, scope: Scope) -> tuple[int, str, str, str] | None:
+        for name, value in scope.get("headers", []):
+            if not _printable_ascii(value):
+                return 400, "Bad header", "Header values must be printable ASCII (RFC 9110).", "bad-header"
+            if name == b"content-length":
+                if not value.isdigit():
+                    return 400, "Bad Content-Length", "Content-Length must be a whole number.", "bad-request"
+                if int(value) > self.max_body_bytes:
+                    return self._too_large()
+        return None
+
+
+async def _send_problem(send: Send, path: str, status: int, title: str, detail: str, slug: str) -> None:
+    response = error_response(path, status, title, detail, type_=problem_type(slug))
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})

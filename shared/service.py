@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import MetaData
 
@@ -24,8 +24,9 @@ from shared.consumer import EventConsumer, Subscription
 from shared.db import Database
 from shared.errors import install_problem_handlers, problem_response, problem_type
 from shared.metrics import render_metrics
-from shared.middleware import RequestContextMiddleware
+from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
 from shared.outbox import OutboxRelay
+from shared.params import check_path_ids
 from shared.settings import Settings, get_settings
 from shared.sqltypes import utcnow
 
@@ -178,8 +179,15 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(check_path_ids)],  # one rule for every path id of every route
     )
     install_problem_handlers(app)
+    # Each service defends itself (issue 18): the same limits as the gateway, inside the context.
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_read_timeout_seconds=settings.body_read_timeout_seconds,
+    )
     app.add_middleware(RequestContextMiddleware, service=spec.name)
     app.include_router(operational_router(spec.name))
     for router in spec.routers:

@@ -68,6 +68,11 @@ def serve(name: str, settings: Settings, *, host: str, port: int) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
+        # Slow clients (issue 18): idle connections close, request heads are bounded, and past
+        # the concurrency limit uvicorn answers 503 at once; bodies are timed in the middleware.
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        limit_concurrency=settings.max_concurrency,
     )
     server = DrainingServer(config, drain_seconds=settings.shutdown_drain_seconds)
     server.run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -145,10 +146,39 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="A new signing key is published this long before it signs."
     )
     client_assertion_max_seconds: int = Field(default=300, description="Longest private_key_jwt assertion.")
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Gateway request body limit.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Request body limit (gateway and services)."
+    )
+    # --- issue 18 §6: slow clients (shared/middleware.py RequestLimitsMiddleware, shared/serving.py)
+    body_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A request body must arrive within this."
+    )
+    keep_alive_timeout_seconds: int = Field(
+        default=5, ge=1, description="Idle keep-alive connections close after this."
+    )
+    max_header_bytes: int = Field(
+        default=16_384, ge=4096, description="Largest request head uvicorn buffers."
+    )
+    max_concurrency: int = Field(
+        default=1000, ge=10, description="Connections plus tasks before uvicorn answers 503."
+    )
     rate_limit_per_minute: int = Field(default=600, ge=1, description="Default per-client request rate.")
     public_rate_limit_per_minute: int = Field(
         default=300, ge=1, description="Per-address rate, public reads."
+    )
+    # --- issue 18 §5: signing keys sealed at rest (gateway/keys.py) ---------------------------
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production: no key is made up on the spot (the gateway refuses to start without "
+        "its key-encryption key).",
+    )
+    key_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) sealing the gateway's signing keys, comma separated, the first "
+        "sealing and every one opening (rotation).",
+    )
+    key_encryption_key_file: Path | None = Field(
+        default=None, description="A mounted file of such keys, one a line, the first sealing."
     )
 
     # --- operation ---------------------------------------------------------------------------

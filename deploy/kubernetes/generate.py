@@ -39,6 +39,10 @@ DATABASE_SECRET = "cmh-db-app"  # noqa: S105 - the name of a Secret, not a secre
 # The reporting pseudonym key: made by each overlay's secretGenerator from a file never committed.
 PSEUDONYM_SECRET = "cmh-reporting"  # noqa: S105 - the name of a Secret, not a secret
 PSEUDONYM_KEY = "pseudonym-key"
+# issue 18 §5: the key-encryption key sealing the gateway's signing keys, from each overlay's
+# secretGenerator (never committed). Every replica must hold the same one.
+GATEWAY_SECRET = "cmh-gateway"  # noqa: S105 - the name of a Secret, not a secret
+KEK_KEY = "key-encryption-key"
 
 MIN_REPLICAS = 2
 MAX_REPLICAS = 6
@@ -85,6 +89,14 @@ def env(name: str) -> list[dict[str, Any]]:
             {
                 "name": "CMH_REPORTING_PSEUDONYM_KEY",
                 "valueFrom": {"secretKeyRef": {"name": PSEUDONYM_SECRET, "key": PSEUDONYM_KEY}},
+            }
+        )
+    if name == "gateway":
+        # issue 18 §5: not optional either: a replica would make up its own KEK under /tmp.
+        variables.append(
+            {
+                "name": "CMH_KEY_ENCRYPTION_KEY",
+                "valueFrom": {"secretKeyRef": {"name": GATEWAY_SECRET, "key": KEK_KEY}},
             }
         )
     return variables

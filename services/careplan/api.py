@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.careplan import store
+from services.careplan import access, store
 from services.careplan.domain import RuleRefused, WorklistItem
 from services.careplan.models import Episode, EpisodeRecord, JourneyEntry
 from services.careplan.schemas import (
@@ -29,7 +29,7 @@ from services.careplan.schemas import (
     ReviewIn,
 )
 from shared.audit import AuditAction, record_access, record_access_to
-from shared.auth import Caller, ensure_organisation, requires
+from shared.auth import Caller, requires
 from shared.clocks import TimeRefused, plan_clock
 from shared.db import Database
 from shared.errors import Problem, rule_broken
@@ -80,11 +80,22 @@ def episode_out(episode: Episode, now: datetime) -> dict[str, Any]:
     }
 
 
-async def _episode(session: AsyncSession, episode_id: str, *, lock: bool = False) -> Episode:
+NO_SUCH_EPISODE = Problem(404, "No such episode", type_slug="not-found")
+
+
+async def _episode(
+    session: AsyncSession, caller: Caller, episode_id: str, resource: str, *, lock: bool = False
+) -> Episode | None:
+    """The episode if the caller may read it; None (a denied read audited) if it exists but may not,
+    or does not exist. The caller commits, then answers 404 for None: both look the same."""
     query = select(Episode).where(Episode.id == episode_id)
     episode = await session.scalar(query.with_for_update() if lock else query)
-    if episode is None:
-        raise Problem(404, "No such episode", type_slug="not-found")
+    if episode is not None and not access.may_read(caller, episode):
+        access.audit_denied(
+            session, caller, resource, resource_ids=[episode.id], person_ids=[episode.person_id],
+            action=AuditAction.UPDATE if lock else AuditAction.READ,
+        )  # fmt: skip
+        return None
     return episode
 
 
@@ -98,7 +109,7 @@ async def find_episodes(
 ) -> dict[str, Any]:
     if referral_id is None and person_id is None:
         raise Problem(422, "Say whose episodes", "Give referral_id or person_id.", type_slug="validation")
-    conditions = []
+    conditions = [access.readable_episodes(caller)]
     for column, value in (
         (Episode.referral_id, referral_id),
         (Episode.person_id, person_id),
@@ -120,15 +131,20 @@ async def read_episode(
     episode_id: str, request: Request, caller: Caller = requires("careplan:read")
 ) -> dict[str, Any]:
     async with _db(request).transaction() as session:
-        episode = await _episode(session, episode_id)
-        records = (
-            await session.scalars(
-                select(EpisodeRecord)
-                .where(EpisodeRecord.episode_id == episode_id)
-                .order_by(EpisodeRecord.at, EpisodeRecord.recorded_at, EpisodeRecord.seq)
-            )
-        ).all()
-        _audit(session, caller, AuditAction.READ, [episode])
+        episode = await _episode(session, caller, episode_id, "Episode")
+        if episode is None:
+            records: Sequence[EpisodeRecord] = ()
+        else:
+            records = (
+                await session.scalars(
+                    select(EpisodeRecord)
+                    .where(EpisodeRecord.episode_id == episode_id)
+                    .order_by(EpisodeRecord.at, EpisodeRecord.recorded_at, EpisodeRecord.seq)
+                )
+            ).all()
+            _audit(session, caller, AuditAction.READ, [episode])
+    if episode is None:
+        raise NO_SUCH_EPISODE
     body = episode_out(episode, _now(request))
     body["records"] = [record_out(r) for r in records]
     return body
@@ -154,8 +170,11 @@ async def episode_clocks(
     episode_id: str, request: Request, caller: Caller = requires("careplan:read")
 ) -> dict[str, Any]:
     async with _db(request).transaction() as session:
-        episode = await _episode(session, episode_id)
-        _audit(session, caller, AuditAction.READ, [episode], "EpisodeClocks")
+        episode = await _episode(session, caller, episode_id, "EpisodeClocks")
+        if episode is not None:
+            _audit(session, caller, AuditAction.READ, [episode], "EpisodeClocks")
+    if episode is None:
+        raise NO_SUCH_EPISODE
     return {"episode_id": episode.id, **store.clocks(episode, _now(request))}
 
 
@@ -163,20 +182,33 @@ async def _write(
     request: Request, caller: Caller, episode_id: str, work: Callable[[AsyncSession, Episode, datetime], Any]
 ) -> dict[str, Any]:
     now = _now(request)
+    refused: Problem | None = None
     async with _db(request).transaction() as session:
-        episode = await _episode(session, episode_id, lock=True)
-        # Only the organisation providing the team writes in its episodes.
-        ensure_organisation(caller, episode.owner_org or "", resource="episode")
-        try:
-            result = work(session, episode, now)
-            if hasattr(result, "__await__"):
-                await result
-        except (RuleRefused, TimeRefused) as refusal:
-            raise rule_broken(SERVICE, refusal.field, refusal.message) from None
-        # A late entry may have changed a clock's outcome: withdraw what no longer holds.
-        await store.correct_clocks(session, episode, now)
-        _audit(session, caller, AuditAction.UPDATE, [episode])
-        return episode_out(episode, now)
+        episode = await _episode(session, caller, episode_id, "Episode", lock=True)
+        if episode is None:
+            refused = NO_SUCH_EPISODE
+        else:
+            try:
+                access.may_change(caller, episode)
+            except Problem as problem:  # the referrer reads but never writes
+                access.audit_denied(
+                    session, caller, "Episode", resource_ids=[episode.id], person_ids=[episode.person_id],
+                    action=AuditAction.UPDATE,
+                )  # fmt: skip
+                refused = problem
+        if refused is None and episode is not None:
+            try:
+                result = work(session, episode, now)
+                if hasattr(result, "__await__"):
+                    await result
+            except (RuleRefused, TimeRefused) as refusal:
+                raise rule_broken(SERVICE, refusal.field, refusal.message) from None
+            # A late entry may have changed a clock's outcome: withdraw what no longer holds.
+            await store.correct_clocks(session, episode, now)
+            _audit(session, caller, AuditAction.UPDATE, [episode])
+            return episode_out(episode, now)
+    # Only the denial's audit entry was committed; nothing else changed.
+    raise refused or NO_SUCH_EPISODE
 
 
 @router.post("/episodes/{episode_id}/contacts", summary="An attended or missed contact")
@@ -324,7 +356,7 @@ async def worklist(
 ) -> dict[str, Any]:
     """Ordered and paged in the database, so the most urgent cases are on page 1 however many
     episodes are open; `total` is how many open episodes match."""
-    conditions = [Episode.status == "open"]
+    conditions = [Episode.status == "open", access.readable_episodes(caller)]
     for column, value in (
         (Episode.team_id, team_id),
         (Episode.network_id, network_id),
@@ -379,21 +411,29 @@ async def journey(
     person_id: str, request: Request, caller: Caller = requires("careplan:read")
 ) -> dict[str, Any]:
     async with _db(request).transaction() as session:
-        entries = (
-            await session.scalars(
-                select(JourneyEntry)
-                .where(JourneyEntry.person_id == person_id)
-                .order_by(JourneyEntry.at, JourneyEntry.recorded_at, JourneyEntry.seq)
+        visible = bool(await session.scalar(select(access.journey_visible(caller, person_id))))
+        entries: Sequence[JourneyEntry] = ()
+        if not visible:
+            # Audited with no person id: an unknown id must not enter the trail as if it were one.
+            access.audit_denied(session, caller, "Journey")
+        else:
+            entries = (
+                await session.scalars(
+                    select(JourneyEntry)
+                    .where(JourneyEntry.person_id == person_id)
+                    .order_by(JourneyEntry.at, JourneyEntry.recorded_at, JourneyEntry.seq)
+                )
+            ).all()
+            record_access(
+                session,
+                caller,
+                service=SERVICE,
+                action=AuditAction.READ,
+                resource_type="Journey",
+                person_ids=[person_id],
             )
-        ).all()
-        record_access(
-            session,
-            caller,
-            service=SERVICE,
-            action=AuditAction.READ,
-            resource_type="Journey",
-            person_ids=[person_id],
-        )
+    if not visible:
+        raise Problem(404, "No such person", type_slug="not-found")
     return {
         "person_id": person_id,
         # By clinical time, each step with when it was entered beside it.

@@ -3,9 +3,9 @@ and search, for partner EHRs (the organisation that made the referral) and the p
 organisation. The gateway serves them as `/fhir/<Type>`, resolving NHS-number searches into
 `patient=Patient/<id>[,...]` first.
 
-Organisation binding: partner EHRs and VCFSE partners see only the episodes of referrals their
-organisation made, or of teams it provides; another organisation's episode is not found (404) and
-never in their search results. The provider's own clients (crisis app, admin) see every episode.
+Organisation binding (`services/careplan/access.py`, the same rule as the native API): a caller
+sees the episodes of referrals its organisation made and of teams it provides; another
+organisation's episode is not found (404) and never in its search results, whatever its kind.
 Every read and search is audited, as the native API's are; a read refused by the binding is
 audited as denied. Answers are `application/fhir+json`; errors are OperationOutcome.
 """
@@ -22,11 +22,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.careplan import fhir, store
+from services.careplan import access, fhir, store
 from services.careplan.models import Episode, EpisodeRecord, RegistryRecord
 from shared import registry_events
-from shared.audit import AuditAction, AuditOutcome, record_access, record_access_to
-from shared.auth import Caller, ClientKind, requires
+from shared.audit import AuditAction, record_access_to
+from shared.auth import Caller, requires
 from shared.clocks import plan_clock
 from shared.db import Database
 from shared.fhir import (
@@ -49,8 +49,6 @@ from shared.timezones import london_date
 router = APIRouter(prefix="/careplan/fhir", tags=["careplan FHIR"])
 SERVICE = "careplan"
 OWN_BASE = "/careplan/fhir"
-# Clients bound to their organisation's own referrals (and the teams it provides).
-BOUND_KINDS = frozenset({ClientKind.PARTNER_EHR, ClientKind.VCFSE_PARTNER})
 # Result parameters every search accepts besides its own.
 CONTROL_PARAMS = frozenset({"_format", "_count", "_offset"})
 EPISODE_OF_CARE_PARAMS = ("_id", "patient", "status", "incoming-referral", "date")
@@ -83,32 +81,10 @@ def _now(request: Request) -> datetime:
 # --- organisation binding and audit --------------------------------------------------------------
 
 
-def _bound(caller: Caller) -> bool:
-    return caller.kind in BOUND_KINDS
-
-
-def _visible(caller: Caller) -> list[ColumnElement[bool]]:
-    """The episodes the caller may see, as query conditions."""
-    if not _bound(caller):
-        return []
-    return [or_(Episode.referring_org == caller.organisation, Episode.owner_org == caller.organisation)]
-
-
-def _may_read(caller: Caller, episode: Episode) -> bool:
-    return not _bound(caller) or caller.organisation in (episode.referring_org, episode.owner_org)
-
-
 def _audit(
     session: AsyncSession, caller: Caller, action: AuditAction, episodes: Sequence[Episode], resource: str
 ) -> None:
     record_access_to(session, caller, episodes, service=SERVICE, action=action, resource_type=resource)
-
-
-def _audit_denied(session: AsyncSession, caller: Caller, episode: Episode, resource: str) -> None:
-    record_access(
-        session, caller, service=SERVICE, action=AuditAction.READ, resource_type=resource,
-        resource_ids=[episode.id], person_ids=[episode.person_id], outcome=AuditOutcome.DENIED,
-    )  # fmt: skip
 
 
 # --- search parameters ---------------------------------------------------------------------------
@@ -274,8 +250,10 @@ async def _read(
     resource: dict[str, Any] | None = None
     async with _db(request).transaction() as session:
         episode = await session.scalar(select(Episode).where(Episode.id == resource_id))
-        if episode is not None and not _may_read(caller, episode):
-            _audit_denied(session, caller, episode, resource_type)  # kept: the transaction commits
+        if episode is not None and not access.may_read(caller, episode):
+            access.audit_denied(
+                session, caller, resource_type, resource_ids=[episode.id], person_ids=[episode.person_id]
+            )  # kept: the transaction commits
         elif episode is not None:
             resource = await build(session, episode, now)
             if resource is not None:
@@ -296,7 +274,7 @@ async def _search(
 ) -> JSONResponse:
     check_format(request)
     page: Paging = paging(request)
-    conditions = [*_conditions(request, resource_type, supported), *_visible(caller), *only]
+    conditions = [*_conditions(request, resource_type, supported), access.readable_episodes(caller), *only]
     now = _now(request)
     async with _db(request).transaction() as session:
         total = int(await session.scalar(select(func.count()).select_from(Episode).where(*conditions)) or 0)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.directory import access
 from services.directory.domain import HandoverAction, HandoverState, TransitionRefused, next_handover_state
 from services.directory.models import Handover, HandoverHistory, Organization, Service
 from services.directory.oruk import link_id
@@ -125,7 +126,7 @@ async def my_handovers(
     caller: Caller = requires("handover:respond"),
     state: Annotated[HandoverState | None, Query()] = None,
 ) -> list[HandoverOut]:
-    query = select(Handover).where(Handover.owner == caller.organisation).order_by(Handover.offered_at.desc())
+    query = select(Handover).where(access.own_handovers(caller)).order_by(Handover.offered_at.desc())
     if state:
         query = query.where(Handover.state == state.value)
     async with _db(request).transaction() as session:
@@ -137,7 +138,7 @@ async def my_handovers(
 
 
 async def _own(session: AsyncSession, caller: Caller, handover_id: str, *, lock: bool = False) -> Handover:
-    query = select(Handover).where(Handover.id == handover_id, Handover.owner == caller.organisation)
+    query = select(Handover).where(Handover.id == handover_id, access.own_handovers(caller))
     handover = await session.scalar(query.with_for_update() if lock else query)
     if handover is None:
         raise Problem(404, "No such handover", type_slug="not-found")  # another partner's is not found either

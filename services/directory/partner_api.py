@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.directory import store
+from services.directory import access, store
 from services.directory.domain import (
     EditAction,
     EditState,
@@ -84,9 +84,7 @@ async def _check_proposal(session: AsyncSession, caller: Caller, proposal: Servi
     except store.RuleBroken as broken:
         raise _rule_problem(broken) from None
     if proposal.organization is None:
-        known = await session.scalar(
-            select(Organization.id).where(Organization.identifier == caller.organisation)
-        )
+        known = await session.scalar(select(Organization.id).where(access.own_organisation(caller)))
         if known is None:
             raise _rule_problem(
                 store.RuleBroken(
@@ -115,7 +113,7 @@ async def _open_edit(session: AsyncSession, service_id: str) -> Edit | None:
 
 
 async def _own_edit(session: AsyncSession, caller: Caller, edit_id: str, *, lock: bool = False) -> Edit:
-    query = select(Edit).where(Edit.id == edit_id, Edit.owner == caller.organisation)
+    query = select(Edit).where(Edit.id == edit_id, access.own_edits(caller))
     if lock:
         query = query.with_for_update()
     edit = await session.scalar(query)
@@ -130,7 +128,7 @@ async def _own_service(session: AsyncSession, caller: Caller, service_id: str) -
     service = await session.scalar(
         select(Service)
         .join(Organization, Organization.id == Service.organization_id)
-        .where(Service.id == service_id, Organization.identifier == caller.organisation)
+        .where(Service.id == service_id, access.own_organisation(caller))
     )
     if service is None:
         raise Problem(404, "No such service of yours", type_slug="not-found")
@@ -192,7 +190,7 @@ async def my_services(
             await session.execute(
                 select(Service.id, Service.name, Service.version, Service.modified_at)
                 .join(Organization, Organization.id == Service.organization_id)
-                .where(Organization.identifier == caller.organisation)
+                .where(access.own_organisation(caller))
                 .order_by(Service.name)
             )
         ).all()
@@ -265,7 +263,7 @@ async def my_edits(
     caller: Caller = requires("directory:write"),
     state: Annotated[EditState | None, Query()] = None,
 ) -> list[EditOut]:
-    query = select(Edit).where(Edit.owner == caller.organisation).order_by(Edit.updated_at.desc())
+    query = select(Edit).where(access.own_edits(caller)).order_by(Edit.updated_at.desc())
     if state:
         query = query.where(Edit.state == state.value)
     async with _db(request).session() as session:
@@ -315,7 +313,7 @@ async def _transition(
     async with _db(request).transaction() as session:
         query = select(Edit).where(Edit.id == edit_id).with_for_update()
         if not moderator:
-            query = query.where(Edit.owner == caller.organisation)
+            query = query.where(access.own_edits(caller))
         edit = await session.scalar(query)
         if edit is None:
             raise Problem(404, "No such edit", type_slug="not-found")
@@ -365,7 +363,7 @@ async def service_history(
 ) -> list[EditHistoryOut]:
     async with _db(request).session() as session:
         owned = await session.scalar(
-            select(Edit.id).where(Edit.service_id == service_id, Edit.owner == caller.organisation)
+            select(Edit.id).where(Edit.service_id == service_id, access.own_edits(caller))
         )
         if owned is None:
             raise Problem(404, "No such service of yours", type_slug="not-found")

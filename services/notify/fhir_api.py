@@ -21,6 +21,7 @@ from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.notify import access
 from services.notify.domain import MASK, MAX_HEADERS, endpoint_allowed, masked, parse_criteria, parse_header
 from services.notify.models import (
     ABANDONED,
@@ -47,6 +48,7 @@ from shared.fhir import (
     invalid,
     not_found,
     paging,
+    parse_json_body,
     resource_response,
     searchset,
 )
@@ -83,10 +85,7 @@ def _bad(element: str, message: str, *, code: str = "invalid") -> Problem:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise invalid("the body must be a FHIR Subscription in JSON", code="structure") from None
+    body = parse_json_body(await request.body(), what="the Subscription")
     if not isinstance(body, dict) or body.get("resourceType") != "Subscription":
         raise invalid("the body must be a FHIR Subscription (resourceType Subscription)", code="structure")
     return body
@@ -256,7 +255,7 @@ async def _owned(
     session: AsyncSession, caller: Caller, subscription_id: str, *, lock: bool = False
 ) -> NotifySubscription:
     query = select(NotifySubscription).where(
-        NotifySubscription.id == subscription_id, NotifySubscription.owner_org == caller.organisation
+        NotifySubscription.id == subscription_id, access.own_subscriptions(caller)
     )
     if lock:
         query = query.with_for_update()
@@ -386,7 +385,7 @@ async def search_subscriptions(
 ) -> Response:
     check_format(request)
     page = paging(request)
-    conditions = [NotifySubscription.owner_org == caller.organisation]
+    conditions = [access.own_subscriptions(caller)]
     raw = request.query_params.getlist("status")
     if raw:
         for value in raw:

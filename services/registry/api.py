@@ -27,6 +27,7 @@ from shared.coverage import Resolution, resolve
 from shared.db import Database
 from shared.errors import Problem, rule_broken
 from shared.idempotency import OptionalIdempotency, create_once
+from shared.params import PageNumber
 from shared.postcodes import InvalidPostcode
 from shared.sqltypes import utcnow
 from shared.timezones import london_date
@@ -110,7 +111,7 @@ def _register(collection: str, kind: Kind) -> None:
         code: Annotated[str | None, Query(max_length=64, description="ODS code, key or staff id")] = None,
         ref_id: Annotated[str | None, Query(max_length=64, description="Parent, network or team id")] = None,
         name: Annotated[str | None, Query(max_length=100)] = None,
-        page: Annotated[int, Query(ge=1)] = 1,
+        page: PageNumber = 1,
         per_page: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> Page:
         day = as_at or store.today()

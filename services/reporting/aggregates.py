@@ -1,23 +1,23 @@
 """The ICB's aggregate measures, computed from the projections.
 
 Each measure takes a cohort (rows whose defining moment falls in the period), groups it by the
-requested categories and counts; percentages are computed from raw counts. Disclosure control is
-applied afterwards, per grouped row (see `domain.disclose`); the ICB-wide total row is computed
-from unrounded counts. The four-week clocks are the same pure functions careplan enforces with
+requested categories and counts; the ICB-wide total row is computed from unrounded counts.
+Disclosure control is applied afterwards to the whole table, rows and total together, by
+`domain.publish`, with the fields each measure declares in `MEASURES`. The four-week clocks are the same pure functions careplan enforces with
 (`services.careplan.domain`), applied to the projected first-of times.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, time
 from typing import Any
 
 from sqlalchemy import and_, func, literal, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.reporting.domain import Period, median, median_of_counts, percentile_of_counts
+from services.reporting.domain import Figures, Period, median, median_of_counts, percentile_of_counts
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
 from shared.clocks import AT_RISK_DAY, TARGET_DAYS, EpisodeFacts, crisis_target_minutes
 from shared.sqltypes import UTCDateTime
@@ -371,3 +371,71 @@ async def inequalities(
         "plan_stopped": wait_total["plan_met"] + wait_total["plan_breached"],
     }
     return rows, total
+
+
+# --- the measures ------------------------------------------------------------------------------
+
+
+class Measure:
+    """How one pull is computed and which of its fields are counts, percentages and statistics."""
+
+    def __init__(
+        self,
+        compute: Callable[..., Awaitable[tuple[list[dict[str, Any]], dict[str, Any]]]],
+        counts: tuple[str, ...],
+        percentages: dict[str, tuple[str, str]] | None = None,
+        statistics: dict[str, str] | None = None,
+        needs_now: bool = False,
+    ) -> None:
+        self.compute = compute
+        self.figures = Figures(counts, percentages or {}, statistics or {})
+        self.needs_now = needs_now
+
+
+def _clock_fields(prefix: str) -> tuple[tuple[str, ...], dict[str, tuple[str, str]], dict[str, str]]:
+    counts = tuple(
+        f"{prefix}_{name}"
+        for name in ("started", "met", "breached", "stopped", "decided", "open_at_risk", "open")
+    )
+    return (
+        counts,
+        {f"{prefix}_met_pct": (f"{prefix}_met", f"{prefix}_decided")},
+        {f"{prefix}_median_days": f"{prefix}_stopped", f"{prefix}_p90_days": f"{prefix}_stopped"},
+    )
+
+
+PLAN = _clock_fields("plan")
+NATIONAL = _clock_fields("national")
+CRISIS_KINDS = ("very_urgent", "urgent", "ae_liaison", "emergency")
+MEASURES: dict[str, Measure] = {
+    "referrals": Measure(referrals, ("received", "awaiting_decision", *(f"route_{r}" for r in ROUTES))),
+    "four-week-waits": Measure(
+        four_week_waits,
+        ("episodes", *PLAN[0], *NATIONAL[0]),
+        {**PLAN[1], **NATIONAL[1]},
+        {**PLAN[2], **NATIONAL[2]},
+        needs_now=True,
+    ),
+    "crisis-response": Measure(
+        crisis_response,
+        ("crisis_referrals", "responded", *(f"{k}_{f}" for k in CRISIS_KINDS for f in ("count", "met"))),
+        {f"{k}_met_pct": (f"{k}_met", f"{k}_count") for k in CRISIS_KINDS},
+        {"median_minutes": "responded"},
+    ),
+    "reaccess": Measure(reaccess, ("episodes", "reaccess"), {"reaccess_pct": ("reaccess", "episodes")}),
+    "handovers": Measure(
+        handovers,
+        ("offered", "accepted", "completed", "declined"),
+        {"accepted_pct": ("accepted", "offered"), "completed_pct": ("completed", "offered")},
+    ),
+    "inequalities": Measure(
+        inequalities,
+        ("received", "all_received", "plan_met", "plan_stopped", "all_plan_met", "all_plan_stopped"),
+        {
+            "share_of_referrals_pct": ("received", "all_received"),
+            "plan_met_pct": ("plan_met", "plan_stopped"),
+            "all_plan_met_pct": ("all_plan_met", "all_plan_stopped"),
+        },
+        needs_now=True,
+    ),
+}

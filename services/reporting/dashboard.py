@@ -1,7 +1,7 @@
 """`/reporting/dashboard`: the four-week and crisis measures by place over time, as a page of
 server-drawn SVG charts (no scripts, nothing fetched from elsewhere) with the figures beneath.
-Same token and scope as the pulls; the same disclosure control: a month whose percentage is
-suppressed is a gap in the line and `*` in the table."""
+Same token and scope as the pulls, and the same published tables (`domain.publish`): a month whose
+percentage is suppressed is a gap in the line and `*` in the table; no count is drawn."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from services.reporting import aggregates
-from services.reporting.domain import Period, disclose, month_starts, parse_period
+from services.reporting.aggregates import MEASURES
+from services.reporting.domain import Period, month_starts, parse_period, publish
 from shared.auth import Caller, requires
 from shared.errors import Problem
 
@@ -84,27 +84,25 @@ def table(months: list[date], series: dict[str, list[Any]]) -> str:
 
 
 async def _series(request: Request, months: list[date], measure: str) -> dict[str, list[Any]]:
+    """Each place's percentage by month, from the same published table the pull answers (so the
+    page cannot show a figure, or a suppression pattern, the pull does not)."""
+    name, field = (
+        ("four-week-waits", "plan_met_pct")
+        if measure == "plan"
+        else ("crisis-response", "very_urgent_met_pct")
+    )
+    spec = MEASURES[name]
     series: dict[str, list[Any]] = {}
     now = request.app.state.clock()
     async with request.app.state.db.session() as session:
         for index, month in enumerate(months):
-            period = Period(month, _next_month(month))
-            if measure == "plan":
-                rows, _ = await aggregates.four_week_waits(session, period, ("place",), now)
-                pairs = {"pct": ("plan_met", "plan_decided")}
-            else:
-                rows, _ = await aggregates.crisis_response(session, period, ("place",))
-                pairs = {"pct": ("very_urgent_met", "very_urgent_count")}
-            counts = tuple({field for pair in pairs.values() for field in pair})
-            for row in rows:
-                shown = disclose(
-                    {k: row[k] for k in ("place", *counts)},
-                    counts,
-                    pairs,
-                    unsuppressed=False,
-                    icb_level=False,
-                )
-                series.setdefault(str(row["place"]), [None] * len(months))[index] = shown["pct"]
+            args: list[Any] = [session, Period(month, _next_month(month)), ("place",)]
+            if spec.needs_now:
+                args.append(now)
+            rows, total = await spec.compute(*args)
+            shown, _total = publish(rows, total, spec.figures, ("place",), unsuppressed=False)
+            for row in shown:
+                series.setdefault(str(row["place"]), [None] * len(months))[index] = row[field]
     return series
 
 
@@ -131,7 +129,7 @@ async def dashboard(
         "<style>body{font-family:Arial,sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse;font-size:12px}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style>"
         f"<h1>Community mental health: four-week and crisis measures</h1><p>{period.start:%d %b %Y} to {months[-1]:%b %Y}, by place. "
-        "Disclosure control applied: percentages from fewer than 5 people are not shown (*).</p>"
+        "Disclosure control applied (MHSDS small-number rule): a percentage whose numerator or denominator is suppressed is not shown (*).</p>"
         f"<h2>Plans agreed within four weeks of assessment</h2>{chart('Plan clock met (%)', months, plan)}{table(months, plan)}"
         f"<h2>Very urgent crisis referrals seen within 4 hours</h2>{chart('Very urgent met (%)', months, crisis)}{table(months, crisis)}"
         "</html>"

@@ -1,9 +1,10 @@
 """Reporting rules, as pure functions (no I/O, no database, no clock: periods are passed in).
 
 Everything the reporting service answers is computed from its own pseudonymised projections
-(DESIGN.md "Reporting"): people are keyed hashes, never names, NHS numbers or free text. Below
-ICB level every figure goes through the MHSDS disclosure control in `disclose`; unsuppressed
-figures (ICB level, or a client holding the unsuppressed scope) are returned raw.
+(DESIGN.md "Reporting"): people are keyed hashes, never names, NHS numbers or free text. Every
+figure a caller without `reporting:unsuppressed` receives, ICB totals included (an ICB is below
+national level), goes through the MHSDS disclosure control in `publish`; only that scope gets
+raw figures.
 
 The crisis targets repeat triage's (DESIGN.md "Clinical response priority") because services do
 not import each other's code: the reporting service reads events, not the triage package.
@@ -41,6 +42,22 @@ def person_key(person_id: str, key: bytes) -> str:
         raise ValueError("the pseudonymisation key must not be empty")
     digest = hmac.new(key, person_id.encode("utf-8"), hashlib.sha256).hexdigest()
     return digest[:PERSON_KEY_HEX]
+
+
+PSEUDONYM_KINDS = ("referral", "episode", "handover")
+
+
+def pseudonym(kind: str, source_id: str, key: bytes) -> str:
+    """The pseudonym a bulk export gives a referral, episode or handover id: `person_key` under a
+    key derived per kind (HMAC of the kind under the reporting key), so the same id string can
+    never get the same pseudonym as a person or as another kind, and the person pseudonyms the
+    projections already hold stay as they are. Stable for a key: extracts link across runs."""
+    if kind not in PSEUDONYM_KINDS:
+        raise ValueError(f"unknown pseudonym kind {kind!r}")
+    if not key:
+        raise ValueError("the pseudonymisation key must not be empty")
+    derived = hmac.new(key, f"cmh.reporting.pseudonym/{kind}".encode(), hashlib.sha256).digest()
+    return person_key(source_id, derived)
 
 
 # --- categories --------------------------------------------------------------------------------
@@ -213,7 +230,13 @@ def month_starts(period: Period) -> list[date]:
 # --- disclosure control ------------------------------------------------------------------------
 
 SUPPRESSED = "*"
-SMALL_NUMBER = 5  # counts under this (including 0) are never shown below ICB level
+# The rule as NHS England applies it to MHSDS publications below England level: counts under 5
+# (0-4) are "*", others rounded to the nearest 5; a percentage is computed from unrounded counts,
+# shown to the whole number, and "*" when its numerator or denominator is under 5. Source: NHS
+# England's published pipeline, github.com/NHSDigital/mental-health-monthly-statistics,
+# menh_analysis/notebooks/02_Aggregate/95.Round_output.py and menh_bbrb/notebooks/mhsds_functions.py
+# (`count_suppression`, `mhsds_suppression`). (The 1-7 rule is HES's, not MHSDS's.)
+SMALL_NUMBER = 5  # counts under this (including 0) are never shown without the unsuppressed scope
 ROUND_TO = 5
 
 
@@ -224,12 +247,12 @@ def _round_half_up(value: Fraction, places: int = 0) -> Fraction:
 
 
 def suppress_count(n: int) -> int | str:
-    """A count as shown below ICB level (MHSDS method): under 5, including 0, is "*"; anything
+    """A count as published (MHSDS method): under 5, including 0, is "*"; anything
     else is rounded to the nearest 5 (a remainder of 3 or 4 rounds up, 1 or 2 down).
 
-    Totals are computed from the unrounded counts: the caller sums the raw counts and applies this
-    to the total, so a total need not equal the sum of its rounded cells (that is intended: adding
-    up rounded cells would compound the rounding error)."""
+    Totals are computed from the unrounded counts and then published by this same rule, so a
+    total need not equal the sum of its rounded cells (adding up rounded cells would compound the
+    rounding error); `protect_column` keeps the total from giving a suppressed cell away."""
     if n < 0:
         raise ValueError("a count cannot be negative")
     if n < SMALL_NUMBER:
@@ -243,7 +266,7 @@ def _percentage(numerator: int, denominator: int, places: int) -> int | float:
 
 
 def suppress_percentage(numerator: int, denominator: int) -> int | str | None:
-    """A percentage as shown below ICB level: None when there is nothing to divide by, "*" when
+    """A percentage as published: None when there is nothing to divide by, "*" when
     the numerator or denominator is under 5, otherwise a whole number rounded half up. It is
     always computed from the raw counts, never from the rounded ones."""
     if numerator < 0 or denominator < 0:
@@ -256,7 +279,7 @@ def suppress_percentage(numerator: int, denominator: int) -> int | str | None:
 
 
 def raw_percentage(numerator: int, denominator: int) -> float | None:
-    """An unsuppressed percentage (ICB level or the unsuppressed scope): one decimal place."""
+    """An unsuppressed percentage (the unsuppressed scope): one decimal place."""
     if numerator < 0 or denominator < 0:
         raise ValueError("a count cannot be negative")
     if denominator == 0:
@@ -264,60 +287,145 @@ def raw_percentage(numerator: int, denominator: int) -> float | None:
     return float(_percentage(numerator, denominator, 1))
 
 
-def disclose(
-    row: Mapping[str, Any],
-    count_fields: Iterable[str],
-    percentage_pairs: Mapping[str, tuple[str, str]],
+# One home for what a caller without `reporting:unsuppressed` receives: every output path (JSON,
+# CSV and its "ICB total" row, the dashboard) passes its whole table through `publish`.
+DISCLOSURE_METHOD = (
+    "MHSDS small-number rule below national level (rows and ICB total alike): counts under 5 shown"
+    " as *, others rounded to the nearest 5; where a suppressed cell could be recovered exactly by"
+    " subtracting rows from the total, the next-smallest cell in that column is also *, and a total"
+    " whose rows are all * is *; percentages from unrounded counts, whole numbers, * when numerator"
+    " or denominator is *; medians and percentiles * when the count they describe is *"
+)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Which fields of a measure's rows are counts, which percentages (name -> (numerator,
+    denominator) count fields) and which statistics (name -> the count it was computed over)."""
+
+    counts: tuple[str, ...]
+    percentages: Mapping[str, tuple[str, str]]
+    statistics: Mapping[str, str]
+
+
+def _shown_interval(shown: int | str) -> tuple[int, int]:
+    """The raw values a published count allows: "*" is 0-4, 5 is 5-7, 10 is 8-12 and so on."""
+    if shown == SUPPRESSED:
+        return 0, SMALL_NUMBER - 1
+    assert isinstance(shown, int)
+    return max(SMALL_NUMBER, shown - ROUND_TO // 2), shown + (ROUND_TO - 1) // 2
+
+
+def _pinned(shown_rows: list[int | str], shown_total: int | str) -> bool:
+    """Whether differencing pins a suppressed row to one value: for each "*" row, the total's
+    interval minus the other rows' intervals, intersected with 0-4."""
+    if shown_total == SUPPRESSED:
+        return False
+    total_lo, total_hi = _shown_interval(shown_total)
+    intervals = [_shown_interval(s) for s in shown_rows]
+    sum_lo, sum_hi = sum(lo for lo, _ in intervals), sum(hi for _, hi in intervals)
+    for index, shown in enumerate(shown_rows):
+        if shown != SUPPRESSED:
+            continue
+        lo, hi = intervals[index]
+        low = max(lo, total_lo - (sum_hi - hi))
+        high = min(hi, total_hi - (sum_lo - lo))
+        if low >= high:
+            return True
+    return False
+
+
+def protect_column(raw_rows: list[int], raw_total: int) -> tuple[list[int | str], int | str]:
+    """One count column as published: each row and the total by `suppress_count`, plus secondary
+    suppression so that no suppressed row can be recovered exactly from the total.
+
+    Rounding alone does not prevent it (rows 12, 12, 4 with total 28 show 10, 10, *, 30: the * can
+    only be 4), so when differencing pins a "*" row, the next-smallest shown row (and any tied with
+    it) is suppressed too: the rule depends on the rows' values, not their order, so swapping the
+    small and the secondary value publishes the same table and the adversary cannot tell which "*"
+    is the small one. When every row is
+    "*" there is nothing to hide it behind, so the total is "*" (rows 4, 4 and a total shown as 10
+    would pin both); that trigger is visible in the table, so it discloses nothing itself. Columns
+    whose rows do not add up to the total (a repeated ICB-wide figure) are only rounded.
+    """
+    rows: list[int | str] = [suppress_count(n) for n in raw_rows]
+    total = suppress_count(raw_total)
+    if sum(raw_rows) != raw_total or SUPPRESSED not in rows:
+        return rows, total
+    if len(rows) > 1 and all(shown == SUPPRESSED for shown in rows):
+        return rows, SUPPRESSED
+    if _pinned(rows, total):
+        shown_at = [i for i, shown in enumerate(rows) if shown != SUPPRESSED]
+        smallest = min(raw_rows[i] for i in shown_at)
+        for index in shown_at:
+            # Every row tied at the smallest: a tie-break by position would tell the adversary
+            # which "*" is the secondary one (rows 12, 12, 4 would give the 4 away).
+            if raw_rows[index] == smallest:
+                rows[index] = SUPPRESSED
+        if all(shown == SUPPRESSED for shown in rows):
+            total = SUPPRESSED
+    return rows, total
+
+
+def publish(
+    rows: list[dict[str, Any]],
+    total: dict[str, Any],
+    figures: Figures,
+    group_fields: Iterable[str],
     *,
     unsuppressed: bool,
-    icb_level: bool,
-    statistic_fields: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """One output row: counts suppressed and rounded, each percentage (named by the key of
-    `percentage_pairs`, from its (numerator, denominator) fields) computed from the RAW counts
-    then suppressed, and `"suppressed"` saying whether anything shown differs from the raw
-    figures. Other fields (group keys and the like) pass through.
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A measure's table (grouped rows and the ICB total) as the caller receives it.
 
-    `statistic_fields` maps a statistic (a median or percentile of days or minutes) to the count
-    it was computed over: below ICB level a statistic over fewer than 5 people is "*", since a
-    median of one or two waits discloses those waits.
-
-    With `unsuppressed` or `icb_level`, counts and statistics are returned raw and percentages
-    are rounded to one decimal place."""
-    counts = tuple(count_fields)
-    statistics = dict(statistic_fields or {})
-    raw = unsuppressed or icb_level
-    out: dict[str, Any] = dict(row)
-    changed = False
-    if not raw:
-        for numerator, denominator in percentage_pairs.values():
-            for field in (numerator, denominator):
-                if field in row and field not in counts:
-                    # It would be shown raw beside its suppressed percentage.
-                    raise ValueError(f"{field!r} is in the row but not among the count fields")
-    for name, (numerator, denominator) in percentage_pairs.items():
-        num, den = row.get(numerator), row.get(denominator)
-        if num is None or den is None:
-            out[name] = None
-        elif raw:
-            out[name] = raw_percentage(num, den)
-        else:
-            out[name] = suppress_percentage(num, den)
-            changed = changed or out[name] == SUPPRESSED
-    if not raw:
-        for name, count_field in statistics.items():
-            n = row.get(count_field)
-            if out.get(name) is not None and (n is None or n < SMALL_NUMBER):
-                out[name] = SUPPRESSED
-                changed = True
-        for field in counts:
-            value = row[field]
-            if value is None:
-                continue
-            out[field] = suppress_count(value)
-            changed = changed or out[field] != value
-    out["suppressed"] = changed
-    return out
+    Every field must be a group field or a declared count or statistic (a new measure field that
+    is neither is refused, so nothing can leave undisclosed); percentages are computed here from
+    the raw counts. With `unsuppressed` (the `reporting:unsuppressed` scope) the figures are raw
+    and percentages have one decimal place. `"suppressed"` on each row says whether any of its
+    figures is "*" (not whether rounding moved one: that would say which counts are exact)."""
+    groups = set(group_fields)
+    declared = groups | set(figures.counts) | set(figures.statistics)
+    for numerator, denominator in figures.percentages.values():
+        for field in (numerator, denominator):
+            if field not in figures.counts:
+                raise ValueError(f"percentage field {field!r} is not among the count fields")
+    table = [*rows, total]
+    for row in table:
+        undeclared = set(row) - declared
+        if undeclared:
+            raise ValueError(
+                f"undeclared fields would leave without disclosure control: {sorted(undeclared)}"
+            )
+    out = [{**row} for row in table]
+    if unsuppressed:
+        for source, row in zip(table, out, strict=True):
+            for name, (numerator, denominator) in figures.percentages.items():
+                num, den = source.get(numerator), source.get(denominator)
+                row[name] = None if num is None or den is None else raw_percentage(num, den)
+            row["suppressed"] = False
+        return out[:-1], out[-1]
+    for field in figures.counts:
+        values = [row.get(field) for row in table]
+        if any(value is None for value in values):
+            for row, value in zip(out, values, strict=True):
+                row[field] = None if value is None else suppress_count(value)
+            continue
+        shown_rows, shown_total = protect_column(values[:-1], values[-1])
+        for row, shown in zip(out, [*shown_rows, shown_total], strict=True):
+            row[field] = shown
+    for source, row in zip(table, out, strict=True):
+        for name, (numerator, denominator) in figures.percentages.items():
+            num, den = source.get(numerator), source.get(denominator)
+            if num is None or den is None:
+                row[name] = None
+            elif SUPPRESSED in (row[numerator], row[denominator]):
+                row[name] = SUPPRESSED  # checked before a zero denominator, which would say it is 0
+            else:
+                row[name] = suppress_percentage(num, den)
+        for name, count_field in figures.statistics.items():
+            if name in row and (count_field not in row or row[count_field] in (SUPPRESSED, None)):
+                row[name] = SUPPRESSED  # a median of one or two waits discloses those waits
+        row["suppressed"] = any(value == SUPPRESSED for value in row.values())
+    return out[:-1], out[-1]
 
 
 # --- statistics --------------------------------------------------------------------------------

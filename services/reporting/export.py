@@ -2,10 +2,19 @@
 
 `POST /reporting/$export?_type=Referral,Episode&_since=...` answers 202 with `Content-Location`
 of the job; polling it answers 202 with `X-Progress` until the manifest (200: transactionTime,
-request, requiresAccessToken, output[{type, url, count}], error). Files are NDJSON of the
-pseudonymised projection records, fetched with a token by the client that asked; `_since` gives
-only what changed since; DELETE cancels and removes. Jobs are claimed by one replica's worker
-(a conditional UPDATE only one can win), so any number of replicas can run.
+request, requiresAccessToken, output[{type, url, count}], error). Files are NDJSON, fetched with a
+token by the client that asked; `_since` gives only what changed since; DELETE cancels and
+removes. Jobs are claimed by one replica's worker (a conditional UPDATE only one can win), so any
+number of replicas can run.
+
+De-identified: each record is built from an allow-list of fields (`_FIELDS`; a new projection
+column is not exported until listed): no source keys (referral, episode and handover ids become
+keyed pseudonyms, `domain.pseudonym`, under the same key as the person pseudonym), dates to the day
+(Europe/London, no times), ages as the reporting bands, and no sub-second times anywhere (the
+manifest's transactionTime is to the second). Kick-off and every file download are audited
+(`record_access`, action export) in the transaction committed before the answer: who (client,
+organisation, end user, purpose), the job id and the file's type; no person ids, since the files
+hold only pseudonyms the suite cannot map back.
 """
 
 from __future__ import annotations
@@ -14,9 +23,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
@@ -24,25 +34,98 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.reporting.domain import age_band, pseudonym
 from services.reporting.models import EpisodeFact, ExportFile, ExportJob, HandoverFact, ReferralFact
+from services.reporting.projections import pseudonym_key
+from shared.audit import AuditAction, AuditOutcome, record_access
 from shared.auth import Caller, requires
 from shared.background import BackgroundWorker
 from shared.db import Database
 from shared.errors import Problem
 from shared.sqltypes import utcnow
+from shared.timezones import london_date
 
 log = logging.getLogger("cmh.reporting.export")
 router = APIRouter(prefix="/reporting", tags=["reporting export"])
 TYPES: dict[str, Any] = {"Referral": ReferralFact, "Episode": EpisodeFact, "Handover": HandoverFact}
 NDJSON = "application/fhir+ndjson"
+_AUDITABLE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # a job id as the audit takes it (path text is untrusted)
 
 
-def _record(row: Any) -> dict[str, Any]:
-    """A projection row as an export record (already pseudonymous: keyed hashes and categories)."""
-    out: dict[str, Any] = {}
-    for column in row.__table__.columns:
-        value = getattr(row, column.name)
-        out[column.name] = value.isoformat() if isinstance(value, datetime) else value
+SERVICE = "reporting"
+
+
+def _day(value: datetime | None) -> str | None:
+    return london_date(value).isoformat() if value is not None else None
+
+
+def _ordinal_day(value: int | None) -> str | None:
+    return date.fromordinal(value).isoformat() if value is not None else None
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# Each type's exported fields: (name in the file, source column, how it is de-identified). Only
+# what is listed leaves; ids are replaced by pseudonyms (see `_record`).
+_FIELDS: dict[str, tuple[tuple[str, str, Callable[[Any], Any]], ...]] = {
+    "Referral": (
+        ("person_key", "person_key", _same), ("received_date", "received_at", _day),
+        ("source", "source", _same), ("priority", "priority", _same),
+        ("suggested_route", "suggested_route", _same), ("route", "route", _same), ("status", "status", _same),
+        ("place", "place", _same), ("network", "network", _same), ("team", "team", _same),
+        ("pathway", "pathway", _same), ("age_band", "age_band", _same), ("sex", "sex", _same),
+        ("ethnicity", "ethnicity", _same), ("crisis", "crisis", _same),
+        ("first_contact_date", "first_contact_at", _day), ("response_minutes", "response_minutes", _same),
+        ("updated_date", "updated_at", _day),
+    ),
+    "Episode": (
+        ("person_key", "person_key", _same), ("place", "place", _same), ("network", "network", _same),
+        ("team", "team", _same), ("pathway", "pathway", _same), ("age_band", "age_at_referral", age_band),
+        ("sex", "sex", _same), ("ethnicity", "ethnicity", _same), ("source", "source", _same),
+        ("priority", "priority", _same), ("reaccess", "reaccess", _same),
+        ("opened_date", "opened_at", _day), ("referral_received_date", "referral_received_at", _day),
+        ("spell_started_date", "spell_started_at", _day),
+        ("first_assessment_completed_date", "first_assessment_completed_at", _day),
+        ("plan_agreed_date", "plan_agreed_at", _day),
+        ("first_attended_contact_date", "first_attended_contact_at", _day),
+        ("first_outcome_measure_date", "first_outcome_measure_at", _day),
+        ("first_meaningful_assessment_date", "first_meaningful_assessment_at", _day),
+        ("first_intervention_date", "first_intervention_at", _day),
+        ("assessment_started_date", "assessment_started_at", _day),
+        ("advice_or_signposting_date", "advice_or_signposting_at", _day),
+        ("discharged_date", "discharged_at", _day),
+        ("plan_clock_start_date", "plan_start_day", _ordinal_day),
+        ("plan_clock_stop_date", "plan_stop_day", _ordinal_day),
+        ("national_clock_start_date", "national_start_day", _ordinal_day),
+        ("national_clock_stop_date", "national_stop_day", _ordinal_day),
+        ("at_risk_date", "at_risk_at", _day), ("breached_date", "breached_at", _day),
+        ("updated_date", "updated_at", _day),
+    ),
+    "Handover": (
+        ("person_key", "person_key", _same), ("service_id", "service_id", _same), ("state", "state", _same),
+        ("offered_date", "offered_at", _day), ("accepted_date", "accepted_at", _day),
+        ("completed_date", "completed_at", _day), ("declined_date", "declined_at", _day),
+        ("updated_date", "updated_at", _day),
+    ),
+}  # fmt: skip
+# The source keys each type carries, as (field in the file, column, pseudonym kind).
+_IDS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "Referral": (("referral_key", "referral_id", "referral"),),
+    "Episode": (("episode_key", "episode_id", "episode"), ("referral_key", "referral_id", "referral")),
+    "Handover": (("handover_key", "handover_id", "handover"), ("referral_key", "referral_id", "referral")),
+}
+
+
+def _record(type_name: str, row: Any, key: bytes) -> dict[str, Any]:
+    """A projection row as a de-identified export record."""
+    out: dict[str, Any] = {
+        name: pseudonym(kind, getattr(row, column), key) for name, column, kind in _IDS[type_name]
+    }
+    for name, column, transform in _FIELDS[type_name]:
+        value = getattr(row, column)
+        out[name] = None if value is None else transform(value)
     return out
 
 
@@ -79,6 +162,10 @@ async def kick_off(
     )  # fmt: skip
     async with request.app.state.db.transaction() as session:
         session.add(job)
+        record_access(
+            session, caller, service=SERVICE, action=AuditAction.EXPORT, resource_type="BulkExport",
+            resource_ids=[job.id],
+        )  # fmt: skip
     request.app.state.export_wakeup.set()
     return Response(status_code=202, headers={"Content-Location": _job_url(request, job.id)})
 
@@ -100,7 +187,9 @@ async def status(job_id: str, request: Request, caller: Caller = requires("repor
         )
     return JSONResponse(
         {
-            "transactionTime": job.transaction_time.isoformat(),
+            # To the second, rounded down (no sub-second times leave): a `_since` from it repeats
+            # at most that second's changes, and misses none.
+            "transactionTime": job.transaction_time.replace(microsecond=0).isoformat(),
             "request": job.request_url,
             "requiresAccessToken": True,
             "output": [
@@ -116,11 +205,26 @@ async def status(job_id: str, request: Request, caller: Caller = requires("repor
 async def download(
     job_id: str, file_type: str, request: Request, caller: Caller = requires("reporting:export")
 ) -> Response:
-    async with request.app.state.db.session() as session:
-        await _own_job(session, caller, job_id)
-        content = await session.scalar(
-            select(ExportFile.content).where(ExportFile.job_id == job_id, ExportFile.type == file_type)
-        )
+    db: Database = request.app.state.db
+    async with db.transaction() as session:
+        job = await session.get(ExportJob, job_id)
+        own = job is not None and job.client_id == caller.client_id
+        content = None
+        if own:
+            content = await session.scalar(
+                select(ExportFile.content).where(ExportFile.job_id == job_id, ExportFile.type == file_type)
+            )
+        if content is not None or not own:
+            # Audited before any byte is returned (committed with this transaction); another
+            # client's job is a denied attempt, recorded without saying whether the job exists.
+            record_access(
+                session, caller, service=SERVICE, action=AuditAction.EXPORT,
+                resource_type=file_type if file_type in TYPES else "BulkExport",
+                resource_ids=[job_id] if _AUDITABLE_ID.match(job_id) else [],
+                outcome=AuditOutcome.SUCCESS if own else AuditOutcome.DENIED,
+            )  # fmt: skip
+    if not own:
+        raise Problem(404, "No such export", type_slug="not-found")
     if content is None:
         raise Problem(404, "No such file", type_slug="not-found")
 
@@ -141,8 +245,9 @@ async def cancel(job_id: str, request: Request, caller: Caller = requires("repor
     return Response(status_code=202)
 
 
-async def run_job(db: Database, job_id: str) -> None:
-    """Write each type's NDJSON file, updating progress; a job deleted meanwhile just stops."""
+async def run_job(db: Database, job_id: str, key: bytes) -> None:
+    """Write each type's de-identified NDJSON file, updating progress; a job deleted meanwhile
+    just stops. `key` is the pseudonymisation key (`projections.pseudonym_key`)."""
     async with db.session() as session:
         job = await session.get(ExportJob, job_id)
     if job is None:
@@ -156,7 +261,7 @@ async def run_job(db: Database, job_id: str) -> None:
         query = query.where(model.updated_at <= job.transaction_time)
         async with db.session() as session:
             rows = (await session.scalars(query)).all()
-            lines = "".join(json.dumps(_record(row), separators=(",", ":")) + "\n" for row in rows)
+            lines = "".join(json.dumps(_record(name, row, key), separators=(",", ":")) + "\n" for row in rows)
         async with db.transaction() as session:
             if await session.get(ExportJob, job_id) is None:
                 return  # cancelled
@@ -178,6 +283,7 @@ class ExportWorker(BackgroundWorker):
     def __init__(self, app: FastAPI) -> None:
         super().__init__()
         self.app = app
+        self.key = pseudonym_key(app.state.settings)
         app.state.export_wakeup = asyncio.Event()
 
     async def claim(self) -> str | None:
@@ -204,7 +310,7 @@ class ExportWorker(BackgroundWorker):
                 job_id = await self.claim()
                 if job_id is not None:
                     try:
-                        await run_job(self.app.state.db, job_id)
+                        await run_job(self.app.state.db, job_id, self.key)
                     except Exception as exc:
                         log.warning("export failed", extra={"error": type(exc).__name__})
                         async with self.app.state.db.transaction() as session:

@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.triage import store
+from services.triage import access, store
 from services.triage.models import CrisisChange, Decision, Person, Referral
 from services.triage.schemas import (
     ContactIn,
@@ -39,11 +39,11 @@ from shared.auth import Caller, requires
 from shared.db import Database
 from shared.errors import Problem, rule_broken
 from shared.idempotency import RequiredIdempotency, create_once
+from shared.params import INT64_MAX, PageNumber, bounded_int
 from shared.sqltypes import utcnow
 
 router = APIRouter(prefix="/triage", tags=["triage"])
 SERVICE = "triage"
-CLINICAL_SCOPES = ("triage:decide", "crisis:respond")
 STREAM_POLL_SECONDS = 0.25
 STREAM_HEARTBEAT_SECONDS = 15.0
 
@@ -101,13 +101,6 @@ def referral_out(referral: Referral, person: Person | None = None, *, full: bool
         )
         out["details"] = json.loads(referral.details)
     return out
-
-
-def person_on_file_visible(caller: Caller, referral: Referral) -> bool:
-    """Identity: while a referral's identity is in review, the person on file is shown only to
-    clinicians; the referrer sees the person as they referred them (their NHS number may have
-    matched someone else, whose details are not theirs to read)."""
-    return not referral.identity_review_open or any(caller.has(scope) for scope in CLINICAL_SCOPES)
 
 
 def _audit(
@@ -170,16 +163,16 @@ async def submit_crisis_referral(
     return await _intake(request, caller, body, idempotency, crisis=True)
 
 
+NO_SUCH_REFERRAL = Problem(404, "No such referral", type_slug="not-found")
+
+
 async def _readable(
     session: AsyncSession, caller: Caller, referral_id: str, *, lock: bool = False
 ) -> Referral:
-    query = select(Referral).where(Referral.id == referral_id)
-    if not any(caller.has(scope) for scope in CLINICAL_SCOPES):
-        query = query.where(Referral.referring_org == caller.organisation)  # partners: their own only
-    referral = await session.scalar(query.with_for_update() if lock else query)
-    if referral is None:
-        raise Problem(404, "No such referral", type_slug="not-found")
-    return referral
+    return await access.referral_for(
+        session, caller, referral_id, missing=NO_SUCH_REFERRAL, lock=lock,
+        action=AuditAction.UPDATE if lock else AuditAction.READ,
+    )  # fmt: skip
 
 
 @router.get("/referrals/{referral_id}", summary="Read a referral (with the person's details)")
@@ -189,7 +182,7 @@ async def read_referral(
     async with _db(request).transaction() as session:
         referral = await _readable(session, caller, referral_id)
         person = await session.get(Person, referral.person_id)
-        if not person_on_file_visible(caller, referral):
+        if not access.person_on_file_visible(caller, referral):
             person = None
         _audit(session, caller, AuditAction.READ, [referral])
         return _json(referral_out(referral, person, full=True), etag=referral.version)
@@ -210,12 +203,10 @@ async def worklist(
     identity_review: Annotated[
         bool | None, Query(description="Referrals whose identity is (true) or is not (false) in review")
     ] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: PageNumber = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    conditions = []
-    if not any(caller.has(scope) for scope in CLINICAL_SCOPES):
-        conditions.append(Referral.referring_org == caller.organisation)
+    conditions = access.readable_referrals(caller)
     for column, value in ((Referral.status, status), (Referral.priority, priority), (Referral.place_key, place),
                           (Referral.network_id, network_id), (Referral.team_id, team_id)):  # fmt: skip
         if value is not None:
@@ -396,15 +387,14 @@ async def crisis_stream(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     db = _db(request)
-    try:
-        after = int(last_event_id) if last_event_id else None
-    except ValueError:
+    after = bounded_int(last_event_id, least=0, most=INT64_MAX) if last_event_id else None
+    if last_event_id and after is None:
         raise Problem(
             400,
             "Bad Last-Event-ID",
             "Last-Event-ID is the id of the last event you received.",
             type_slug="bad-last-event-id",
-        ) from None
+        )
     async with db.transaction() as session:
         record_access(
             session, caller, service=SERVICE, action=AuditAction.SEARCH, resource_type="CrisisStream"

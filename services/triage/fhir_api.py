@@ -13,18 +13,17 @@ Answers are `application/fhir+json`; errors are OperationOutcome (shared.errors,
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Header, Request, Response
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, not_, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.triage import fhir, store
-from services.triage.api import CLINICAL_SCOPES, SERVICE, _audit, _db
+from services.triage import access, fhir, store
+from services.triage.api import SERVICE, _audit, _db
 from services.triage.models import Decision, Person, Referral
 from shared.audit import AuditAction, record_access
 from shared.auth import Caller, requires
@@ -41,6 +40,7 @@ from shared.fhir import (
     not_found,
     paging,
     parse_date,
+    parse_json_body,
     reference_id,
     resource_response,
     searchset,
@@ -64,20 +64,14 @@ TASK_STATUS_CODES = frozenset(
 )  # fmt: skip
 
 
-def _clinical(caller: Caller) -> bool:
-    return any(caller.has(scope) for scope in CLINICAL_SCOPES)
-
-
-def _bound(caller: Caller) -> list[ColumnElement[bool]]:
-    """Partners see only the referrals their organisation made."""
-    return [] if _clinical(caller) else [Referral.referring_org == caller.organisation]
-
-
 async def _referral(session: AsyncSession, caller: Caller, resource_type: str, resource_id: str) -> Referral:
-    referral = await session.scalar(select(Referral).where(Referral.id == resource_id, *_bound(caller)))
-    if referral is None:
-        raise not_found(resource_type, resource_id)
-    return referral
+    return await access.referral_for(
+        session,
+        caller,
+        resource_id,
+        missing=not_found(resource_type, resource_id),
+        resource_type=resource_type,
+    )
 
 
 async def _decisions(session: AsyncSession, referral_ids: Sequence[str]) -> dict[str, list[Decision]]:
@@ -123,10 +117,7 @@ def _check_content_type(request: Request) -> None:
 
 
 async def _resource(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise invalid("the body is not JSON") from None
+    return parse_json_body(await request.body())
 
 
 def _condition(header: str, identifiers: list[dict[str, str]]) -> dict[str, str]:
@@ -204,10 +195,7 @@ async def create_service_request(
             matches = (
                 await session.scalars(
                     select(Referral)
-                    .where(
-                        Referral.referring_org == caller.organisation,
-                        _partner_identifier_matches(session, fragment),
-                    )
+                    .where(access.own_referrals(caller), _partner_identifier_matches(session, fragment))
                     .limit(2)
                 )
             ).all()
@@ -287,20 +275,6 @@ async def read_task(
     return resource_response(resource)
 
 
-def _person_bound(caller: Caller) -> list[ColumnElement[bool]]:
-    """Partners see only the people their organisation referred, and not through a referral whose
-    identity is in review (its NHS number may have matched someone else)."""
-    if _clinical(caller):
-        return []
-    return [
-        exists().where(
-            Referral.person_id == Person.id,
-            Referral.referring_org == caller.organisation,
-            Referral.identity_review_open.is_(False),
-        )
-    ]
-
-
 def _audit_people(
     session: AsyncSession, caller: Caller, action: AuditAction, people: Sequence[Person]
 ) -> None:
@@ -317,9 +291,9 @@ async def read_patient(
 ) -> Response:
     check_format(request)
     async with _db(request).transaction() as session:
-        person = await session.scalar(select(Person).where(Person.id == resource_id, *_person_bound(caller)))
-        if person is None:
-            raise not_found("Patient", resource_id)
+        person = await access.person_for(
+            session, caller, resource_id, missing=not_found("Patient", resource_id), resource_type="Patient"
+        )
         _audit_people(session, caller, AuditAction.READ, [person])
         resource = fhir.patient(person)
     return resource_response(resource)
@@ -432,7 +406,7 @@ def _authored(value: str) -> ColumnElement[bool]:
 def _referral_conditions(
     session: AsyncSession, request: Request, caller: Caller, resource_type: str
 ) -> list[ColumnElement[bool]]:
-    conditions = _bound(caller)
+    conditions = access.readable_referrals(caller)
     for name, value in _parameters(request, resource_type):
         if name == "_id":
             conditions.append(Referral.id.in_(_ids(value)))
@@ -505,7 +479,9 @@ async def search_provenance(request: Request, caller: Caller = requires("referra
     if kind.rsplit("/", 1)[-1] not in ("Task", "ServiceRequest") or not referral_id or len(referral_id) > 64:
         raise invalid("target is Task/<id> or ServiceRequest/<id>")
     async with _db(request).transaction() as session:
-        referral = await session.scalar(select(Referral).where(Referral.id == referral_id, *_bound(caller)))
+        referral = await session.scalar(
+            select(Referral).where(Referral.id == referral_id, *access.readable_referrals(caller))
+        )
         referrals = [referral] if referral is not None else []
         decisions = (await _decisions(session, [r.id for r in referrals])).get(referral_id, [])
         _audit(session, caller, AuditAction.SEARCH, referrals)
@@ -519,7 +495,7 @@ async def search_provenance(request: Request, caller: Caller = requires("referra
 @router.get("/Patient", summary="Search people (Patient) by NHS number")
 async def search_patients(request: Request, caller: Caller = requires("referral:read")) -> Response:
     check_format(request)
-    conditions = _person_bound(caller)
+    conditions = access.readable_people(caller)
     for name, value in _parameters(request, "Patient"):
         if name == "_id":
             conditions.append(Person.id.in_(_ids(value)))

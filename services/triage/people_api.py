@@ -24,10 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.triage import identity, store
+from services.triage import access, identity, store
 from services.triage.api import SERVICE, _db
 from services.triage.domain import name_key
-from services.triage.fhir_api import _person_bound
 from services.triage.models import Person, PersonVersion
 from services.triage.schemas import Contact, Name, valid_birth_date, valid_nhs_number, valid_postcode
 from shared.audit import AuditAction, record_access
@@ -160,11 +159,10 @@ def _json(body: dict[str, Any], *, etag: int | None = None) -> Response:
 
 
 async def _person(session: AsyncSession, caller: Caller, person_id: str, *, lock: bool = False) -> Person:
-    query = select(Person).where(Person.id == person_id, *_person_bound(caller))
-    person = await session.scalar(query.with_for_update() if lock else query)
-    if person is None:
-        raise Problem(404, "No such person", type_slug="not-found")
-    return person
+    return await access.person_for(
+        session, caller, person_id, missing=Problem(404, "No such person", type_slug="not-found"), lock=lock,
+        action=AuditAction.UPDATE if lock else AuditAction.READ,
+    )  # fmt: skip
 
 
 @router.get("/{person_id}", summary="Read the person on file")

@@ -24,6 +24,9 @@ LSCFT = {
 OTHER = {
     "Authorization": f"Bearer {mint_token('careplan:read careplan:write', client_id='rxn', organisation='RXN', kind='partner_ehr')}"
 }
+REFERRER = {
+    "Authorization": f"Bearer {mint_token('careplan:read careplan:write', client_id='gp', organisation='P81001', kind='partner_ehr')}"
+}
 READER = {
     "Authorization": f"Bearer {mint_token('careplan:read', client_id='reader', organisation='RW5', kind='admin')}"
 }
@@ -47,6 +50,7 @@ def routed(
         {
             "referral_id": referral_id, "person_id": person, "received_at": received_at.isoformat(), "route": route,
             "team_id": TEAM, "network_id": "n", "place": "lancashire", "pathway": "adult-mh", "priority": 3, "age": age,
+            "referring_organisation": "P81001",
         },
     )  # fmt: skip
 
@@ -76,8 +80,16 @@ async def test_writes_are_bound_to_the_teams_provider_and_checked(careplan: Care
     path = f"/careplan/episodes/{episode_id}"
     now = datetime.now(UTC)
     contact = {"at": now.isoformat(), "attended": True, "mechanism": "video"}
-    assert (await careplan.client.post(f"{path}/contacts", json=contact, headers=OTHER)).status_code == 403
+    # Another organisation cannot tell the episode exists; the referrer reads but may not write.
+    assert (await careplan.client.post(f"{path}/contacts", json=contact, headers=OTHER)).status_code == 404
+    assert (await careplan.client.post(f"{path}/contacts", json=contact, headers=REFERRER)).status_code == 403
+    assert (await careplan.client.get(path, headers=REFERRER)).status_code == 200
     assert (await careplan.client.post(f"{path}/contacts", json=contact, headers=READER)).status_code == 403
+    denied = [e["data"] for e in await outbox_events(careplan.app, "cmh.careplan.audit.recorded")]
+    assert [(d["organisation"], d["outcome"]) for d in denied if d["outcome"] == "denied"][:2] == [
+        ("RXN", "denied"),
+        ("P81001", "denied"),
+    ]
     assert (await careplan.client.post(f"{path}/contacts", json=contact, headers=LSCFT)).status_code == 200
     bad = [
         ("contacts", {"at": now.replace(tzinfo=None).isoformat(), "attended": True, "mechanism": "video"}),

@@ -179,10 +179,23 @@ def test_database_connections_fit_postgres(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_the_pseudonym_key_is_a_file_secret_for_reporting_only() -> None:
     holders = [name for name, service in SERVICES_.items() if "secrets" in service]
-    assert holders == ["reporting"]
+    assert sorted(holders) == ["gateway", "reporting"]  # the gateway for its KEK (below)
     assert SERVICES_["reporting"]["secrets"] == [PSEUDONYM_SECRET]
     (script,) = SERVICES_["reporting"]["command"]
     assert f'CMH_REPORTING_PSEUDONYM_KEY="$$(cat /run/secrets/{PSEUDONYM_SECRET})"' in script
     source = Path(COMPOSE["secrets"][PSEUDONYM_SECRET]["file"])
     assert source.parts[0] == "secrets"
     assert "secrets/" in (DEPLOY / ".gitignore").read_text().splitlines()  # never committed
+
+
+def test_the_gateway_kek_is_a_file_secret_for_the_gateway_only() -> None:
+    """issue 18 §5: both gateway replicas open the signing keys with one KEK, never committed."""
+    gateway = SERVICES_["gateway"]
+    assert gateway["secrets"] == ["gateway_key_encryption_key"]
+    assert gateway["environment"]["CMH_KEY_ENCRYPTION_KEY_FILE"] == "/run/secrets/gateway_key_encryption_key"
+    assert Path(COMPOSE["secrets"]["gateway_key_encryption_key"]["file"]).parts[0] == "secrets"
+    assert all(
+        "CMH_KEY_ENCRYPTION_KEY_FILE" not in service.get("environment", {})
+        for name, service in SERVICES_.items()
+        if name != "gateway"
+    )

@@ -34,7 +34,7 @@ assert set(PROCESSES) == {"gateway", *SERVICES}
 CUSTOM_KINDS = {("postgresql.cnpg.io/v1", "Cluster")}
 NATS_URL = "nats://nats.nats.svc.cluster.local:4222"  # release `nats`, namespace `nats`
 # Secrets that every overlay makes for its environment (the base only refers to them).
-OVERLAY_SECRETS = {"cmh-reporting"}
+OVERLAY_SECRETS = {"cmh-reporting", "cmh-gateway"}
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +359,8 @@ def test_settings_point_at_the_services(rendered: Build, name: str, monkeypatch:
     assert "CMH_DATABASE_URL" in env
     # Only reporting holds the pseudonym key, and every replica the same one (from one Secret).
     assert ("CMH_REPORTING_PSEUDONYM_KEY" in env) == (name == "reporting")
+    # Only the gateway holds the key-encryption key of its signing keys, from one Secret.
+    assert ("CMH_KEY_ENCRYPTION_KEY" in env) == (name == "gateway")
 
 
 def test_stream_replicas(base: Build, production: Build, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -393,3 +395,14 @@ def test_migration_job_migrates_then_seeds(rendered: Build) -> None:
     for container in containers(job):
         assert container["envFrom"] == gateway["envFrom"]
         assert container["env"] == [e for e in gateway["env"] if e["name"] == "CMH_DATABASE_URL"]
+
+
+def test_production_gateway_needs_its_kek(production: Build, monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 18 §5: production makes up no key, and the gateway's KEK comes from the overlay's
+    Secret (read from an ignored file), the same for every replica."""
+    gateway = container_of(production.get("Deployment", "gateway"))
+    env = env_of(production, gateway)
+    assert settings_from(env, monkeypatch).environment == "production"
+    (variable,) = [e for e in gateway["env"] if e["name"] == "CMH_KEY_ENCRYPTION_KEY"]
+    assert variable["valueFrom"]["secretKeyRef"] == {"name": "cmh-gateway", "key": "key-encryption-key"}
+    assert any(path.name == "key-encryption.key" for path in production.missing_files + production.files_read)

@@ -99,13 +99,13 @@ async def test_referral_to_agreed_plan_stops_both_clocks(suite: Suite) -> None:
         )
         path = f"/careplan/episodes/{episode['id']}"
         now = datetime.now(UTC)
-        # Another provider's client cannot write in LSCFT's episode.
+        # Another provider cannot tell LSCFT's episode exists, let alone write in it.
         refused = await people.post(
             f"{path}/contacts",
             {"at": now.isoformat(), "attended": True, "mechanism": "face_to_face"},
             "other-provider",
         )
-        assert refused.status_code == 403
+        assert refused.status_code == 404
         for sub, body in (
             ("contacts", {"at": now.isoformat(), "attended": True, "mechanism": "face_to_face"}),
             ("assessments", {"started_at": now.isoformat(), "completed_at": now.isoformat(), "meaningful": True}),

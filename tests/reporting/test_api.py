@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,7 +111,7 @@ async def test_projections_are_pseudonymous_and_pulls_disclose(reporting: Any) -
     ).json()
     rows = {row["place"]: row for row in by_place["rows"]}
     assert rows["lancashire"]["received"] == 10 and rows["blackpool"]["received"] == "*"  # 12 → 10, 3 → *
-    assert by_place["total"]["received"] == 15 and by_place["disclosure"]["applied"] is True
+    assert by_place["total"]["received"] == 15 and by_place["disclosure"]["applied"] is True  # 15 rounded
     assert rows["blackpool"]["suppressed"] is True
 
     waits = (
@@ -122,7 +123,7 @@ async def test_projections_are_pseudonymous_and_pulls_disclose(reporting: Any) -
     assert white["plan_started"] == 10 and white["plan_met"] == 5  # 12 started, 6 met → rounded
     assert white["plan_breached"] == 5 and white["plan_met_pct"] == 50  # 6 met of 12 decided, from raw counts
     assert white["plan_median_days"] == 10
-    assert waits["total"]["plan_breached"] == 7 and waits["total"]["plan_met"] == 8  # raw ICB totals
+    assert waits["total"]["plan_breached"] == 5 and waits["total"]["plan_met"] == 10  # 7 and 8, rounded
 
     raw = (
         await client.get(
@@ -145,7 +146,7 @@ async def test_projections_are_pseudonymous_and_pulls_disclose(reporting: Any) -
     assert csv_body.headers["content-type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(csv_body.text)))
     assert [row["place"] for row in table] == ["blackpool", "lancashire", "ICB total"]
-    assert table[-1]["reaccess"] == "2"
+    assert table[-1]["reaccess"] == "*"  # the ICB total follows the rule too: 2 is not shown
 
 
 @pytest.mark.parametrize(
@@ -230,7 +231,12 @@ async def test_bulk_export_kick_off_poll_manifest_files_since_and_cancel(reporti
     later = await _manifest(
         client, again.headers["content-location"].replace("http://reporting", ""), EXPORTER
     )
-    assert later["output"][0]["count"] == 2
+    async with app.state.db.session() as session:
+        # transactionTime is to the second, rounded down: that second's changes come again.
+        again_due = len((await session.scalars(
+            select(ReferralFact).where(ReferralFact.updated_at >= datetime.fromisoformat(since))
+        )).all())  # fmt: skip
+    assert later["output"][0]["count"] == again_due >= 2  # the 2 new ones, and no change missed
 
     gone = await client.delete(location, headers=EXPORTER)
     assert gone.status_code == 202 and (await client.get(location, headers=EXPORTER)).status_code == 404
@@ -447,3 +453,124 @@ async def test_no_identifier_or_free_text_anywhere_in_reporting(reporting: Any) 
     for secret in secrets_:
         assert secret not in haystack, secret  # every column of every table, and every export file
     assert "inbox" in tables and "reporting_referrals" in tables
+
+
+# --- issue 18: what leaves reporting is de-identified ---------------------------------------------
+
+
+def _follows_the_rule(value: Any, kind: str) -> bool:
+    if value is None or value == "*":
+        return True
+    if kind == "count":
+        return isinstance(value, int) and value >= 5 and value % 5 == 0
+    return isinstance(value, int | float)  # percentages (whole numbers) and statistics
+
+
+async def test_no_figure_escapes_the_rule_on_any_reporting_route(reporting: Any) -> None:
+    """Every GET route under /reporting from the app's own routes: a measure's JSON and CSV rows and
+    total, and the dashboard's cells, hold only "*" or rule-following figures; a route neither a
+    measure nor the dashboard nor an export fails here until it is covered."""
+    from services.reporting.aggregates import MEASURES
+
+    client, app = reporting
+    await _publish(app, _crisis_events() + referral_events(9, place="lancashire", ethnicity="A")
+                   + referral_events(3, place="blackpool", ethnicity="H"))  # fmt: skip
+
+    async def projected() -> bool:
+        return await _count(app, ReferralFact) == 25 and await _count(app, EpisodeFact) == 12
+
+    await eventually(projected, timeout=15)
+    # From the app's own routes (its OpenAPI paths), so a new route is checked without editing this.
+    paths = [path for path, operations in app.openapi()["paths"].items() if "get" in operations]
+    checked = set()
+    for path in paths:
+        if not path.startswith("/reporting"):
+            continue  # health, metrics: no figures
+        name = path.removeprefix("/reporting/")
+        if "$export" in path:
+            continue  # record-level, pseudonymised: test_export_has_no_source_ids_and_is_audited
+        if name == "dashboard":
+            html = (
+                await client.get(path, params={"from": "2026-09-01", "to": "2026-11-30"}, headers=ICB)
+            ).text
+            cells = re.findall(r"<td>([^<]*)</td>", html)
+            assert cells and all(c in ("*", "&ndash;") or c.isdigit() for c in cells), cells
+            checked.add(name)
+            continue
+        assert name in MEASURES, f"{path} answers figures no disclosure test covers"
+        figures = MEASURES[name].figures
+        kinds = {**dict.fromkeys(figures.counts, "count"), **dict.fromkeys(figures.percentages, "pct"),
+                 **dict.fromkeys(figures.statistics, "stat")}  # fmt: skip
+        for group_by in (None, "place", "ethnicity", "place,priority"):
+            params = {"period": "2026-10", **({"group_by": group_by} if group_by else {})}
+            body = (await client.get(path, params=params, headers=ICB)).json()
+            for row in [*body["rows"], body["total"]]:
+                for field, value in row.items():
+                    if field in kinds:
+                        assert _follows_the_rule(value, kinds[field]), (name, group_by, field, value)
+                    else:
+                        assert field == "suppressed" or field in (group_by or ""), (name, field)
+            table = (await client.get(path, params=params, headers={**ICB, "Accept": "text/csv"})).text
+            for line in csv.DictReader(io.StringIO(table)):
+                for field, kind in kinds.items():
+                    if line.get(field) not in (None, "", "*"):
+                        number = float(line[field])
+                        shown = int(number) if number.is_integer() else number
+                        assert _follows_the_rule(shown, kind), (name, group_by, field, line[field])
+        checked.add(name)
+    assert checked == {*MEASURES, "dashboard"}
+
+
+async def test_export_has_no_source_ids_and_is_audited(reporting: Any) -> None:
+    from services.reporting.models import HandoverFact
+    from shared.audit import AUDIT_SUBJECTS
+    from tests.support import outbox_events
+
+    client, app = reporting
+    await _publish(app, _crisis_events() + referral_events(6, place="lancashire", ethnicity="A"))
+
+    async def projected() -> bool:
+        return await _count(app, EpisodeFact) == 6 and await _count(app, HandoverFact) == 6
+
+    await eventually(projected, timeout=15)
+    async with app.state.db.session() as session:
+        source_ids = [*(await session.scalars(select(ReferralFact.referral_id))).all(),
+                      *(await session.scalars(select(EpisodeFact.episode_id))).all(),
+                      *(await session.scalars(select(HandoverFact.handover_id))).all()]  # fmt: skip
+        stamps = [e.opened_at for e in (await session.scalars(select(EpisodeFact))).all()]
+    kick = await client.post("/reporting/$export", headers=EXPORTER)
+    location = kick.headers["content-location"].replace("http://reporting", "")
+    job_id = location.rsplit("/", 1)[-1]
+    manifest = await _manifest(client, location, EXPORTER)
+    assert "." not in manifest["transactionTime"]  # to the second
+    files = {}
+    for output in manifest["output"]:
+        files[output["type"]] = (
+            await client.get(output["url"].replace("http://reporting", ""), headers=EXPORTER)
+        ).text
+    text_ = "\n".join(files.values())
+    assert len(source_ids) == 25 + 6 - 6 + 6  # referrals, episodes and handovers all exported
+    for source_id in source_ids:
+        assert source_id not in text_, source_id
+    assert "person-" not in text_
+    assert not re.search(r"\d{2}:\d{2}", text_)  # no times at all, let alone sub-second ones
+    for stamp in stamps:
+        assert stamp.isoformat() not in text_
+    episodes = [json.loads(line) for line in files["Episode"].splitlines()]
+    referrals = {json.loads(line)["referral_key"] for line in files["Referral"].splitlines()}
+    assert all(e["age_band"] in ("26-34", "35-44") and "age_at_referral" not in e for e in episodes)
+    assert {e["referral_key"] for e in episodes} <= referrals  # pseudonyms still link the files
+    assert all(len(e["episode_key"]) == 32 and e["referral_received_date"] == "2026-10-05" for e in episodes)
+
+    refused = await client.get(f"{location}/files/Referral", headers=OTHER_EXPORTER)
+    assert refused.status_code == 404
+    audits = [e["data"] for e in await outbox_events(app) if e["type"].endswith(".audit.recorded")]
+    assert AUDIT_SUBJECTS.startswith("cmh.*.audit")
+    kicked = [a for a in audits if a["resource_type"] == "BulkExport" and a["outcome"] == "success"]
+    assert len(kicked) == 1 and kicked[0]["resource_ids"] == [job_id] and kicked[0]["action"] == "export"
+    downloads = [a for a in audits if a["resource_type"] in ("Referral", "Episode", "Handover")]
+    granted = [a for a in downloads if a["outcome"] == "success"]
+    assert sorted(a["resource_type"] for a in granted) == sorted(files)
+    assert all(a["client_id"] == "exporter" and a["person_ids"] == [] for a in granted)
+    denied = [a for a in downloads if a["outcome"] == "denied"]
+    assert len(denied) == 1 and denied[0]["client_id"] == "exporter-2"

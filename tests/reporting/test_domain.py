@@ -1,5 +1,6 @@
-"""Reporting rules as pure functions: pseudonyms, categories, periods, MHSDS disclosure control,
-nearest-rank statistics, group_by and the crisis targets."""
+"""Reporting rules as pure functions: pseudonyms, categories, periods, MHSDS disclosure control of
+single figures (whole tables: test_disclosure.py), nearest-rank statistics, group_by and the crisis
+targets."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from services.reporting.domain import (
     GROUP_FIELDS,
     SEX_CATEGORIES,
     SUPPRESSED,
+    Figures,
     GroupByError,
     Period,
     PeriodError,
     age_band,
-    disclose,
     ethnicity_group,
     median,
     median_of_counts,
@@ -29,6 +30,7 @@ from services.reporting.domain import (
     percentile,
     percentile_of_counts,
     person_key,
+    publish,
     raw_percentage,
     sex_category,
     suppress_count,
@@ -273,97 +275,15 @@ def test_totals_come_from_raw_counts_not_rounded_cells() -> None:
     assert sum(n for n in shown_cells if isinstance(n, int)) == 15
 
 
-def test_disclose_below_icb_level() -> None:
-    row = {"team": "Crisis East", "referred": 40, "seen": 5, "breached": 3, "median_days": 12.0}
-    out = disclose(
-        row,
-        ("referred", "seen", "breached"),
-        {"seen_pct": ("seen", "referred"), "breached_pct": ("breached", "referred")},
-        unsuppressed=False,
-        icb_level=False,
-        statistic_fields={"median_days": "seen"},
-    )
-    assert out == {
-        "team": "Crisis East",
-        "referred": 40,
-        "seen": 5,
-        "breached": "*",
-        "median_days": 12.0,
-        "seen_pct": 13,  # 5/40 from the raw counts
-        "breached_pct": "*",
-        "suppressed": True,
-    }
-    assert row["breached"] == 3  # the input row is not changed
-
-
-def test_disclose_percentages_use_raw_counts() -> None:
-    out = disclose(
-        {"met": 7, "total": 13},
-        ("met", "total"),
-        {"met_pct": ("met", "total")},
-        unsuppressed=False,
-        icb_level=False,
-    )
-    # Rounded cells would give 5/15 = 33%; the raw counts give 7/13 = 54%.
-    assert out == {"met": 5, "total": 15, "met_pct": 54, "suppressed": True}
-
-
-def test_disclose_marks_nothing_changed() -> None:
-    out = disclose({"a": 10, "b": 20}, ("a", "b"), {"p": ("a", "b")}, unsuppressed=False, icb_level=False)
-    assert out == {"a": 10, "b": 20, "p": 50, "suppressed": False}
-
-
-def test_disclose_suppresses_a_statistic_over_few_people() -> None:
-    out = disclose(
-        {"seen": 2, "median_days": 30.0},
-        ("seen",),
-        {},
-        unsuppressed=False,
-        icb_level=False,
-        statistic_fields={"median_days": "seen"},
-    )
-    assert out["median_days"] == "*" and out["seen"] == "*" and out["suppressed"] is True
-
-
-@pytest.mark.parametrize(("unsuppressed", "icb_level"), [(True, False), (False, True), (True, True)])
-def test_disclose_raw_when_unsuppressed_or_icb_level(unsuppressed: bool, icb_level: bool) -> None:
-    out = disclose(
-        {"met": 3, "total": 16, "median_days": 4.0},
-        ("met", "total"),
-        {"met_pct": ("met", "total"), "none_pct": ("met", "missing")},
-        unsuppressed=unsuppressed,
-        icb_level=icb_level,
-        statistic_fields={"median_days": "met"},
-    )
-    assert out == {
-        "met": 3,
-        "total": 16,
-        "median_days": 4.0,
-        "met_pct": 18.8,  # 18.75 half up
-        "none_pct": None,
-        "suppressed": False,
-    }
-
-
-def test_disclose_refuses_to_leak_a_raw_denominator() -> None:
-    with pytest.raises(ValueError):
-        disclose(
-            {"met": 7, "total": 13}, ("met",), {"p": ("met", "total")}, unsuppressed=False, icb_level=False
-        )
-
-
-def test_disclose_leaves_missing_counts_missing() -> None:
-    out = disclose({"a": None, "b": 9}, ("a", "b"), {"p": ("a", "b")}, unsuppressed=False, icb_level=False)
-    assert out == {"a": None, "b": 10, "p": None, "suppressed": True}
-
-
 @given(st.lists(counts, min_size=1, max_size=5))
-def test_disclose_never_shows_a_count_under_five(values: list[int]) -> None:
-    fields = [f"c{i}" for i in range(len(values))]
-    out = disclose(dict(zip(fields, values, strict=True)), fields, {}, unsuppressed=False, icb_level=False)
-    for field in fields:
-        assert out[field] == SUPPRESSED or out[field] >= 5
-    assert out["suppressed"] == any(out[f] != v for f, v in zip(fields, values, strict=True))
+def test_publish_never_shows_a_count_under_five(values: list[int]) -> None:
+    fields = tuple(f"c{i}" for i in range(len(values)))
+    row = dict(zip(fields, values, strict=True))
+    (out,), total = publish([row], row, Figures(fields, {}, {}), (), unsuppressed=False)
+    for shown in (out, total):
+        for field in fields:
+            assert shown[field] == SUPPRESSED or shown[field] >= 5
+        assert shown["suppressed"] == any(shown[f] == SUPPRESSED for f in fields)
 
 
 def test_negative_counts_are_refused() -> None:
