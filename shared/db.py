@@ -7,6 +7,7 @@ connection; on SQLite it is a file of its own.
 
 from __future__ import annotations
 
+import abc
 import re
 import time
 from collections.abc import AsyncIterator
@@ -114,7 +115,7 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             raise DisconnectionError("pooled connection no longer usable") from exc
 
 
-class RefusedWithRecord(Exception):
+class RefusedWithRecord(Exception, abc.ABC):
     """A refusal whose record must be kept although the work it refused is rolled back (a denied
     access is audited: shared/audit.py `AccessDenied`)."""
 
@@ -122,8 +123,9 @@ class RefusedWithRecord(Exception):
         super().__init__(str(problem))
         self.problem = problem
 
+    @abc.abstractmethod
     def stage(self, session: AsyncSession) -> None:
-        raise NotImplementedError
+        """Add the record to `session` (committed by `Database`)."""
 
 
 class Database:
