@@ -6,7 +6,8 @@
    JWKS and the public directory reads needs a valid bearer token, and at least one scope of the
    area it calls (services check the exact scope again). 401/403 problem+json otherwise.
 4. Rate limits: a token bucket per client (its registered rate, carried in the token) or, for
-   unauthenticated routes, per peer address. 429 with Retry-After.
+   unauthenticated routes, per caller address (shared/http.py: X-Forwarded-For only from
+   CMH_TRUSTED_PROXIES). 429 with Retry-After.
 
 Limits are per gateway replica: with N replicas a client can reach N times its rate.
 """
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.fhir import FHIR_RESOURCE_OWNERS
 from shared.auth import TokenVerifier, bearer_token
 from shared.errors import Problem, error_response
+from shared.http import client_address
 from shared.settings import Settings
 
 OPEN_PATHS = frozenset(
@@ -134,7 +136,8 @@ class AccessControlMiddleware:
             await self._check_body_declared(headers)
             if path in OPEN_PATHS or public_read:
                 if path not in UNLIMITED_PATHS:
-                    self._rate_limit(f"peer:{_peer(scope)}", self.settings.public_rate_limit_per_minute)
+                    address = client_address(scope, self.settings)
+                    self._rate_limit(f"peer:{address}", self.settings.public_rate_limit_per_minute)
             else:
                 claims = await self._authenticate(scope, headers, path)
                 self._rate_limit(f"client:{claims['sub']}", int(claims.get("cmh_rate") or 0) or None)
@@ -256,11 +259,6 @@ def _with_cors(send: Send) -> Send:
         await send(message)
 
     return send_with_cors
-
-
-def _peer(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

@@ -115,6 +115,12 @@ def operational_router() -> APIRouter:
     return router
 
 
+def consumes() -> dict[str, list[str]]:
+    """Its durable consumer (the audit trail), for the bus provisioner."""
+    subscription = audit.audit_subscription()
+    return {subscription.durable: list(subscription.subjects)}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -128,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = KeyManager(db, settings)
         await keys.ensure_active()
         upstream = new_upstream_client(settings)
-        broker = Broker(settings, "cmh-gateway")
+        broker = Broker(settings, "gateway")
         audit_consumer = EventConsumer(db, broker, settings, "gateway", audit.audit_subscription())
         app.state.settings = settings
         app.state.db = db
@@ -148,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stop_background(settings, [audit_consumer], None)
             await broker.close()
             await upstream.aclose()
+            app.state.token_service.close()
             await db.dispose()
 
     app = FastAPI(

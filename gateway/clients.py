@@ -1,12 +1,17 @@
 """The client registry: who may ask for tokens, for which organisation, with which scopes.
 
-Secrets are shown once, when made, and stored only as Argon2id hashes. Rotating a secret keeps the
-previous one valid for a grace period so a partner can roll it out without downtime.
+Secrets are shown once, when made, and stored only hashed. They are 256 random bits made here, so a
+slow password hash buys nothing against guessing (there is nothing to guess) and costs the token
+endpoint dearly under load: new hashes are `hmac-sha256$<salt>$<hex>`, HMAC-SHA256 keyed by a
+random per-secret salt. Argon2id hashes from before still verify (the token endpoint upgrades
+them on a successful check). Rotating a secret keeps the previous one valid for a grace period so
+a partner can roll it out without downtime.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -24,7 +29,9 @@ from gateway.models import Client
 from shared.auth import SCOPES, ClientKind
 from shared.sqltypes import utcnow
 
-_hasher = PasswordHasher()
+_argon2 = PasswordHasher()  # only to verify hashes made before the hmac-sha256 format
+HMAC_SCHEME = "hmac-sha256"
+MIN_SECRET_LENGTH = 32  # a fast hash is safe for high-entropy secrets only
 
 # ODS organisation codes; charity numbers (England and Wales, Scotland SC, Northern Ireland NIC);
 # Companies House numbers (8 digits, or two letters and six digits).
@@ -69,8 +76,18 @@ def check_jwks(jwks: dict[str, Any]) -> str:
     return json.dumps(jwks)
 
 
+def _hmac_hex(salt: str, secret: str) -> str:
+    return hmac.new(salt.encode(), secret.encode(), hashlib.sha256).hexdigest()
+
+
 def hash_secret(secret: str) -> str:
-    return _hasher.hash(secret)
+    salt = secrets.token_hex(16)
+    return f"{HMAC_SCHEME}${salt}${_hmac_hex(salt, secret)}"
+
+
+def is_legacy_hash(stored: str) -> bool:
+    """An Argon2 hash from before the fast format (slow to check: the token endpoint pools it)."""
+    return not stored.startswith(f"{HMAC_SCHEME}$")
 
 
 def new_secret() -> str:
@@ -109,6 +126,8 @@ async def add_client(
     if jwks is not None:
         method, stored_jwks, shown_secret, secret_hash = "private_key_jwt", check_jwks(jwks), None, None
     else:
+        if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+            raise ClientRegistryError(f"a given secret needs at least {MIN_SECRET_LENGTH} random characters")
         shown_secret = secret or new_secret()
         method, stored_jwks, secret_hash = "client_secret", None, hash_secret(shown_secret)
     now = utcnow()
@@ -180,33 +199,43 @@ async def replace_jwks(session: AsyncSession, client_id: str, jwks: dict[str, An
     client.updated_at = utcnow()
 
 
+def secret_candidates(client: Client, now: datetime) -> list[tuple[str, str]]:
+    """(column, stored hash) a presented secret may match: the current one, and the previous one
+    inside its grace."""
+    candidates = [("secret_hash", client.secret_hash)]
+    if client.previous_secret_expires_at and client.previous_secret_expires_at > now:
+        candidates.append(("previous_secret_hash", client.previous_secret_hash))
+    return [(column, stored) for column, stored in candidates if stored]
+
+
+def check_hash(stored: str, secret: str) -> bool:
+    if not is_legacy_hash(stored):
+        salt, _, digest = stored.removeprefix(f"{HMAC_SCHEME}$").partition("$")
+        return hmac.compare_digest(_hmac_hex(salt, secret).encode(), digest.encode())
+    try:
+        return _argon2.verify(stored, secret)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def match_secret(client: Client, secret: str, now: datetime) -> tuple[str, str] | None:
+    """The (column, stored hash) the secret matches, or None. Compared in constant time."""
+    for column, stored in secret_candidates(client, now):
+        if check_hash(stored, secret):
+            return column, stored
+    return None
+
+
 def verify_secret(client: Client, secret: str, now: datetime) -> bool:
-    """Constant-time check against the current secret, or the previous one inside its grace."""
-    candidates = [client.secret_hash]
-    if (
-        client.previous_secret_hash
-        and client.previous_secret_expires_at
-        and client.previous_secret_expires_at > now
-    ):
-        candidates.append(client.previous_secret_hash)
-    for stored in candidates:
-        if not stored:
-            continue
-        try:
-            if _hasher.verify(stored, secret):
-                return True
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            continue
-    return False
+    return match_secret(client, secret, now) is not None
 
 
-_DUMMY_HASH = _hasher.hash("not-a-client-secret")
+_DUMMY_SALT = secrets.token_hex(16)
 
 
 def burn_verification(secret: str) -> None:
-    """Spend what a real check costs, so an unknown client id can't be told apart by timing."""
-    with contextlib.suppress(VerifyMismatchError, VerificationError, InvalidHashError):
-        _hasher.verify(_DUMMY_HASH, secret)
+    """Spend what a (current-format) check costs, so an unknown client id can't be told by timing."""
+    hmac.compare_digest(_hmac_hex(_DUMMY_SALT, secret).encode(), b"0" * 64)
 
 
 def client_summary(client: Client) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from shared.errors import error_response, problem_type
 from shared.fhir import FORWARDED_BASE_HEADER
+from shared.http import UNKNOWN_ADDRESS, client_address
 from shared.metrics import UPSTREAM_ERRORS
 from shared.settings import SERVICES, Settings
 from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER
@@ -97,9 +98,10 @@ def _upstream_headers(request: Request) -> list[tuple[str, str]]:
     state = request.scope.get("state", {})
     headers.append((REQUEST_ID_HEADER, state["request_id"]))
     headers.append((TRACEPARENT_HEADER, state["traceparent"]))
-    # The gateway is the edge: what a caller claims about earlier hops is not trusted.
-    if request.client:
-        headers.append(("X-Forwarded-For", request.client.host))
+    # One address, the caller's as the gateway believes it; earlier hops a caller claims are dropped.
+    address = client_address(request.scope, request.app.state.settings)
+    if address != UNKNOWN_ADDRESS:
+        headers.append(("X-Forwarded-For", address))
     headers.append(("X-Forwarded-Proto", request.url.scheme))
     if "host" in request.headers:
         headers.append(("X-Forwarded-Host", request.headers["host"]))

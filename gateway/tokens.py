@@ -2,8 +2,14 @@
 
 Clients authenticate with client_secret_basic, client_secret_post, or private_key_jwt (RFC 7523
 client assertion, as NHS England's APIs use: signed by the client's registered key, `iss` = `sub` =
-client id, `aud` = this token endpoint, short-lived, `jti` used once). Requested scopes are
-narrowed to those the client holds. Errors carry RFC 6749's `error` code inside a problem+json body.
+client id, `aud` = this token endpoint as configured or the issuer, never a URL made from the
+request's Host header; short-lived, `jti` used once). Requested scopes are narrowed to those the
+client holds. Errors carry RFC 6749's `error` code inside a problem+json body.
+
+Against guessing and load: after `token_failure_limit` failed secrets for a client id within
+`token_failure_window_seconds`, that id is answered 429 before any hash is computed. Current
+secret hashes are a fast HMAC checked on the event loop; old Argon2 ones go to a small pool of
+their own threads that answers 503 at once when its queue is full. Both are per gateway replica.
 """
 
 from __future__ import annotations
@@ -11,23 +17,37 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
+import math
 import secrets
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from gateway.clients import ASSERTION_ALGORITHMS, burn_verification, verify_secret
+from gateway.clients import (
+    ASSERTION_ALGORITHMS,
+    burn_verification,
+    hash_secret,
+    is_legacy_hash,
+    match_secret,
+    secret_candidates,
+)
 from gateway.keys import KeyManager
 from gateway.models import Client, UsedAssertion
 from shared.auth import TOKEN_ALGORITHM
 from shared.db import Database
 from shared.errors import Problem
+from shared.http import client_address
 from shared.settings import Settings
 from shared.sqltypes import utcnow
 
@@ -35,12 +55,18 @@ CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 router = APIRouter(tags=["gateway"])
+log = logging.getLogger("cmh.gateway.tokens")
+T = TypeVar("T")
 
 
-def oauth_error(status: int, error: str, description: str, *, basic: bool = False) -> Problem:
+def oauth_error(
+    status: int, error: str, description: str, *, basic: bool = False, retry_after: float | None = None
+) -> Problem:
     headers = dict(NO_STORE)
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="cmh-suite"' if basic else 'Bearer realm="cmh-suite"'
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return Problem(
         status,
         "Token request refused",
@@ -66,17 +92,109 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
 
 
+def _claimed_issuer(assertion: str) -> str | None:
+    """Who an unverified assertion says it is, for the log only."""
+    try:
+        issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+    except jwt.InvalidTokenError:
+        return None
+    return issuer[:64] if isinstance(issuer, str) else None
+
+
+class FailedAttempts:
+    """Failed authentications per key (a client id) in a sliding window, in memory."""
+
+    def __init__(self, limit: int, window_seconds: float, *, max_keys: int = 50_000) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self.max_keys = max_keys
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, key: str, now: float | None = None) -> float | None:
+        """None if another attempt may be checked; otherwise seconds until one may."""
+        now = time.monotonic() if now is None else now
+        times = self._failures.get(key)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return None
+        return times[0] + self.window - now if len(times) >= self.limit else None
+
+    def record(self, key: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._failures.setdefault(key, deque(maxlen=self.limit)).append(now)
+        if len(self._failures) > self.max_keys:
+            self._prune(now)
+
+    def forget_one(self, key: str) -> None:
+        times = self._failures.get(key)
+        if times:
+            times.pop()
+
+    def clear(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, times in self._failures.items() if times[-1] <= now - self.window]:
+            del self._failures[key]
+        # Still full (a flood of made-up ids): forget the longest-known keys first.
+        while len(self._failures) > self.max_keys:
+            del self._failures[next(iter(self._failures))]
+
+
+class PoolFull(Exception):
+    """Every verification thread is busy and the queue is full."""
+
+
+class VerificationPool:
+    """Slow hash checks on `workers` threads of their own with at most `queue` waiting: past that,
+    refuse at once rather than queue behind the default executor (where a flood of wrong guesses
+    would delay every correct one)."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmh-verify")
+        self.capacity = workers + queue
+        self.admitted = 0
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        if self.admitted >= self.capacity:
+            raise PoolFull
+        loop = asyncio.get_running_loop()
+        self.admitted += 1
+        future = self._executor.submit(function, *args)
+        # Released when the thread is done, not when the caller stops waiting (a client gone away).
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        return await asyncio.wrap_future(future)
+
+    def _release(self) -> None:
+        self.admitted -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 class TokenService:
     def __init__(self, db: Database, keys: KeyManager, settings: Settings) -> None:
         self.db = db
         self.keys = keys
         self.settings = settings
+        self.failures = FailedAttempts(settings.token_failure_limit, settings.token_failure_window_seconds)
+        self.pool = VerificationPool(settings.token_verify_workers, settings.token_verify_queue)
 
-    def token_endpoint_urls(self, request: Request | None) -> set[str]:
-        urls = {f"{self.settings.gateway_url()}/oauth2/token", self.settings.token_issuer}
-        if request is not None:
-            urls.add(str(request.url_for("issue_token")))
-        return urls
+    def token_endpoint_urls(self) -> set[str]:
+        """Audiences a client assertion may name: configuration only, never the Host header (a
+        caller-chosen Host would make an assertion meant for another server acceptable here)."""
+        return {
+            f"{self.settings.gateway_url()}/oauth2/token",
+            f"{self.settings.public_gateway_url()}/oauth2/token",
+            self.settings.token_issuer,
+        }
+
+    def close(self) -> None:
+        self.pool.close()
 
     async def authenticate(self, form: dict[str, str], authorization: str | None, request: Request) -> Client:
         basic = _basic_credentials(authorization)
@@ -87,33 +205,93 @@ class TokenService:
         if assertion_type:
             if assertion_type != CLIENT_ASSERTION_TYPE:
                 raise oauth_error(400, "invalid_request", "Unsupported client_assertion_type.")
-            return await self._authenticate_assertion(
-                form.get("client_assertion", ""), form.get("client_id"), request
-            )
+            assertion = form.get("client_assertion", "")
+            try:
+                return await self._authenticate_assertion(assertion, form.get("client_id"))
+            except Problem:
+                claimed = form.get("client_id") or _claimed_issuer(assertion)
+                log.warning(
+                    "client assertion refused",
+                    extra={
+                        "client_id": claimed,
+                        "client_address": client_address(request.scope, self.settings),
+                    },
+                )
+                raise
         if basic:
             client_id, secret = basic
         elif form.get("client_secret"):
             client_id, secret = form.get("client_id", ""), form["client_secret"]
         else:
             raise oauth_error(401, "invalid_client", "Client authentication is required.", basic=True)
+        return await self._authenticate_secret(client_id, secret, request, basic=bool(basic))
+
+    async def _authenticate_secret(
+        self, client_id: str, secret: str, request: Request, *, basic: bool
+    ) -> Client:
+        address = client_address(request.scope, self.settings)
+        key = client_id[:64]
+        # Before any lookup or hash: a client id under guessing costs nothing more.
+        wait = self.failures.retry_after(key)
+        if wait is not None:
+            log.warning(
+                "token request refused: too many failed attempts",
+                extra={"client_id": key, "client_address": address},
+            )
+            raise oauth_error(
+                429, "slow_down", "Too many failed authentication attempts for this client.", retry_after=wait
+            )
+        # Counted before the check, so concurrent guesses cannot all pass the limit at once.
+        self.failures.record(key)
         async with self.db.session() as session:
             client = await session.get(Client, client_id) if client_id else None
         now = utcnow()
         usable = client is not None and client.disabled_at is None and client.auth_method == "client_secret"
-        # Argon2 is deliberately slow: keep it off the event loop. Unknown clients cost the same.
+        matched: tuple[str, str] | None = None
         if usable and client is not None:
-            valid = await asyncio.to_thread(verify_secret, client, secret, now)
+            if any(is_legacy_hash(stored) for _, stored in secret_candidates(client, now)):
+                # Argon2 is deliberately slow: off the event loop, on a bounded pool.
+                try:
+                    matched = await self.pool.run(match_secret, client, secret, now)
+                except PoolFull:
+                    self.failures.forget_one(key)  # never checked: not a failed attempt
+                    log.warning(
+                        "token request refused: verification pool full",
+                        extra={"client_id": key, "client_address": address},
+                    )
+                    raise oauth_error(
+                        503,
+                        "temporarily_unavailable",
+                        "Too many authentications in progress; retry shortly.",
+                        retry_after=1,
+                    ) from None
+            else:
+                matched = match_secret(client, secret, now)
         else:
-            await asyncio.to_thread(burn_verification, secret)
-            valid = False
-        if not usable or not valid:
-            raise oauth_error(401, "invalid_client", "Client authentication failed.", basic=bool(basic))
-        assert client is not None
+            burn_verification(secret)  # unknown clients cost what known ones do
+        if matched is None or client is None:
+            log.warning("client authentication failed", extra={"client_id": key, "client_address": address})
+            raise oauth_error(401, "invalid_client", "Client authentication failed.", basic=basic)
+        self.failures.clear(key)
+        column, stored = matched
+        if is_legacy_hash(stored):
+            await self._upgrade_hash(client.client_id, column, stored, secret)
         return client
 
-    async def _authenticate_assertion(
-        self, assertion: str, form_client_id: str | None, request: Request
-    ) -> Client:
+    async def _upgrade_hash(self, client_id: str, column: str, stored: str, secret: str) -> None:
+        """Replace an Argon2 hash by the fast format, only if the row still holds it (a rotation
+        in between wins). A failure here costs the next check its speed, not this request."""
+        try:
+            async with self.db.transaction() as session:
+                await session.execute(
+                    update(Client)
+                    .where(Client.client_id == client_id, getattr(Client, column) == stored)
+                    .values({column: hash_secret(secret)})
+                )
+        except SQLAlchemyError:
+            log.warning("secret hash upgrade failed", extra={"client_id": client_id})
+
+    async def _authenticate_assertion(self, assertion: str, form_client_id: str | None) -> Client:
         failed = oauth_error(401, "invalid_client", "Client assertion is not valid.")
         try:
             unverified = jwt.decode(assertion, options={"verify_signature": False})
@@ -140,7 +318,7 @@ class TokenService:
                 assertion,
                 key.key,
                 algorithms=[header["alg"]],
-                audience=list(self.token_endpoint_urls(request)),
+                audience=list(self.token_endpoint_urls()),
                 issuer=client_id,
                 leeway=self.settings.token_leeway_seconds,
                 options={"require": ["exp", "iss", "sub", "aud", "jti"]},

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 
 import nats
 from nats.aio.client import Client as NATS
@@ -18,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from shared.bus_access import ADMIN, inbox_prefix, read_password
 from shared.settings import Settings
 
 log = logging.getLogger("cmh.broker")
@@ -55,10 +57,66 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     await js.update_stream(config)
 
 
+def nats_servers(settings: Settings) -> list[str]:
+    if not settings.nats_url:
+        raise RuntimeError("CMH_NATS_URL is not set")
+    return [s.strip() for s in settings.nats_url.split(",") if s.strip()]
+
+
+def check_bus_settings(settings: Settings) -> None:
+    """Production never runs on an open bus, nor on one without TLS."""
+    if settings.environment != "production":
+        return
+    if not settings.bus_closed:
+        raise RuntimeError("production requires a closed bus: set CMH_NATS_CREDENTIALS_DIR")
+    if settings.nats_tls_ca_file is None and not all(
+        url.startswith("tls://") for url in nats_servers(settings)
+    ):
+        raise RuntimeError("production requires TLS to NATS: tls:// URLs or CMH_NATS_TLS_CA_FILE")
+
+
+def connect_options(settings: Settings, identity: str) -> dict[str, object]:
+    """How `identity` connects: its own user, password and reply inbox on a closed bus; TLS when
+    a CA is configured. Every connection to the suite's NATS is made with these."""
+    options: dict[str, object] = {"servers": nats_servers(settings), "name": f"cmh-{identity}"}
+    if settings.nats_credentials_dir is not None:
+        options.update(
+            user=identity,
+            password=read_password(settings.nats_credentials_dir, identity),
+            inbox_prefix=inbox_prefix(identity),
+        )
+    if settings.nats_tls_ca_file is not None:
+        options["tls"] = ssl.create_default_context(cafile=str(settings.nats_tls_ca_file))
+    return options
+
+
+BUNDLED_BUS_DIR = "nats"  # under CMH_VAR_DIR: the bundled server's store, users and config
+
+
+def beside_the_suite(settings: Settings) -> Settings:
+    """Settings for a command run beside `cmh run` (e.g. `cmh reporting rebuild`): the NATS URL it
+    recorded under var/ and the bundled bus's credentials, unless configured otherwise."""
+    update: dict[str, object] = {}
+    recorded = settings.var_dir / "nats.url"
+    if not settings.nats_url and recorded.exists():
+        update["nats_url"] = recorded.read_text().strip()
+    credentials = settings.var_dir / BUNDLED_BUS_DIR / "credentials"
+    if settings.nats_credentials_dir is None and credentials.is_dir():
+        update["nats_credentials_dir"] = credentials
+    return settings.model_copy(update=update)
+
+
+async def connect_bus(settings: Settings, identity: str = ADMIN, **extra: object) -> NATS:
+    """A plain connection as `identity` (tools, tests and the provisioner; `admin` by default)."""
+    return await nats.connect(**{**connect_options(settings, identity), **extra})  # type: ignore[arg-type]
+
+
 class Broker:
-    def __init__(self, settings: Settings, client_name: str) -> None:
+    def __init__(self, settings: Settings, identity: str) -> None:
+        check_bus_settings(settings)
         self.settings = settings
-        self.client_name = client_name
+        self.identity = identity
+        self.client_name = f"cmh-{identity}"
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.connected = asyncio.Event()
@@ -67,9 +125,7 @@ class Broker:
 
     @property
     def servers(self) -> list[str]:
-        if not self.settings.nats_url:
-            raise RuntimeError("CMH_NATS_URL is not set")
-        return [s.strip() for s in self.settings.nats_url.split(",") if s.strip()]
+        return nats_servers(self.settings)
 
     def start(self) -> None:
         """Connect in the background; callers wait on `connected` when they need JetStream."""
@@ -81,9 +137,9 @@ class Broker:
         while not self._closing:
             attempt += 1
             try:
-                nc = await nats.connect(
-                    servers=self.servers,
-                    name=self.client_name,
+                nc = await connect_bus(
+                    self.settings,
+                    self.identity,
                     connect_timeout=2,
                     reconnect_time_wait=0.5,
                     max_reconnect_attempts=-1,
@@ -93,7 +149,11 @@ class Broker:
                     reconnected_cb=self._on_reconnected,
                 )
                 js = nc.jetstream(timeout=5)
-                await ensure_stream(js, self.settings)
+                if self.settings.bus_closed:
+                    # The admin made the stream; this identity may only look at it.
+                    await js.stream_info(self.settings.stream_name)
+                else:
+                    await ensure_stream(js, self.settings)
                 self.nc, self.js = nc, js
                 self.connected.set()
                 log.info("connected to NATS", extra={"attempt": attempt})
@@ -101,7 +161,7 @@ class Broker:
             except Exception as exc:
                 delay = backoff_delay(attempt, cap=self.settings.broker_backoff_max_seconds)
                 log.warning(
-                    "NATS not reachable, retrying",
+                    "NATS not reachable (or the stream not provisioned), retrying",
                     extra={"error": type(exc).__name__, "retry_in": round(delay, 2)},
                 )
                 with contextlib.suppress(Exception):
@@ -118,8 +178,9 @@ class Broker:
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
-        # A server that lost its store (or a new cluster) needs the stream again.
-        if self.js is not None:
+        # A server that lost its store (or a new cluster) needs the stream again; on a closed bus
+        # only the provisioner may make it.
+        if self.js is not None and not self.settings.bus_closed:
             with contextlib.suppress(Exception):
                 await ensure_stream(self.js, self.settings)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
-from shared.settings import DATABASE_OWNERS, SERVICES, get_settings
-
-PROCESSES = (*SERVICES, "gateway")
+from shared.settings import DATABASE_OWNERS, PROCESSES, get_settings
 
 
 def cmd_run(_args: argparse.Namespace) -> int:
@@ -80,6 +79,29 @@ def cmd_seed(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bus_provision(_args: argparse.Namespace) -> int:
+    from shared.broker import beside_the_suite
+    from shared.consumer import provision_bus
+    from shared.serving import bus_plan
+
+    settings = beside_the_suite(get_settings())
+    count = asyncio.run(provision_bus(settings, bus_plan()))
+    print(f"stream {settings.stream_name} and {count} durable consumers provisioned")
+    return 0
+
+
+def cmd_bus_authorization(args: argparse.Namespace) -> int:
+    import json
+
+    from shared.bus_access import ADMIN, read_password, server_authorization
+    from shared.serving import bus_plan
+
+    plan = bus_plan()
+    passwords = {identity: read_password(args.credentials, identity) for identity in (ADMIN, *plan)}
+    print(json.dumps(server_authorization(passwords, plan, get_settings().stream_name), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmh", description="CMH Suite command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
         "seed", help="load the Lancashire and South Cumbria reference and the sample directory (idempotent)"
     )
     seed.set_defaults(func=cmd_seed)
+
+    bus = commands.add_parser("bus", help="the closed event bus (NATS users and durable consumers)")
+    bus_commands = bus.add_subparsers(dest="bus_command", required=True)
+    provision = bus_commands.add_parser(
+        "provision", help="as the admin: make the stream and every process's durable consumers"
+    )
+    provision.set_defaults(func=cmd_bus_provision)
+    authorization = bus_commands.add_parser(
+        "authorization",
+        help="print the nats-server authorization block (users, bcrypt hashes, permissions) for "
+        "an external server, from a directory of <identity>.password files",
+    )
+    authorization.add_argument("--credentials", type=Path, required=True, metavar="DIR")
+    authorization.set_defaults(func=cmd_bus_authorization)
 
     # The gateway owns clients, keys and tokens; its commands are registered by it.
     from gateway.admin import register

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -32,7 +32,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.background import BackgroundWorker, Every
-from shared.broker import Broker, backoff_delay
+from shared.broker import Broker, backoff_delay, connect_bus, ensure_stream
+from shared.bus_access import ADMIN
 from shared.db import Database
 from shared.events import CloudEvent, dead_letter_subject
 from shared.messaging_models import InboxMessage
@@ -78,6 +79,55 @@ class Subscription:
             raise ValueError("a subscription needs at least one subject")
 
 
+class MisattributedEvent(ValueError):
+    """An event whose type or source is not the subject it arrived on: on a closed bus the
+    subject names the producer (shared/bus_access.py), so such an event claims to be another's."""
+
+
+def event_from(message: Msg) -> CloudEvent:
+    """The CloudEvent a message carries, if it is what its subject says it is."""
+    event = CloudEvent.from_json(message.data)
+    if event.type != message.subject or event.source != f"/cmh/{event.service}":
+        raise MisattributedEvent("the event's type or source does not match the subject it came on")
+    return event
+
+
+def consumer_config(settings: Settings, durable: str, subjects: Sequence[str]) -> ConsumerConfig:
+    """The durable consumer a subscription reads through (made by the provisioner on a closed
+    bus, by the consumer itself on an open one)."""
+    return ConsumerConfig(
+        durable_name=durable,
+        name=durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.consumer_ack_wait_seconds,
+        # Redelivery is bounded by our own count (so the reason can be recorded), not the server's.
+        max_deliver=-1,
+        max_ack_pending=1000,
+        filter_subjects=list(subjects),
+    )
+
+
+BusPlan = Mapping[str, Mapping[str, Sequence[str]]]  # identity → durable → subjects
+
+
+async def provision_bus(settings: Settings, plan: BusPlan) -> int:
+    """As the admin: the stream, and every process's durable consumers as they declare them (a
+    changed filter is applied to the existing durable). Returns how many durables there are."""
+    connection = await connect_bus(settings, ADMIN, connect_timeout=2, max_reconnect_attempts=3)
+    try:
+        js = connection.jetstream(timeout=10)
+        await ensure_stream(js, settings)
+        count = 0
+        for durables in plan.values():
+            for durable, subjects in durables.items():
+                await js.add_consumer(settings.stream_name, consumer_config(settings, durable, subjects))
+                count += 1
+        return count
+    finally:
+        await connection.close()
+
+
 def is_transient(exc: BaseException) -> bool:
     """The database (or the network to it) failed, not the event: connection refused or dropped,
     a restart, a timeout."""
@@ -112,17 +162,7 @@ class EventConsumer(BackgroundWorker):
         return self.subscription.durable
 
     def consumer_config(self) -> ConsumerConfig:
-        return ConsumerConfig(
-            durable_name=self.durable,
-            name=self.durable,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.settings.consumer_ack_wait_seconds,
-            # Redelivery is bounded by our own count (so the reason can be recorded), not the server's.
-            max_deliver=-1,
-            max_ack_pending=1000,
-            filter_subjects=list(self.subscription.subjects),
-        )
+        return consumer_config(self.settings, self.durable, self.subscription.subjects)
 
     async def stop(self, grace: float = 0.0) -> None:
         await super().stop(grace)
@@ -136,7 +176,11 @@ class EventConsumer(BackgroundWorker):
         while not self.stopping:
             try:
                 js = await self.broker.wait_connected()
-                await js.add_consumer(self.settings.stream_name, self.consumer_config())
+                if self.settings.bus_closed:
+                    # Bound, never made or changed here: what it reads is the provisioner's choice.
+                    await js.consumer_info(self.settings.stream_name, self.durable)
+                else:
+                    await js.add_consumer(self.settings.stream_name, self.consumer_config())
                 pull = self._pull = await js.pull_subscribe_bind(
                     durable=self.durable, stream=self.settings.stream_name
                 )
@@ -181,7 +225,9 @@ class EventConsumer(BackgroundWorker):
         """Apply one delivered message and acknowledge it as its outcome requires."""
         deliveries = message.metadata.num_delivered if message.metadata else 1
         try:
-            event = CloudEvent.from_json(message.data)
+            event = event_from(message)
+        except MisattributedEvent as exc:
+            return await self._dead_letter(message, None, str(exc), deliveries)
         except (ValidationError, ValueError):
             return await self._dead_letter(message, None, "undecodable CloudEvent", deliveries)
 
@@ -220,7 +266,7 @@ class EventConsumer(BackgroundWorker):
         events: list[CloudEvent] = []
         for message in messages:
             try:
-                events.append(CloudEvent.from_json(message.data))
+                events.append(event_from(message))
             except (ValidationError, ValueError):
                 return False
         outcomes: list[Outcome] = []

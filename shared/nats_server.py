@@ -102,8 +102,11 @@ class EmbeddedNatsServer:
         cluster_port: int | None = None,
         routes: list[str] | None = None,
         cluster_name: str = "cmh",
+        config_file: Path | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
+        # Users and permissions (shared/bus_access.py) when the bus is closed.
+        self.config_file = config_file
         self.host = host
         self.port = port or free_port(host)
         self.server_name = server_name or f"cmh-embedded-{self.port}"
@@ -120,6 +123,7 @@ class EmbeddedNatsServer:
     def command(self) -> list[str]:
         return [
             find_nats_server(),
+            *(["--config", str(self.config_file)] if self.config_file else []),
             "--addr", self.host,
             "--port", str(self.port),
             "--jetstream",
@@ -178,7 +182,10 @@ class NatsCluster:
     """Nodes of one JetStream cluster on loopback ports, each with its own store, routed to each
     other: streams with 3 replicas survive losing any one node."""
 
-    def __init__(self, store_dir: Path, *, size: int = 3, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, store_dir: Path, *, size: int = 3, host: str = "127.0.0.1", config_file: Path | None = None
+    ) -> None:
+        self.connect_options: dict[str, object] = {}
         client_ports = [free_port(host) for _ in range(size)]
         cluster_ports = [free_port(host) for _ in range(size)]
         routes = [f"nats://{host}:{port}" for port in cluster_ports]
@@ -190,6 +197,7 @@ class NatsCluster:
                 server_name=f"cmh-node-{index + 1}",
                 cluster_port=cluster_ports[index],
                 routes=[route for other, route in enumerate(routes) if other != index],
+                config_file=config_file,
             )
             for index in range(size)
         ]
@@ -202,15 +210,16 @@ class NatsCluster:
     def start(self, timeout: float = 30.0, **popen: object) -> None:
         for node in self.nodes:
             node.start(timeout=timeout, **popen)
-        wait_for_jetstream(self.url, timeout=timeout)
+        wait_for_jetstream(self.url, timeout=timeout, **self.connect_options)
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
 
 
-def wait_for_jetstream(url: str, timeout: float = 30.0) -> None:
-    """Until JetStream answers (a cluster first elects its meta leader)."""
+def wait_for_jetstream(url: str, timeout: float = 30.0, **connect_options: object) -> None:
+    """Until JetStream answers (a cluster first elects its meta leader); on a closed bus pass the
+    admin's `user` and `password`."""
     import asyncio
 
     import nats
@@ -218,7 +227,7 @@ def wait_for_jetstream(url: str, timeout: float = 30.0) -> None:
     async def answered() -> bool:
         try:
             connection = await nats.connect(
-                servers=url.split(","), connect_timeout=1, max_reconnect_attempts=0
+                servers=url.split(","), connect_timeout=1, max_reconnect_attempts=0, **connect_options
             )
         except Exception:
             return False

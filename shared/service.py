@@ -43,6 +43,10 @@ class ServiceSpec:
     workers: Sequence[Callable[[FastAPI], BackgroundWorker]] = field(default_factory=tuple)
     version: str = "0.1.0"
 
+    def consumes(self) -> dict[str, list[str]]:
+        """Its durable consumers and their subjects, for the bus provisioner."""
+        return {sub.durable: list(sub.subjects) for sub in self.subscriptions}
+
 
 def operational_router(service: str) -> APIRouter:
     """`/health`, `/ready` and `/metrics`: for orchestrators and Prometheus, not in the public API."""
@@ -139,7 +143,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
             schema=settings.database_schema_for(spec.name),
             pool_size=settings.database_pool_size,
         )
-        broker = Broker(settings, f"cmh-{spec.name}")
+        broker = Broker(settings, spec.name)
         relay = OutboxRelay(db, broker, settings, spec.name)
         consumers = [EventConsumer(db, broker, settings, spec.name, sub) for sub in spec.subscriptions]
         jwks = RemoteJwks(

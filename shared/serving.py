@@ -18,11 +18,22 @@ import uvicorn
 from fastapi import FastAPI
 
 from shared.service import freeze_long_lived, start_draining
-from shared.settings import Settings
+from shared.settings import PROCESSES, Settings
 
 
 def app_factory_path(name: str) -> str:
     return "gateway.app:create_app" if name == "gateway" else f"services.{name}.app:create_app"
+
+
+def bus_plan() -> dict[str, dict[str, list[str]]]:
+    """Every process's durable consumers (identity → durable → subjects), as each declares them:
+    what the bus provisioner makes and what each identity's NATS permissions allow it to read."""
+    plan: dict[str, dict[str, list[str]]] = {}
+    for name in PROCESSES:
+        module = importlib.import_module(app_factory_path(name).partition(":")[0])
+        consumes = getattr(module, "consumes", None) or module.SPEC.consumes
+        plan[name] = consumes()
+    return plan
 
 
 class DrainingServer(uvicorn.Server):
@@ -73,6 +84,9 @@ def serve(name: str, settings: Settings, *, host: str, port: int) -> None:
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
         h11_max_incomplete_event_size=settings.max_header_bytes,
         limit_concurrency=settings.max_concurrency,
+        # The peer stays the peer: X-Forwarded-For is read only from CMH_TRUSTED_PROXIES, by
+        # shared/http.py:client_address (uvicorn's own handling trusts whole headers, any hop).
+        proxy_headers=False,
     )
     server = DrainingServer(config, drain_seconds=settings.shutdown_drain_seconds)
     server.run()

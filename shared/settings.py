@@ -13,12 +13,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.http import parse_trusted_proxies
 
 SERVICES: tuple[str, ...] = ("triage", "careplan", "registry", "directory", "reporting", "notify")
 # The gateway owns a store too (client registry, audit), migrated like a service.
 DATABASE_OWNERS: tuple[str, ...] = (*SERVICES, "gateway")
+# Every process `cmh serve` runs: each is one NATS identity on a closed bus.
+PROCESSES: tuple[str, ...] = ("gateway", *SERVICES)
 
 DEFAULT_SERVICE_PORTS: dict[str, int] = {
     "triage": 8101,
@@ -56,6 +60,15 @@ class Settings(BaseSettings):
     nats_url: str | None = Field(
         default=None,
         description="NATS server(s), comma separated. Unset under `cmh run`: start the bundled one.",
+    )
+    nats_credentials_dir: Path | None = Field(
+        default=None,
+        description="Directory of `<identity>.password` files (one per process, and `admin`): the bus "
+        "is closed, each process connecting as its own NATS user. Unset: an open development bus. "
+        "`cmh run` makes them under CMH_VAR_DIR.",
+    )
+    nats_tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle for TLS to NATS (with tls:// URLs); production requires TLS."
     )
     stream_name: str = "CMH"
     stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas (3 in a cluster).")
@@ -127,6 +140,11 @@ class Settings(BaseSettings):
     upstream_connect_timeout_seconds: float = 3.0
     upstream_timeout_seconds: float = 30.0
     upstream_max_connections: int = 200
+    trusted_proxies: str = Field(
+        default="",
+        description="Addresses or CIDRs (comma separated) of the proxies whose X-Forwarded-For is "
+        "believed; never `*`. Default: none, the TCP peer is the caller.",
+    )
 
     # --- security ----------------------------------------------------------------------------
     token_issuer: str = Field(default="https://cmh-suite.local/oauth2", description="`iss` of access tokens.")
@@ -166,6 +184,19 @@ class Settings(BaseSettings):
     public_rate_limit_per_minute: int = Field(
         default=300, ge=1, description="Per-address rate, public reads."
     )
+    # --- the token endpoint under guessing (gateway/tokens.py) -------------------------------
+    token_failure_limit: int = Field(
+        default=10, ge=1, description="Failed secret attempts per client id in the window before 429."
+    )
+    token_failure_window_seconds: float = Field(
+        default=60.0, gt=0, description="The window of CMH_TOKEN_FAILURE_LIMIT."
+    )
+    token_verify_workers: int = Field(
+        default=2, ge=1, description="Threads checking old (Argon2) secret hashes."
+    )
+    token_verify_queue: int = Field(
+        default=8, ge=0, description="Argon2 checks that may wait for a thread before 503."
+    )
     # --- issue 18 §5: signing keys sealed at rest (gateway/keys.py) ---------------------------
     environment: Literal["development", "production"] = Field(
         default="development",
@@ -195,6 +226,12 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="How long in-flight requests, events and the outbox get to finish."
     )
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)  # ValueError: refused at startup, not at the first request
+        return value
+
     def service_port(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
 
@@ -211,6 +248,11 @@ class Settings(BaseSettings):
 
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def bus_closed(self) -> bool:
+        """Each process connects to NATS as its own user (shared/bus_access.py)."""
+        return self.nats_credentials_dir is not None
 
     def public_gateway_url(self) -> str:
         return (self.public_url or self.gateway_url()).rstrip("/")

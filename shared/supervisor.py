@@ -1,6 +1,7 @@
 """`cmh run`: the whole suite on one machine, for a laptop or a demo.
 
-Starts the bundled nats-server (unless CMH_NATS_URL names one), applies every service's
+Starts the bundled nats-server (unless CMH_NATS_URL names one) with a user per process and
+provisions the event bus (shared/bus_access.py), applies every service's
 migrations, starts each service and the gateway as its own uvicorn process, waits until the
 gateway reports everything ready, and keeps them running: a child that dies is reported loudly and
 restarted with backoff. Ctrl-C or SIGTERM stops the children (gateway first, broker last).
@@ -24,8 +25,12 @@ from typing import IO
 
 import httpx
 
+from shared.broker import BUNDLED_BUS_DIR
+from shared.bus_access import ADMIN, prepare_closed_bus, read_password
+from shared.consumer import provision_bus
 from shared.migrations import migrate_all
 from shared.nats_server import EmbeddedNatsServer, NatsCluster, port_open
+from shared.serving import bus_plan
 from shared.settings import SERVICES, Settings
 
 RESTART_BACKOFF_MAX = 30.0
@@ -161,20 +166,40 @@ class Supervisor:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         nats_url = self.settings.nats_url
         env = {**os.environ, "CMH_VAR_DIR": str(self.var_dir)}
+        plan = bus_plan()
+        bus_update: dict[str, object] = {}
+        if not nats_url:
+            # The bundled broker is closed: a user per process, made under var/ (issue 18).
+            credentials, config = prepare_closed_bus(
+                self.var_dir / BUNDLED_BUS_DIR, plan, self.settings.stream_name
+            )
+            env["CMH_NATS_CREDENTIALS_DIR"] = str(credentials)
+            bus_update["nats_credentials_dir"] = credentials
         if not nats_url and self.topology.nats_nodes > 1:
-            self.nats = NatsCluster(self.var_dir / "nats-cluster", size=self.topology.nats_nodes)
+            self.nats = NatsCluster(
+                self.var_dir / "nats-cluster", size=self.topology.nats_nodes, config_file=config
+            )
+            self.nats.connect_options = {"user": ADMIN, "password": read_password(credentials, ADMIN)}
             self.nats.start(**_child_popen_options())
             nats_url = self.nats.url
             env["CMH_STREAM_REPLICAS"] = str(min(3, self.topology.nats_nodes))
+            bus_update["stream_replicas"] = min(3, self.topology.nats_nodes)
             say(f"NATS JetStream cluster of {self.topology.nats_nodes} nodes at {nats_url}")
         elif not nats_url:
-            self.nats = EmbeddedNatsServer(self.var_dir / "nats")
+            self.nats = EmbeddedNatsServer(self.var_dir / BUNDLED_BUS_DIR, config_file=config)
             self.nats.start(**_child_popen_options())
             nats_url = self.nats.url
-            say(f"nats-server (bundled, JetStream) at {nats_url}, store {self.nats.store_dir}")
+            say(
+                f"nats-server (bundled, JetStream, a user per process) at {nats_url}, store {self.nats.store_dir}"
+            )
         else:
             say(f"using NATS at {nats_url}")
         env["CMH_NATS_URL"] = nats_url
+        bus_settings = self.settings.model_copy(update={"nats_url": nats_url, **bus_update})
+        if bus_settings.bus_closed:
+            # Services may only bind to their durables: the admin makes the stream and all of them.
+            durables = asyncio.run(provision_bus(bus_settings, plan))
+            say(f"event bus provisioned: stream {bus_settings.stream_name}, {durables} durable consumers")
         if self.topology.replicas > 1:
             # The gateway spreads requests over every replica of a service.
             for service in SERVICES:

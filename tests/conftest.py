@@ -20,6 +20,12 @@ POSTGRES_URL = os.environ.get("CMH_TEST_DATABASE_URL")
 
 
 @pytest.fixture
+def bus_credentials() -> Path | None:
+    """Where the test bus's passwords are: None, an open bus, unless a conftest closes it."""
+    return None
+
+
+@pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
     server = EmbeddedNatsServer(tmp_path / "nats")
     server.start()
@@ -69,12 +75,15 @@ async def drop_schemas(url: str, prefix: str) -> None:
 
 
 @pytest.fixture
-def make_settings(database_settings: dict[str, object], nats_server: EmbeddedNatsServer):
+def make_settings(
+    database_settings: dict[str, object], nats_server: EmbeddedNatsServer, bus_credentials: Path | None
+):
     """Build Settings for a test: fast polling and retries, the test's NATS and database."""
 
     def build(**overrides: object) -> Settings:
         fields: dict[str, object] = {
             "nats_url": nats_server.url,
+            "nats_credentials_dir": bus_credentials,
             "outbox_poll_seconds": 0.2,
             "consumer_retry_base_seconds": 0.05,
             "consumer_max_deliveries": 3,

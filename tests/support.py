@@ -24,6 +24,31 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+async def published(settings: Any, subject: str) -> list[dict[str, Any]]:
+    """Every message JetStream holds on a subject, read as the bus admin (an ephemeral consumer
+    from the start, which no service identity may make)."""
+    import json
+
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    from shared.broker import connect_bus
+
+    connection = await connect_bus(settings)
+    try:
+        subscription = await connection.jetstream().pull_subscribe(
+            subject,
+            durable=None,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subject=subject),
+        )
+        found: list[dict[str, Any]] = []
+        with contextlib.suppress(Exception):
+            while True:
+                found += [json.loads(m.data) for m in await subscription.fetch(100, timeout=0.5)]
+        return found
+    finally:
+        await connection.close()
+
+
 # --- access tokens for testing a service with the gateway bypassed ---------------------------------
 
 _TEST_KEYS: dict[str, Any] = {}
@@ -103,7 +128,11 @@ async def serve(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
     """Run an ASGI app under uvicorn on a loopback port until the returned server is told to exit."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    # As shared/serving.py runs it: the peer is never rewritten from X-Forwarded-For.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", proxy_headers=False
+    )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

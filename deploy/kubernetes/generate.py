@@ -1,16 +1,28 @@
-"""Write the per-process Kubernetes manifests: base/processes/<name>.yaml for each of the seven.
+"""Write the Kubernetes manifests made from the list of processes, so a new process is covered.
 
-Every process (the gateway and each service) gets the same four objects, so they are made here
-once rather than copied seven times by hand:
+Every process (the gateway and each service) gets the same five objects in
+base/processes/<name>.yaml, made here once rather than copied seven times by hand:
 
 - a Deployment: `cmh serve <name> --port <port>`, probes (startup and liveness on /health,
   readiness on /ready), requests and limits, a locked-down security context with an emptyDir on
   /tmp, a preStop pause so endpoints drain before SIGTERM, the shared settings (ConfigMap
-  `cmh-config`) and the database URL from CloudNativePG's `cmh-db-app` Secret;
+  `cmh-config`) and its own database role: `CMH_<NAME>_DATABASE_URL` names the role `cmh_<name>`
+  and `PGPASSWORD` comes from that role's Secret `cmh-db-<name>`;
 - a ClusterIP Service on the process's port;
 - a HorizontalPodAutoscaler (CPU 70%, 2 to 6 replicas); the Deployment has no `replicas`, so
   applying the manifests never fights the autoscaler;
-- a PodDisruptionBudget (at least one replica up during voluntary disruptions).
+- a PodDisruptionBudget (at least one replica up during voluntary disruptions);
+- a NetworkPolicy: who may reach it, and what it may reach (issue 18 §5).
+
+And, from the same list (issue 18 §5, keys and roles):
+
+- base/network-policies.yaml: the namespace's default deny, and the policies of the PostgreSQL
+  pods and the migration Job;
+- base/database-roles.yaml: a patch of the `cmh-db` Cluster declaring the runtime roles
+  (CloudNativePG `spec.managed.roles`, each with its password Secret);
+- base/roles.sql: the grants the migration Job applies after `cmh migrate`, as the migration role
+  that owns every schema and table: each runtime role uses its own schema only, and the
+  gateway's role may only INSERT and SELECT the audit trail.
 
 The outputs are committed; tests/deploy checks that they are what this script writes.
 
@@ -27,15 +39,28 @@ from typing import Any
 
 import yaml
 
-from shared.settings import DEFAULT_SERVICE_PORTS, SERVICES, Settings
+from gateway.models import AuditPerson, AuditRecord
+from shared.db import check_schema_name
+from shared.settings import DATABASE_OWNERS, DEFAULT_SERVICE_PORTS, SERVICES, Settings
 
-OUTPUT_DIR = Path(__file__).parent / "base" / "processes"
+BASE_DIR = Path(__file__).parent / "base"
+OUTPUT_DIR = BASE_DIR / "processes"
+NETWORK_POLICIES = BASE_DIR / "network-policies.yaml"
+DATABASE_ROLES = BASE_DIR / "database-roles.yaml"
+GRANTS_SQL = BASE_DIR / "roles.sql"
 IMAGE = "cmh-suite"  # the kustomizations' `images:` give it a registry and a tag
 PART_OF = "cmh-suite"
 CONFIG_MAP = "cmh-config"
 # CloudNativePG's application Secret for the `cmh-db` Cluster; its `uri` is a postgresql:// URL,
-# which shared/db.py accepts as it is (it picks the asyncpg driver itself).
+# which shared/db.py accepts as it is (it picks the asyncpg driver itself). It is the migration
+# role's (`app`, owner of the database, so of every schema and table): only the migration Job
+# reads it, the processes connect as their own roles.
 DATABASE_SECRET = "cmh-db-app"  # noqa: S105 - the name of a Secret, not a secret
+DATABASE_CLUSTER = "cmh-db"
+DATABASE_HOST = "cmh-db-rw"  # CloudNativePG's Service for the primary of the Cluster
+DATABASE_NAME = "app"
+DATABASE_PORT = 5432
+MIGRATE_JOB = "cmh-migrate"
 # The reporting pseudonym key: made by each overlay's secretGenerator from a file never committed.
 PSEUDONYM_SECRET = "cmh-reporting"  # noqa: S105 - the name of a Secret, not a secret
 PSEUDONYM_KEY = "pseudonym-key"
@@ -43,6 +68,23 @@ PSEUDONYM_KEY = "pseudonym-key"
 # secretGenerator (never committed). Every replica must hold the same one.
 GATEWAY_SECRET = "cmh-gateway"  # noqa: S105 - the name of a Secret, not a secret
 KEK_KEY = "key-encryption-key"
+
+# issue 18 §5, NetworkPolicies: where the pods outside this namespace are. Each is a namespace
+# (selected by the label Kubernetes puts on every namespace) and the labels of its pods.
+INGRESS_CONTROLLER = ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+NATS = ("nats", {"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats"})  # nats-values.yaml
+NATS_PORT = 4222
+CNPG_OPERATOR = ("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"})
+DNS = ("kube-system", None)  # any DNS server there (kube-dns, CoreDNS, NodeLocal DNSCache)
+# Addresses that are never the public internet: notify's webhooks may not go there (the same rule
+# as its own address check, shared by the network now).
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"]
+# CloudNativePG's instance manager talks to the Kubernetes API. Its address is the cluster's own
+# (the `kubernetes` Service resolves to it after NAT, which is what policies see); the private
+# ranges cover most clusters: narrow them to your control plane's addresses in an overlay.
+KUBERNETES_API = (PRIVATE_RANGES[:3], [443, 6443])
+# Only notify talks to the outside: webhooks to partner systems, HTTPS only.
+PUBLIC_HTTPS = {"notify"}
 
 MIN_REPLICAS = 2
 MAX_REPLICAS = 6
@@ -76,12 +118,27 @@ def http_get(path: str) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}}
 
 
+def database_role(owner: str, prefix: str = "cmh_") -> str:
+    """The PostgreSQL role a process connects as (issue 18 §5: one per schema owner)."""
+    return f"{prefix}{owner}"
+
+
+def database_secret(owner: str) -> str:
+    """The Secret holding that role's password (made by each overlay; read by CloudNativePG too)."""
+    return f"cmh-db-{owner}"
+
+
 def env(name: str) -> list[dict[str, Any]]:
+    # The URL names the role and is no secret; the password comes from the role's own Secret as
+    # PGPASSWORD, which asyncpg reads when the URL has none (so it needs no escaping either). No
+    # CMH_DATABASE_URL: a process has no fallback to the migration role.
+    url = f"postgresql://{database_role(name)}@{DATABASE_HOST}:{DATABASE_PORT}/{DATABASE_NAME}"
     variables: list[dict[str, Any]] = [
+        {"name": f"CMH_{name.upper()}_DATABASE_URL", "value": url},
         {
-            "name": "CMH_DATABASE_URL",
-            "valueFrom": {"secretKeyRef": {"name": DATABASE_SECRET, "key": "uri"}},
-        }
+            "name": "PGPASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": database_secret(name), "key": "password"}},
+        },
     ]
     if name == "reporting":
         # Not optional: a replica without it would make up its own key and its own pseudonyms.
@@ -230,13 +287,262 @@ def disruption_budget(name: str) -> dict[str, Any]:
     }
 
 
-def render(name: str, port: int) -> str:
-    documents = [deployment(name, port), service(name, port), autoscaler(name), disruption_budget(name)]
+# --- issue 18 §5: network policies -----------------------------------------------------------------
+
+
+def _peer(namespace: str, pods: dict[str, str] | None) -> dict[str, Any]:
+    peer: dict[str, Any] = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+    if pods:
+        peer["podSelector"] = {"matchLabels": pods}
+    return peer
+
+
+def _ports(*ports: int, protocol: str = "TCP") -> list[dict[str, Any]]:
+    return [{"protocol": protocol, "port": port} for port in ports]
+
+
+def _database_pods() -> dict[str, Any]:
+    return {"podSelector": {"matchLabels": {"cnpg.io/cluster": DATABASE_CLUSTER}}}
+
+
+def _dns_egress() -> dict[str, Any]:
+    return {"to": [_peer(*DNS)], "ports": [*_ports(53, protocol="UDP"), *_ports(53)]}
+
+
+def _database_egress() -> dict[str, Any]:
+    return {"to": [_database_pods()], "ports": _ports(DATABASE_PORT)}
+
+
+def network_policy(name: str, port: int) -> dict[str, Any]:
+    """What one process accepts and reaches. The gateway: from the ingress controller and (for the
+    JWKS) the services; to every service. A service: from the gateway only, on its port; to the
+    gateway's JWKS. Every process: PostgreSQL, NATS and DNS; notify also public HTTPS."""
+    gateway_port = processes()["gateway"]
+    services = {service: p for service, p in processes().items() if service != "gateway"}
+    if name == "gateway":
+        ingress = [
+            {"from": [_peer(*INGRESS_CONTROLLER)], "ports": _ports(port)},
+            {
+                "from": [
+                    {"podSelector": {"matchLabels": labels(service)}} for service in services
+                ],  # the services fetch the signing keys (CMH_JWKS_URL)
+                "ports": _ports(port),
+            },
+        ]
+        http_egress = [
+            {"to": [{"podSelector": {"matchLabels": labels(service)}}], "ports": _ports(service_port)}
+            for service, service_port in services.items()
+        ]
+    else:
+        ingress = [{"from": [{"podSelector": {"matchLabels": labels("gateway")}}], "ports": _ports(port)}]
+        http_egress = [
+            {"to": [{"podSelector": {"matchLabels": labels("gateway")}}], "ports": _ports(gateway_port)}
+        ]
+    egress = [
+        _dns_egress(),
+        _database_egress(),
+        {"to": [_peer(*NATS)], "ports": _ports(NATS_PORT)},
+        *http_egress,
+    ]
+    if name in PUBLIC_HTTPS:
+        egress.append(
+            {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}], "ports": _ports(443)}
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(name),
+        "spec": {
+            "podSelector": {"matchLabels": labels(name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": egress,
+        },
+    }
+
+
+def shared_network_policies() -> list[dict[str, Any]]:
+    """The namespace's default deny, then what the PostgreSQL pods and the migration Job need."""
+    part_of = {"app.kubernetes.io/part-of": PART_OF}
+    clients = sorted([*processes(), MIGRATE_JOB])
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "default-deny", "labels": part_of},
+            # Every pod of the namespace, in and out: what is allowed is allowed by a policy below
+            # or in processes/*.yaml, and a pod nobody wrote a policy for reaches nothing.
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {
+                "name": DATABASE_CLUSTER,
+                "labels": {**part_of, "app.kubernetes.io/name": DATABASE_CLUSTER},
+            },
+            "spec": {
+                **_database_pods(),
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "podSelector": {
+                                    "matchLabels": part_of,
+                                    "matchExpressions": [
+                                        {"key": "app.kubernetes.io/name", "operator": "In", "values": clients}
+                                    ],
+                                }
+                            }
+                        ],
+                        "ports": _ports(DATABASE_PORT),
+                    },
+                    # The operator asks each instance manager for its status (8000) and connects
+                    # to PostgreSQL; the instances replicate from each other.
+                    {"from": [_peer(*CNPG_OPERATOR)], "ports": _ports(8000, DATABASE_PORT)},
+                    {"from": [_database_pods()], "ports": _ports(8000, DATABASE_PORT)},
+                ],
+                "egress": [
+                    _dns_egress(),
+                    {"to": [_database_pods()], "ports": _ports(8000, DATABASE_PORT)},
+                    {
+                        "to": [{"ipBlock": {"cidr": cidr}} for cidr in KUBERNETES_API[0]],
+                        "ports": _ports(*KUBERNETES_API[1]),
+                    },
+                ],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": MIGRATE_JOB, "labels": {**part_of, "app.kubernetes.io/name": MIGRATE_JOB}},
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": MIGRATE_JOB, **part_of}},
+                "policyTypes": ["Ingress", "Egress"],
+                "egress": [_dns_egress(), _database_egress()],  # it accepts nothing
+            },
+        },
+    ]
+
+
+# --- issue 18 §5: database roles and grants --------------------------------------------------------
+
+
+def managed_roles() -> dict[str, Any]:
+    """A patch of the Cluster: CloudNativePG creates each runtime role and keeps its password that
+    of the role's Secret. The roles own nothing and have no attribute but LOGIN; what they may
+    do is what roles.sql grants."""
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": DATABASE_CLUSTER},
+        "spec": {
+            "managed": {
+                "roles": [
+                    {
+                        "name": database_role(owner),
+                        "ensure": "present",
+                        "comment": f"CMH Suite: the {owner} process (deploy/kubernetes/base/roles.sql)",
+                        "login": True,
+                        "superuser": False,
+                        "createdb": False,
+                        "createrole": False,
+                        "replication": False,
+                        "bypassrls": False,
+                        "inherit": False,
+                        "passwordSecret": {"name": database_secret(owner)},
+                    }
+                    for owner in DATABASE_OWNERS
+                ]
+            }
+        },
+    }
+
+
+# Tables a runtime role may add rows to and read, never change: the audit trail and its person rows.
+APPEND_ONLY: dict[str, tuple[str, ...]] = {
+    "gateway": (AuditRecord.__tablename__, AuditPerson.__tablename__),
+}
+READ_WRITE = "SELECT, INSERT, UPDATE, DELETE"
+APPEND = "SELECT, INSERT"
+
+
+def grants_sql(schema_prefix: str = "", role_prefix: str = "cmh_") -> str:
+    """The grants, run by the migration role (owner of every schema and table) after each
+    `cmh migrate`. Idempotent. The prefixes let the tests apply them to scratch schemas and roles."""
+    lines = [
+        "-- Generated by deploy/kubernetes/generate.py (grants_sql): edit that, not this file.",
+        "-- Run by the migration Job after `cmh migrate`, as the migration role, which owns every schema",
+        "-- and table (so runtime roles can neither change the tables nor lift the audit triggers).",
+        "BEGIN;",
+    ]
+    for owner in DATABASE_OWNERS:
+        # Plain lower-case identifiers only (shared/db.py's rule), so they are safe to write into SQL.
+        schema = check_schema_name(f"{schema_prefix}{owner}")
+        role = check_schema_name(database_role(owner, role_prefix))
+        append_only = APPEND_ONLY.get(owner, ())
+        lines += [
+            "",
+            f"-- {owner}: the role {role} uses the schema {schema} and nothing else.",
+            f'CREATE SCHEMA IF NOT EXISTS "{schema}";',
+            f'REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC;',
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}";',
+            f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}";',
+            f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT USAGE, SELECT ON SEQUENCES TO "{role}";',
+        ]
+        if not append_only:
+            lines += [
+                f'GRANT {READ_WRITE} ON ALL TABLES IN SCHEMA "{schema}" TO "{role}";',
+                f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT {READ_WRITE} ON TABLES TO "{role}";',
+            ]
+            continue
+        excluded = ", ".join(f"'{table}'" for table in append_only)
+        lines += [
+            # New tables start append-only (a new audit table is safe by default); every table but
+            # the audit trail then gets UPDATE and DELETE by name.
+            f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT {APPEND} ON TABLES TO "{role}";',
+            f'GRANT {APPEND} ON ALL TABLES IN SCHEMA "{schema}" TO "{role}";',
+            "DO $grants$",
+            "DECLARE grant_table text;",
+            "BEGIN",
+            f"    FOR grant_table IN SELECT tablename FROM pg_tables WHERE schemaname = '{schema}'",  # noqa: S608 - checked names
+            f"            AND tablename NOT IN ({excluded}) LOOP",
+            f"        EXECUTE format('GRANT UPDATE, DELETE ON %I.%I TO %I', '{schema}', grant_table, '{role}');",
+            "    END LOOP;",
+            "END",
+            "$grants$;",
+        ]
+        lines += [
+            f'REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON "{schema}"."{table}" FROM "{role}";'
+            for table in append_only
+        ]
+    lines += ["", "COMMIT;", ""]
+    return "\n".join(lines)
+
+
+def dump(documents: list[dict[str, Any]]) -> str:
     return HEADER + yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, width=120)
 
 
+def render(name: str, port: int) -> str:
+    return dump(
+        [
+            deployment(name, port),
+            service(name, port),
+            autoscaler(name),
+            disruption_budget(name),
+            network_policy(name, port),
+        ]
+    )
+
+
 def outputs() -> dict[Path, str]:
-    return {OUTPUT_DIR / f"{name}.yaml": render(name, port) for name, port in processes().items()}
+    files = {OUTPUT_DIR / f"{name}.yaml": render(name, port) for name, port in processes().items()}
+    files[NETWORK_POLICIES] = dump(shared_network_policies())
+    files[DATABASE_ROLES] = dump([managed_roles()])
+    files[GRANTS_SQL] = grants_sql()
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         path.unlink()
     for path, text in wanted.items():
         path.write_text(text)
-    print(f"wrote {len(wanted)} files in {OUTPUT_DIR}")
+    print(f"wrote {len(wanted)} files in {BASE_DIR}")
     return 0
 
 

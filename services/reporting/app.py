@@ -22,6 +22,11 @@ SPEC = ServiceSpec(
 )
 
 
+def consumes() -> dict[str, list[str]]:
+    """Its durable consumer, for the bus provisioner (the handler needs settings; this does not)."""
+    return {projections.DURABLE: list(projections.SUBJECTS)}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # The projections' subscription carries the pseudonymisation key, which comes from settings.

@@ -13,27 +13,26 @@ import asyncio
 import sys
 from typing import Any
 
-import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import delete
 from tqdm import tqdm
 
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
 from services.reporting.projections import SUBJECTS, Projector, pseudonym_key
+from shared.broker import beside_the_suite, connect_bus
+from shared.bus_access import ADMIN
 from shared.db import Database
 from shared.events import CloudEvent
 from shared.migrations import migrate
 from shared.settings import Settings, get_settings
 
 
-def broker_url(settings: Settings) -> str:
+def bus_settings(settings: Settings) -> Settings:
     """CMH_NATS_URL, else the bundled server a running `cmh run` recorded under var/."""
-    if settings.nats_url:
-        return settings.nats_url
-    recorded = settings.var_dir / "nats.url"
-    if recorded.exists():
-        return recorded.read_text().strip()
-    raise SystemExit("no NATS to replay from: set CMH_NATS_URL, or start the suite with `cmh run`")
+    settings = beside_the_suite(settings)
+    if not settings.nats_url:
+        raise SystemExit("no NATS to replay from: set CMH_NATS_URL, or start the suite with `cmh run`")
+    return settings
 
 
 async def rebuild(settings: Settings, *, progress: bool = True) -> int:
@@ -41,7 +40,8 @@ async def rebuild(settings: Settings, *, progress: bool = True) -> int:
     url, schema = settings.database_url_for("reporting"), settings.database_schema_for("reporting")
     await migrate("reporting", url, schema=schema)
     db = Database(url, schema=schema, pool_size=2)
-    connection = await nats.connect(broker_url(settings))
+    # An ephemeral consumer over the whole stream: the admin's to make, never a service's.
+    connection = await connect_bus(bus_settings(settings), ADMIN)
     projector = Projector(pseudonym_key(settings))
     applied = 0
     try:

@@ -24,14 +24,7 @@ from shared.settings import Settings
 from shared.sqltypes import utcnow
 from shared.timezones import london_date
 
-SUBJECTS = (
-    "cmh.triage.referral.>",
-    "cmh.careplan.episode.>",
-    "cmh.careplan.plan.agreed",
-    "cmh.careplan.clock.>",
-    "cmh.careplan.*.recorded",
-    "cmh.directory.handover.updated",
-)
+DURABLE = "reporting-projections"
 # careplan record kinds → the episode fact each first-of time updates
 RECORD_FIRSTS = {
     "contact": "first_attended_contact_at",
@@ -39,6 +32,16 @@ RECORD_FIRSTS = {
     "intervention": "first_intervention_at",
     "advice": "advice_or_signposting_at",
 }
+# Named record kinds only: `cmh.careplan.*.recorded` would also bring careplan's audit events,
+# which only the gateway reads (issue 18).
+SUBJECTS = (
+    "cmh.triage.referral.>",
+    "cmh.careplan.episode.>",
+    "cmh.careplan.plan.agreed",
+    "cmh.careplan.clock.>",
+    *(f"cmh.careplan.{record}.recorded" for record in (*RECORD_FIRSTS, "assessment")),
+    "cmh.directory.handover.updated",
+)
 
 
 def pseudonym_key(settings: Settings) -> bytes:
@@ -239,4 +242,4 @@ class Projector:
 
 def subscription(settings: Settings) -> Subscription:
     projector = Projector(pseudonym_key(settings))
-    return Subscription(durable="reporting-projections", subjects=list(SUBJECTS), handler=projector.apply)
+    return Subscription(durable=DURABLE, subjects=list(SUBJECTS), handler=projector.apply)

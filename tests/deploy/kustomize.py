@@ -6,7 +6,8 @@ kustomization cannot quietly grow beyond what the tests see:
 - `resources` (files, each of one or more YAML documents, and directories holding a
   kustomization, built recursively);
 - `configMapGenerator` and `secretGenerator` (`envs`, `literals`, `files`; `behavior` create,
-  merge or replace);
+  merge or replace; a Secret's `type`; `options` with `labels` and `disableNameSuffixHash`, the
+  latter recorded in `unhashed` since no names are hashed here anyway);
 - `patches` as strategic merges (a `path` or an inline `patch`, with an optional `target` by
   kind and name); lists of objects with a `name` merge by name, as Kubernetes' do for
   containers, env, volumes and ports;
@@ -51,6 +52,7 @@ class Build:
     objects: list[dict[str, Any]] = field(default_factory=list)
     files_read: list[Path] = field(default_factory=list)
     missing_files: list[Path] = field(default_factory=list)
+    unhashed: set[tuple[str, str]] = field(default_factory=set)  # (kind, name) with no name hash
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [obj for obj in self.objects if obj["kind"] == kind]
@@ -91,6 +93,7 @@ def _build(directory: Path, result: Build) -> None:
             _build(path, inner)
             result.files_read += inner.files_read
             result.missing_files += inner.missing_files
+            result.unhashed |= inner.unhashed
             objects += inner.objects
         else:
             objects += [doc for doc in yaml.safe_load_all(_load(path, result)) if doc is not None]
@@ -127,9 +130,15 @@ def _key_values(lines: list[str], source: str) -> dict[str, str]:
 def _generate(
     objects: list[dict[str, Any]], kind: str, generator: dict[str, Any], directory: Path, result: Build
 ) -> None:
-    unknown = set(generator) - {"name", "behavior", "envs", "literals", "files"}
-    if unknown:
+    unknown = set(generator) - {"name", "behavior", "envs", "literals", "files", "type", "options"}
+    if unknown or ("type" in generator and kind != "Secret"):
         raise KustomizeError(f"{kind} generator {generator.get('name')}: unsupported {sorted(unknown)}")
+    options = generator.get("options", {})
+    unknown = set(options) - {"labels", "disableNameSuffixHash"}
+    if unknown:
+        raise KustomizeError(
+            f"{kind} generator {generator.get('name')}: unsupported options {sorted(unknown)}"
+        )
     data: dict[str, str] = {}
     for env_file in generator.get("envs", []):
         data |= _key_values(_load(directory / env_file, result).splitlines(), env_file)
@@ -158,8 +167,12 @@ def _generate(
             "metadata": {"name": name},
             "data": data,
         }
+        if options.get("labels"):
+            generated["metadata"]["labels"] = dict(options["labels"])
         if kind == "Secret":
-            generated["type"] = "Opaque"
+            generated["type"] = generator.get("type", "Opaque")
+        if options.get("disableNameSuffixHash"):
+            result.unhashed.add((kind, name))
         objects.append(generated)
     elif behavior in ("merge", "replace"):
         if len(existing) != 1:

@@ -18,6 +18,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from shared.settings import DEFAULT_SERVICE_PORTS, SERVICES, Settings
 from tests.deploy.kustomize import Build, build, containers, pod_spec, split_image
@@ -33,8 +34,13 @@ assert set(PROCESSES) == {"gateway", *SERVICES}
 # Custom resources of operators the suite relies on: kubernetes-validate has no schema for them.
 CUSTOM_KINDS = {("postgresql.cnpg.io/v1", "Cluster")}
 NATS_URL = "nats://nats.nats.svc.cluster.local:4222"  # release `nats`, namespace `nats`
-# Secrets that every overlay makes for its environment (the base only refers to them).
-OVERLAY_SECRETS = {"cmh-reporting", "cmh-gateway"}
+# Secrets that every overlay makes for its environment (the base only refers to them): the
+# pseudonym key, the gateway's KEK and (issue 18 §5) the password of each process's database role.
+DATABASE_ROLE_SECRETS = {f"cmh-db-{name}" for name in PROCESSES}
+OVERLAY_SECRETS = {"cmh-reporting", "cmh-gateway", *DATABASE_ROLE_SECRETS}
+# Not a CMH_ setting, but libpq's (asyncpg reads it when the URL has no password): the role's
+# password, kept out of the URL so that the URL is no secret.
+PASSWORD_VARIABLE = "PGPASSWORD"
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +123,13 @@ def test_generated_process_files_are_up_to_date() -> None:
     outputs = generator.outputs()
     stale = [path.name for path, text in outputs.items() if not path.exists() or path.read_text() != text]
     assert stale == [], "run: .venv/bin/python deploy/kubernetes/generate.py"
-    assert sorted((BASE / "processes").glob("*.yaml")) == sorted(outputs)
-    listed = yaml.safe_load((BASE / "kustomization.yaml").read_text())["resources"]
-    assert {f"processes/{path.name}" for path in outputs} <= set(listed)
+    processes = sorted(path for path in outputs if path.parent == BASE / "processes")
+    assert sorted((BASE / "processes").glob("*.yaml")) == processes
+    assert [path.stem for path in processes] == sorted(PROCESSES)
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    used = {*kustomization["resources"], *(patch["path"] for patch in kustomization["patches"])}
+    used |= {file for generator in kustomization["configMapGenerator"] for file in generator.get("files", [])}
+    assert {str(path.relative_to(BASE)) for path in outputs} <= used
 
 
 def test_every_object_is_valid_for_kubernetes(rendered: Build) -> None:
@@ -153,6 +163,7 @@ def test_postgres_is_a_cloudnativepg_cluster_of_three(rendered: Build) -> None:
         "postgresql",
         "storage",
         "resources",
+        "managed",  # issue 18 §5: the runtime roles (base/database-roles.yaml)
     }
 
 
@@ -289,12 +300,19 @@ def test_everything_lives_in_one_restricted_namespace(rendered: Build) -> None:
 
 
 def test_every_cmh_variable_is_a_setting(rendered: Build) -> None:
-    variables = {key for obj in rendered.of_kind("ConfigMap") for key in obj["data"]}
+    # The ConfigMaps read as environments (cmh-db-grants is a file, mounted in the migration Job).
+    environments = {
+        source["configMapRef"]["name"]
+        for obj in rendered.objects
+        for c in containers(obj)
+        for source in c.get("envFrom", [])
+    }
+    variables = {key for name in environments for key in rendered.get("ConfigMap", name)["data"]}
     variables |= {e["name"] for obj in rendered.objects for c in containers(obj) for e in c.get("env", [])}
     cmh = {variable for variable in variables if variable.startswith("CMH_")}
     assert cmh, "no settings at all?"
     assert sorted(v for v in cmh if settings_field(v) is None) == []
-    assert variables == cmh  # and nothing else is configured
+    assert variables - cmh == {PASSWORD_VARIABLE}  # and nothing else is configured
 
 
 def test_references_resolve(rendered: Build) -> None:
@@ -356,7 +374,15 @@ def test_settings_point_at_the_services(rendered: Build, name: str, monkeypatch:
     assert settings.nats_url == NATS_URL
     assert settings.host == "0.0.0.0"
     assert str(settings.var_dir).startswith("/tmp/")  # the emptyDir: the root is read-only
-    assert "CMH_DATABASE_URL" in env
+    # issue 18 §5: its own role, on the CloudNativePG primary, with the password from its own
+    # Secret; no fallback URL (the migration role's) in reach.
+    assert "CMH_DATABASE_URL" not in env
+    url = make_url(settings.database_url_for(name))
+    assert (url.username, url.password) == (f"cmh_{name}", None)
+    assert (url.host, url.port, url.database) == ("cmh-db-rw", 5432, "app")
+    assert settings.database_schema_for(name) == name
+    (password,) = [e for e in container_of(deployment)["env"] if e["name"] == PASSWORD_VARIABLE]
+    assert password["valueFrom"]["secretKeyRef"] == {"name": f"cmh-db-{name}", "key": "password"}
     # Only reporting holds the pseudonym key, and every replica the same one (from one Secret).
     assert ("CMH_REPORTING_PSEUDONYM_KEY" in env) == (name == "reporting")
     # Only the gateway holds the key-encryption key of its signing keys, from one Secret.
@@ -384,17 +410,30 @@ def test_database_connections_fit_the_cluster(rendered: Build, monkeypatch: pyte
     assert needed + 20 <= max_connections  # room for the migration Job and the operator's own
 
 
-def test_migration_job_migrates_then_seeds(rendered: Build) -> None:
+def test_migration_job_migrates_grants_then_seeds(rendered: Build) -> None:
+    """As the migration role (`app`, CloudNativePG's owner of the database): `cmh migrate`, then
+    roles.sql from its ConfigMap (the generated file, unchanged), then `cmh seed`."""
     (job,) = rendered.of_kind("Job")
     spec = pod_spec(job)
     assert spec is not None
-    assert [c["args"] for c in spec["initContainers"]] == [["migrate"]]
+    assert [c["name"] for c in spec["initContainers"]] == ["migrate", "grants"]
+    migrate, grants = spec["initContainers"]
+    assert migrate["args"] == ["migrate"]
     assert [c["args"] for c in spec["containers"]] == [["seed"]]
     assert spec["restartPolicy"] in ("OnFailure", "Never")
     gateway = container_of(rendered.get("Deployment", "gateway"))
     for container in containers(job):
         assert container["envFrom"] == gateway["envFrom"]
-        assert container["env"] == [e for e in gateway["env"] if e["name"] == "CMH_DATABASE_URL"]
+        assert container["env"] == [
+            {"name": "CMH_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "cmh-db-app", "key": "uri"}}}
+        ]
+
+    (mount,) = [m for m in grants["volumeMounts"] if m["name"] != "tmp"]
+    assert grants["command"][:2] == ["python", "-c"]
+    assert grants["command"][-1] == f"{mount['mountPath']}/roles.sql"
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    config_map = rendered.get("ConfigMap", volume["configMap"]["name"])
+    assert config_map["data"]["roles.sql"] == load_generator().grants_sql()
 
 
 def test_production_gateway_needs_its_kek(production: Build, monkeypatch: pytest.MonkeyPatch) -> None:

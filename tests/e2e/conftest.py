@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +22,10 @@ from services.notify.app import create_app as create_notify
 from services.registry.app import create_app as create_registry
 from services.registry.seed import seed as seed_registry
 from services.triage.app import create_app as create_triage
-from shared.nats_server import free_port
+from shared.bus_access import prepare_closed_bus
+from shared.consumer import provision_bus
+from shared.nats_server import EmbeddedNatsServer, free_port
+from shared.serving import bus_plan
 from shared.settings import Settings
 from tests.support import prepare_databases, serve
 
@@ -50,6 +54,24 @@ CLIENTS = {
     "other-provider": ("RXN", "ods", "partner_ehr", "careplan:read careplan:write"),
     "registry-admin": ("RW5", "ods", "admin", "registry:read registry:admin"),
 }
+
+
+@pytest.fixture
+def bus_credentials(tmp_path: Path) -> Path:
+    """End to end, the bus is closed as under `cmh run`: a NATS user per process (bcrypt at its
+    lowest cost here; the rounds only slow connecting)."""
+    credentials, _ = prepare_closed_bus(tmp_path / "nats", bus_plan(), "CMH", rounds=4)
+    return credentials
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path, bus_credentials: Path) -> Iterator[EmbeddedNatsServer]:
+    server = EmbeddedNatsServer(tmp_path / "nats", config_file=tmp_path / "nats" / "auth.json")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass
@@ -94,6 +116,8 @@ async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
         jwks_url=f"http://127.0.0.1:{ports['gateway']}/.well-known/jwks.json",
         jwks_min_refresh_seconds=0,
     )
+    # Services only bind to their durables on a closed bus: the admin makes them first.
+    await provision_bus(settings, bus_plan())
     secrets = await prepare_databases(settings, owners, CLIENTS)
     apps = {
         "gateway": create_gateway(settings),

@@ -6,35 +6,18 @@ the same named worker, and the journey shows both episodes."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from tests.e2e.conftest import Suite
-from tests.support import eventually
+from tests.support import eventually, published
 
 
 async def _published(suite: Suite, subject: str) -> list[dict[str, Any]]:
-    import nats
-
-    connection = await nats.connect(suite.settings.nats_url)
-    try:
-        subscription = await connection.jetstream().pull_subscribe(
-            subject,
-            durable=None,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subject=subject),
-        )
-        found: list[dict[str, Any]] = []
-        with contextlib.suppress(Exception):
-            while True:
-                found += [json.loads(m.data) for m in await subscription.fetch(100, timeout=0.5)]
-        return found
-    finally:
-        await connection.close()
+    return await published(suite.settings, subject)
 
 
 class People:

@@ -7,21 +7,19 @@ re-referral after discharge goes to the named worker's team; a resubmission crea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import func, select
 
 from services.triage.models import DirectoryService, Discharge, RegistryRecord
 from shared.events import make_event
 from shared.settings import Settings
 from tests.e2e.conftest import Suite
-from tests.support import eventually
+from tests.support import eventually, published
 
 
 async def _read_models_filled(triage_app: Any) -> bool:
@@ -34,25 +32,7 @@ async def _read_models_filled(triage_app: Any) -> bool:
 
 
 async def _published(settings: Settings, subject: str) -> list[dict[str, Any]]:
-    """Every message JetStream holds on a subject (an ephemeral consumer from the start)."""
-    import nats
-
-    connection = await nats.connect(settings.nats_url)
-    try:
-        js = connection.jetstream()
-        subscription = await js.pull_subscribe(
-            subject,
-            durable=None,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subject=subject),
-        )
-        found: list[dict[str, Any]] = []
-        with contextlib.suppress(Exception):
-            while True:
-                for message in await subscription.fetch(100, timeout=0.5):
-                    found.append(json.loads(message.data))
-        return found
-    finally:
-        await connection.close()
+    return await published(settings, subject)
 
 
 def _referral(**person: Any) -> dict[str, Any]:
@@ -181,7 +161,8 @@ async def test_a_re_referral_after_discharge_goes_to_the_named_workers_team(suit
                 "reaccess_until": (now + timedelta(days=300)).isoformat(),
             },
         )  # fmt: skip
-        js = await suite.triage_app.state.broker.wait_connected()
+        # On careplan's own connection: the bus lets only careplan publish careplan's subjects.
+        js = await suite.apps["careplan"].state.broker.wait_connected()
         await js.publish(discharged.type, discharged.to_json())
 
         async def kept() -> bool:

@@ -169,6 +169,7 @@ async def test_request_id_and_trace_reach_the_service_and_come_back(
                 **auth,
                 "X-Request-ID": "partner-req-123",
                 "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "X-Forwarded-For": "203.0.113.7",  # from an untrusted peer: not believed
             },
         )
         assert given.status_code == 200
@@ -186,6 +187,21 @@ async def test_request_id_and_trace_reach_the_service_and_come_back(
         assert len(request_id) == 36
         assert generated.json()["headers"]["x-request-id"] == request_id
         assert len(generated.json()["headers"]["traceparent"].split("-")) == 4
+
+
+async def test_behind_a_trusted_proxy_the_service_is_told_the_caller_only(
+    running: Running, make_settings: Callable[..., Settings]
+) -> None:
+    client, settings, _ = await start_gateway(
+        running, make_settings, {"triage": echo_app("triage")}, trusted_proxies="127.0.0.1"
+    )
+    auth = await token_for(client, settings)
+    async with client:
+        given = await client.get(
+            "/triage/echo/a", headers={**auth, "X-Forwarded-For": "203.0.113.7, 198.51.100.4"}
+        )
+    assert given.status_code == 200
+    assert given.json()["headers"]["x-forwarded-for"] == "198.51.100.4"
 
 
 async def test_bodies_stream_both_ways_intact(
