@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Literal
 
 import httpx
@@ -21,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gateway import audit, fhir, tokens
 from gateway.access import AccessControlMiddleware
+from gateway.clients import revoked_since
 from gateway.keys import KeyManager
 from gateway.openapi import OpenApiMerger
 from gateway.proxy import Upstreams, new_upstream_client, proxy_router
@@ -33,6 +35,7 @@ from shared.errors import install_problem_handlers, problem_response, problem_ty
 from shared.metrics import render_metrics
 from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
 from shared.params import check_path_ids
+from shared.revocation import RevocationPublisher
 from shared.service import is_draining, start_draining, stop_background
 from shared.settings import SERVICES, Settings, get_settings
 
@@ -136,22 +139,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upstream = new_upstream_client(settings)
         broker = Broker(settings, "gateway")
         audit_consumer = EventConsumer(db, broker, settings, "gateway", audit.audit_subscription())
+        verifier = TokenVerifier(settings, keys)
+
+        async def revocations_since(cutoff: float) -> dict[str, float]:
+            async with db.session() as session:
+                return await revoked_since(session, datetime.fromtimestamp(cutoff, UTC))
+
+        # The registry is here: the gateway refuses at once and tells every service (shared/revocation.py).
+        revocation_publisher = RevocationPublisher(broker, verifier.revocations, revocations_since)
         app.state.settings = settings
         app.state.db = db
         app.state.key_manager = keys
         app.state.token_service = TokenService(db, keys, settings)
-        app.state.token_verifier = TokenVerifier(settings, keys)
+        app.state.token_verifier = verifier
         app.state.upstream = upstream
         app.state.upstreams = Upstreams(settings)
         app.state.broker = broker
         app.state.openapi = OpenApiMerger(app, settings, upstream)
         broker.start()
         audit_consumer.start()
+        revocation_publisher.start()
         try:
             yield
         finally:
             start_draining(app)
-            await stop_background(settings, [audit_consumer], None)
+            await stop_background(settings, [audit_consumer, revocation_publisher], None)
             await broker.close()
             await upstream.aclose()
             app.state.token_service.close()

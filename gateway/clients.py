@@ -162,9 +162,20 @@ async def list_clients(session: AsyncSession) -> list[Client]:
 
 
 async def disable_client(session: AsyncSession, client_id: str) -> None:
+    """No new tokens, and the live ones refused within seconds everywhere (shared/revocation.py)."""
     client = await get_client(session, client_id)
-    client.disabled_at = client.disabled_at or utcnow()
-    client.updated_at = utcnow()
+    now = utcnow()
+    client.disabled_at = client.disabled_at or now
+    client.tokens_revoked_before = now
+    client.updated_at = now
+
+
+async def revoked_since(session: AsyncSession, cutoff: datetime) -> dict[str, float]:
+    """Client id → epoch seconds of the revocation, for revocations after `cutoff`."""
+    rows = await session.execute(
+        select(Client.client_id, Client.tokens_revoked_before).where(Client.tokens_revoked_before >= cutoff)
+    )
+    return {client_id: revoked.timestamp() for client_id, revoked in rows.all()}
 
 
 async def enable_client(session: AsyncSession, client_id: str) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.orm import InstrumentedAttribute
 
 from shared.errors import Problem
+from shared.revocation import RevocationList, revocation_window
 from shared.settings import Settings
 
 TOKEN_ALGORITHM = "RS256"  # noqa: S105 - an algorithm name, not a secret
@@ -99,6 +100,9 @@ class Caller:
     purpose: PurposeOfUse
     end_user_id: str | None = None
     end_user_role: str | None = None
+    # The token's lifetime (epoch seconds): a long-lived answer (an event stream) ends with it.
+    issued_at: float = 0.0
+    expires_at: float = float("inf")
 
     def has(self, *scopes: str) -> bool:
         return set(scopes) <= self.scopes
@@ -172,9 +176,19 @@ def _unauthorised(detail: str, error: str = "invalid_token") -> Problem:
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings, keys: KeySource) -> None:
+    def __init__(
+        self, settings: Settings, keys: KeySource, revocations: RevocationList | None = None
+    ) -> None:
         self.settings = settings
         self.keys = keys
+        # Fed by the gateway's snapshots (shared/revocation.py): a disabled client's tokens end.
+        self.revocations = revocations or RevocationList(keep_seconds=revocation_window(settings))
+
+    def still_valid(self, caller: Caller) -> bool:
+        """For answers that outlive the request (event streams): not expired, not revoked."""
+        if time.time() > caller.expires_at + self.settings.token_leeway_seconds:
+            return False
+        return not self.revocations.revoked(caller.client_id, caller.issued_at)
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or a 401 Problem saying (without detail an attacker could use) why not."""
@@ -205,6 +219,8 @@ class TokenVerifier:
             raise _unauthorised("The access token is not valid.") from None
         if not isinstance(claims.get("scope", ""), str) or not isinstance(claims.get("cmh_org"), str):
             raise _unauthorised("The access token is not valid.")
+        if self.revocations.revoked(str(claims["sub"]), float(claims["iat"])):
+            raise _unauthorised("The access token has been revoked.")
         try:
             ClientKind(claims.get("cmh_kind"))
         except ValueError:
@@ -247,6 +263,8 @@ def caller_from_claims(claims: dict[str, Any], headers: Any) -> Caller:
         purpose=purpose,
         end_user_id=end_user_id,
         end_user_role=end_user_role,
+        issued_at=float(claims["iat"]),
+        expires_at=float(claims["exp"]),
     )
 
 

@@ -6,7 +6,8 @@ Every process connects as its own NATS user (the gateway, each service) and may 
   producer), and park dead letters of its own durable consumers;
 - read through its own durable consumers, which it binds to but can neither create nor change
   (so it cannot widen what it reads), and its own reply inbox (`_INBOX_<identity>.>`), never
-  another's.
+  another's;
+- hear the gateway's token revocation snapshots (only the gateway may publish them).
 
 The stream and every durable consumer are made by the `admin` identity (`cmh bus provision`, run
 by `cmh run` and by the Kubernetes migrate job) from the processes' declared subscriptions. The
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.events import SUBJECT_PREFIX, dead_letter_subject
+from shared.revocation import REVOCATION_PUBLISHER, REVOCATIONS_SUBJECT
 
 ADMIN = "admin"
 _IDENTITY = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -70,7 +72,11 @@ def permissions(identity: str, durables: Sequence[str], stream: str) -> BusPermi
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
             f"$JS.ACK.{stream}.{durable}.>",
         ]
-    return BusPermissions(publish=tuple(publish), subscribe=(f"{inbox_prefix(identity)}.>",))
+    if identity == REVOCATION_PUBLISHER:
+        publish.append(REVOCATIONS_SUBJECT)
+    return BusPermissions(
+        publish=tuple(publish), subscribe=(f"{inbox_prefix(identity)}.>", REVOCATIONS_SUBJECT)
+    )
 
 
 # --- credentials --------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from shared.metrics import render_metrics
 from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
 from shared.outbox import OutboxRelay
 from shared.params import check_path_ids
+from shared.revocation import RevocationListener
 from shared.settings import Settings, get_settings
 from shared.sqltypes import utcnow
 
@@ -152,14 +153,15 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
         )
         app.state.service_name = spec.name
-        app.state.token_verifier = TokenVerifier(settings, jwks)
+        app.state.token_verifier = verifier = TokenVerifier(settings, jwks)
         app.state.settings = settings
         app.state.db = db
         app.state.broker = broker
         app.state.relay = relay
         app.state.consumers = consumers
         app.state.clock = getattr(app.state, "clock", None) or utcnow  # injectable "now" (tests)
-        workers = [build(app) for build in spec.workers]
+        # A disabled client's live tokens are refused here too, within a snapshot interval.
+        workers = [RevocationListener(broker, verifier.revocations), *(build(app) for build in spec.workers)]
         app.state.workers = workers
         broker.start()
         relay.start()

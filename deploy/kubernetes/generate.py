@@ -7,7 +7,10 @@ base/processes/<name>.yaml, made here once rather than copied seven times by han
   readiness on /ready), requests and limits, a locked-down security context with an emptyDir on
   /tmp, a preStop pause so endpoints drain before SIGTERM, the shared settings (ConfigMap
   `cmh-config`) and its own database role: `CMH_<NAME>_DATABASE_URL` names the role `cmh_<name>`
-  and `PGPASSWORD` comes from that role's Secret `cmh-db-<name>`;
+  and `PGPASSWORD` comes from that role's Secret `cmh-db-<name>`; and its own NATS user on the
+  closed bus (shared/bus_access.py): only its own password, `<name>.password` from the Secret
+  `cmh-nats-<name>`, is mounted in CMH_NATS_CREDENTIALS_DIR, beside the CA of the NATS servers'
+  TLS certificate (ConfigMap `cmh-nats-ca`, CMH_NATS_TLS_CA_FILE in settings.env);
 - a ClusterIP Service on the process's port;
 - a HorizontalPodAutoscaler (CPU 70%, 2 to 6 replicas); the Deployment has no `replicas`, so
   applying the manifests never fights the autoscaler;
@@ -40,6 +43,7 @@ from typing import Any
 import yaml
 
 from gateway.models import AuditPerson, AuditRecord
+from shared.bus_access import ADMIN, password_file
 from shared.db import check_schema_name
 from shared.settings import DATABASE_OWNERS, DEFAULT_SERVICE_PORTS, SERVICES, Settings
 
@@ -68,6 +72,17 @@ PSEUDONYM_KEY = "pseudonym-key"
 # secretGenerator (never committed). Every replica must hold the same one.
 GATEWAY_SECRET = "cmh-gateway"  # noqa: S105 - the name of a Secret, not a secret
 KEK_KEY = "key-encryption-key"
+# issue 18 §2, the closed bus: every process connects to NATS as its own user. Its password is the
+# key `password` of its own Secret `cmh-nats-<identity>` (each overlay makes one per identity, the
+# `admin` too, which only the migration Job mounts), mounted alone as `<identity>.password` in
+# CMH_NATS_CREDENTIALS_DIR: a pod holds no other identity's password.
+NATS_CREDENTIALS_DIR = "/var/run/cmh/nats"
+NATS_PASSWORD_KEY = "password"  # noqa: S105 - the key of a Secret, not a secret
+# TLS to NATS: the CA that signed the servers' certificate (nats-tls.yaml), a ConfigMap each overlay
+# makes; CMH_NATS_TLS_CA_FILE (base/settings.env) names the file in this directory.
+NATS_CA_CONFIG_MAP = "cmh-nats-ca"
+NATS_CA_DIR = "/etc/cmh/nats-ca"
+NATS_CA_KEY = "ca.crt"
 
 # issue 18 §5, NetworkPolicies: where the pods outside this namespace are. Each is a namespace
 # (selected by the label Kubernetes puts on every namespace) and the labels of its pods.
@@ -128,6 +143,39 @@ def database_secret(owner: str) -> str:
     return f"cmh-db-{owner}"
 
 
+def bus_identities() -> tuple[str, ...]:
+    """Every NATS user of the closed bus: the admin (stream and consumers) and each process."""
+    return (ADMIN, *processes())
+
+
+def nats_secret(identity: str) -> str:
+    """The Secret holding one identity's NATS password (made by each overlay)."""
+    return f"cmh-nats-{identity}"
+
+
+def nats_volumes(identity: str) -> list[dict[str, Any]]:
+    """The identity's own password, as `<identity>.password` (the file shared/bus_access.py
+    reads), and the NATS servers' CA."""
+    password = password_file(Path(NATS_CREDENTIALS_DIR), identity).name
+    return [
+        {
+            "name": "nats-credentials",
+            "secret": {
+                "secretName": nats_secret(identity),
+                "items": [{"key": NATS_PASSWORD_KEY, "path": password}],
+            },
+        },
+        {"name": "nats-ca", "configMap": {"name": NATS_CA_CONFIG_MAP, "items": [{"key": NATS_CA_KEY, "path": NATS_CA_KEY}]}},
+    ]
+
+
+def nats_mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": "nats-credentials", "mountPath": NATS_CREDENTIALS_DIR, "readOnly": True},
+        {"name": "nats-ca", "mountPath": NATS_CA_DIR, "readOnly": True},
+    ]
+
+
 def env(name: str) -> list[dict[str, Any]]:
     # The URL names the role and is no secret; the password comes from the role's own Secret as
     # PGPASSWORD, which asyncpg reads when the URL has none (so it needs no escaping either). No
@@ -139,6 +187,8 @@ def env(name: str) -> list[dict[str, Any]]:
             "name": "PGPASSWORD",
             "valueFrom": {"secretKeyRef": {"name": database_secret(name), "key": "password"}},
         },
+        # The closed bus: its own NATS user, the password mounted from its own Secret.
+        {"name": "CMH_NATS_CREDENTIALS_DIR", "value": NATS_CREDENTIALS_DIR},
     ]
     if name == "reporting":
         # Not optional: a replica without it would make up its own key and its own pseudonyms.
@@ -195,7 +245,10 @@ def container(name: str, port: int) -> dict[str, Any]:
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - the pod's own emptyDir
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+            *nats_mounts(),
+        ],
     }
 
 
@@ -234,7 +287,7 @@ def deployment(name: str, port: int) -> dict[str, Any]:
                         }
                     ],
                     "containers": [container(name, port)],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}, *nats_volumes(name)],
                 },
             },
         },
@@ -313,6 +366,10 @@ def _database_egress() -> dict[str, Any]:
     return {"to": [_database_pods()], "ports": _ports(DATABASE_PORT)}
 
 
+def _nats_egress() -> dict[str, Any]:
+    return {"to": [_peer(*NATS)], "ports": _ports(NATS_PORT)}
+
+
 def network_policy(name: str, port: int) -> dict[str, Any]:
     """What one process accepts and reaches. The gateway: from the ingress controller and (for the
     JWKS) the services; to every service. A service: from the gateway only, on its port; to the
@@ -341,7 +398,7 @@ def network_policy(name: str, port: int) -> dict[str, Any]:
     egress = [
         _dns_egress(),
         _database_egress(),
-        {"to": [_peer(*NATS)], "ports": _ports(NATS_PORT)},
+        _nats_egress(),
         *http_egress,
     ]
     if name in PUBLIC_HTTPS:
@@ -420,7 +477,8 @@ def shared_network_policies() -> list[dict[str, Any]]:
             "spec": {
                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": MIGRATE_JOB, **part_of}},
                 "policyTypes": ["Ingress", "Egress"],
-                "egress": [_dns_egress(), _database_egress()],  # it accepts nothing
+                # PostgreSQL (migrations, grants, seed) and NATS (`cmh bus provision`); it accepts nothing.
+                "egress": [_dns_egress(), _database_egress(), _nats_egress()],
             },
         },
     ]

@@ -35,7 +35,7 @@ from services.triage.schemas import (
     RuleOut,
 )
 from shared.audit import AuditAction, record_access, record_access_to
-from shared.auth import Caller, requires
+from shared.auth import Caller, TokenVerifier, requires
 from shared.db import Database
 from shared.errors import Problem, rule_broken
 from shared.idempotency import RequiredIdempotency, create_once
@@ -402,12 +402,15 @@ async def crisis_stream(
         if after is None:
             after = int(await session.scalar(select(func.coalesce(func.max(CrisisChange.seq), 0))) or 0)
     changed: asyncio.Event = request.app.state.crisis_changed
+    verifier: TokenVerifier = request.app.state.token_verifier
 
     async def events() -> AsyncIterator[bytes]:
         cursor = after
         yield b"retry: 1000\n\n"
         quiet = 0.0
-        while not await request.is_disconnected():
+        # The stream ends with its token: expired, or its client disabled (the app reconnects
+        # with a new token, from Last-Event-ID).
+        while verifier.still_valid(caller) and not await request.is_disconnected():
             async with db.session() as session:
                 rows = (
                     await session.scalars(

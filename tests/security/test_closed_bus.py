@@ -22,6 +22,7 @@ from shared.bus_access import ADMIN, permissions, prepare_closed_bus, read_passw
 from shared.consumer import MisattributedEvent, event_from, provision_bus
 from shared.events import make_event
 from shared.nats_server import EmbeddedNatsServer
+from shared.revocation import REVOCATION_PUBLISHER, REVOCATIONS_SUBJECT
 from shared.serving import bus_plan
 from shared.settings import PROCESSES, Settings
 
@@ -105,6 +106,10 @@ async def test_a_service_cannot_publish_on_another_services_subject(bus: Setting
         for service in ("gateway", "directory", "careplan"):
             await triage.publish(f"cmh.{service}.audit.recorded", b"{}")
         await triage.flush()
+        # Nor a revocation snapshot (which could un-revoke a disabled client's tokens).
+        await triage.publish(REVOCATIONS_SUBJECT, b'{"revoked": {}}')
+        await triage.flush()
+        assert await violations.until(f'Publish to "{REVOCATIONS_SUBJECT}"')
         assert await _stored(bus) == before
         # Its own subjects still work.
         own = make_event("triage", "referral", "received", {"referral_id": "r-1"})
@@ -166,14 +171,16 @@ def test_every_permission_is_the_processs_own() -> None:
     for identity, durables in plan.items():
         granted = permissions(identity, list(durables), STREAM)
         for subject in granted.publish:
-            if subject.startswith("cmh."):
+            if subject == REVOCATIONS_SUBJECT:
+                assert identity == REVOCATION_PUBLISHER, identity
+            elif subject.startswith("cmh."):
                 assert subject in (f"cmh.{identity}.>", *(f"cmh.deadletter.{d}" for d in durables)), subject
             else:
                 assert subject.startswith(("$JS.API.STREAM.INFO.", "$JS.API.CONSUMER.", "$JS.ACK.")), subject
                 assert "CREATE" not in subject and "DELETE" not in subject and "UPDATE" not in subject
                 if subject.startswith(("$JS.API.CONSUMER.", "$JS.ACK.")):
                     assert any(f".{STREAM}.{durable}" in subject for durable in durables), subject
-        assert granted.subscribe == (f"_INBOX_{identity}.>",)
+        assert granted.subscribe == (f"_INBOX_{identity}.>", REVOCATIONS_SUBJECT)
 
 
 def test_only_the_gateway_reads_audit_events() -> None:
