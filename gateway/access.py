@@ -30,11 +30,11 @@ from shared.settings import Settings
 
 OPEN_PATHS = frozenset(
     {
-        "/health", "/ready", "/metrics", "/docs", "/openapi.json", "/oauth2/token", "/.well-known/jwks.json",
+        "/health", "/ready", "/docs", "/openapi.json", "/oauth2/token", "/.well-known/jwks.json",
         "/fhir/metadata",  # a FHIR server's CapabilityStatement is public (FHIR R4 §3.1.0.13)
     }
 )  # fmt: skip
-UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+UNLIMITED_PATHS = frozenset({"/health", "/ready"})
 # Open Referral UK read endpoints, public by the standard.
 PUBLIC_DIRECTORY = re.compile(
     r"^/directory(/|/openapi\.json|/(services|organizations|taxonomies|taxonomy_terms|service_at_locations)(/[^/]+)?/?)?$"

@@ -32,7 +32,6 @@ from shared.broker import Broker
 from shared.consumer import EventConsumer
 from shared.db import Database
 from shared.errors import install_problem_handlers, problem_response, problem_type
-from shared.metrics import render_metrics
 from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
 from shared.params import check_path_ids
 from shared.revocation import RevocationPublisher
@@ -101,11 +100,6 @@ def operational_router() -> APIRouter:
             type_=problem_type("not-ready"),
             **body,
         )
-
-    @router.get("/metrics")
-    async def metrics() -> Response:
-        payload, content_type = render_metrics()
-        return Response(payload, media_type=content_type)
 
     @router.get("/openapi.json")
     async def openapi(request: Request) -> JSONResponse:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 
 HTTP_REQUESTS = Counter(
     "cmh_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
@@ -30,3 +40,15 @@ UPSTREAM_ERRORS = Counter(
 
 def render_metrics() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def metrics_port(api_port: int, offset: int) -> int | None:
+    """Where a process serves `/metrics`: its API port plus the offset (0: not served)."""
+    return api_port + offset if offset else None
+
+
+def serve_metrics(host: str, port: int) -> Any:
+    """`/metrics` on a port of its own (issue 18: never on the public API port), from a thread, so
+    a scrape is answered even while the event loop is busy. Returns the server (for shutdown)."""
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    return server

@@ -33,7 +33,7 @@ from shared.tracing import (
 access_log = logging.getLogger("cmh.access")
 error_log = logging.getLogger("cmh.errors")
 
-QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+QUIET_PATHS = frozenset({"/health", "/ready"})
 
 
 def route_template(scope: Scope) -> str:

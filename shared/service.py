@@ -1,5 +1,5 @@
 """The app factory every service uses: database, broker, outbox relay, consumers, errors,
-request context, `/health`, `/ready` and `/metrics`.
+request context, `/health` and `/ready` (`/metrics` has a port of its own: shared/serving.py).
 
 A service declares what is its own (name, routers, models, subscriptions) in a `ServiceSpec`;
 everything else is the same everywhere and lives here once.
@@ -23,7 +23,6 @@ from shared.broker import Broker
 from shared.consumer import EventConsumer, Subscription
 from shared.db import Database
 from shared.errors import install_problem_handlers, problem_response, problem_type
-from shared.metrics import render_metrics
 from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
 from shared.outbox import OutboxRelay
 from shared.params import check_path_ids
@@ -50,7 +49,7 @@ class ServiceSpec:
 
 
 def operational_router(service: str) -> APIRouter:
-    """`/health`, `/ready` and `/metrics`: for orchestrators and Prometheus, not in the public API."""
+    """`/health` and `/ready`: for orchestrators, not in the public API."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/health")
@@ -80,11 +79,6 @@ def operational_router(service: str) -> APIRouter:
             service=service,
             checks=checks,
         )
-
-    @router.get("/metrics")
-    async def metrics() -> Response:
-        body, content_type = render_metrics()
-        return Response(body, media_type=content_type)
 
     return router
 

@@ -17,6 +17,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from shared.metrics import metrics_port, serve_metrics
 from shared.service import freeze_long_lived, start_draining
 from shared.settings import PROCESSES, Settings
 
@@ -89,4 +90,10 @@ def serve(name: str, settings: Settings, *, host: str, port: int) -> None:
         proxy_headers=False,
     )
     server = DrainingServer(config, drain_seconds=settings.shutdown_drain_seconds)
-    server.run()
+    scrape_port = metrics_port(port, settings.metrics_port_offset)
+    metrics_server = serve_metrics(host, scrape_port) if scrape_port else None
+    try:
+        server.run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     # --- network -----------------------------------------------------------------------------
     host: str = "127.0.0.1"
     gateway_port: int = 8000
+    metrics_port_offset: int = Field(
+        default=1000,
+        ge=0,
+        le=20_000,
+        description="Each process serves /metrics on its API port plus this (never on the API port); 0: none.",
+    )
     triage_port: int = DEFAULT_SERVICE_PORTS["triage"]
     careplan_port: int = DEFAULT_SERVICE_PORTS["careplan"]
     registry_port: int = DEFAULT_SERVICE_PORTS["registry"]

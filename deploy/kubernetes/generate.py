@@ -87,6 +87,10 @@ NATS_CA_KEY = "ca.crt"
 # issue 18 §5, NetworkPolicies: where the pods outside this namespace are. Each is a namespace
 # (selected by the label Kubernetes puts on every namespace) and the labels of its pods.
 INGRESS_CONTROLLER = ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+# Prometheus scrapes /metrics on each process's metrics port (API port + CMH_METRICS_PORT_OFFSET),
+# never the API port (issue 18 §6).
+PROMETHEUS = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
+METRICS_OFFSET = Settings.model_fields["metrics_port_offset"].default
 NATS = ("nats", {"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats"})  # nats-values.yaml
 NATS_PORT = 4222
 CNPG_OPERATOR = ("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"})
@@ -165,7 +169,10 @@ def nats_volumes(identity: str) -> list[dict[str, Any]]:
                 "items": [{"key": NATS_PASSWORD_KEY, "path": password}],
             },
         },
-        {"name": "nats-ca", "configMap": {"name": NATS_CA_CONFIG_MAP, "items": [{"key": NATS_CA_KEY, "path": NATS_CA_KEY}]}},
+        {
+            "name": "nats-ca",
+            "configMap": {"name": NATS_CA_CONFIG_MAP, "items": [{"key": NATS_CA_KEY, "path": NATS_CA_KEY}]},
+        },
     ]
 
 
@@ -214,7 +221,10 @@ def container(name: str, port: int) -> dict[str, Any]:
         "name": name,
         "image": IMAGE,
         "args": ["serve", name, "--port", str(port)],
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": port + METRICS_OFFSET, "protocol": "TCP"},
+        ],
         "envFrom": [{"configMapRef": {"name": CONFIG_MAP}}],
         "env": env(name),
         # Up to a minute to start (migrations are the Job's business, not the process's).
@@ -265,7 +275,7 @@ def deployment(name: str, port: int) -> dict[str, Any]:
                     "labels": metadata(name)["labels"],
                     "annotations": {
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(port),
+                        "prometheus.io/port": str(port + METRICS_OFFSET),
                         "prometheus.io/path": "/metrics",
                     },
                 },
@@ -373,7 +383,8 @@ def _nats_egress() -> dict[str, Any]:
 def network_policy(name: str, port: int) -> dict[str, Any]:
     """What one process accepts and reaches. The gateway: from the ingress controller and (for the
     JWKS) the services; to every service. A service: from the gateway only, on its port; to the
-    gateway's JWKS. Every process: PostgreSQL, NATS and DNS; notify also public HTTPS."""
+    gateway's JWKS. Every process: PostgreSQL, NATS and DNS; notify also public HTTPS; and
+    Prometheus on the metrics port only."""
     gateway_port = processes()["gateway"]
     services = {service: p for service, p in processes().items() if service != "gateway"}
     if name == "gateway":
@@ -395,6 +406,7 @@ def network_policy(name: str, port: int) -> dict[str, Any]:
         http_egress = [
             {"to": [{"podSelector": {"matchLabels": labels("gateway")}}], "ports": _ports(gateway_port)}
         ]
+    ingress.append({"from": [_peer(*PROMETHEUS)], "ports": _ports(port + METRICS_OFFSET)})
     egress = [
         _dns_egress(),
         _database_egress(),

@@ -20,7 +20,9 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from shared.bus_access import ADMIN
 from shared.settings import DEFAULT_SERVICE_PORTS, SERVICES, Settings
+from shared.settings import PROCESSES as SETTINGS_PROCESSES
 from tests.deploy.kustomize import Build, build, containers, pod_spec, split_image
 
 ROOT = Path(__file__).parents[2]
@@ -33,11 +35,18 @@ PROCESSES = {"gateway": Settings.model_fields["gateway_port"].default, **DEFAULT
 assert set(PROCESSES) == {"gateway", *SERVICES}
 # Custom resources of operators the suite relies on: kubernetes-validate has no schema for them.
 CUSTOM_KINDS = {("postgresql.cnpg.io/v1", "Cluster")}
-NATS_URL = "nats://nats.nats.svc.cluster.local:4222"  # release `nats`, namespace `nats`
+NATS_URL = "tls://nats.nats.svc.cluster.local:4222"  # release `nats`, namespace `nats`, TLS
+# Every NATS user of the closed bus (issue 18 §2): the admin and each process.
+BUS_IDENTITIES = (ADMIN, *SETTINGS_PROCESSES)
+assert set(SETTINGS_PROCESSES) == set(PROCESSES)
 # Secrets that every overlay makes for its environment (the base only refers to them): the
-# pseudonym key, the gateway's KEK and (issue 18 §5) the password of each process's database role.
+# pseudonym key, the gateway's KEK, (issue 18 §5) the password of each process's database role and
+# (§2) the NATS password of each bus identity.
 DATABASE_ROLE_SECRETS = {f"cmh-db-{name}" for name in PROCESSES}
-OVERLAY_SECRETS = {"cmh-reporting", "cmh-gateway", *DATABASE_ROLE_SECRETS}
+NATS_SECRETS = {f"cmh-nats-{identity}" for identity in BUS_IDENTITIES}
+OVERLAY_SECRETS = {"cmh-reporting", "cmh-gateway", *DATABASE_ROLE_SECRETS, *NATS_SECRETS}
+# ... and the one ConfigMap: the CA of the NATS servers' certificate.
+OVERLAY_CONFIG_MAPS = {"cmh-nats-ca"}
 # Not a CMH_ setting, but libpq's (asyncpg reads it when the URL has no password): the role's
 # password, kept out of the URL so that the URL is no secret.
 PASSWORD_VARIABLE = "PGPASSWORD"
@@ -108,7 +117,8 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
 def test_every_file_of_the_kustomizations_is_read(base: Build, production: Build) -> None:
     """A YAML file under deploy/kubernetes that no kustomization reads is dead (or forgotten)."""
     read = {path.resolve() for path in [*base.files_read, *production.files_read]}
-    read |= {KUBERNETES / "nats-values.yaml"}  # Helm values, not kustomize input
+    # Helm values and cert-manager objects for the NATS release, not kustomize input.
+    read |= {KUBERNETES / "nats-values.yaml", KUBERNETES / "nats-tls.yaml"}
     on_disk = {
         path.resolve()
         for pattern in ("*.yaml", "*.env")
@@ -190,7 +200,9 @@ def test_deployment_serves_the_process_with_probes_on_its_port(rendered: Build, 
     port = PROCESSES[name]
     assert container["args"] == ["serve", name, "--port", str(port)]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": port}
+    # Prometheus scrapes a port of its own, never the API port (issue 18 §6).
+    metrics = port + Settings.model_fields["metrics_port_offset"].default
+    assert ports == {"http": port, "metrics": metrics}
 
     def probe(kind: str) -> tuple[str, int]:
         get = container[kind]["httpGet"]
@@ -201,7 +213,7 @@ def test_deployment_serves_the_process_with_probes_on_its_port(rendered: Build, 
     assert probe("readinessProbe") == ("/ready?scope=self" if name == "gateway" else "/ready", port)
     assert probe("livenessProbe") == ("/health", port)
     assert probe("startupProbe") == ("/health", port)
-    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(metrics)
 
 
 @pytest.mark.parametrize("name", sorted(PROCESSES))
@@ -316,7 +328,8 @@ def test_every_cmh_variable_is_a_setting(rendered: Build) -> None:
 
 
 def test_references_resolve(rendered: Build) -> None:
-    """Every ConfigMap and Secret a pod reads is made here, or is the one CloudNativePG makes."""
+    """Every ConfigMap and Secret a pod reads (as variables or as volumes) is made here, or is the
+    one CloudNativePG makes."""
     made = {
         (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"]) for obj in rendered.objects
     }
@@ -343,6 +356,21 @@ def test_references_resolve(rendered: Build) -> None:
                 else:
                     secret = rendered.get("Secret", reference["name"])
                     assert reference["key"] in secret["data"]
+        spec = pod_spec(obj)
+        for volume in spec["volumes"] if spec else []:
+            for kind, source, name_key in (
+                ("Secret", "secret", "secretName"),
+                ("ConfigMap", "configMap", "name"),
+            ):
+                if source not in volume:
+                    continue
+                name = volume[source][name_key]
+                if not is_overlay(rendered) and name in OVERLAY_SECRETS | OVERLAY_CONFIG_MAPS:
+                    continue
+                assert (kind, namespace, name) in made, f"{obj['metadata']['name']}: {volume}"
+                assert volume[source].get("optional") is not True
+                data = rendered.get(kind, name)["data"]
+                assert all(item["key"] in data for item in volume[source].get("items", [])), volume
 
 
 def test_the_production_secret_is_read_from_an_ignored_file(production: Build) -> None:
@@ -412,18 +440,21 @@ def test_database_connections_fit_the_cluster(rendered: Build, monkeypatch: pyte
 
 def test_migration_job_migrates_grants_then_seeds(rendered: Build) -> None:
     """As the migration role (`app`, CloudNativePG's owner of the database): `cmh migrate`, then
-    roles.sql from its ConfigMap (the generated file, unchanged), then `cmh seed`."""
+    roles.sql from its ConfigMap (the generated file, unchanged), then (issue 18 §2) `cmh bus
+    provision` (tests/deploy/test_closed_bus.py), then `cmh seed`."""
     (job,) = rendered.of_kind("Job")
     spec = pod_spec(job)
     assert spec is not None
-    assert [c["name"] for c in spec["initContainers"]] == ["migrate", "grants"]
-    migrate, grants = spec["initContainers"]
+    assert [c["name"] for c in spec["initContainers"]] == ["migrate", "grants", "bus"]
+    migrate, grants, _bus = spec["initContainers"]
     assert migrate["args"] == ["migrate"]
     assert [c["args"] for c in spec["containers"]] == [["seed"]]
     assert spec["restartPolicy"] in ("OnFailure", "Never")
     gateway = container_of(rendered.get("Deployment", "gateway"))
     for container in containers(job):
         assert container["envFrom"] == gateway["envFrom"]
+        if container["name"] == "bus":
+            continue  # the bus needs no database, and the database steps no bus
         assert container["env"] == [
             {"name": "CMH_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "cmh-db-app", "key": "uri"}}}
         ]

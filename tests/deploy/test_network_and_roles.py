@@ -24,7 +24,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from gateway.models import AuditPerson, AuditRecord
-from shared.settings import DATABASE_OWNERS, SERVICES
+from shared.settings import DATABASE_OWNERS, SERVICES, Settings
 from tests.deploy.kustomize import Build, build
 from tests.deploy.test_manifests import (
     BASE,
@@ -99,6 +99,26 @@ def is_private(cidr: str) -> bool:
 # --- network policies -----------------------------------------------------------------------------
 
 
+METRICS_OFFSET = Settings.model_fields["metrics_port_offset"].default
+
+
+def is_scrape(rule: dict[str, Any]) -> bool:
+    """Prometheus's rule: its pods in the monitoring namespace, on a metrics port only."""
+    return all(peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "monitoring"}
+               for peer in rule["from"])  # fmt: skip
+
+
+def api_rules(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rule for rule in policy["spec"].get("ingress", []) if not is_scrape(rule)]
+
+
+@pytest.mark.parametrize("name", sorted(PROCESSES))
+def test_prometheus_reaches_only_the_metrics_port(rendered: Build, name: str) -> None:
+    (scrape,) = [rule for rule in process_policy(rendered, name)["spec"]["ingress"] if is_scrape(rule)]
+    assert ports_of(scrape) == {("TCP", PROCESSES[name] + METRICS_OFFSET)}
+    assert all(peer["podSelector"]["matchLabels"] for peer in scrape["from"])  # its pods, not the namespace
+
+
 def test_the_namespace_denies_by_default(rendered: Build) -> None:
     """A policy selecting every pod, for both directions, with no rule: whatever is not allowed
     by another policy is refused, in and out, for every pod (the PostgreSQL pods included)."""
@@ -128,7 +148,7 @@ def test_a_new_process_is_covered_by_the_generator(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(generator, "DATABASE_OWNERS", (*DATABASE_OWNERS, "newcomer"))
     documents = list(yaml.safe_load_all(generator.render("newcomer", 8199)))
     (policy,) = [d for d in documents if d["kind"] == "NetworkPolicy"]
-    (rule,) = policy["spec"]["ingress"]
+    (rule,) = api_rules(policy)
     assert [peer_pod_name(peer) for peer in rule["from"]] == ["gateway"]
     gateway = generator.network_policy("gateway", PROCESSES["gateway"])["spec"]
     assert any(
@@ -149,7 +169,7 @@ def test_only_the_gateway_accepts_traffic_from_outside_the_namespace(rendered: B
     the ingress controller's requests; the PostgreSQL pods the operator's; nothing else."""
     outside: dict[str, list[dict[str, Any]]] = {}
     for policy in policies(rendered):
-        for rule in policy["spec"].get("ingress", []):
+        for rule in api_rules(policy):  # Prometheus's scrape: test_prometheus_reaches_only_the_metrics_port
             ports_of(rule)
             for peer in rule["from"]:
                 if "namespaceSelector" in peer or "ipBlock" in peer:
@@ -164,7 +184,7 @@ def test_only_the_gateway_accepts_traffic_from_outside_the_namespace(rendered: B
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_a_service_accepts_only_the_gateway_on_its_port(rendered: Build, name: str) -> None:
-    (rule,) = process_policy(rendered, name)["spec"]["ingress"]
+    (rule,) = api_rules(process_policy(rendered, name))
     assert [peer_pod_name(peer) for peer in rule["from"]] == ["gateway"]
     assert ports_of(rule) == {("TCP", PROCESSES[name])}
 
@@ -242,12 +262,28 @@ def test_only_notify_reaches_the_internet_and_never_private_addresses(rendered: 
     assert all(any(private.subnet_of(e) for e in excluded) for private in PRIVATE)
 
 
-def test_the_migration_job_reaches_only_postgres_and_dns(rendered: Build) -> None:
+def test_the_migration_job_reaches_only_postgres_nats_and_dns(rendered: Build) -> None:
+    """PostgreSQL for the migrations, grants and seed; NATS on 4222 for `cmh bus provision`
+    (issue 18 §2); DNS; nothing else, and nobody reaches it."""
     spec = process_policy(rendered, MIGRATE_JOB)["spec"]
     assert "ingress" not in spec
-    peers = [peer for rule in spec["egress"] for peer in rule["to"]]
-    assert {"podSelector": {"matchLabels": DATABASE_PODS}} in peers
-    assert all("ipBlock" not in peer for peer in peers)
+    reached = set()
+    for rule in spec["egress"]:
+        for peer in rule["to"]:
+            assert "ipBlock" not in peer
+            if peer == {"podSelector": {"matchLabels": DATABASE_PODS}}:
+                assert ports_of(rule) == {("TCP", 5432)}
+                reached.add("postgres")
+                continue
+            namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            if namespace == "nats":
+                assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "nats"
+                assert ports_of(rule) == {("TCP", 4222)}
+            else:
+                assert namespace == "kube-system", peer
+                assert ports_of(rule) == {("UDP", 53), ("TCP", 53)}
+            reached.add(namespace)
+    assert reached == {"postgres", "nats", "kube-system"}
     database = process_policy(rendered, "cmh-db")["spec"]["ingress"][0]
     (clients,) = database["from"]
     (expression,) = clients["podSelector"]["matchExpressions"]

@@ -17,8 +17,9 @@ from services.triage.app import SPEC
 from shared.broker import Broker
 from shared.events import make_event
 from shared.logs import JsonFormatter
+from shared.metrics import metrics_port, render_metrics, serve_metrics
 from shared.migrations import migrate
-from shared.nats_server import EmbeddedNatsServer
+from shared.nats_server import EmbeddedNatsServer, free_port
 from shared.outbox import add_event
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
@@ -90,10 +91,10 @@ async def test_health_ready_and_metrics(settings: Settings, nats_server: Embedde
         nats_server.start()
         await eventually(lambda: _ready(client), timeout=30)
 
-        metrics = await client.get("/metrics")
+        assert (await client.get("/metrics")).status_code == 404  # not on the API port (issue 18)
         assert (
             'cmh_http_requests_total{method="GET",route="/health",service="triage",status="200"}'
-            in metrics.text
+            in render_metrics()[0].decode()
         )
 
 
@@ -162,3 +163,16 @@ async def _ready(client: httpx.AsyncClient) -> httpx.Response | None:
 async def _not_ready(client: httpx.AsyncClient) -> httpx.Response | None:
     response = await client.get("/ready")
     return response if response.status_code == 503 else None
+
+
+def test_metrics_have_a_port_of_their_own() -> None:
+    assert metrics_port(8101, 1000) == 9101
+    assert metrics_port(8101, 0) is None
+    port = free_port()
+    server = serve_metrics("127.0.0.1", port)
+    try:
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert scraped.status_code == 200
+        assert "cmh_http_requests_total" in scraped.text
+    finally:
+        server.shutdown()
