@@ -68,16 +68,27 @@ def _record_hash(record: AuditRecord, previous: str) -> str:
     return chain_hash(fields, [person.person_id for person in record.persons], previous)
 
 
+_LAST_HASH = "cmh_audit_chain_last"  # session.info key: the chain's end within this transaction
+
+
 async def append_audit(session: AsyncSession, record: AuditRecord) -> None:
     """Append one audit row, chained to the last. Every writer of the trail comes through here."""
-    if session.bind.dialect.name == "postgresql":
-        # Held to the end of the transaction: no other appender reads the same last hash.
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
-    last = await session.scalar(select(AuditRecord.chain_hash).order_by(AuditRecord.id.desc()).limit(1))
+    transaction = session.get_transaction()
+    known = session.info.get(_LAST_HASH)
+    if known is not None and known[0] is transaction:
+        # A batch (the consumer applies up to 50 events in one transaction): this transaction
+        # holds the lock and wrote the last row, so its hash is the chain's end.
+        last: str | None = known[1]
+    else:
+        if session.bind.dialect.name == "postgresql":
+            # Held to the end of the transaction: no other appender reads the same last hash.
+            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
+        last = await session.scalar(select(AuditRecord.chain_hash).order_by(AuditRecord.id.desc()).limit(1))
     record.chain_hash = _record_hash(record, last or GENESIS)
     session.add(record)
     # Inserted now, inside the lock, so that the order of ids is the order of the chain.
     await session.flush()
+    session.info[_LAST_HASH] = (transaction, record.chain_hash)
 
 
 @dataclass(frozen=True)

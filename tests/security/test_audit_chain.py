@@ -3,6 +3,7 @@ names the first row changed, or the row after one removed, as an attacker owning
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -82,3 +83,23 @@ def test_cmh_audit_verify(cmh) -> None:  # type: ignore[no-untyped-def]
     # A fresh store: the command migrates it, finds it intact and says how many rows.
     code, out, _ = cmh("audit", "verify")
     assert code == 0 and out.strip() == "audit chain intact: 0 rows"
+
+
+async def test_batches_and_concurrent_appenders_keep_one_chain(db: Database) -> None:
+    """The consumer appends a batch in one transaction (the chain's end read once, then carried);
+    several appenders at once still make one unbroken chain in id order."""
+
+    async def batch(offset: int) -> None:
+        async with db.transaction() as session:
+            for index in range(10):
+                data = audit_data(
+                    CALLER, service="careplan", action=AuditAction.READ, resource_type="Episode",
+                    person_ids=[f"p-{offset + index}"],
+                )  # fmt: skip
+                event = CloudEvent(source="/cmh/careplan", type="cmh.careplan.audit.recorded", data=data)
+                await store_audit_event(session, event)
+
+    await asyncio.gather(*(batch(100 * n) for n in range(4)))
+    report = await verify_chain(db)
+    assert report.broken_id is None, report
+    assert report.count == 3 + 40
