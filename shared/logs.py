@@ -58,8 +58,13 @@ def configure_logging(service: str, level: str = "INFO", *, json_format: bool = 
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Libraries that would log what our own code never does: uvicorn's access log (raw paths and
+    query strings), httpx (every upstream URL, which can carry an NHS number), nats-py."""
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("nats").setLevel(logging.CRITICAL)
-    # httpx logs every request URL at INFO; upstream URLs can carry identifiers.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
