@@ -1,21 +1,22 @@
 """The gateway's front door, as one pure ASGI middleware (streamed bodies pass untouched):
 
 1. CORS: open (`*`) for the public directory reads only; closed (no CORS headers) elsewhere.
-2. Body size: a declared or streamed body over `max_body_bytes` gets 413.
-3. Authentication: every route except health, readiness, metrics, docs, the token endpoint, the
+2. Authentication: every route except health, readiness, metrics, docs, the token endpoint, the
    JWKS and the public directory reads needs a valid bearer token, and at least one scope of the
    area it calls (services check the exact scope again). 401/403 problem+json otherwise.
-4. Rate limits: a token bucket per client (its registered rate, carried in the token) or, for
+3. Rate limits: a token bucket per client (its registered rate, carried in the token) or, for
    unauthenticated routes, per caller address (shared/http.py: X-Forwarded-For only from
    CMH_TRUSTED_PROXIES). 429 with Retry-After.
 
 Limits are per gateway replica: with N replicas a client can reach N times its rate.
+
+Body size, body read time and header hygiene are not here: shared/middleware.py's
+RequestLimitsMiddleware, the same in every process, runs before this one (gateway/app.py).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from gateway.fhir import FHIR_RESOURCE_OWNERS
 from shared.auth import TokenVerifier, bearer_token
 from shared.errors import Problem, error_response
 from shared.http import client_address
+from shared.middleware import PUBLIC_DIRECTORY_READ
 from shared.settings import Settings
 
 OPEN_PATHS = frozenset(
@@ -35,10 +37,7 @@ OPEN_PATHS = frozenset(
     }
 )  # fmt: skip
 UNLIMITED_PATHS = frozenset({"/health", "/ready"})
-# Open Referral UK read endpoints, public by the standard.
-PUBLIC_DIRECTORY = re.compile(
-    r"^/directory(/|/openapi\.json|/(services|organizations|taxonomies|taxonomy_terms|service_at_locations)(/[^/]+)?/?)?$"
-)
+# Open Referral UK read endpoints are public by the standard (one pattern: shared/middleware.py).
 PUBLIC_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Coarse scope gate per area: a token must hold one of these to reach the area at all.
@@ -66,11 +65,7 @@ def area_of(path: str) -> str:
 
 
 def is_public_directory_read(method: str, path: str) -> bool:
-    return method in PUBLIC_METHODS and PUBLIC_DIRECTORY.match(path) is not None
-
-
-class BodyTooLarge(Exception):
-    """A streamed request body passed the limit."""
+    return method in PUBLIC_METHODS and PUBLIC_DIRECTORY_READ.match(path) is not None
 
 
 @dataclass
@@ -133,7 +128,6 @@ class AccessControlMiddleware:
             send = _with_cors(send)
 
         try:
-            await self._check_body_declared(headers)
             if path in OPEN_PATHS or public_read:
                 if path not in UNLIMITED_PATHS:
                     address = client_address(scope, self.settings)
@@ -145,7 +139,7 @@ class AccessControlMiddleware:
             await _send_problem(problem, scope, receive, send)
             return
 
-        await self._call_with_body_limit(scope, receive, send)
+        await self.app(scope, receive, send)
 
     async def _authenticate(self, scope: Scope, headers: Headers, path: str) -> dict[str, object]:
         verifier: TokenVerifier = scope["app"].state.token_verifier
@@ -178,57 +172,6 @@ class AccessControlMiddleware:
                 headers={"Retry-After": retry_after},
             )
 
-    async def _check_body_declared(self, headers: Headers) -> None:
-        declared = headers.get("content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise Problem(400, "Bad Content-Length", type_slug="bad-request") from None
-            if size > self.settings.max_body_bytes:
-                raise self._too_large()
-
-    def _too_large(self) -> Problem:
-        return Problem(
-            413,
-            "Request body too large",
-            f"Bodies are limited to {self.settings.max_body_bytes} bytes.",
-            type_slug="body-too-large",
-        )
-
-    async def _call_with_body_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.settings.max_body_bytes
-        received = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
-            if started:
-                raise
-            await _send_problem(self._too_large(), scope, receive, send)
-        except Exception as exc:
-            # The proxy may wrap our exception while streaming the body upstream.
-            if _caused_by(exc, BodyTooLarge) and not started:
-                await _send_problem(self._too_large(), scope, receive, send)
-                return
-            raise
-
     async def _preflight(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
             {
@@ -259,17 +202,6 @@ def _with_cors(send: Send) -> Send:
         await send(message)
 
     return send_with_cors
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 async def _send_problem(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:

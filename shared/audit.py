@@ -10,10 +10,11 @@ identifiers and categories, each checked here.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import Caller
@@ -27,6 +28,7 @@ AUDIT_VERB = "recorded"
 AUDIT_SUBJECTS = f"cmh.*.{AUDIT_ENTITY}.{AUDIT_VERB}"
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9._:\-/|]{1,128}$")
 _RESOURCE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
+Record = TypeVar("Record")
 
 
 class AuditAction(StrEnum):
@@ -156,3 +158,33 @@ class AccessDenied(RefusedWithRecord):
                 self.service, AUDIT_ENTITY, AUDIT_VERB, self.entry, subject=self.entry["resource_type"]
             ),
         )
+
+
+async def readable_or_refused(
+    session: AsyncSession,
+    caller: Caller,
+    model: type[Record],
+    record_id: str,
+    readable: Sequence[ColumnElement[bool]],
+    *,
+    service: str,
+    missing: Exception,
+    resource_type: str,
+    lock: bool = False,
+    person_of: Callable[[Record], str] = lambda record: record.person_id,  # type: ignore[attr-defined]
+) -> Record:
+    """The `model` row `record_id` if it matches the access module's `readable` conditions (none:
+    every row). Otherwise `missing` (a 404: a refused record looks like a missing one), raised as
+    `AccessDenied` when the row exists, so the refusal is audited as denied; call it inside
+    `Database.transaction()`. `lock` reads the row for a change (FOR UPDATE), audited as an update."""
+    identity = model.id  # type: ignore[attr-defined]
+    query = select(model).where(identity == record_id)
+    record = await session.scalar(query.with_for_update() if lock else query)
+    if record is None:
+        raise missing
+    if readable and not await session.scalar(select(identity).where(identity == record_id, *readable)):
+        raise AccessDenied(
+            missing, caller, service=service, resource_type=resource_type, resource_ids=[record_id],
+            person_ids=[person_of(record)], action=AuditAction.UPDATE if lock else AuditAction.READ,
+        )  # fmt: skip
+    return record

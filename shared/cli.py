@@ -102,6 +102,16 @@ def cmd_bus_authorization(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bus_prepare(args: argparse.Namespace) -> int:
+    from shared.bus_access import prepare_closed_bus
+    from shared.serving import bus_plan
+
+    plan = bus_plan()
+    credentials, config = prepare_closed_bus(args.dir, plan, get_settings().stream_name)
+    print(f"{len(plan) + 1} NATS passwords in {credentials} (made where missing), users in {config}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmh", description="CMH Suite command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     authorization.add_argument("--credentials", type=Path, required=True, metavar="DIR")
     authorization.set_defaults(func=cmd_bus_authorization)
+    prepare = bus_commands.add_parser(
+        "prepare",
+        help="for a nats-server of your own (Docker Compose): a password per identity under "
+        "DIR/credentials, made where there is none, and the server's configuration DIR/auth.json",
+    )
+    prepare.add_argument("--dir", type=Path, required=True, metavar="DIR")
+    prepare.set_defaults(func=cmd_bus_prepare)
 
     # The gateway owns clients, keys and tokens; its commands are registered by it.
     from gateway.admin import register

@@ -155,7 +155,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         app.state.consumers = consumers
         app.state.clock = getattr(app.state, "clock", None) or utcnow  # injectable "now" (tests)
         # A disabled client's live tokens are refused here too, within a snapshot interval.
-        workers = [RevocationListener(broker, verifier.revocations), *(build(app) for build in spec.workers)]
+        workers = [*(build(app) for build in spec.workers), RevocationListener(broker, verifier.revocations)]
         app.state.workers = workers
         broker.start()
         relay.start()

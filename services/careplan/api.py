@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import case, func, select
@@ -37,6 +37,7 @@ from shared.timezones import london_date
 
 router = APIRouter(prefix="/careplan", tags=["careplan"])
 SERVICE = "careplan"
+Entry = TypeVar("Entry", EpisodeRecord, JourneyEntry)
 
 
 def _db(request: Request) -> Database:
@@ -85,18 +86,16 @@ NO_SUCH_EPISODE = Problem(404, "No such episode", type_slug="not-found")
 
 async def _episode(
     session: AsyncSession, caller: Caller, episode_id: str, resource: str, *, lock: bool = False
-) -> Episode | None:
-    """The episode if the caller may read it; None (a denied read audited) if it exists but may not,
-    or does not exist. The caller commits, then answers 404 for None: both look the same."""
-    query = select(Episode).where(Episode.id == episode_id)
-    episode = await session.scalar(query.with_for_update() if lock else query)
-    if episode is not None and not access.may_read(caller, episode):
-        access.audit_denied(
-            session, caller, resource, resource_ids=[episode.id], person_ids=[episode.person_id],
-            action=AuditAction.UPDATE if lock else AuditAction.READ,
-        )  # fmt: skip
-        return None
-    return episode
+) -> Episode:
+    """The episode if the caller may read it; otherwise 404, whether it is missing or refused (a
+    refusal audited as denied)."""
+    return await access.episode_for(session, caller, episode_id, resource, missing=NO_SUCH_EPISODE, lock=lock)
+
+
+async def _in_clinical_order(session: AsyncSession, model: type[Entry], *where: Any) -> Sequence[Entry]:
+    """An episode's records or a person's journey, by clinical time, then when entered, then entry."""
+    query = select(model).where(*where).order_by(model.at, model.recorded_at, model.seq)
+    return (await session.scalars(query)).all()
 
 
 @router.get("/episodes", summary="Find episodes by referral or person")
@@ -132,19 +131,8 @@ async def read_episode(
 ) -> dict[str, Any]:
     async with _db(request).transaction() as session:
         episode = await _episode(session, caller, episode_id, "Episode")
-        if episode is None:
-            records: Sequence[EpisodeRecord] = ()
-        else:
-            records = (
-                await session.scalars(
-                    select(EpisodeRecord)
-                    .where(EpisodeRecord.episode_id == episode_id)
-                    .order_by(EpisodeRecord.at, EpisodeRecord.recorded_at, EpisodeRecord.seq)
-                )
-            ).all()
-            _audit(session, caller, AuditAction.READ, [episode])
-    if episode is None:
-        raise NO_SUCH_EPISODE
+        records = await _in_clinical_order(session, EpisodeRecord, EpisodeRecord.episode_id == episode_id)
+        _audit(session, caller, AuditAction.READ, [episode])
     body = episode_out(episode, _now(request))
     body["records"] = [record_out(r) for r in records]
     return body
@@ -171,10 +159,7 @@ async def episode_clocks(
 ) -> dict[str, Any]:
     async with _db(request).transaction() as session:
         episode = await _episode(session, caller, episode_id, "EpisodeClocks")
-        if episode is not None:
-            _audit(session, caller, AuditAction.READ, [episode], "EpisodeClocks")
-    if episode is None:
-        raise NO_SUCH_EPISODE
+        _audit(session, caller, AuditAction.READ, [episode], "EpisodeClocks")
     return {"episode_id": episode.id, **store.clocks(episode, _now(request))}
 
 
@@ -182,33 +167,21 @@ async def _write(
     request: Request, caller: Caller, episode_id: str, work: Callable[[AsyncSession, Episode, datetime], Any]
 ) -> dict[str, Any]:
     now = _now(request)
-    refused: Problem | None = None
+    # A refusal (missing, not readable, or the referrer, who reads but never writes) rolls back;
+    # only its denial's audit entry is kept.
     async with _db(request).transaction() as session:
         episode = await _episode(session, caller, episode_id, "Episode", lock=True)
-        if episode is None:
-            refused = NO_SUCH_EPISODE
-        else:
-            try:
-                access.may_change(caller, episode)
-            except Problem as problem:  # the referrer reads but never writes
-                access.audit_denied(
-                    session, caller, "Episode", resource_ids=[episode.id], person_ids=[episode.person_id],
-                    action=AuditAction.UPDATE,
-                )  # fmt: skip
-                refused = problem
-        if refused is None and episode is not None:
-            try:
-                result = work(session, episode, now)
-                if hasattr(result, "__await__"):
-                    await result
-            except (RuleRefused, TimeRefused) as refusal:
-                raise rule_broken(SERVICE, refusal.field, refusal.message) from None
-            # A late entry may have changed a clock's outcome: withdraw what no longer holds.
-            await store.correct_clocks(session, episode, now)
-            _audit(session, caller, AuditAction.UPDATE, [episode])
-            return episode_out(episode, now)
-    # Only the denial's audit entry was committed; nothing else changed.
-    raise refused or NO_SUCH_EPISODE
+        access.may_change(caller, episode)
+        try:
+            result = work(session, episode, now)
+            if hasattr(result, "__await__"):
+                await result
+        except (RuleRefused, TimeRefused) as refusal:
+            raise rule_broken(SERVICE, refusal.field, refusal.message) from None
+        # A late entry may have changed a clock's outcome: withdraw what no longer holds.
+        await store.correct_clocks(session, episode, now)
+        _audit(session, caller, AuditAction.UPDATE, [episode])
+        return episode_out(episode, now)
 
 
 @router.post("/episodes/{episode_id}/contacts", summary="An attended or missed contact")
@@ -411,29 +384,17 @@ async def journey(
     person_id: str, request: Request, caller: Caller = requires("careplan:read")
 ) -> dict[str, Any]:
     async with _db(request).transaction() as session:
-        visible = bool(await session.scalar(select(access.journey_visible(caller, person_id))))
-        entries: Sequence[JourneyEntry] = ()
-        if not visible:
-            # Audited with no person id: an unknown id must not enter the trail as if it were one.
-            access.audit_denied(session, caller, "Journey")
-        else:
-            entries = (
-                await session.scalars(
-                    select(JourneyEntry)
-                    .where(JourneyEntry.person_id == person_id)
-                    .order_by(JourneyEntry.at, JourneyEntry.recorded_at, JourneyEntry.seq)
-                )
-            ).all()
-            record_access(
-                session,
-                caller,
-                service=SERVICE,
-                action=AuditAction.READ,
-                resource_type="Journey",
-                person_ids=[person_id],
-            )
-    if not visible:
-        raise Problem(404, "No such person", type_slug="not-found")
+        if not await session.scalar(select(access.journey_visible(caller, person_id))):
+            raise access.refuse_journey(caller, Problem(404, "No such person", type_slug="not-found"))
+        entries = await _in_clinical_order(session, JourneyEntry, JourneyEntry.person_id == person_id)
+        record_access(
+            session,
+            caller,
+            service=SERVICE,
+            action=AuditAction.READ,
+            resource_type="Journey",
+            person_ids=[person_id],
+        )
     return {
         "person_id": person_id,
         # By clinical time, each step with when it was entered beside it.

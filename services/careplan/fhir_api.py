@@ -247,17 +247,13 @@ async def _read(
 ) -> JSONResponse:
     check_format(request)
     now = _now(request)
-    resource: dict[str, Any] | None = None
     async with _db(request).transaction() as session:
-        episode = await session.scalar(select(Episode).where(Episode.id == resource_id))
-        if episode is not None and not access.may_read(caller, episode):
-            access.audit_denied(
-                session, caller, resource_type, resource_ids=[episode.id], person_ids=[episode.person_id]
-            )  # kept: the transaction commits
-        elif episode is not None:
-            resource = await build(session, episode, now)
-            if resource is not None:
-                _audit(session, caller, AuditAction.READ, [episode], resource_type)
+        episode = await access.episode_for(
+            session, caller, resource_id, resource_type, missing=not_found(resource_type, resource_id)
+        )
+        resource: dict[str, Any] | None = await build(session, episode, now)
+        if resource is not None:
+            _audit(session, caller, AuditAction.READ, [episode], resource_type)
     if resource is None:
         raise not_found(resource_type, resource_id)
     return resource_response(resource)

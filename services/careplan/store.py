@@ -517,8 +517,9 @@ async def _transfer(
         make_event(
             SERVICE, "episode", "transferred",
             {
+                # Not triage's free-text reason: no consumer reads it (it stays in the transfer record).
                 **_episode_event(episode), "previous_team_id": previous_team, "previous_route": previous_route,
-                "reason": data.get("reason"), "transferred_at": at.isoformat(),
+                "transferred_at": at.isoformat(),
                 "named_worker_cleared": cleared is not None, "clocks": clocks(episode, at),
             },
         ),

@@ -21,8 +21,13 @@ def own_organisation(caller: Caller) -> ColumnElement[bool]:
     return Organization.identifier == caller.organisation
 
 
+def owner_of(caller: Caller) -> str:
+    """The organisation an edit the caller proposes is bound to (`own_edits`)."""
+    return caller.organisation
+
+
 def own_edits(caller: Caller) -> ColumnElement[bool]:
-    return Edit.owner == caller.organisation
+    return Edit.owner == owner_of(caller)
 
 
 def own_handovers(caller: Caller) -> ColumnElement[bool]:

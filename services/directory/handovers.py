@@ -1,7 +1,7 @@
 """Warm handovers: triage signposts a person to a partner's service with their consent; the partner
 accepts, declines (with a reason, so triage can offer something else) or completes it.
 
-Handovers arrive as `cmh.triage.referral.signposted` events (consumed once, whatever the
+Handovers arrive as `cmh.triage.handover.requested` events (consumed once, whatever the
 redelivery) and are offered to the organisation that runs the service. A partner sees only the
 handovers offered to it; every read of one (it holds person data) is audited. Each change is a
 `cmh.directory.handover.updated` event carrying no person data, for triage and reporting.
@@ -34,10 +34,12 @@ from shared.sqltypes import utcnow
 log = logging.getLogger("cmh.directory.handovers")
 router = APIRouter(prefix="/directory/handovers", tags=["directory handovers"])
 SERVICE = "directory"
-SIGNPOSTED = "cmh.triage.referral.signposted"
+HANDOVER_REQUESTED = "cmh.triage.handover.requested"
 
 
 def _updated_event(handover: Handover, actor: str) -> dict[str, Any]:
+    """The state change only: the partner's free-text reason stays in the handover and its history
+    (careplan's journey and reporting, its consumers, read neither it nor any person detail)."""
     return {
         "handover_id": handover.id,
         "referral_id": handover.referral_id,
@@ -45,7 +47,6 @@ def _updated_event(handover: Handover, actor: str) -> dict[str, Any]:
         "service_id": handover.service_id,
         "organization": handover.owner,
         "state": handover.state,
-        "reason": handover.reason,
         "version": handover.version,
         "actor": actor,
         "at": handover.updated_at.isoformat(),
@@ -95,7 +96,7 @@ async def apply_signpost(session: AsyncSession, event: CloudEvent) -> None:
 
 
 SIGNPOST_SUBSCRIPTION = Subscription(
-    durable="directory-handovers", subjects=[SIGNPOSTED], handler=apply_signpost
+    durable="directory-handovers", subjects=[HANDOVER_REQUESTED], handler=apply_signpost
 )
 
 

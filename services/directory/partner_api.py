@@ -167,7 +167,7 @@ async def propose_service(
         edit = Edit(
             id=new_id(),
             service_id=service_id,
-            owner=caller.organisation,
+            owner=access.owner_of(caller),
             state=EditState.DRAFT.value,
             proposal=draft.model_dump_json(),
             created_by=caller.client_id,
@@ -226,7 +226,7 @@ async def propose_change(
         edit = Edit(
             id=new_id(),
             service_id=service.id,
-            owner=caller.organisation,
+            owner=access.owner_of(caller),
             state=EditState.DRAFT.value,
             proposal=draft.model_dump_json(),
             base_version=service.version,

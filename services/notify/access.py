@@ -9,5 +9,10 @@ from services.notify.models import NotifySubscription
 from shared.auth import Caller
 
 
+def owner_of(caller: Caller) -> str:
+    """The organisation a subscription the caller registers is bound to (`own_subscriptions`)."""
+    return caller.organisation
+
+
 def own_subscriptions(caller: Caller) -> ColumnElement[bool]:
-    return NotifySubscription.owner_org == caller.organisation
+    return NotifySubscription.owner_org == owner_of(caller)

@@ -305,7 +305,7 @@ async def create_subscription(
         secret = secrets.token_urlsafe(32)
         row = NotifySubscription(
             id=str(uuid.uuid4()),
-            owner_org=caller.organisation,
+            owner_org=access.owner_of(caller),
             client_id=caller.client_id,
             status=ACTIVE,  # no handshake: active at once
             criteria=wanted.criteria,

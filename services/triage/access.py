@@ -16,25 +16,35 @@ The rule:
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, exists, select
+from typing import TypeVar
+
+from sqlalchemy import ColumnElement, exists
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.triage.models import Person, Referral
-from shared.audit import AccessDenied, AuditAction
+from shared.audit import readable_or_refused
 from shared.auth import Caller
 from shared.errors import Problem
 
 SERVICE = "triage"
 CLINICAL_SCOPES = ("triage:decide", "crisis:respond")
+Record = TypeVar("Record", Referral, Person)
 
 
 def single_point_of_access(caller: Caller) -> bool:
     return any(caller.has(scope) for scope in CLINICAL_SCOPES)
 
 
+def owner_of(caller: Caller) -> str:
+    """The organisation the caller acts for, stamped on what it creates: a referral's referring
+    organisation (read back by `own_referrals`), the author of a person's version, and the
+    organisation a FHIR ServiceRequest's requester must name."""
+    return caller.organisation
+
+
 def own_referrals(caller: Caller) -> ColumnElement[bool]:
     """The referrals the caller's organisation made (its conditional creates match only these)."""
-    return Referral.referring_org == caller.organisation
+    return Referral.referring_org == owner_of(caller)
 
 
 def readable_referrals(caller: Caller) -> list[ColumnElement[bool]]:
@@ -61,49 +71,25 @@ def person_on_file_visible(caller: Caller, referral: Referral) -> bool:
     return not referral.identity_review_open or single_point_of_access(caller)
 
 
-async def referral_for(
-    session: AsyncSession,
-    caller: Caller,
-    referral_id: str,
-    *,
-    missing: Problem,
-    resource_type: str = "Referral",
-    lock: bool = False,
-    action: AuditAction = AuditAction.READ,
-) -> Referral:
-    """The referral if the caller may read it. Otherwise `missing` (a 404): raised as
-    `AccessDenied` when the referral exists, so the refusal is audited as denied."""
-    query = select(Referral).where(Referral.id == referral_id)
-    referral = await session.scalar(query.with_for_update() if lock else query)
-    if referral is None:
-        raise missing
-    if readable_referrals(caller) and referral.referring_org != caller.organisation:
-        raise AccessDenied(
-            missing, caller, service=SERVICE, resource_type=resource_type, resource_ids=[referral.id],
-            person_ids=[referral.person_id], action=action,
-        )  # fmt: skip
-    return referral
+def _person_of(record: Referral | Person) -> str:
+    return record.id if isinstance(record, Person) else record.person_id
 
 
-async def person_for(
+async def readable_record(
     session: AsyncSession,
     caller: Caller,
-    person_id: str,
+    model: type[Record],
+    record_id: str,
     *,
     missing: Problem,
-    resource_type: str = "Person",
+    resource_type: str | None = None,
     lock: bool = False,
-    action: AuditAction = AuditAction.READ,
-) -> Person:
-    """The person if the caller may read them; otherwise `missing`, audited as denied if they exist."""
-    query = select(Person).where(Person.id == person_id)
-    person = await session.scalar(query.with_for_update() if lock else query)
-    if person is None:
-        raise missing
-    conditions = readable_people(caller)
-    if conditions and not await session.scalar(select(Person.id).where(Person.id == person_id, *conditions)):
-        raise AccessDenied(
-            missing, caller, service=SERVICE, resource_type=resource_type, resource_ids=[person.id],
-            person_ids=[person.id], action=action,
-        )  # fmt: skip
-    return person
+) -> Record:
+    """The referral or person if the caller may read it (`readable_referrals`, `readable_people`);
+    otherwise `missing`, audited as denied if it exists. `lock`: read for a change (audited as an
+    update). `resource_type` (the audit's) defaults to the model's name."""
+    readable = readable_referrals(caller) if model is Referral else readable_people(caller)
+    return await readable_or_refused(
+        session, caller, model, record_id, readable, service=SERVICE, missing=missing,
+        resource_type=resource_type or model.__name__, lock=lock, person_of=_person_of,
+    )  # fmt: skip

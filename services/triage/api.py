@@ -169,10 +169,9 @@ NO_SUCH_REFERRAL = Problem(404, "No such referral", type_slug="not-found")
 async def _readable(
     session: AsyncSession, caller: Caller, referral_id: str, *, lock: bool = False
 ) -> Referral:
-    return await access.referral_for(
-        session, caller, referral_id, missing=NO_SUCH_REFERRAL, lock=lock,
-        action=AuditAction.UPDATE if lock else AuditAction.READ,
-    )  # fmt: skip
+    return await access.readable_record(
+        session, caller, Referral, referral_id, missing=NO_SUCH_REFERRAL, lock=lock
+    )
 
 
 @router.get("/referrals/{referral_id}", summary="Read a referral (with the person's details)")

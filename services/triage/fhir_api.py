@@ -65,12 +65,16 @@ TASK_STATUS_CODES = frozenset(
 
 
 async def _referral(session: AsyncSession, caller: Caller, resource_type: str, resource_id: str) -> Referral:
-    return await access.referral_for(
-        session,
-        caller,
-        resource_id,
-        missing=not_found(resource_type, resource_id),
-        resource_type=resource_type,
+    return await _readable(session, caller, Referral, resource_type, resource_id)
+
+
+async def _readable(
+    session: AsyncSession, caller: Caller, model: type[access.Record], resource_type: str, resource_id: str
+) -> access.Record:
+    """The referral or person behind a FHIR read, or the FHIR not-found (audited if refused)."""
+    missing = not_found(resource_type, resource_id)
+    return await access.readable_record(
+        session, caller, model, resource_id, missing=missing, resource_type=resource_type
     )
 
 
@@ -183,14 +187,14 @@ async def create_service_request(
     check_format(request)
     _check_content_type(request)
     resource = await _resource(request)
-    body = fhir.referral_from_service_request(resource, caller.organisation)
+    body = fhir.referral_from_service_request(resource, access.owner_of(caller))
     identifiers = fhir.partner_identifiers(resource)
     wanted = _condition(if_none_exist, identifiers) if if_none_exist is not None else None
     base = fhir_base(request, OWN_BASE)
 
     async def create(session: AsyncSession) -> Response:
         if wanted is not None:
-            await _serialise(session, caller.organisation, wanted)
+            await _serialise(session, access.owner_of(caller), wanted)
             fragment = fhir.partner_identifier_fragment(wanted["system"], wanted["value"])
             matches = (
                 await session.scalars(
@@ -291,9 +295,7 @@ async def read_patient(
 ) -> Response:
     check_format(request)
     async with _db(request).transaction() as session:
-        person = await access.person_for(
-            session, caller, resource_id, missing=not_found("Patient", resource_id), resource_type="Patient"
-        )
+        person = await _readable(session, caller, Person, "Patient", resource_id)
         _audit_people(session, caller, AuditAction.READ, [person])
         resource = fhir.patient(person)
     return resource_response(resource)

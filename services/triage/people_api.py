@@ -159,9 +159,9 @@ def _json(body: dict[str, Any], *, etag: int | None = None) -> Response:
 
 
 async def _person(session: AsyncSession, caller: Caller, person_id: str, *, lock: bool = False) -> Person:
-    return await access.person_for(
-        session, caller, person_id, missing=Problem(404, "No such person", type_slug="not-found"), lock=lock,
-        action=AuditAction.UPDATE if lock else AuditAction.READ,
+    return await access.readable_record(
+        session, caller, Person, person_id, missing=Problem(404, "No such person", type_slug="not-found"),
+        lock=lock,
     )  # fmt: skip
 
 
@@ -252,7 +252,7 @@ async def update_person(
         session.add(
             PersonVersion(
                 person_id=person.id, version=person.version, changed_at=person.updated_at,
-                client_id=caller.client_id, organisation=caller.organisation,
+                client_id=caller.client_id, organisation=access.owner_of(caller),
                 end_user_id=caller.end_user_id, end_user_role=caller.end_user_role, reason=body.reason,
                 referral_id=None, fields=json.dumps(fields),
                 previous=json.dumps({name: current.get(name) for name in fields}),

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.triage import identity, readmodels
+from services.triage import access, identity, readmodels
 from services.triage.domain import (
     CRISIS_PRIORITIES,
     DecisionAction,
@@ -276,7 +276,7 @@ def new_person(
         version=1,
         changed_at=utcnow(),
         client_id=caller.client_id,
-        organisation=caller.organisation,
+        organisation=access.owner_of(caller),
         end_user_id=caller.end_user_id,
         end_user_role=caller.end_user_role,
         reason=reason,
@@ -328,7 +328,7 @@ async def settle_identity(
         session,
         make_event(
             SERVICE, "referral", "identity_settled",
-            {**_event_facts(referral), **_accountable(caller, now, None), "outcome": outcome,
+            {**_event_facts(referral), **_accountable(caller, now), "outcome": outcome,
              "previous_person_id": previous_person},
         ),
     )  # fmt: skip
@@ -434,7 +434,7 @@ async def submit(
         requested=body.requested_urgency,
         consent_to_share=body.consent_to_share,
         postcode=body.person.postcode,
-        referring_org=caller.organisation,
+        referring_org=access.owner_of(caller),
         crisis_path=crisis,
     )
     known = matched != "new"  # a person new to triage has never been discharged nor referred
@@ -478,7 +478,7 @@ async def submit(
     referral = Referral(
         id=str(uuid.uuid4()),
         person_id=person.id,
-        referring_org=caller.organisation,
+        referring_org=access.owner_of(caller),
         referring_client=caller.client_id,
         source=body.source.value,
         received_at=received_at,
@@ -539,22 +539,22 @@ async def submit(
                 "rules": [rule.id for rule in suggestion.rules],
             }
         else:  # routed straight back to the named worker's team: no triage decision is awaited
-            data = _routed_data(
-                referral, suggestion_json, caller, decided_at=now, reason=None, automatic=True
-            )
+            data = _routed_data(referral, suggestion_json, caller, decided_at=now, automatic=True)
         add_event(session, make_event(SERVICE, "referral", verb, data))
     _crisis_change(session, referral, "new")
     return referral
 
 
-def _accountable(caller: Caller, decided_at: datetime, reason: str | None) -> dict[str, Any]:
-    """Who made a decision: the calling system, and the clinician it asserts (as asserted)."""
+def _accountable(caller: Caller, decided_at: datetime) -> dict[str, Any]:
+    """Who made a decision: the calling system, and the clinician it asserts (as asserted). The
+    decision's free-text reason is not here: only `transferred` and `closed` carry it, for careplan
+    to keep with the episode it moves or ends (`shared/event_catalogue.py`); no consumer reads it
+    from the other events, so they leave it in triage's decision history."""
     return {
         "decided_by": caller.client_id,
         "end_user_id": caller.end_user_id,
         "end_user_role": caller.end_user_role,
         "decided_at": decided_at.isoformat(),
-        "reason": reason,
     }
 
 
@@ -564,12 +564,11 @@ def _routed_data(
     caller: Caller,
     *,
     decided_at: datetime,
-    reason: str | None,
     automatic: bool,
 ) -> dict[str, Any]:
     return {
         **_event_facts(referral),
-        **_accountable(caller, decided_at, reason),
+        **_accountable(caller, decided_at),
         "route": referral.route,
         "automatic": automatic,
         "reaccess_episode_id": referral.reaccess_episode_id,
@@ -680,7 +679,7 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
             end_user_role=caller.end_user_role,
         )
     )  # fmt: skip
-    facts = {**_event_facts(referral), **_accountable(caller, now, body.reason), "decision": action.value}
+    facts = {**_event_facts(referral), **_accountable(caller, now), "decision": action.value}
     if priority != previous_priority and "prioritised" not in step.events:
         add_event(session, make_event(SERVICE, "referral", "prioritised", {**facts, "overridden": True}))
     for verb in step.events:
@@ -688,13 +687,12 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
             data = {**facts, "overridden": True, "previous_priority": previous_priority,
                     "deadline_at": referral.deadline_at.isoformat() if referral.deadline_at else None}  # fmt: skip
         elif verb == "routed":
-            data = _routed_data(
-                referral, suggestion, caller, decided_at=now, reason=body.reason, automatic=False
-            )
+            data = _routed_data(referral, suggestion, caller, decided_at=now, automatic=False)
             data["decision"] = action.value
         elif verb == "transferred":
             data = {
                 **facts,
+                "reason": body.reason,  # careplan keeps it with the transfer of the episode
                 "route": route,
                 "previous_route": previous_route,
                 "previous_team_id": previous_team,
@@ -702,20 +700,23 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
         elif verb == "closed":
             data = {
                 **facts,
+                "reason": body.reason,  # careplan keeps it with the discharge the closing makes
                 "alternative_route": route if action is DecisionAction.DECLINE else None,
                 "signposts": signposts,
                 "episode_rule": "end_episode" if step.ends_episode else "none",
             }
         elif verb == "signposted":
-            data = await _signpost_data(session, referral, signposts)
+            data = _signpost_facts(referral, signposts)
         else:  # pragma: no cover - the lifecycle table names only these
             raise AssertionError(verb)
         add_event(session, make_event(SERVICE, "referral", verb, data))
+        if verb == "signposted":
+            await _request_handovers(session, referral, signposts)
     if signposts and "signposted" not in step.events:
         add_event(
-            session,
-            make_event(SERVICE, "referral", "signposted", await _signpost_data(session, referral, signposts)),
+            session, make_event(SERVICE, "referral", "signposted", _signpost_facts(referral, signposts))
         )
+        await _request_handovers(session, referral, signposts)
     if referral.deadline_at is not None or had_deadline:
         if referral.status == ReferralStatus.CLOSED.value:
             change = "closed"
@@ -727,10 +728,10 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
     return referral
 
 
-async def _signpost_data(session: AsyncSession, referral: Referral, signposts: list[str]) -> dict[str, Any]:
-    """The handover the directory offers each partner: person details only with consent."""
+def _signpost_facts(referral: Referral, signposts: list[str]) -> dict[str, Any]:
+    """The signposting as everyone may hear it (journey, notifications, reporting): no person."""
     details = json.loads(referral.details)
-    data: dict[str, Any] = {
+    return {
         "referral_id": referral.id,
         "person_id": referral.person_id,
         "referring_organisation": referral.referring_org,
@@ -741,6 +742,21 @@ async def _signpost_data(session: AsyncSession, referral: Referral, signposts: l
         "needs": details["needs"],
         "place": referral.place_key,
     }
+
+
+async def _request_handovers(session: AsyncSession, referral: Referral, signposts: list[str]) -> None:
+    """The warm handovers the directory offers each partner, on a subject only the directory reads:
+    who to contact, only with consent (issue 18: events carry only what their consumers need)."""
+    add_event(
+        session,
+        make_event(SERVICE, "handover", "requested", await _handover_data(session, referral, signposts)),
+    )
+
+
+async def _handover_data(session: AsyncSession, referral: Referral, signposts: list[str]) -> dict[str, Any]:
+    """The signposting with, when the person consented to share, their contact details and needs."""
+    details = json.loads(referral.details)
+    data = _signpost_facts(referral, signposts)
     if referral.consent_to_share:
         person = await session.get(Person, referral.person_id)
         assert person is not None
@@ -795,7 +811,7 @@ async def record_contact(
                 "response_minutes": referral.response_minutes,
                 "target_minutes": target,
                 "met": target is None or referral.response_minutes <= target,
-                **_accountable(caller, now, None),
+                **_accountable(caller, now),
             },
         ),
     )

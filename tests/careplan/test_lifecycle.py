@@ -189,7 +189,8 @@ async def test_a_transfer_moves_the_episode_and_both_clocks_continue(careplan: C
     events = await outbox_events(careplan.app, "cmh.careplan.episode.transferred")
     assert [e["data"]["previous_team_id"] for e in events] == [TEAM, TEAM]
     assert [e["data"]["named_worker_cleared"] for e in events] == [False, True]
-    assert all(e["data"]["team_id"] == OTHER_TEAM and e["data"]["reason"] for e in events)
+    # Triage's free-text reason stays in the transfer record: no consumer of the event reads it.
+    assert all(e["data"]["team_id"] == OTHER_TEAM and "reason" not in e["data"] for e in events)
     journey = (await careplan.client.get("/careplan/people/p-r-keep/journey", headers=READER)).json()
     assert any(e["kind"] == "transfer" and e["to_team_id"] == OTHER_TEAM for e in journey["entries"])
 

@@ -2,7 +2,8 @@
 README.md here), and the suite's contract kept: PostgreSQL with a health check, three routed
 JetStream servers, a one-shot migration the processes wait for, two replicas of every process
 with a readiness check on its port, settings that are real Settings fields and name real
-services, and the pseudonym key from a file secret. No Docker needed.
+services, the pseudonym key from a file secret, and a closed event bus (a one-shot job making the
+NATS users, servers loading them, every process connecting as its own). No Docker needed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
+from shared.broker import check_bus_settings, connect_options
+from shared.bus_access import ADMIN, password_file
 from shared.settings import DEFAULT_SERVICE_PORTS, SERVICES, Settings
 
 ROOT = Path(__file__).parents[2]
@@ -26,6 +29,8 @@ SERVICES_ = COMPOSE["services"]
 PROCESSES = {"gateway": Settings.model_fields["gateway_port"].default, **DEFAULT_SERVICE_PORTS}
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
 PSEUDONYM_SECRET = "reporting_pseudonym_key"
+BUS_JOB = "bus-credentials"
+BUS_VOLUME = "nats-bus"
 
 
 def flags(command: list[str]) -> dict[str, str]:
@@ -44,6 +49,22 @@ def settings_from(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Setti
         if name.startswith("CMH_"):
             monkeypatch.setenv(name, str(value))
     return Settings()
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """A service's volumes in the short syntax, target → (source, mode: "rw" or "ro")."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *mode = volume.split(":")
+        assert mode in ([], ["ro"]), volume
+        found[target] = (source, mode[0] if mode else "rw")
+    return found
+
+
+def bus_mount(service: dict[str, Any]) -> tuple[str, str]:
+    """Where a service has the bus volume: (target, mode)."""
+    (found,) = [(target, mode) for target, (source, mode) in mounts(service).items() if source == BUS_VOLUME]
+    return found
 
 
 def serve_command(name: str) -> list[str]:
@@ -81,11 +102,11 @@ def test_three_jetstream_servers_routed_to_each_other() -> None:
         routes = {re.fullmatch(r"nats://([\w-]+):6222", r)[1] for r in options["routes"].split(",")}
         assert routes == set(NATS_NODES) - {node}
         # The store on a volume of its own.
-        (volume,) = service["volumes"]
-        source, target = volume.split(":")
-        assert target == options["store_dir"] and source in COMPOSE["volumes"]
+        source, mode = mounts(service)[options["store_dir"]]
+        assert source in COMPOSE["volumes"] and mode == "rw"
     assert cluster_names == {"cmh"}
-    assert len({SERVICES_[node]["volumes"][0] for node in NATS_NODES}) == 3
+    stores = {mounts(SERVICES_[node])[flags(SERVICES_[node]["command"])["store_dir"]] for node in NATS_NODES}
+    assert len(stores) == 3
 
 
 def test_postgres_has_a_volume_and_a_health_check() -> None:
@@ -96,15 +117,27 @@ def test_postgres_has_a_volume_and_a_health_check() -> None:
     assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
 
 
+def migrate_steps() -> list[str]:
+    """The `cmh` commands of migrate's script, in order (`$$` is Compose's escape of `$`)."""
+    entrypoint = SERVICES_["migrate"]["entrypoint"]
+    assert entrypoint[:2] == ["/bin/sh", "-c"] and len(entrypoint) == 3
+    return re.findall(r"\bcmh [a-z]+(?: [a-z]+)?", entrypoint[2])
+
+
 def test_migrate_runs_once_before_every_process() -> None:
     migrate = SERVICES_["migrate"]
-    assert migrate["entrypoint"][-1] == "cmh migrate && cmh seed"
-    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert migrate_steps() == ["cmh migrate", "cmh bus provision", "cmh seed"]
+    assert migrate["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        BUS_JOB: {"condition": "service_completed_successfully"},
+        **{node: {"condition": "service_started"} for node in NATS_NODES},
+    }
     assert migrate["restart"] == "no"
     assert "deploy" not in migrate  # once, not once per replica
     for name in PROCESSES:
         depends_on = SERVICES_[name]["depends_on"]
         assert depends_on["migrate"] == {"condition": "service_completed_successfully"}
+        assert depends_on[BUS_JOB] == {"condition": "service_completed_successfully"}
         for node in NATS_NODES:
             assert depends_on[node] == {"condition": "service_started"}  # no shell in nats:2.10
 
@@ -199,3 +232,71 @@ def test_the_gateway_kek_is_a_file_secret_for_the_gateway_only() -> None:
         for name, service in SERVICES_.items()
         if name != "gateway"
     )
+
+
+# --- the closed bus -------------------------------------------------------------------------------
+
+
+def test_a_one_shot_job_makes_the_bus_users_on_their_volume() -> None:
+    """`cmh bus prepare` writes `<dir>/credentials/<identity>.password` (kept) and `<dir>/auth.json`
+    (the servers' users) onto the bus volume, once per `up`, with no network; root only for the new
+    volume's sake, with the capabilities to write it and hand the passwords to the image's user."""
+    job = SERVICES_[BUS_JOB]
+    assert job["image"] == SERVICES_["migrate"]["image"] and job["build"] == SERVICES_["migrate"]["build"]
+    assert job["restart"] == "no" and "deploy" not in job and "depends_on" not in job
+    assert job["entrypoint"][:2] == ["/bin/sh", "-c"]
+    steps = [shlex.split(step) for step in job["entrypoint"][2].split("&&")]
+    assert steps == [
+        ["cmh", "bus", "prepare", "--dir", "/bus"],
+        ["chown", "-R", "10001:10001", "/bus/credentials"],  # deploy/Dockerfile: USER 10001:10001
+    ]
+    assert "USER 10001:10001" in (DEPLOY / "Dockerfile").read_text()
+    assert bus_mount(job) == ("/bus", "rw")
+    assert BUS_VOLUME in COMPOSE["volumes"]
+    assert job["network_mode"] == "none"
+    assert job["user"] == "0:0"
+    assert job["cap_drop"] == ["ALL"] and sorted(job["cap_add"]) == ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+    assert job["read_only"] is True and job["security_opt"] == ["no-new-privileges:true"]
+    assert "ports" not in job and "secrets" not in job
+
+
+@pytest.mark.parametrize("node", NATS_NODES)
+def test_the_nats_servers_load_the_users_once_they_are_made(node: str) -> None:
+    service = SERVICES_[node]
+    assert service["depends_on"] == {BUS_JOB: {"condition": "service_completed_successfully"}}
+    target, mode = bus_mount(service)
+    assert mode == "ro"
+    assert flags(service["command"])["config"] == f"{target}/auth.json"  # where `bus prepare` puts it
+    # Only the job writes the volume.
+    writers = [
+        name for name, other in SERVICES_.items() if BUS_VOLUME in {s for s, _ in mounts(other).values()}
+    ]
+    assert [name for name in writers if bus_mount(SERVICES_[name])[1] == "rw"] == [BUS_JOB]
+
+
+@pytest.mark.parametrize("name", sorted({*PROCESSES, "migrate"}))
+def test_every_bus_client_connects_as_its_own_user(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CMH_NATS_CREDENTIALS_DIR is the credentials folder of the bus volume, mounted read-only;
+    each process dials as itself, migrate's `cmh bus provision` as the admin. No TLS: compose is
+    the development topology, which `check_bus_settings` allows (production would refuse it)."""
+    service = SERVICES_[name]
+    settings = settings_from(service["environment"], monkeypatch)
+    assert settings.bus_closed
+    target, mode = bus_mount(service)
+    assert mode == "ro"
+    directory = settings.nats_credentials_dir
+    assert directory == Path(target) / "credentials"  # `cmh bus prepare --dir`'s layout
+    assert settings.environment == "development" and settings.nats_tls_ca_file is None
+    check_bus_settings(settings)
+    identity = ADMIN if name == "migrate" else name
+    monkeypatch.setattr("shared.broker.read_password", lambda d, i: f"<{password_file(d, i)}>")
+    options = connect_options(settings, identity)
+    assert options["user"] == identity
+    assert options["password"] == f"<{directory / f'{identity}.password'}>"
+
+
+def test_no_service_runs_in_production_mode_without_tls() -> None:
+    """Compose speaks plain NATS, so nothing in it may claim production (which requires TLS)."""
+    for name, service in SERVICES_.items():
+        assert service.get("environment", {}).get("CMH_ENVIRONMENT", "development") != "production", name
+    assert "CMH_ENVIRONMENT" not in COMPOSE["x-cmh-env"]

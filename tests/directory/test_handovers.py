@@ -29,8 +29,8 @@ async def _signpost(
 ) -> None:
     event = make_event(
         "triage",
-        "referral",
-        "signposted",
+        "handover",
+        "requested",
         {
             "referral_id": referral,
             "person_id": "person-1",
@@ -111,8 +111,10 @@ async def test_decline_with_a_reason(directory: Directory) -> None:
         headers=A,
     )
     assert declined.json()["state"] == "declined"
+    assert declined.json()["reason"] == "Group is full until January"
     last = (await directory.events("cmh.directory.handover.updated"))[-1]["data"]
-    assert last["state"] == "declined" and last["reason"] == "Group is full until January"
+    # The partner's free text stays with the handover: the event's consumers read only the state.
+    assert last["state"] == "declined" and "reason" not in last
 
 
 async def test_registry_place_events_redraw_service_areas(directory: Directory) -> None:

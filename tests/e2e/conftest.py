@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from gateway.app import create_app as create_gateway
 from services.careplan.app import create_app as create_careplan
@@ -22,12 +23,13 @@ from services.notify.app import create_app as create_notify
 from services.registry.app import create_app as create_registry
 from services.registry.seed import seed as seed_registry
 from services.triage.app import create_app as create_triage
+from services.triage.models import DirectoryService, RegistryRecord
 from shared.bus_access import prepare_closed_bus
 from shared.consumer import provision_bus
 from shared.nats_server import EmbeddedNatsServer, free_port
 from shared.serving import bus_plan
 from shared.settings import Settings
-from tests.support import prepare_databases, serve
+from tests.support import eventually, prepare_databases, serve
 
 CLIENTS = {
     "gp-ehr": (
@@ -94,6 +96,43 @@ class Suite:
             )
         assert response.status_code == 200, response.text
         return str(response.json()["access_token"])
+
+    async def bearer(self, client_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(client_id)}"}
+
+
+async def read_models_filled(triage_app: Any) -> bool:
+    """Triage's read models hold the seeded registry's teams and the directory's services."""
+    async with triage_app.state.db.session() as session:
+        teams = await session.scalar(
+            select(func.count()).select_from(RegistryRecord).where(RegistryRecord.kind == "team")
+        )
+        services = await session.scalar(select(func.count()).select_from(DirectoryService))
+    return teams == 45 and services == 16
+
+
+def referral_body(**person: Any) -> dict[str, Any]:
+    return {
+        "person": {
+            "nhs_number": "9434765919", "given_name": "Alex", "family_name": "Example", "birth_date": "1979-03-14",
+            "postcode": "PR1 3BQ", "contact": {"phone": "07700 900456"}, **person,
+        },
+        "source": "gp",
+        "needs": ["low_mood"],
+        "consent_to_share": True,
+    }  # fmt: skip
+
+
+async def gp_referral(suite: Suite, http: httpx.AsyncClient, idempotency_key: str) -> dict[str, Any]:
+    """A GP practice's referral (`referral_body()`), submitted once triage's read models are filled."""
+    await eventually(lambda: read_models_filled(suite.triage_app), timeout=30)
+    submitted = await http.post(
+        "/triage/referrals",
+        json=referral_body(),
+        headers={**await suite.bearer("gp-ehr"), "Idempotency-Key": idempotency_key},
+    )
+    assert submitted.status_code == 201, submitted.text
+    return dict(submitted.json())
 
 
 @pytest.fixture

@@ -65,9 +65,9 @@ def _referral(nhs: str, **extra: Any) -> dict[str, Any]:
 
 
 async def _ready(suite: Suite) -> None:
-    from tests.e2e.test_referral_flow import _read_models_filled
+    from tests.e2e.conftest import read_models_filled
 
-    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    await eventually(lambda: read_models_filled(suite.triage_app), timeout=30)
 
 
 async def test_referral_to_agreed_plan_stops_both_clocks(suite: Suite) -> None:

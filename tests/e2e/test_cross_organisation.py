@@ -17,8 +17,7 @@ import httpx
 from sqlalchemy import select
 
 from services.careplan.models import Episode
-from tests.e2e.conftest import Suite
-from tests.e2e.test_referral_flow import _read_models_filled, _referral
+from tests.e2e.conftest import Suite, gp_referral
 from tests.support import eventually, outbox_events
 
 # Path parameters naming a person-data record, and the record each names. A path parameter not
@@ -72,15 +71,10 @@ async def _denied(suite: Suite, client_id: str) -> int:
 
 
 async def test_no_other_organisation_reaches_a_referral_episode_or_person(suite: Suite) -> None:
-    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
-    gp = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
-    spa = {"Authorization": f"Bearer {await suite.token('crisis-app')}"}
+    gp = await suite.bearer("gp-ehr")
+    spa = await suite.bearer("crisis-app")
     async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
-        submitted = await http.post(
-            "/triage/referrals", json=_referral(), headers={**gp, "Idempotency-Key": "x1"}
-        )
-        assert submitted.status_code == 201, submitted.text
-        referral = submitted.json()
+        referral = await gp_referral(suite, http, "x1")
         decided = await http.post(
             f"/triage/referrals/{referral['id']}/decisions", json={"action": "accept"}, headers=spa
         )

@@ -155,9 +155,9 @@ async def subscribe(
 
 
 async def test_a_partner_ehr_refers_reads_and_is_notified_through_fhir(suite: Suite) -> None:
-    from tests.e2e.test_referral_flow import _read_models_filled
+    from tests.e2e.conftest import read_models_filled
 
-    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    await eventually(lambda: read_models_filled(suite.triage_app), timeout=30)
     async with (
         httpx.AsyncClient(base_url=suite.url, timeout=15) as http,
         receiver() as hooks,

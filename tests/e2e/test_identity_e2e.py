@@ -15,8 +15,8 @@ import httpx
 
 from services.triage import fhir
 from shared.fhir import NHS_NUMBER_SYSTEM
-from tests.e2e.conftest import Suite
-from tests.e2e.test_referral_flow import _published, _read_models_filled
+from tests.e2e.conftest import Suite, read_models_filled
+from tests.e2e.test_referral_flow import _published
 from tests.support import eventually
 from tests.triage.test_fhir_mapping import valid
 
@@ -36,7 +36,7 @@ def _referral(**person: Any) -> dict[str, Any]:
 
 
 async def test_two_practices_one_nhs_number_never_rewrite_the_person(suite: Suite) -> None:
-    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    await eventually(lambda: read_models_filled(suite.triage_app), timeout=30)
     gp = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
     other = {"Authorization": f"Bearer {await suite.token('other-gp-ehr')}"}
     clinician = {

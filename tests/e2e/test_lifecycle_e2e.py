@@ -24,8 +24,8 @@ from services.registry.schemas import Kind
 from services.registry.seed import seed_id
 from services.triage.models import Discharge
 from services.triage.models import Episode as TriageEpisode
-from tests.e2e.conftest import Suite
-from tests.e2e.test_referral_flow import _published, _read_models_filled
+from tests.e2e.conftest import Suite, read_models_filled
+from tests.e2e.test_referral_flow import _published
 from tests.support import eventually
 
 FRONT_DOOR = seed_id(Kind.TEAM, "central-lancashire-front-door-primary")  # covers PR1, adults
@@ -61,7 +61,7 @@ class Flow:
 
     @classmethod
     async def start(cls, suite: Suite, http: httpx.AsyncClient, *clients: str) -> Flow:
-        await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+        await eventually(lambda: read_models_filled(suite.triage_app), timeout=30)
         flow = cls(suite, http)
         for client in ("gp-ehr", "crisis-app", "lscft-clinician", *clients):
             flow.auth[client] = {"Authorization": f"Bearer {await suite.token(client)}"}

@@ -13,50 +13,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
 
-from services.triage.models import DirectoryService, Discharge, RegistryRecord
+from services.triage.models import Discharge, RegistryRecord
 from shared.events import make_event
 from shared.settings import Settings
-from tests.e2e.conftest import Suite
+from tests.e2e.conftest import Suite, gp_referral, read_models_filled, referral_body
 from tests.support import eventually, published
-
-
-async def _read_models_filled(triage_app: Any) -> bool:
-    async with triage_app.state.db.session() as session:
-        teams = await session.scalar(
-            select(func.count()).select_from(RegistryRecord).where(RegistryRecord.kind == "team")
-        )
-        services = await session.scalar(select(func.count()).select_from(DirectoryService))
-    return teams == 45 and services == 16
 
 
 async def _published(settings: Settings, subject: str) -> list[dict[str, Any]]:
     return await published(settings, subject)
 
 
-def _referral(**person: Any) -> dict[str, Any]:
-    return {
-        "person": {
-            "nhs_number": "9434765919", "given_name": "Alex", "family_name": "Example", "birth_date": "1979-03-14",
-            "postcode": "PR1 3BQ", "contact": {"phone": "07700 900456"}, **person,
-        },
-        "source": "gp",
-        "needs": ["low_mood"],
-        "consent_to_share": True,
-    }  # fmt: skip
-
-
 async def test_referral_path_through_the_gateway(suite: Suite) -> None:
-    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
-    gp = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
-    clinician = {"Authorization": f"Bearer {await suite.token('crisis-app')}"}
+    gp = await suite.bearer("gp-ehr")
+    clinician = await suite.bearer("crisis-app")
     async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
-        submitted = await http.post(
-            "/triage/referrals", json=_referral(), headers={**gp, "Idempotency-Key": "gp-1"}
-        )
-        assert submitted.status_code == 201, submitted.text
-        referral = submitted.json()
+        referral = await gp_referral(suite, http, "gp-1")
         team = referral["suggestion"]["team"]
         assert (
             referral["suggestion"]["place"]["key"] == "lancashire" and team["offer"] == "front_door_primary"
@@ -67,7 +40,7 @@ async def test_referral_path_through_the_gateway(suite: Suite) -> None:
         assert record is not None and "PR1" in json.loads(record.timeline)[0]["attributes"]["coverage"]
         # A resubmission (same key, same body) creates nothing new.
         again = await http.post(
-            "/triage/referrals", json=_referral(), headers={**gp, "Idempotency-Key": "gp-1"}
+            "/triage/referrals", json=referral_body(), headers={**gp, "Idempotency-Key": "gp-1"}
         )
         assert again.json()["id"] == referral["id"] and again.headers["idempotent-replayed"] == "true"
 
@@ -91,7 +64,7 @@ async def test_referral_path_through_the_gateway(suite: Suite) -> None:
 
 
 async def test_a_crisis_referral_reaches_the_stream_within_a_second(suite: Suite) -> None:
-    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    await eventually(lambda: read_models_filled(suite.triage_app), timeout=30)
     clinician = {"Authorization": f"Bearer {await suite.token('crisis-app')}"}
     received: list[tuple[float, dict[str, Any]]] = []
     ready = asyncio.Event()
@@ -117,7 +90,7 @@ async def test_a_crisis_referral_reaches_the_stream_within_a_second(suite: Suite
 
     listener = asyncio.create_task(listen())
     await asyncio.wait_for(ready.wait(), timeout=10)
-    body = _referral(nhs_number="9876543210", postcode="FY1 1EJ")
+    body = referral_body(nhs_number="9876543210", postcode="FY1 1EJ")
     body["risks"] = ["recent_self_harm"]
     async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
         sent = time.monotonic()
@@ -143,11 +116,13 @@ async def test_a_crisis_referral_reaches_the_stream_within_a_second(suite: Suite
 
 
 async def test_a_re_referral_after_discharge_goes_to_the_named_workers_team(suite: Suite) -> None:
-    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    await eventually(lambda: read_models_filled(suite.triage_app), timeout=30)
     gp = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
     async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
         first = (
-            await http.post("/triage/referrals", json=_referral(), headers={**gp, "Idempotency-Key": "first"})
+            await http.post(
+                "/triage/referrals", json=referral_body(), headers={**gp, "Idempotency-Key": "first"}
+            )
         ).json()
         team_id = first["suggestion"]["team"]["id"]
         # Careplan discharges the person with a named worker (its event, as careplan publishes it).
@@ -171,7 +146,7 @@ async def test_a_re_referral_after_discharge_goes_to_the_named_workers_team(suit
 
         await eventually(kept, timeout=15)
         response = await http.post(
-            "/triage/referrals", json=_referral(), headers={**gp, "Idempotency-Key": "again"}
+            "/triage/referrals", json=referral_body(), headers={**gp, "Idempotency-Key": "again"}
         )
         again = response.json()
         assert again["suggestion"]["route"] == "reaccess"
@@ -182,12 +157,12 @@ async def test_a_re_referral_after_discharge_goes_to_the_named_workers_team(suit
 
 
 async def test_a_signpost_becomes_a_warm_handover_the_partner_answers(suite: Suite) -> None:
-    await eventually(lambda: _read_models_filled(suite.triage_app), timeout=30)
+    await eventually(lambda: read_models_filled(suite.triage_app), timeout=30)
     gp = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
     clinician = {"Authorization": f"Bearer {await suite.token('crisis-app')}"}
     partner = {"Authorization": f"Bearer {await suite.token('vcfse-partner')}"}
     other = {"Authorization": f"Bearer {await suite.token('other-partner')}"}
-    body = _referral(postcode="BB3 1AA")
+    body = referral_body(postcode="BB3 1AA")
     body["needs"] = ["peer-support", "loneliness-social-inclusion"]
     async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
         referral = (

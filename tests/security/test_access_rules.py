@@ -1,6 +1,7 @@
-"""Organisation binding has one home per service: its `access.py`. A route that compares the
-caller's organisation itself (a filter written by hand, easy to forget on the next route) fails
-here, so every read and change goes through the service's access rules."""
+"""Organisation binding has one home per service: its `access.py`. A route that reads the
+caller's organisation itself (a filter written by hand, easy to forget on the next route, or an
+owner stamped on a new record) fails here, so every read, change and new record goes through the
+service's access rules (`owner_of(caller)` for the stamp)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,11 @@ def _is_caller_organisation(node: ast.AST) -> bool:
 
 
 def inline_organisation_checks(source: str) -> list[int]:
-    """Lines comparing `caller.organisation` (==, !=, in, not in) or calling `ensure_organisation`."""
+    """Lines using `caller.organisation` at all (a comparison, a filter, an owner stamped on a new
+    record, an argument) or calling `ensure_organisation`."""
     lines = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Compare) and any(
-            _is_caller_organisation(operand) for operand in (node.left, *node.comparators)
-        ):
+        if _is_caller_organisation(node):
             lines.append(node.lineno)
         elif isinstance(node, ast.Call):
             func = node.func
@@ -40,7 +40,9 @@ def test_the_checker_sees_an_inline_filter() -> None:
     assert inline_organisation_checks("q.where(Referral.referring_org == caller.organisation)") == [1]
     assert inline_organisation_checks("ok = caller.organisation in (a, b)") == [1]
     assert inline_organisation_checks("ensure_organisation(caller, x)") == [1]
-    assert inline_organisation_checks("Referral(referring_org=caller.organisation)") == []
+    assert inline_organisation_checks("Referral(referring_org=caller.organisation)") == [1]
+    assert inline_organisation_checks("parse(body, caller.organisation)") == [1]
+    assert inline_organisation_checks("Referral(referring_org=access.owner_of(caller))") == []
 
 
 def test_no_route_filters_on_the_callers_organisation_outside_the_access_modules() -> None:
@@ -50,7 +52,7 @@ def test_no_route_filters_on_the_callers_organisation_outside_the_access_modules
             continue
         for line in inline_organisation_checks(path.read_text()):
             offences.append(f"{path.relative_to(ROOT)}:{line}")
-    assert not offences, f"organisation checks outside services/<name>/access.py: {offences}"
+    assert not offences, f"caller.organisation outside services/<name>/access.py: {offences}"
 
 
 def test_every_service_holding_person_data_has_its_access_module() -> None:

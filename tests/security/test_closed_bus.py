@@ -229,3 +229,43 @@ def test_passwords_are_random_private_and_kept(tmp_path: Path) -> None:
     # The server's configuration holds hashes only.
     text = config.read_text()
     assert not any(value in text for value in passwords.values())
+
+
+async def test_cmh_bus_prepare_makes_the_users_for_a_server_of_ones_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cmh bus prepare --dir DIR` (deploy/compose.yaml's bus-credentials job): private password
+    files for the admin and every process, kept on a second run, and a server configuration with
+    their hashes that a nats-server loads and lets each process in with."""
+    import json
+
+    from shared.cli import main
+
+    directory = tmp_path / "bus"
+    assert main(["bus", "prepare", "--dir", str(directory)]) == 0
+    credentials, config = directory / "credentials", directory / "auth.json"
+    assert str(credentials) in capsys.readouterr().out
+    assert sorted(p.name for p in credentials.iterdir()) == sorted(
+        f"{identity}.password" for identity in (ADMIN, *PROCESSES)
+    )
+    assert credentials.stat().st_mode & 0o777 == 0o700
+    for path in (*credentials.iterdir(), config):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    passwords = {identity: read_password(credentials, identity) for identity in (ADMIN, *PROCESSES)}
+    users = json.loads(config.read_text())["authorization"]["users"]
+    assert sorted(user["user"] for user in users) == sorted(passwords)
+    assert not any(value in config.read_text() for value in passwords.values())
+
+    assert main(["bus", "prepare", "--dir", str(directory)]) == 0  # every `docker compose up`
+    assert passwords == {identity: read_password(credentials, identity) for identity in passwords}
+
+    server = EmbeddedNatsServer(tmp_path / "server", config_file=config)
+    server.start()
+    try:
+        settings = Settings(nats_url=server.url, nats_credentials_dir=credentials, var_dir=tmp_path)
+        connection = await connect_bus(settings, "triage")
+        await connection.close()
+        with pytest.raises((NatsError, OSError)):
+            await nats.connect(server.url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+    finally:
+        server.stop()

@@ -325,7 +325,7 @@ async def test_a_handover_under_identity_review_carries_the_person_as_referred(t
         f"/triage/referrals/{flagged['id']}/decisions", json={"action": "accept"}, headers=CLINICIAN
     )
     assert decided.status_code == 200, decided.text
-    handovers = await triage.events("cmh.triage.referral.signposted")
+    handovers = await triage.events("cmh.triage.handover.requested")
     assert len(handovers) == 1
     person = handovers[0]["data"]["person"]
     assert person["name"] == "Margaret Thwaite" and person["phone"] == "07700 900999"
