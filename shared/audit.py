@@ -171,12 +171,13 @@ async def readable_or_refused(
     missing: Exception,
     resource_type: str,
     lock: bool = False,
-    person_of: Callable[[Record], str] = lambda record: record.person_id,  # type: ignore[attr-defined]
+    person_of: Callable[[Record], str] | None = lambda record: record.person_id,  # type: ignore[attr-defined]
 ) -> Record:
     """The `model` row `record_id` if it matches the access module's `readable` conditions (none:
     every row). Otherwise `missing` (a 404: a refused record looks like a missing one), raised as
     `AccessDenied` when the row exists, so the refusal is audited as denied; call it inside
-    `Database.transaction()`. `lock` reads the row for a change (FOR UPDATE), audited as an update."""
+    `Database.transaction()`. `lock` reads the row for a change (FOR UPDATE), audited as an update.
+    `person_of` names the person the record is about (None: a record about no person)."""
     identity = model.id  # type: ignore[attr-defined]
     query = select(model).where(identity == record_id)
     record = await session.scalar(query.with_for_update() if lock else query)
@@ -185,6 +186,7 @@ async def readable_or_refused(
     if readable and not await session.scalar(select(identity).where(identity == record_id, *readable)):
         raise AccessDenied(
             missing, caller, service=service, resource_type=resource_type, resource_ids=[record_id],
-            person_ids=[person_of(record)], action=AuditAction.UPDATE if lock else AuditAction.READ,
+            person_ids=[person_of(record)] if person_of else [],
+            action=AuditAction.UPDATE if lock else AuditAction.READ,
         )  # fmt: skip
     return record

@@ -22,7 +22,7 @@ from services.directory.domain import HandoverAction, HandoverState, TransitionR
 from services.directory.models import Handover, HandoverHistory, Organization, Service
 from services.directory.oruk import link_id
 from services.directory.schemas import HandoverDecision, HandoverOut
-from shared.audit import AuditAction, record_access_to
+from shared.audit import AuditAction, readable_or_refused, record_access_to
 from shared.auth import Caller, requires
 from shared.consumer import Subscription
 from shared.db import Database
@@ -139,11 +139,12 @@ async def my_handovers(
 
 
 async def _own(session: AsyncSession, caller: Caller, handover_id: str, *, lock: bool = False) -> Handover:
-    query = select(Handover).where(Handover.id == handover_id, access.own_handovers(caller))
-    handover = await session.scalar(query.with_for_update() if lock else query)
-    if handover is None:
-        raise Problem(404, "No such handover", type_slug="not-found")  # another partner's is not found either
-    return handover
+    """The caller's handover; another partner's is not found either, and the attempt is audited as
+    denied (issue 18: denied reads audited in every service)."""
+    return await readable_or_refused(
+        session, caller, Handover, handover_id, [access.own_handovers(caller)], service=SERVICE,
+        missing=Problem(404, "No such handover", type_slug="not-found"), resource_type="Handover", lock=lock,
+    )  # fmt: skip
 
 
 @router.get("/{handover_id}", response_model=HandoverOut, summary="One handover")

@@ -35,7 +35,7 @@ from services.notify.models import (
     NotifySubscription,
 )
 from services.notify.store import wake_after_commit
-from shared.audit import AuditAction, record_access
+from shared.audit import AuditAction, readable_or_refused, record_access
 from shared.auth import Caller, requires
 from shared.db import Database
 from shared.errors import Problem
@@ -254,15 +254,12 @@ def subscription_resource(
 async def _owned(
     session: AsyncSession, caller: Caller, subscription_id: str, *, lock: bool = False
 ) -> NotifySubscription:
-    query = select(NotifySubscription).where(
-        NotifySubscription.id == subscription_id, access.own_subscriptions(caller)
-    )
-    if lock:
-        query = query.with_for_update()
-    row = await session.scalar(query)
-    if row is None:
-        raise not_found("Subscription", subscription_id)
-    return row
+    # Another partner's subscription is not found either; the attempt is audited as denied.
+    return await readable_or_refused(
+        session, caller, NotifySubscription, subscription_id, [access.own_subscriptions(caller)],
+        service=SERVICE, missing=not_found("Subscription", subscription_id), resource_type="Subscription",
+        lock=lock, person_of=None,
+    )  # fmt: skip
 
 
 def _audit(session: AsyncSession, caller: Caller, action: AuditAction, ids: Sequence[str]) -> None:

@@ -79,6 +79,15 @@ async def test_partner_lifecycle_and_binding(directory: Directory) -> None:
     assert await _list(directory, B) == []
     assert (await directory.client.get(path, headers=B)).status_code == 404
     assert (await directory.client.post(f"{path}/accept", headers=B)).status_code == 404
+    # Both attempts are audited as denied, naming the handover and its person (issue 18).
+    denied = [
+        a["data"]
+        for a in await directory.events("cmh.directory.audit.recorded")
+        if a["data"]["outcome"] == "denied"
+    ]
+    assert [(d["action"], d["resource_ids"], d["person_ids"]) for d in denied] == [
+        ("read", [handover["id"]], ["person-1"]), ("update", [handover["id"]], ["person-1"]),
+    ]  # fmt: skip
 
     assert (await directory.client.post(f"{path}/complete", headers=A)).status_code == 409  # not accepted yet
     no_reason = await directory.client.post(f"{path}/decline", json={}, headers=A)

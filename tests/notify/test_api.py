@@ -301,6 +301,13 @@ async def test_subscriptions_are_bound_to_the_organisation_and_idempotent(
             f"{BASE}/{created['id']}", headers=OTHER_HEADERS, **kwargs
         )
         assert refused.status_code == 404
+    # Every refused attempt on another partner's subscription is audited as denied (issue 18).
+    denied = [
+        a["data"] for a in await outbox_events(notify.app, "cmh.notify.audit.recorded")
+        if a["data"]["outcome"] == "denied"
+    ]  # fmt: skip
+    assert [d["action"] for d in denied] == ["read", "update", "update"]
+    assert all(d["resource_ids"] == [created["id"]] and d["person_ids"] == [] for d in denied)
 
     await notify.subscribe(receiver.url, "CarePlan")
     page = (await notify.client.get(BASE, params={"_count": 1}, headers=PARTNER_HEADERS)).json()
