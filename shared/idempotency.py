@@ -184,8 +184,10 @@ async def create_once(
                     )
                 session.add(_remember(claim, caller.client_id, response))
         return response
-    except IntegrityError:
-        # Another request under this key committed first: replay it.
+    except (IntegrityError, Problem):
+        # Another request under this key committed first: its insert collided with ours, or our
+        # create found what it had just made (a "already exists" refusal). Either way the key's
+        # first answer is the answer: replay it. With no winner, the refusal stands.
         async with db.session() as session:
             winner, _ = await _stored(session, caller.client_id, claim, retention)
         if winner is None:

@@ -410,6 +410,9 @@ async def crisis_stream(
         # The stream ends with its token: expired, or its client disabled (the app reconnects
         # with a new token, from Last-Event-ID).
         while verifier.still_valid(caller) and not await request.is_disconnected():
+            # Cleared before the read, so a change committed while we read still wakes the wait
+            # below (cleared after it, that wake-up was lost until the next poll).
+            changed.clear()
             async with db.session() as session:
                 rows = (
                     await session.scalars(
@@ -426,7 +429,6 @@ async def crisis_stream(
                 quiet = 0.0
                 continue
             # Changes made by this replica wake us at once; others are seen at the next poll.
-            changed.clear()
             try:
                 await asyncio.wait_for(changed.wait(), timeout=STREAM_POLL_SECONDS)
             except TimeoutError:

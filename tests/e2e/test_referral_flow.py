@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
+from services.triage import api as triage_api
 from services.triage.models import Discharge, RegistryRecord
 from shared.events import make_event
 from shared.settings import Settings
@@ -63,7 +65,13 @@ async def test_referral_path_through_the_gateway(suite: Suite) -> None:
         assert routed["team_id"] == team["id"] and routed["route"] == "front_door_primary"
 
 
-async def test_a_crisis_referral_reaches_the_stream_within_a_second(suite: Suite) -> None:
+async def test_a_crisis_referral_wakes_the_stream_at_once(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replica that takes a crisis referral wakes its open streams at once, not at the next
+    poll: with the poll stretched to a minute, the referral still arrives within the wait below.
+    (How fast is `make bench`'s question, never a timed assertion here.)"""
+    monkeypatch.setattr(triage_api, "STREAM_POLL_SECONDS", 60.0)
     await eventually(lambda: read_models_filled(suite.triage_app), timeout=30)
     clinician = {"Authorization": f"Bearer {await suite.token('crisis-app')}"}
     received: list[tuple[float, dict[str, Any]]] = []
@@ -93,15 +101,13 @@ async def test_a_crisis_referral_reaches_the_stream_within_a_second(suite: Suite
     body = referral_body(nhs_number="9876543210", postcode="FY1 1EJ")
     body["risks"] = ["recent_self_harm"]
     async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
-        sent = time.monotonic()
         response = await http.post(
             "/triage/crisis/referrals", json=body, headers={**clinician, "Idempotency-Key": "crisis-1"}
         )
         assert response.status_code == 201, response.text
-    await asyncio.wait_for(listener, timeout=5)
-    arrived, event = received[0]
+    await asyncio.wait_for(listener, timeout=10)
+    _arrived, event = received[0]
     assert event["data"]["referral_id"] == response.json()["id"] and event["data"]["priority"] == 4
-    assert arrived - sent < 1.0
     # Resumable: from the event before, the same change is replayed.
     async with (
         httpx.AsyncClient(base_url=suite.url, timeout=5) as http,
