@@ -24,11 +24,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -40,7 +42,7 @@ safety: $(STAMP)
 	$(BIN)/python -m pytest -q tests/safety
 
 clean:
-	rm -rf var .pytest_cache .ruff_cache .hypothesis
+	rm -rf var .pytest_cache .ruff_cache .hypothesis .import_linter_cache
 
 # Mixed traffic for SOAK_SECONDS (default 300) against a suite it starts; not part of `make test`.
 soak: $(STAMP)

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cmh.migrations import migrate
 from services.directory import queries, store
 from services.directory.domain import PlanarFrame
 from services.directory.schemas import ServiceProposal
 from services.directory.seed import needs_taxonomy
 from shared.db import Database
-from shared.migrations import migrate
 
 WORDS = [
     "peer",

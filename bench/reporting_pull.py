@@ -23,10 +23,10 @@ from typing import Any
 
 import asyncpg
 
+from cmh.migrations import migrate
 from services.reporting import aggregates
 from services.reporting.domain import parse_period
 from shared.db import Database
-from shared.migrations import migrate
 
 PLACES = ["blackburn-with-darwen", "blackpool", "lancashire", "south-cumbria"]
 ETHNICITY = [

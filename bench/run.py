@@ -127,9 +127,9 @@ def machine(pg_url: str, nats_url: str | None) -> dict[str, Any]:
 
 async def load_data(settings: Any, services: int, episodes: int) -> dict[str, Any]:
     from bench import directory_search, reporting_pull
+    from cmh.migrations import migrate
     from services.directory import store
     from shared.db import Database
-    from shared.migrations import migrate
 
     loaded: dict[str, Any] = {}
     url, schema = settings.database_url_for("directory"), settings.database_schema_for("directory")

@@ -214,7 +214,7 @@ def suite_started(var_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "CMH_RATE_LIMIT_PER_MINUTE": "1000000", "CMH_PUBLIC_RATE_LIMIT_PER_MINUTE": "1000000",
     }  # fmt: skip
     process = subprocess.Popen(  # our own CLI
-        [sys.executable, "-m", "shared.cli", "run"],
+        [sys.executable, "-m", "cmh.cli", "run"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

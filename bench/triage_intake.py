@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
+from cmh.migrations import migrate
 from services.triage.app import create_app
-from shared.migrations import migrate
 from shared.nats_server import EmbeddedNatsServer
 from shared.settings import Settings
 from tests.support import mint_token, trust_test_key

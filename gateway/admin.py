@@ -29,7 +29,7 @@ from gateway.clients import (
     rotate_secret,
 )
 from gateway.keys import KeyManager
-from gateway.models import Client
+from gateway.models import MIGRATIONS, Client
 from gateway.tokens import TokenService
 from shared.auth import ClientKind
 from shared.db import Database
@@ -99,7 +99,7 @@ def demo_secrets_path(settings: Settings) -> Path:
 
 async def _open(settings: Settings) -> Database:
     url, schema = settings.database_url_for("gateway"), settings.database_schema_for("gateway")
-    await migrate("gateway", url, schema=schema)
+    await migrate("gateway", url, directory=MIGRATIONS, schema=schema)
     return Database(url, schema=schema, pool_size=2)
 
 

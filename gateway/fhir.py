@@ -20,15 +20,8 @@ from starlette.responses import Response
 
 from gateway.proxy import METHODS, _upstream_headers, forward
 from shared.errors import Problem, error_response, problem_type
-from shared.fhir import (
-    FORWARDED_BASE_HEADER,
-    NHS_NUMBER_SYSTEM,
-    Paging,
-    check_format,
-    fhir_response,
-    invalid,
-    searchset,
-)
+from shared.fhir import FORWARDED_BASE_HEADER, Paging, check_format, fhir_response, invalid, searchset
+from shared.fhir_terms import NHS_NUMBER_SYSTEM
 
 FHIR_VERSION = "4.0.1"
 FHIR_RESOURCE_OWNERS: dict[str, str] = {

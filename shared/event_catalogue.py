@@ -10,14 +10,13 @@ groups by: not identifiers, but they narrow a person down together with others, 
 
 `tests/shared/test_event_catalogue.py` holds this to the code: every subject published anywhere is
 here, every consumer's filter matches one, and sample payloads built by the producers carry exactly
-the person data declared. `docs/events.md` is generated from it (with each subject's consumers,
-from `shared.serving.bus_plan`): `python -m shared.event_catalogue --write`, or `--check`.
+the person data declared. `docs/events.md` is rendered from it (with each subject's consumers,
+from the bus plan the caller gives, `cmh.serving.bus_plan`): `python -m cmh.event_catalogue
+--write`, or `--check`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,18 +250,15 @@ def consumers_of(subject: str, plan: Mapping[str, Mapping[str, list[str]]]) -> l
     )
 
 
-def render(plan: Mapping[str, Mapping[str, list[str]]] | None = None) -> str:
-    if plan is None:
-        from shared.serving import bus_plan
-
-        plan = bus_plan()
+def render(plan: Mapping[str, Mapping[str, list[str]]]) -> str:
+    """`docs/events.md`, with each subject's consumers from `plan` (`cmh.serving.bus_plan()`)."""
     carrying = [c.subject for c in CATALOGUE.values() if c.carries_person_data]
     lines = [
         "# Event contracts",
         "",
-        "Generated from `shared/event_catalogue.py` by `python -m shared.event_catalogue --write`;",
+        "Generated from `shared/event_catalogue.py` by `python -m cmh.event_catalogue --write`;",
         "`tests/shared/test_event_catalogue.py` fails when this file is out of date. Consumers are the",
-        "durables of `shared.serving.bus_plan()` whose filters take the subject.",
+        "durables of `cmh.serving.bus_plan()` whose filters take the subject.",
         "",
         "*Person data* lists the payload fields that identify or describe a person (names, NHS number,",
         "date of birth, postcode or address, phone, email, free text); *none* means ids and codes only.",
@@ -283,25 +279,3 @@ def render(plan: Mapping[str, Mapping[str, list[str]]] | None = None) -> str:
             f"| {consumers} | {contract.person_data_text().replace('|', '/')} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write", action="store_true", help=f"write {DOC_PATH.name}")
-    group.add_argument("--check", action="store_true", help=f"fail if {DOC_PATH.name} is out of date")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.write:
-        DOC_PATH.write_text(text)
-    elif args.check:
-        if not DOC_PATH.exists() or DOC_PATH.read_text() != text:
-            print(f"{DOC_PATH} is out of date: python -m shared.event_catalogue --write", file=sys.stderr)
-            return 1
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

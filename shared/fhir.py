@@ -1,6 +1,7 @@
 """FHIR R4 (UK Core) plumbing every service's `/fhir` views share: responses, search parameter
 parsing (token, reference, date with prefixes, `_count` / `_offset`, `_format`), searchset Bundles
-with paging links, and the identifier systems.
+with paging links. The identifier systems, status mappings and small JSON shapes, which need no
+web framework, are in `shared/fhir_terms.py`.
 
 Errors are raised as `Problem(..., fhir_code=<IssueType>)`; on FHIR paths `shared.errors` answers
 them as OperationOutcome. The parsers are pure (no I/O) and property-tested.
@@ -21,38 +22,6 @@ from fastapi.responses import JSONResponse
 from shared.errors import FHIR_JSON, Problem
 from shared.params import MAX_OFFSET, bounded_int
 from shared.timezones import LONDON
-
-UK_CORE = "https://fhir.hl7.org.uk/StructureDefinition/"
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
-ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
-CMH_IDS = "https://cmh-suite.nhs.uk/Id/"
-CMH_CODES = "https://cmh-suite.nhs.uk/CodeSystem/"
-CMH_EXTENSIONS = "https://cmh-suite.nhs.uk/StructureDefinition/"
-
-# The FHIR status of each resource the suite derives from its own states: one mapping, used by the
-# services' FHIR views and by the notifications partners receive.
-SERVICE_REQUEST_STATUS: dict[str, str] = {
-    "received": "active",  # awaiting triage
-    "routed": "completed",  # triaged and accepted into a clinical team (the episode follows)
-    "signposted": "completed",  # triaged: the offer is partner services
-    "closed": "revoked",  # declined (always with an alternative) or closed by triage
-}
-TRIAGE_TASK_STATUS: dict[str, str] = {
-    "received": "requested",
-    "routed": "completed",
-    "signposted": "completed",
-    "closed": "completed",
-}
-EPISODE_OF_CARE_STATUS: dict[str, str] = {"open": "active", "discharged": "finished"}
-
-
-def care_plan_status(*, agreed: bool, discharged: bool) -> str:
-    """draft until agreed with the person, then active; at discharge completed (or revoked if the
-    plan was never agreed)."""
-    if discharged:
-        return "completed" if agreed else "revoked"
-    return "active" if agreed else "draft"
-
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
@@ -262,29 +231,6 @@ def fhir_base(request: Request, own_base: str) -> str:
     if forwarded:
         return forwarded.rstrip("/")
     return str(request.base_url).rstrip("/") + own_base
-
-
-def instant(moment: datetime) -> str:
-    """A FHIR instant: seconds precision, always with its zone."""
-    return moment.isoformat(timespec="seconds")
-
-
-def reference(resource_type: str, resource_id: str, display: str | None = None) -> dict[str, str]:
-    ref = {"reference": f"{resource_type}/{resource_id}"}
-    if display:
-        ref["display"] = display
-    return ref
-
-
-def identifier(system: str, value: str) -> dict[str, str]:
-    return {"system": system, "value": value}
-
-
-def coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
-    out = {"system": system, "code": code}
-    if display:
-        out["display"] = display
-    return out
 
 
 def searchset(

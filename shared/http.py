@@ -1,6 +1,6 @@
 """The caller's address: the one place any process reads it (rate limits, logs, X-Forwarded-For).
 
-uvicorn runs with `proxy_headers=False` (shared/serving.py), so the ASGI scope's `client` is the
+uvicorn runs with `proxy_headers=False` (cmh/serving.py), so the ASGI scope's `client` is the
 TCP peer. `X-Forwarded-For` is believed only when that peer is one of `CMH_TRUSTED_PROXIES`, and
 then only as far back as the chain stays inside them: the caller is the right-most entry that is
 not itself a trusted proxy. Entries further left were written by the caller and prove nothing.

@@ -1,14 +1,15 @@
 """Alembic, driven programmatically, for every service's own migration history.
 
-Each service (and the gateway) keeps its migrations in `<package>/migrations/`; its `env.py` is one
-call to `run_env`. `migrate` runs them on an async engine through Alembic's connection-sharing
-recipe, so the same code path serves `cmh migrate`, `cmh run` and the tests, on both backends.
+Each service (and the gateway) keeps its migrations in `<package>/migrations/` (its `MIGRATIONS`,
+in its `models.py`); its `env.py` is one call to `run_env`. `migrate` runs one such directory on an
+async engine through Alembic's connection-sharing recipe, so the same code path serves `cmh
+migrate`, `cmh run` and the tests, on both backends. Which owner's migrations live where is the
+composition root's knowledge (`cmh/migrations.py`): nothing here imports a service.
 """
 
 from __future__ import annotations
 
 import hashlib
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,6 @@ from sqlalchemy.engine import Connection
 
 from shared.db import check_schema_name, create_engine, is_sqlite
 from shared.messaging_models import NAMING_CONVENTION, MessagingBase
-from shared.settings import DATABASE_OWNERS, SERVICES, Settings
 from shared.sqltypes import BigIntegerKey, UTCDateTime
 
 
@@ -29,18 +29,14 @@ def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def migrations_dir(owner: str) -> Path:
-    if owner not in DATABASE_OWNERS:
-        raise ValueError(f"unknown database owner {owner!r}")
-    package = f"services.{owner}" if owner in SERVICES else owner
-    module = import_module(package)
-    assert module.__file__ is not None
-    return Path(module.__file__).parent / "migrations"
+def migrations_beside(module_file: str) -> Path:
+    """The `migrations/` directory of the package holding `module_file` (a models module's `__file__`)."""
+    return Path(module_file).resolve().parent / "migrations"
 
 
-def alembic_config(owner: str) -> Config:
+def alembic_config(directory: Path) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(migrations_dir(owner)))
+    config.set_main_option("script_location", str(directory))
     return config
 
 
@@ -48,8 +44,12 @@ def _advisory_key(owner: str) -> int:
     return int.from_bytes(hashlib.sha256(f"cmh-migrate-{owner}".encode()).digest()[:8], "big", signed=True)
 
 
-async def migrate(owner: str, url: str, *, schema: str | None = None, revision: str = "head") -> None:
-    """Bring one owner's database (or PostgreSQL schema) to `revision`; safe to run concurrently."""
+async def migrate(
+    owner: str, url: str, *, directory: Path, schema: str | None = None, revision: str = "head"
+) -> None:
+    """Bring one owner's database (or PostgreSQL schema) to `revision` of the migrations in
+    `directory` (the owner's `MIGRATIONS`); safe to run concurrently. By owner name alone:
+    `cmh.migrations.migrate`."""
     _run_alembic = _upgrade if revision != "base" else _downgrade
     sqlite = is_sqlite(url)
     schema = None if sqlite else check_schema_name(schema or owner)
@@ -62,29 +62,24 @@ async def migrate(owner: str, url: str, *, schema: str | None = None, revision: 
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _advisory_key(owner)}
                 )
                 await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-            await connection.run_sync(_run_alembic, owner, schema, revision)
+            await connection.run_sync(_run_alembic, directory, schema, revision)
     finally:
         await engine.dispose()
 
 
-async def migrate_all(settings: Settings, owners: tuple[str, ...] = DATABASE_OWNERS) -> None:
-    for owner in owners:
-        await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
-
-
-def _configured(connection: Connection, owner: str, schema: str | None) -> Config:
-    config = alembic_config(owner)
+def _configured(connection: Connection, directory: Path, schema: str | None) -> Config:
+    config = alembic_config(directory)
     config.attributes["connection"] = connection
     config.attributes["schema"] = schema
     return config
 
 
-def _upgrade(connection: Connection, owner: str, schema: str | None, revision: str) -> None:
-    command.upgrade(_configured(connection, owner, schema), revision)
+def _upgrade(connection: Connection, directory: Path, schema: str | None, revision: str) -> None:
+    command.upgrade(_configured(connection, directory, schema), revision)
 
 
-def _downgrade(connection: Connection, owner: str, schema: str | None, revision: str) -> None:
-    command.downgrade(_configured(connection, owner, schema), revision)
+def _downgrade(connection: Connection, directory: Path, schema: str | None, revision: str) -> None:
+    command.downgrade(_configured(connection, directory, schema), revision)
 
 
 def is_managed(name: str | None, type_: str, _parents: Any = None) -> bool:

@@ -1,5 +1,5 @@
 """The app factory every service uses: database, broker, outbox relay, consumers, errors,
-request context, `/health` and `/ready` (`/metrics` has a port of its own: shared/serving.py).
+request context, `/health` and `/ready` (`/metrics` has a port of its own: cmh/serving.py).
 
 A service declares what is its own (name, routers, models, subscriptions) in a `ServiceSpec`;
 everything else is the same everywhere and lives here once.

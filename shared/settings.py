@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Request body limit (gateway and services)."
     )
-    # --- issue 18 §6: slow clients (shared/middleware.py RequestLimitsMiddleware, shared/serving.py)
+    # --- issue 18 §6: slow clients (shared/middleware.py RequestLimitsMiddleware, cmh/serving.py)
     body_read_timeout_seconds: float = Field(
         default=30.0, gt=0, description="A request body must arrive within this."
     )

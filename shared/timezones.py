@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
-
-from shared.sqltypes import utcnow
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -17,4 +15,4 @@ def london_date(at: datetime) -> date:
 
 
 def london_today() -> date:
-    return london_date(utcnow())
+    return london_date(datetime.now(UTC))

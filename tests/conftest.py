@@ -102,7 +102,7 @@ def cmh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Iterator[object]:
     """Run the `cmh` command in process against a fresh var/ (SQLite): returns (code, out, err)."""
-    from shared.cli import main
+    from cmh.cli import main
     from shared.settings import get_settings
 
     for name in list(os.environ):

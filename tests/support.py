@@ -128,7 +128,7 @@ async def serve(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
     """Run an ASGI app under uvicorn on a loopback port until the returned server is told to exit."""
     import uvicorn
 
-    # As shared/serving.py runs it: the peer is never rewritten from X-Forwarded-For.
+    # As cmh/serving.py runs it: the peer is never rewritten from X-Forwarded-For.
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, lifespan="on", proxy_headers=False
     )
@@ -153,7 +153,7 @@ async def running_service(
     test key trusted, with an httpx client over ASGI: yields (client, app)."""
     import httpx
 
-    from shared.migrations import migrate
+    from cmh.migrations import migrate
 
     await migrate(name, settings.database_url_for(name), schema=settings.database_schema_for(name))
     app = create_app(settings)
@@ -183,8 +183,8 @@ async def prepare_databases(
     settings: Any, owners: tuple[str, ...], clients: dict[str, tuple[Any, ...]]
 ) -> dict[str, str]:
     """Migrate each owner's database and register the gateway's clients; returns their secrets."""
+    from cmh.migrations import migrate
     from shared.db import Database
-    from shared.migrations import migrate
 
     for owner in owners:
         await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))

@@ -17,7 +17,7 @@ from typing import Any
 
 from services.careplan.models import Episode, EpisodeRecord
 from shared.clocks import Clock
-from shared.fhir import (
+from shared.fhir_terms import (
     CMH_CODES,
     CMH_EXTENSIONS,
     CMH_IDS,

@@ -17,6 +17,7 @@ import httpx
 from tqdm import tqdm
 
 from services.directory.importer import ImportReport, import_records, read_lines, records_in
+from services.directory.models import MIGRATIONS
 from services.directory.seed import seed
 from shared.db import Database
 from shared.migrations import migrate
@@ -86,7 +87,7 @@ async def run_import(
 ) -> ImportReport:
     settings = get_settings()
     url, schema = settings.database_url_for("directory"), settings.database_schema_for("directory")
-    await migrate("directory", url, schema=schema)
+    await migrate("directory", url, directory=MIGRATIONS, schema=schema)
     records, total = feed(source, client)
     db = Database(url, schema=schema, pool_size=2)
     await seed(db, sample=False)  # the needs taxonomy, so feeds using it are understood

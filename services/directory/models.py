@@ -13,8 +13,11 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.migrations import new_metadata
+from shared.migrations import migrations_beside, new_metadata
 from shared.sqltypes import BigIntegerKey, UTCDateTime, utcnow
+
+# This package's Alembic history (`cmh.migrations` maps every owner to one of these).
+MIGRATIONS = migrations_beside(__file__)
 
 
 class Base(DeclarativeBase):

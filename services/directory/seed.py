@@ -9,7 +9,7 @@ from typing import Any
 
 from services.directory import store
 from services.directory.importer import ImportReport, import_records, records_in
-from services.directory.models import Service
+from services.directory.models import MIGRATIONS, Service
 from shared.db import Database
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -42,7 +42,7 @@ async def seed_database(settings: Any, *, only_if_empty: bool = False) -> Import
     from shared.migrations import migrate
 
     url, schema = settings.database_url_for("directory"), settings.database_schema_for("directory")
-    await migrate("directory", url, schema=schema)
+    await migrate("directory", url, directory=MIGRATIONS, schema=schema)
     db = Database(url, schema=schema, pool_size=2)
     try:
         if only_if_empty:

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.fhir import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUS, instant
+from shared.fhir_terms import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUS, instant
 
 # --- criteria ------------------------------------------------------------------------------------
 

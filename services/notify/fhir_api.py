@@ -40,11 +40,9 @@ from shared.auth import Caller, requires
 from shared.db import Database
 from shared.errors import Problem
 from shared.fhir import (
-    CMH_EXTENSIONS,
     check_format,
     fhir_base,
     fhir_response,
-    instant,
     invalid,
     not_found,
     paging,
@@ -52,6 +50,7 @@ from shared.fhir import (
     resource_response,
     searchset,
 )
+from shared.fhir_terms import CMH_EXTENSIONS, instant
 from shared.idempotency import OptionalIdempotency, create_once
 
 SERVICE = "notify"

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.migrations import new_metadata
+from shared.migrations import migrations_beside, new_metadata
 from shared.sqltypes import BigIntegerKey, UTCDateTime, utcnow
 
 # Subscription.status (FHIR R4): `requested` is accepted from partners and stored as `active` (there
@@ -22,6 +22,10 @@ from shared.sqltypes import BigIntegerKey, UTCDateTime, utcnow
 REQUESTED, ACTIVE, ERROR, OFF = "requested", "active", "error", "off"
 SUBSCRIPTION_STATUSES = (REQUESTED, ACTIVE, ERROR, OFF)
 PENDING, DELIVERED, ABANDONED = "pending", "delivered", "abandoned"
+
+
+# This package's Alembic history (`cmh.migrations` maps every owner to one of these).
+MIGRATIONS = migrations_beside(__file__)
 
 
 class Base(DeclarativeBase):

@@ -39,7 +39,7 @@ from services.notify.models import (
 )
 from shared.consumer import PermanentEventError
 from shared.events import CloudEvent
-from shared.fhir import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUS, care_plan_status
+from shared.fhir_terms import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUS, care_plan_status
 from shared.settings import get_settings
 from shared.sqltypes import utcnow
 

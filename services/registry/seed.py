@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import store
 from services.registry.domain import Validity
-from services.registry.models import RegistryRecord
+from services.registry.models import MIGRATIONS, RegistryRecord
 from services.registry.schemas import ATTRIBUTES, Kind
 
 REFERENCE = Path(__file__).parent / "reference" / "lsc-organisation.json"
@@ -294,7 +294,7 @@ async def seed_database(settings: Any, *, only_if_empty: bool = False) -> SeedRe
     from shared.migrations import migrate
 
     url, schema = settings.database_url_for("registry"), settings.database_schema_for("registry")
-    await migrate("registry", url, schema=schema)
+    await migrate("registry", url, directory=MIGRATIONS, schema=schema)
     db = Database(url, schema=schema, pool_size=2)
     try:
         async with db.transaction() as session:

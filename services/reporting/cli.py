@@ -17,7 +17,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import delete
 from tqdm import tqdm
 
-from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
+from services.reporting.models import MIGRATIONS, EpisodeFact, HandoverFact, ReferralFact
 from services.reporting.projections import SUBJECTS, Projector, pseudonym_key
 from shared.broker import beside_the_suite, connect_bus
 from shared.bus_access import ADMIN
@@ -38,7 +38,7 @@ def bus_settings(settings: Settings) -> Settings:
 async def rebuild(settings: Settings, *, progress: bool = True) -> int:
     """Empty the projections and replay the stream into them; returns the events applied."""
     url, schema = settings.database_url_for("reporting"), settings.database_schema_for("reporting")
-    await migrate("reporting", url, schema=schema)
+    await migrate("reporting", url, directory=MIGRATIONS, schema=schema)
     db = Database(url, schema=schema, pool_size=2)
     # An ephemeral consumer over the whole stream: the admin's to make, never a service's.
     connection = await connect_bus(bus_settings(settings), ADMIN)

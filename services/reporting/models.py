@@ -11,8 +11,11 @@ from datetime import datetime
 from sqlalchemy import Boolean, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.migrations import new_metadata
+from shared.migrations import migrations_beside, new_metadata
 from shared.sqltypes import UTCDateTime, utcnow
+
+# This package's Alembic history (`cmh.migrations` maps every owner to one of these).
+MIGRATIONS = migrations_beside(__file__)
 
 
 class Base(DeclarativeBase):

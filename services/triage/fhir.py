@@ -24,7 +24,8 @@ from services.triage.models import Decision, Person, Referral
 from services.triage.schemas import ReferralIn
 from services.triage.store import PRIORITY_NAMES
 from shared.errors import Problem
-from shared.fhir import (
+from shared.fhir import invalid
+from shared.fhir_terms import (
     CMH_CODES,
     CMH_EXTENSIONS,
     CMH_IDS,
@@ -36,7 +37,6 @@ from shared.fhir import (
     coding,
     identifier,
     instant,
-    invalid,
     reference,
 )
 

@@ -29,9 +29,6 @@ from shared.audit import AuditAction, record_access
 from shared.auth import Caller, requires
 from shared.errors import Problem
 from shared.fhir import (
-    NHS_NUMBER_SYSTEM,
-    SERVICE_REQUEST_STATUS,
-    TRIAGE_TASK_STATUS,
     DateRange,
     check_format,
     fhir_base,
@@ -46,6 +43,7 @@ from shared.fhir import (
     searchset,
     split_token,
 )
+from shared.fhir_terms import NHS_NUMBER_SYSTEM, SERVICE_REQUEST_STATUS, TRIAGE_TASK_STATUS
 from shared.idempotency import OptionalIdempotency, create_once
 
 OWN_BASE = "/triage/fhir"

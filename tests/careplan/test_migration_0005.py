@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
+from cmh.migrations import migrate
 from shared.db import Database
-from shared.migrations import migrate
 from shared.settings import Settings
 
 COLUMNS = (

@@ -124,10 +124,11 @@ def test_environment_is_settings_and_ports_are_the_processes() -> None:
 def test_the_build_context_holds_the_package_sources_only() -> None:
     copies = [args.split()[:-1] for name, args in instructions() if name == "COPY"]
     sources = [source for words in copies for source in words]
-    assert sources == ["pyproject.toml", "README.md", "shared", "gateway", "services"]
+    assert sources == ["pyproject.toml", "README.md", "cmh", "shared", "gateway", "services"]
     for path in [
         "pyproject.toml",
         "README.md",
+        "cmh/cli.py",
         "shared/settings.py",
         "gateway/app.py",
         "services/triage/app.py",

@@ -454,7 +454,7 @@ async def test_the_gateway_role_can_append_and_read_the_audit_trail_but_not_chan
     rows, but UPDATE, DELETE and TRUNCATE are refused by privileges (before the triggers are even
     reached), it cannot lift the triggers, other gateway tables stay writable, and another
     service's schema is out of its reach."""
-    from shared.migrations import migrate
+    from cmh.migrations import migrate
 
     url, schema_prefix, role_prefix = scratch
     schema, role = f"{schema_prefix}gateway", f"{role_prefix}gateway"

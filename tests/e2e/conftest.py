@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from cmh.serving import bus_plan
 from gateway.app import create_app as create_gateway
 from services.careplan.app import create_app as create_careplan
 from services.directory.app import create_app as create_directory
@@ -27,7 +28,6 @@ from services.triage.models import DirectoryService, RegistryRecord
 from shared.bus_access import prepare_closed_bus
 from shared.consumer import provision_bus
 from shared.nats_server import EmbeddedNatsServer, free_port
-from shared.serving import bus_plan
 from shared.settings import Settings
 from tests.support import eventually, prepare_databases, serve
 

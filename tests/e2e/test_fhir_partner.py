@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from shared.fhir import CMH_CODES, CMH_EXTENSIONS, NHS_NUMBER_SYSTEM, ODS_SYSTEM
+from shared.fhir_terms import CMH_CODES, CMH_EXTENSIONS, NHS_NUMBER_SYSTEM, ODS_SYSTEM
 from shared.nats_server import free_port
 from tests.e2e.conftest import Suite
 from tests.support import eventually, serve

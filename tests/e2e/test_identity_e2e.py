@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from services.triage import fhir
-from shared.fhir import NHS_NUMBER_SYSTEM
+from shared.fhir_terms import NHS_NUMBER_SYSTEM
 from tests.e2e.conftest import Suite, read_models_filled
 from tests.e2e.test_referral_flow import _published
 from tests.support import eventually

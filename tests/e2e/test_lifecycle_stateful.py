@@ -41,7 +41,7 @@ from hypothesis.stateful import (
 )
 
 from services.registry.seed import REFERENCE, desired_records
-from shared.fhir import SERVICE_REQUEST_STATUS, TRIAGE_TASK_STATUS
+from shared.fhir_terms import SERVICE_REQUEST_STATUS, TRIAGE_TASK_STATUS
 from tests.e2e.conftest import Suite
 from tests.triage.support import nhs_number
 

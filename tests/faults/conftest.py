@@ -75,7 +75,7 @@ class Process:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it until it exits
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", self.service, "--port", str(self.port)],
+            [sys.executable, "-m", "cmh.cli", "serve", self.service, "--port", str(self.port)],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, create_model
 
+from cmh.migrations import migrate_all
 from gateway.app import create_app as create_gateway
 from services.careplan.app import create_app as create_careplan
 from services.directory.app import create_app as create_directory
@@ -22,7 +23,6 @@ from services.notify.app import create_app as create_notify
 from services.registry.app import create_app as create_registry
 from services.reporting.app import create_app as create_reporting
 from services.triage.app import create_app as create_triage
-from shared.migrations import migrate_all
 from shared.nats_server import free_port
 from shared.settings import SERVICES, Settings
 from tests.support import eventually, serve

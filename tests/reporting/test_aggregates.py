@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cmh.migrations import migrate
 from services.reporting import aggregates
 from services.reporting.domain import Period, median, parse_period, percentile
 from services.reporting.models import EpisodeFact
 from shared.clocks import AT_RISK_DAY, TARGET_DAYS
 from shared.db import Database
-from shared.migrations import migrate
 from shared.settings import Settings
 from shared.timezones import london_date
 

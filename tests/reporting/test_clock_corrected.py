@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from cmh.migrations import migrate
 from services.reporting import aggregates
 from services.reporting.domain import parse_period
 from services.reporting.models import EpisodeFact
 from services.reporting.projections import SUBJECTS, Projector
 from shared.db import Database
 from shared.events import make_event
-from shared.migrations import migrate
 from shared.settings import Settings
 
 RECEIVED = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)

@@ -14,12 +14,13 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 
+from cmh.migrations import migrate
 from gateway.app import create_app as create_gateway
 from shared.audit import AuditAction, AuditOutcome, record_access
 from shared.auth import Caller, ensure_organisation, requires
 from shared.db import Database
 from shared.errors import Problem
-from shared.migrations import migrate, new_metadata
+from shared.migrations import new_metadata
 from shared.nats_server import free_port
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import text
 
+from cmh.migrations import migrate
 from gateway.audit import record_gateway_access, store_audit_event
 from gateway.audit_chain import verify_chain
 from shared.audit import AuditAction, audit_data
 from shared.auth import Caller, ClientKind, PurposeOfUse
 from shared.db import Database
 from shared.events import CloudEvent
-from shared.migrations import migrate
 from shared.settings import Settings
 
 CALLER = Caller("gp-a81001", "A81001", ClientKind.PARTNER_EHR, frozenset(), "tok-1", PurposeOfUse.TREAT)

@@ -17,13 +17,13 @@ import nats
 import pytest
 from nats.errors import Error as NatsError
 
+from cmh.serving import bus_plan
 from shared.broker import check_bus_settings, connect_bus
 from shared.bus_access import ADMIN, permissions, prepare_closed_bus, read_password
 from shared.consumer import MisattributedEvent, event_from, provision_bus
 from shared.events import make_event
 from shared.nats_server import EmbeddedNatsServer
 from shared.revocation import REVOCATION_PUBLISHER, REVOCATIONS_SUBJECT
-from shared.serving import bus_plan
 from shared.settings import PROCESSES, Settings
 
 STREAM = "CMH"
@@ -239,7 +239,7 @@ async def test_cmh_bus_prepare_makes_the_users_for_a_server_of_ones_own(
     their hashes that a nats-server loads and lets each process in with."""
     import json
 
-    from shared.cli import main
+    from cmh.cli import main
 
     directory = tmp_path / "bus"
     assert main(["bus", "prepare", "--dir", str(directory)]) == 0

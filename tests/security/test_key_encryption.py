@@ -14,10 +14,10 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import bindparam, select, text
 
+from cmh.migrations import migrate
 from gateway.keys import KEK_FILE_NAME, KeyEncryptionKeyMissing, KeyManager, _generate
 from gateway.models import SigningKey
 from shared.db import Database
-from shared.migrations import migrate
 from shared.settings import Settings
 from shared.sqltypes import UTCDateTime, utcnow
 

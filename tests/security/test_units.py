@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cmh.migrations import migrate
 from gateway.access import RateLimiter, is_public_directory_read
 from gateway.clients import ClientRegistryError, add_client, get_client, rotate_secret, verify_secret
 from gateway.keys import KeyManager
 from shared.db import Database
-from shared.migrations import migrate
 from shared.settings import Settings
 from shared.sqltypes import utcnow
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cmh.supervisor import Topology, replica_port, replica_urls
 from shared.settings import SERVICES, Settings
-from shared.supervisor import Topology, replica_port, replica_urls
 
 
 def test_replicas_listen_a_hundred_ports_apart_and_the_gateway_knows_them_all() -> None:

@@ -14,15 +14,8 @@ from starlette.requests import Request
 
 from gateway.fhir import SUPPORTED, capability_statement
 from shared.errors import Problem, is_fhir_path, operation_outcome, problem_body
-from shared.fhir import (
-    Paging,
-    care_plan_status,
-    paging,
-    parse_date,
-    reference_id,
-    searchset,
-    split_token,
-)
+from shared.fhir import Paging, paging, parse_date, reference_id, searchset, split_token
+from shared.fhir_terms import care_plan_status
 from shared.timezones import LONDON
 
 UTC_MOMENTS = st.datetimes(

@@ -32,10 +32,10 @@ def _env(tmp_path: Path, nats_server: EmbeddedNatsServer) -> dict[str, str]:
 
 def test_sigterm_drains_then_stops(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
     env = _env(tmp_path, nats_server)
-    subprocess.run([sys.executable, "-m", "shared.cli", "migrate", "triage"], env=env, check=True, timeout=60)
+    subprocess.run([sys.executable, "-m", "cmh.cli", "migrate", "triage"], env=env, check=True, timeout=60)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", "triage", "--port", str(port)],
+        [sys.executable, "-m", "cmh.cli", "serve", "triage", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

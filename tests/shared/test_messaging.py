@@ -19,6 +19,7 @@ from sqlalchemy import Column, MetaData, String, Table, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cmh.migrations import migrate
 from shared.broker import Broker
 from shared.consumer import (
     DEAD_LETTER_DELIVERIES_HEADER,
@@ -30,7 +31,6 @@ from shared.consumer import (
 from shared.db import Database
 from shared.events import CloudEvent, dead_letter_subject, make_event
 from shared.messaging_models import InboxMessage, OutboxMessage
-from shared.migrations import migrate
 from shared.nats_server import EmbeddedNatsServer
 from shared.outbox import OutboxRelay, add_event
 from shared.settings import Settings

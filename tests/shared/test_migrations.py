@@ -9,9 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+from cmh.migrations import migrate, migrate_all
 from shared.db import Database
 from shared.messaging_models import MessagingBase
-from shared.migrations import is_managed, migrate, migrate_all
+from shared.migrations import is_managed
 from shared.settings import SERVICES, Settings
 
 

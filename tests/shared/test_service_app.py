@@ -13,12 +13,12 @@ import pytest
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 
+from cmh.migrations import migrate
 from services.triage.app import SPEC
 from shared.broker import Broker
 from shared.events import make_event
 from shared.logs import JsonFormatter
 from shared.metrics import metrics_port, render_metrics, serve_metrics
-from shared.migrations import migrate
 from shared.nats_server import EmbeddedNatsServer, free_port
 from shared.outbox import add_event
 from shared.service import ServiceSpec, create_service_app

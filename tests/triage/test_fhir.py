@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from services.triage import fhir
 from services.triage.models import Person, Referral
-from shared.fhir import NHS_NUMBER_SYSTEM, ODS_SYSTEM
+from shared.fhir_terms import NHS_NUMBER_SYSTEM, ODS_SYSTEM
 from tests.support import mint_token
 from tests.triage.support import CLINICIAN, EHR, GP, OTHER_EHR, OTHER_GP, Triage, nhs_number
 from tests.triage.test_fhir_mapping import PARTNER_SYSTEM, contained_patient, service_request_body, valid

@@ -21,7 +21,7 @@ from services.triage.domain import Need, RequestedUrgency, Risk, Source
 from services.triage.models import Decision, Person, Referral
 from services.triage.schemas import ReferralIn
 from shared.errors import Problem, operation_outcome
-from shared.fhir import NHS_NUMBER_SYSTEM, ODS_SYSTEM
+from shared.fhir_terms import NHS_NUMBER_SYSTEM, ODS_SYSTEM
 from tests.triage.support import GP, nhs_number
 
 PARTNER_SYSTEM = "https://gp-system.example.org/Id/referral"

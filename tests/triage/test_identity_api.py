@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from services.triage import fhir
 from services.triage.models import Person, PersonVersion, Referral
-from shared.fhir import NHS_NUMBER_SYSTEM
+from shared.fhir_terms import NHS_NUMBER_SYSTEM
 from tests.triage.support import CLINICIAN, EHR, OTHER_EHR, OTHER_GP, Triage, nhs_number, referral
 from tests.triage.test_fhir import fhir_json, outcome, post
 from tests.triage.test_fhir_mapping import contained_patient, service_request_body

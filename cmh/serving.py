@@ -1,4 +1,6 @@
-"""Serving one process (a service or the gateway) under uvicorn, with a graceful stop.
+"""Serving one process (a service or the gateway) under uvicorn, with a graceful stop; and the
+process registry: where each process's app factory is (`app_factory_path`), and every process's
+durable consumers (`bus_plan`).
 
 On SIGTERM (or Ctrl-C) the process first *drains*: `/ready` answers 503 at once so load balancers
 and the gateway stop choosing it, while it keeps serving for `shutdown_drain_seconds`. Then uvicorn
@@ -23,6 +25,7 @@ from shared.settings import PROCESSES, Settings
 
 
 def app_factory_path(name: str) -> str:
+    """`module:factory` of a process in shared/settings.py PROCESSES."""
     return "gateway.app:create_app" if name == "gateway" else f"services.{name}.app:create_app"
 
 

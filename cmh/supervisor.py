@@ -1,10 +1,10 @@
 """`cmh run`: the whole suite on one machine, for a laptop or a demo.
 
 Starts the bundled nats-server (unless CMH_NATS_URL names one) with a user per process and
-provisions the event bus (shared/bus_access.py), applies every service's
-migrations, starts each service and the gateway as its own uvicorn process, waits until the
-gateway reports everything ready, and keeps them running: a child that dies is reported loudly and
-restarted with backoff. Ctrl-C or SIGTERM stops the children (gateway first, broker last).
+provisions the event bus (shared/bus_access.py), applies every service's migrations
+(cmh/migrations.py), starts each service and the gateway as its own uvicorn process (`python -m
+cmh.cli serve NAME`, cmh/serving.py), waits until the gateway reports everything ready, and keeps
+them running: a child that dies is reported loudly and restarted with backoff. Ctrl-C or SIGTERM stops the children (gateway first, broker last).
 Children live in their own process group, so only this supervisor decides their shutdown order,
 and they are told by the kernel to exit should the supervisor itself be killed.
 """
@@ -25,12 +25,12 @@ from typing import IO
 
 import httpx
 
+from cmh.migrations import migrate_all
+from cmh.serving import bus_plan
 from shared.broker import BUNDLED_BUS_DIR
 from shared.bus_access import ADMIN, prepare_closed_bus, read_password
 from shared.consumer import provision_bus
-from shared.migrations import migrate_all
 from shared.nats_server import EmbeddedNatsServer, NatsCluster, port_open
-from shared.serving import bus_plan
 from shared.settings import SERVICES, Settings
 
 RESTART_BACKOFF_MAX = 30.0
@@ -242,7 +242,7 @@ class Supervisor:
             child = Child(
                 name=name,
                 port=port,
-                argv=[sys.executable, "-m", "shared.cli", "serve", process, "--port", str(port)],
+                argv=[sys.executable, "-m", "cmh.cli", "serve", process, "--port", str(port)],
                 log_path=self.var_dir / "logs" / f"{name}.log",
             )
             child.start(env)

@@ -1,4 +1,5 @@
-"""The `cmh` command: run the suite, serve one process, apply migrations."""
+"""The `cmh` command: run the suite, serve one process, apply migrations (`cmh = "cmh.cli:main"`,
+or `python -m cmh.cli`). The gateway's and the services' own commands are registered by them."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from shared.settings import DATABASE_OWNERS, PROCESSES, get_settings
 
 
 def cmd_run(_args: argparse.Namespace) -> int:
-    from shared.supervisor import Supervisor
+    from cmh.supervisor import Supervisor
 
     return Supervisor(get_settings()).run()
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from shared.supervisor import Supervisor, Topology
+    from cmh.supervisor import Supervisor, Topology
 
     settings = get_settings()
     if not (settings.database_url or "").startswith("postgresql"):
@@ -30,8 +31,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from cmh.serving import serve
     from shared.logs import configure_logging
-    from shared.serving import serve
 
     settings = get_settings()
     configure_logging(args.name, settings.log_level, json_format=settings.log_json)
@@ -41,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from shared.migrations import migrate
+    from cmh.migrations import migrate
 
     settings = get_settings()
     unknown = sorted(set(args.owners) - set(DATABASE_OWNERS))
@@ -80,9 +81,9 @@ def cmd_seed(_args: argparse.Namespace) -> int:
 
 
 def cmd_bus_provision(_args: argparse.Namespace) -> int:
+    from cmh.serving import bus_plan
     from shared.broker import beside_the_suite
     from shared.consumer import provision_bus
-    from shared.serving import bus_plan
 
     settings = beside_the_suite(get_settings())
     count = asyncio.run(provision_bus(settings, bus_plan()))
@@ -93,8 +94,8 @@ def cmd_bus_provision(_args: argparse.Namespace) -> int:
 def cmd_bus_authorization(args: argparse.Namespace) -> int:
     import json
 
+    from cmh.serving import bus_plan
     from shared.bus_access import ADMIN, read_password, server_authorization
-    from shared.serving import bus_plan
 
     plan = bus_plan()
     passwords = {identity: read_password(args.credentials, identity) for identity in (ADMIN, *plan)}
@@ -103,8 +104,8 @@ def cmd_bus_authorization(args: argparse.Namespace) -> int:
 
 
 def cmd_bus_prepare(args: argparse.Namespace) -> int:
+    from cmh.serving import bus_plan
     from shared.bus_access import prepare_closed_bus
-    from shared.serving import bus_plan
 
     plan = bus_plan()
     credentials, config = prepare_closed_bus(args.dir, plan, get_settings().stream_name)

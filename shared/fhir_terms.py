@@ -1,0 +1,61 @@
+"""FHIR R4 (UK Core) terms: the identifier systems, the FHIR status of each state the suite has,
+and the small JSON shapes (instant, reference, identifier, coding). Pure data and functions, no web
+framework, so that domain modules may use them (`shared.fhir` is the HTTP plumbing)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+UK_CORE = "https://fhir.hl7.org.uk/StructureDefinition/"
+NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
+CMH_IDS = "https://cmh-suite.nhs.uk/Id/"
+CMH_CODES = "https://cmh-suite.nhs.uk/CodeSystem/"
+CMH_EXTENSIONS = "https://cmh-suite.nhs.uk/StructureDefinition/"
+
+# The FHIR status of each resource the suite derives from its own states: one mapping, used by the
+# services' FHIR views and by the notifications partners receive.
+SERVICE_REQUEST_STATUS: dict[str, str] = {
+    "received": "active",  # awaiting triage
+    "routed": "completed",  # triaged and accepted into a clinical team (the episode follows)
+    "signposted": "completed",  # triaged: the offer is partner services
+    "closed": "revoked",  # declined (always with an alternative) or closed by triage
+}
+TRIAGE_TASK_STATUS: dict[str, str] = {
+    "received": "requested",
+    "routed": "completed",
+    "signposted": "completed",
+    "closed": "completed",
+}
+EPISODE_OF_CARE_STATUS: dict[str, str] = {"open": "active", "discharged": "finished"}
+
+
+def care_plan_status(*, agreed: bool, discharged: bool) -> str:
+    """draft until agreed with the person, then active; at discharge completed (or revoked if the
+    plan was never agreed)."""
+    if discharged:
+        return "completed" if agreed else "revoked"
+    return "active" if agreed else "draft"
+
+
+def instant(moment: datetime) -> str:
+    """A FHIR instant: seconds precision, always with its zone."""
+    return moment.isoformat(timespec="seconds")
+
+
+def reference(resource_type: str, resource_id: str, display: str | None = None) -> dict[str, str]:
+    ref = {"reference": f"{resource_type}/{resource_id}"}
+    if display:
+        ref["display"] = display
+    return ref
+
+
+def identifier(system: str, value: str) -> dict[str, str]:
+    return {"system": system, "value": value}
+
+
+def coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
+    out = {"system": system, "code": code}
+    if display:
+        out["display"] = display
+    return out
