@@ -82,11 +82,11 @@ def test_trusting_everyone_or_nonsense_is_refused(value: str, monkeypatch: pytes
 
 
 def test_uvicorn_does_not_rewrite_the_peer(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import serving
+    from cmh import serving
 
     seen: list[Any] = []
     monkeypatch.setattr(serving.DrainingServer, "run", lambda self, *a, **k: seen.append(self.config))
-    serving.serve("gateway", Settings(), host="127.0.0.1", port=1)
+    serving.serve("gateway", Settings(metrics_port_offset=0), host="127.0.0.1", port=1)
     assert seen[0].proxy_headers is False
 
 
