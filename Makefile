@@ -25,12 +25,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -42,7 +44,7 @@ safety: $(STAMP)
 	$(BIN)/python -m pytest -q tests/safety
 
 clean:
-	rm -rf var .pytest_cache .ruff_cache .hypothesis .import_linter_cache
+	rm -rf var .pytest_cache .ruff_cache .hypothesis .import_linter_cache .mypy_cache
 
 # Mixed traffic for SOAK_SECONDS (default 300) against a suite it starts; not part of `make test`.
 soak: $(STAMP)

@@ -222,7 +222,7 @@ class TokenVerifier:
         if self.revocations.revoked(str(claims["sub"]), float(claims["iat"])):
             raise _unauthorised("The access token has been revoked.")
         try:
-            ClientKind(claims.get("cmh_kind"))
+            ClientKind(str(claims.get("cmh_kind")))
         except ValueError:
             raise _unauthorised("The access token is not valid.") from None
         return claims

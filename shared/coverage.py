@@ -211,7 +211,8 @@ def resolve(
     if place is None:
         reasons.append(f"{district} is outside the four places but inside a provider network")
 
-    pathway, alongside = (None, [])
+    pathway: PathwayBand | None = None
+    alongside: list[PathwayBand] = []
     if age is not None:
         pathway, alongside = pathway_for_age(snapshot.pathways, age)
         reasons.append(f"age {age}: {pathway.name}" if pathway else f"age {age}: no age-banded pathway")

@@ -12,6 +12,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
 
 def find_nats_server() -> str:
@@ -139,7 +140,7 @@ class EmbeddedNatsServer:
             ),
         ]  # fmt: skip
 
-    def start(self, timeout: float = 15.0, **popen: object) -> None:
+    def start(self, timeout: float = 15.0, **popen: Any) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
             self.command(),

@@ -275,7 +275,7 @@ def suppress_percentage(numerator: int, denominator: int) -> int | str | None:
         return None
     if numerator < SMALL_NUMBER or denominator < SMALL_NUMBER:
         return SUPPRESSED
-    return _percentage(numerator, denominator, 0)
+    return int(_percentage(numerator, denominator, 0))  # whole at 0 places
 
 
 def raw_percentage(numerator: int, denominator: int) -> float | None:
@@ -409,7 +409,9 @@ def publish(
             for row, value in zip(out, values, strict=True):
                 row[field] = None if value is None else suppress_count(value)
             continue
-        shown_rows, shown_total = protect_column(values[:-1], values[-1])
+        # No None left (checked above): the column is whole counts.
+        counts = [int(value) for value in values if value is not None]
+        shown_rows, shown_total = protect_column(counts[:-1], counts[-1])
         for row, shown in zip(out, [*shown_rows, shown_total], strict=True):
             row[field] = shown
     for source, row in zip(table, out, strict=True):
