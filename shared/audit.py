@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, and_, case, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import Caller
@@ -179,11 +179,16 @@ async def readable_or_refused(
     `Database.transaction()`. `lock` reads the row for a change (FOR UPDATE), audited as an update.
     `person_of` names the person the record is about (None: a record about no person)."""
     identity = model.id  # type: ignore[attr-defined]
-    query = select(model).where(identity == record_id)
-    record = await session.scalar(query.with_for_update() if lock else query)
-    if record is None:
+    # One query: the row, and whether the caller may read it (a refused row must still be told
+    # from a missing one, so the condition is a column, not a filter).
+    allowed = case((and_(*readable), True), else_=False) if readable else true()
+    query = select(model, allowed).where(identity == record_id)
+    found = (await session.execute(query.with_for_update(of=model) if lock else query)).first()
+    if found is None:
         raise missing
-    if readable and not await session.scalar(select(identity).where(identity == record_id, *readable)):
+    record: Record = found[0]
+    may_read = found[1]
+    if not may_read:
         raise AccessDenied(
             missing, caller, service=service, resource_type=resource_type, resource_ids=[record_id],
             person_ids=[person_of(record)] if person_of else [],

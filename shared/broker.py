@@ -116,21 +116,16 @@ class Broker:
         check_bus_settings(settings)
         self.settings = settings
         self.identity = identity
-        self.client_name = f"cmh-{identity}"
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
-    @property
-    def servers(self) -> list[str]:
-        return nats_servers(self.settings)
-
     def start(self) -> None:
         """Connect in the background; callers wait on `connected` when they need JetStream."""
         if self._task is None:
-            self._task = asyncio.create_task(self._connect_until_done(), name=f"broker-{self.client_name}")
+            self._task = asyncio.create_task(self._connect_until_done(), name=f"broker-{self.identity}")
 
     async def _connect_until_done(self) -> None:
         attempt = 0

@@ -29,6 +29,12 @@ from typing import Any
 
 import yaml
 
+ROOT = Path(__file__).parents[2]
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+BASE = KUBERNETES / "base"
+PRODUCTION = KUBERNETES / "overlays" / "production"
+MIGRATE_JOB = "cmh-migrate"
+
 SUPPORTED_KEYS = {
     "apiVersion",
     "kind",

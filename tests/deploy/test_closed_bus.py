@@ -22,15 +22,11 @@ from shared import broker
 from shared.broker import check_bus_settings, connect_options
 from shared.bus_access import ADMIN, password_file
 from shared.settings import PROCESSES as SERVED
-from tests.deploy.kustomize import Build, build, containers, pod_spec
+from tests.deploy.kustomize import KUBERNETES, MIGRATE_JOB, PRODUCTION, ROOT, Build, containers, pod_spec
 from tests.deploy.test_manifests import (
-    BASE,
     BUS_IDENTITIES,
-    KUBERNETES,
     NATS_URL,
     PROCESSES,
-    PRODUCTION,
-    ROOT,
     container_of,
     env_of,
     load_generator,
@@ -39,17 +35,6 @@ from tests.deploy.test_manifests import (
 
 CA_CONFIG_MAP = "cmh-nats-ca"
 NATS_CONFIG = "/etc/nats-config/nats.conf"  # the chart's main configuration file
-MIGRATE_JOB = "cmh-migrate"
-
-
-@pytest.fixture(scope="module")
-def production() -> Build:
-    return build(PRODUCTION)
-
-
-@pytest.fixture(scope="module", params=["base", "production"])
-def rendered(request: pytest.FixtureRequest) -> Build:
-    return build(BASE) if request.param == "base" else build(PRODUCTION)
 
 
 def nats_values() -> dict[str, Any]:

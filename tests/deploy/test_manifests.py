@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import tomllib
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -23,12 +22,16 @@ from sqlalchemy.engine import make_url
 from shared.bus_access import ADMIN
 from shared.settings import DEFAULT_SERVICE_PORTS, SERVICES, Settings
 from shared.settings import PROCESSES as SETTINGS_PROCESSES
-from tests.deploy.kustomize import Build, build, containers, pod_spec, split_image
+from tests.deploy.kustomize import (
+    BASE,
+    KUBERNETES,
+    ROOT,
+    Build,
+    containers,
+    pod_spec,
+    split_image,
+)
 
-ROOT = Path(__file__).parents[2]
-KUBERNETES = ROOT / "deploy" / "kubernetes"
-BASE = KUBERNETES / "base"
-PRODUCTION = KUBERNETES / "overlays" / "production"
 # The oldest Kubernetes minor the manifests must be valid for (its schemas ship in the package).
 KUBERNETES_VERSION = "1.30"
 PROCESSES = {"gateway": Settings.model_fields["gateway_port"].default, **DEFAULT_SERVICE_PORTS}
@@ -50,21 +53,6 @@ OVERLAY_CONFIG_MAPS = {"cmh-nats-ca"}
 # Not a CMH_ setting, but libpq's (asyncpg reads it when the URL has no password): the role's
 # password, kept out of the URL so that the URL is no secret.
 PASSWORD_VARIABLE = "PGPASSWORD"
-
-
-@pytest.fixture(scope="module")
-def base() -> Build:
-    return build(BASE)
-
-
-@pytest.fixture(scope="module")
-def production() -> Build:
-    return build(PRODUCTION)
-
-
-@pytest.fixture(scope="module", params=["base", "production"])
-def rendered(request: pytest.FixtureRequest) -> Build:
-    return request.getfixturevalue(request.param)
 
 
 def is_overlay(build_: Build) -> bool:

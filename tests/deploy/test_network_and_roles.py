@@ -25,12 +25,9 @@ from sqlalchemy.engine import make_url
 
 from gateway.models import AuditPerson, AuditRecord
 from shared.settings import DATABASE_OWNERS, SERVICES, Settings
-from tests.deploy.kustomize import Build, build
+from tests.deploy.kustomize import MIGRATE_JOB, ROOT, Build
 from tests.deploy.test_manifests import (
-    BASE,
     PROCESSES,
-    PRODUCTION,
-    ROOT,
     container_of,
     env_of,
     load_generator,
@@ -43,17 +40,6 @@ PRIVATE = [
 ]
 AUDIT_TABLES = {AuditRecord.__tablename__, AuditPerson.__tablename__}
 DATABASE_PODS = {"cnpg.io/cluster": "cmh-db"}
-MIGRATE_JOB = "cmh-migrate"
-
-
-@pytest.fixture(scope="module")
-def production() -> Build:
-    return build(PRODUCTION)
-
-
-@pytest.fixture(scope="module", params=["base", "production"])
-def rendered(request: pytest.FixtureRequest) -> Build:
-    return build(BASE) if request.param == "base" else build(PRODUCTION)
 
 
 def policies(build_: Build) -> list[dict[str, Any]]:

@@ -48,6 +48,11 @@ def _well_formed_refusal(path: str, response: httpx.Response) -> bool:
     return kind.startswith("application/problem+json")
 
 
+def refused_cleanly(path: str, response: httpx.Response) -> bool:
+    """A 4xx in the right format: what every odd request must get."""
+    return 400 <= response.status_code < 500 and _well_formed_refusal(path, response)
+
+
 def _filled(path: str, value_for: dict[str, str]) -> str:
     return re.sub(r"{([^}]+)}", lambda match: value_for.get(match.group(1), "x"), path)
 

@@ -21,23 +21,13 @@ from cmh.serving import bus_plan
 from shared.broker import check_bus_settings, connect_bus
 from shared.bus_access import ADMIN, permissions, prepare_closed_bus, read_password
 from shared.consumer import MisattributedEvent, event_from, provision_bus
+from shared.event_catalogue import subject_matches
 from shared.events import make_event
 from shared.nats_server import EmbeddedNatsServer
 from shared.revocation import REVOCATION_PUBLISHER, REVOCATIONS_SUBJECT
 from shared.settings import PROCESSES, Settings
 
 STREAM = "CMH"
-
-
-def matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: `*` is one token, `>` one or more at the end."""
-    wanted, given = pattern.split("."), subject.split(".")
-    for index, token in enumerate(wanted):
-        if token == ">":
-            return len(given) > index
-        if index >= len(given) or (token != "*" and token != given[index]):
-            return False
-    return len(wanted) == len(given)
 
 
 @pytest.fixture
@@ -188,7 +178,7 @@ def test_only_the_gateway_reads_audit_events() -> None:
         for durable, subjects in durables.items():
             for process in PROCESSES:
                 audit = f"cmh.{process}.audit.recorded"
-                reads = any(matches(subject, audit) for subject in subjects)
+                reads = any(subject_matches(subject, audit) for subject in subjects)
                 assert reads == (identity == "gateway"), (identity, durable, audit)
 
 
