@@ -4,12 +4,13 @@ Each event is handled in one database transaction together with an inbox row key
 (consumer, event id): a redelivery finds the row and is acknowledged without being applied again,
 and two replicas racing on the same event collide on the inbox key so only one commits. A fetched
 batch is first tried in one transaction (all or nothing); if anything in it fails, its events are
-applied one by one, so each gets its own outcome. A handler
-that raises is retried with exponential backoff (negative acknowledgement with a delay); after
-`consumer_max_deliveries` tries, or at once for `PermanentEventError` and undecodable messages, the
-event is parked on `cmh.deadletter.<durable>` with the reason, acknowledged, and the consumer goes
-on with later events. Failures of our own infrastructure (the database unreachable or restarting)
-say nothing about the event: they are retried for as long as it takes, never dead-lettered.
+applied one by one, so each gets its own outcome. An event whose data breaks its subject's contract
+(`contracts/events.py`, checked before any handler runs) never reaches a handler. A handler that
+raises is retried with exponential backoff (negative acknowledgement with a delay); after
+`consumer_max_deliveries` tries, or at once for `PermanentEventError`, undecodable messages and
+broken contracts, the event is parked on `cmh.deadletter.<durable>` with the reason, acknowledged,
+and the consumer goes on with later events. Failures of our own infrastructure (the database
+unreachable or restarting) say nothing about the event: they are retried for as long as it takes, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from shared.background import BackgroundWorker, Every
 from shared.broker import Broker, backoff_delay, connect_bus, ensure_stream
 from shared.bus_access import ADMIN
 from shared.db import Database
-from shared.events import CloudEvent, dead_letter_subject
+from shared.events import CloudEvent, ContractBroken, dead_letter_subject
 from shared.messaging_models import InboxMessage
 from shared.metrics import EVENTS_CONSUMED
 from shared.settings import Settings
@@ -230,6 +231,10 @@ class EventConsumer(BackgroundWorker):
             return await self._dead_letter(message, None, str(exc), deliveries)
         except (ValidationError, ValueError):
             return await self._dead_letter(message, None, "undecodable CloudEvent", deliveries)
+        try:
+            event.payload  # noqa: B018 - validated against its contract before any handler runs
+        except ContractBroken as exc:
+            return await self._dead_letter(message, event, str(exc), deliveries)
 
         try:
             outcome = await self.apply(event)
@@ -266,9 +271,11 @@ class EventConsumer(BackgroundWorker):
         events: list[CloudEvent] = []
         for message in messages:
             try:
-                events.append(event_from(message))
+                event = event_from(message)
+                event.payload  # noqa: B018 - a broken contract is dead-lettered one by one
             except (ValidationError, ValueError):
                 return False
+            events.append(event)
         outcomes: list[Outcome] = []
         try:
             async with self.db.transaction() as session:

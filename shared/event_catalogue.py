@@ -1,5 +1,5 @@
 """The event contracts: every subject the suite publishes, who publishes it, what it means and which
-person data its payload carries (issue 18 §2: events carry only the person data the consumer needs,
+person data its payload carries (the payload's fields are its model in `contracts/events.py`) (issue 18 §2: events carry only the person data the consumer needs,
 and the contracts say which carry any).
 
 `person_data` names the payload fields that identify or describe a person: a name, NHS number, date
@@ -17,9 +17,17 @@ from the bus plan the caller gives, `cmh.serving.bus_plan`): `python -m cmh.even
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from contracts.events import AUDITED_SERVICES, REGISTRY_KINDS, EventPayload, model_for
+from contracts.vocabulary import Priority, Route, Source
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "events.md"
 
@@ -33,6 +41,14 @@ class EventContract:
     person_id: bool = True
     demographics: tuple[str, ...] = ()
     note: str = ""
+
+    @property
+    def model(self) -> type[EventPayload]:
+        """The payload's model (`contracts/events.py`): what the producer builds, consumers read."""
+        model = model_for(self.subject)
+        if model is None:
+            raise LookupError(f"{self.subject} has no model in contracts/events.py")
+        return model
 
     @property
     def carries_person_data(self) -> bool:
@@ -149,16 +165,6 @@ def _careplan() -> list[EventContract]:
     ]
 
 
-REGISTRY_KINDS = (
-    "organisation",
-    "place",
-    "network",
-    "pathway",
-    "team",
-    "practitioner",
-    "membership",
-    "leadership_role",
-)
 PRACTITIONER_DATA = ("timeline[].attributes.name", "timeline[].attributes.registration")
 
 
@@ -208,9 +214,6 @@ def _directory() -> list[EventContract]:
     ]
 
 
-AUDITED_SERVICES = ("triage", "careplan", "directory", "notify", "reporting")
-
-
 def _audit() -> list[EventContract]:
     return [
         EventContract(
@@ -250,6 +253,41 @@ def consumers_of(subject: str, plan: Mapping[str, Mapping[str, list[str]]]) -> l
     )
 
 
+def _annotation(annotation: Any) -> str:
+    """A field's type as a reader of the contract says it: `time`, `text`, `Route or null`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _annotation(args[0])
+    if origin in (Union, UnionType):
+        kinds = [_annotation(arg) for arg in args if arg is not type(None)]
+        return " or ".join(kinds) + (" or null" if type(None) in args else "")
+    if origin is Literal:
+        return " / ".join(f"`{value}`" for value in args)
+    if origin is list:
+        return f"list of {_annotation(args[0])}"
+    if origin is dict:
+        return "object"
+    names = {str: "text", int: "integer", float: "number", bool: "boolean", datetime: "time"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def payload_fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, bool]]:
+    """(dotted path, type, required) of a model's fields, nested models' fields after their own."""
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        yield path, _annotation(field.annotation), field.is_required()
+        for inner, listed in _nested(field.annotation):
+            yield from payload_fields(inner, f"{path}{'[]' if listed else ''}.")
+
+
+def _nested(annotation: Any, listed: bool = False) -> Iterator[tuple[type[BaseModel], bool]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation, listed
+        return
+    for arg in get_args(annotation):
+        yield from _nested(arg, listed or get_origin(annotation) is list)
+
+
 def render(plan: Mapping[str, Mapping[str, list[str]]]) -> str:
     """`docs/events.md`, with each subject's consumers from `plan` (`cmh.serving.bus_plan()`)."""
     carrying = [c.subject for c in CATALOGUE.values() if c.carries_person_data]
@@ -278,4 +316,32 @@ def render(plan: Mapping[str, Mapping[str, list[str]]]) -> str:
             f"| `{contract.subject}` | {contract.producer} | {contract.meaning.replace('|', '/')} "
             f"| {consumers} | {contract.person_data_text().replace('|', '/')} |"
         )
+    lines += [
+        "",
+        "## Vocabularies",
+        "",
+        "The codes `contracts/vocabulary.py` defines once for every service:",
+        "",
+    ]
+    for vocabulary in (Priority, Route, Source):
+        codes = ", ".join(
+            f"`{member.value}` ({member.name.lower().replace('_', ' ')})" for member in vocabulary
+        )
+        lines.append(f"- **{vocabulary.__name__}**: {codes}")
+    lines += [
+        "",
+        "## Payloads",
+        "",
+        "Each subject's `data` is its model in `contracts/events.py`: the producer may send no field",
+        "it does not declare, and consumers get it validated before their handler runs (a field a",
+        "newer producer adds is tolerated). Fields marked *required* are always present; the rest may",
+        "be absent or null. Times are ISO 8601 with a UTC offset.",
+    ]
+    for contract in sorted(CATALOGUE.values(), key=lambda c: c.subject):
+        model = contract.model
+        lines += ["", f"### `{contract.subject}`: `{model.__name__}`", ""]
+        lines += [
+            f"- `{path}`: {kind}{' (required)' if required else ''}"
+            for path, kind, required in payload_fields(model)
+        ]
     return "\n".join(lines) + "\n"

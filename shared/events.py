@@ -7,14 +7,20 @@ the entity the event is about.
 
 from __future__ import annotations
 
+import builtins
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from contracts.events import EventPayload, model_for
 from shared.tracing import child_traceparent, parse_traceparent, traceparent_var
+
+P = TypeVar("P", bound=EventPayload)
 
 SUBJECT_PREFIX = "cmh"
 DEAD_LETTER_TOKEN = "deadletter"  # noqa: S105 - a subject token, not a secret
@@ -86,6 +92,20 @@ class CloudEvent(BaseModel):
     def service(self) -> str:
         return self.type.split(".")[1]
 
+    @cached_property
+    def payload(self) -> EventPayload:
+        """The data validated against its subject's contract (`contracts/events.py`); raises
+        `ContractBroken` (naming the failing fields, never their values) when it does not match.
+        The consumer reads it before any handler runs, so a handler never sees a broken one."""
+        return validate_payload(self.type, self.data)
+
+    def payload_as(self, model: builtins.type[P]) -> P:  # `type` is a field here
+        """The payload as the model a handler was written for (its subject's, or a base of it)."""
+        payload = self.payload
+        if not isinstance(payload, model):
+            raise ContractBroken(f"{self.type} is a {type(payload).__name__}, not a {model.__name__}")
+        return payload
+
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
 
@@ -94,23 +114,64 @@ class CloudEvent(BaseModel):
         return cls.model_validate_json(raw)
 
 
+class ContractBroken(ValueError):
+    """An event's data does not match its subject's contract. The message names the fields and
+    what is wrong with them, never their values (which may be person data)."""
+
+
+def _broken(subject: str, error: ValidationError) -> ContractBroken:
+    problems = sorted(
+        {f"{'.'.join(str(p) for p in e['loc']) or '(data)'}: {e['type']}" for e in error.errors()}
+    )
+    return ContractBroken(f"{subject} does not match its contract: {'; '.join(problems)[:400]}")
+
+
+def validate_payload(subject: str, data: Mapping[str, Any]) -> EventPayload:
+    model = model_for(subject)
+    if model is None:
+        raise ContractBroken(f"{subject} has no contract in contracts/events.py")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise _broken(subject, error) from None
+
+
+def _wire(subject: str, data: EventPayload | Mapping[str, Any]) -> dict[str, Any]:
+    """The payload as it is sent: the subject's model, dumped as given (fields not set are not
+    added). It must be the subject's model and hold no field the model does not declare: the
+    tolerance for extra fields is the consumers', for producers newer than they are."""
+    if isinstance(data, EventPayload):
+        if subject != data.SUBJECT:
+            raise ContractBroken(f"a {type(data).__name__} payload is not the contract of {subject}")
+        payload = data
+    else:
+        payload = validate_payload(subject, data)
+    if payload.undeclared:
+        raise ContractBroken(
+            f"{subject}: fields its contract does not declare: {', '.join(payload.undeclared)}"
+        )
+    return payload.model_dump(mode="json", exclude_unset=True)
+
+
 def make_event(
     service: str,
     entity: str,
     verb: str,
-    data: dict[str, Any],
+    data: EventPayload | Mapping[str, Any],
     *,
     subject: str | None = None,
     event_id: str | None = None,
     time: datetime | None = None,
 ) -> CloudEvent:
-    """Build an event in the current trace (a new span of the request that caused it)."""
+    """Build an event in the current trace (a new span of the request that caused it), its data
+    checked against the subject's contract."""
+    event_type = event_subject(service, entity, verb)
     fields: dict[str, Any] = {
         "source": f"/cmh/{service}",
-        "type": event_subject(service, entity, verb),
+        "type": event_type,
         "subject": subject,
         "traceparent": child_traceparent(traceparent_var.get()),
-        "data": data,
+        "data": _wire(event_type, data),
     }
     if event_id is not None:
         fields["id"] = event_id

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.events import ServicePublished, ServiceWithdrawn
 from services.directory import oruk
 from services.directory.domain import Slot, weekly_slots
 from services.directory.models import (
@@ -257,7 +258,10 @@ async def publish(
         session.add(service)
     await session.flush()
     await _replace_side_rows(session, service, document, terms, new=existing is None)
-    add_event(session, make_event(SERVICE, "service", "published", published_event(service, document)))
+    add_event(
+        session,
+        make_event(SERVICE, "service", "published", ServicePublished(**published_event(service, document))),
+    )
     return Published(service_id, changed=True, created=existing is None)
 
 
@@ -369,7 +373,9 @@ async def withdraw(session: AsyncSession, service_id: str) -> bool:
             SERVICE,
             "service",
             "withdrawn",
-            {"service_id": service_id, "organization_id": service.organization_id},
+            ServiceWithdrawn(
+                service_id=service_id, version=service.version + 1, organization_id=service.organization_id
+            ),
         ),
     )
     return True

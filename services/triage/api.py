@@ -24,6 +24,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.vocabulary import PRIORITY_LABELS
 from services.triage import access, store
 from services.triage.models import CrisisChange, Decision, Person, Referral
 from services.triage.schemas import (
@@ -79,7 +80,7 @@ def referral_out(referral: Referral, person: Person | None = None, *, full: bool
         crisis=referral.crisis,
         age=referral.age,
         priority=referral.priority,
-        priority_name=store.PRIORITY_NAMES[referral.priority],
+        priority_name=PRIORITY_LABELS[referral.priority],
         route=referral.route,
         suggestion=suggestion,
         rules=[RuleOut(**rule) for rule in suggestion.get("rules", [])],

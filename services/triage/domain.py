@@ -13,24 +13,16 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any
 
+from contracts.vocabulary import Priority, Route, Source
 from shared.clocks import crisis_target_minutes
 from shared.coverage import Resolution, Snapshot, TeamCandidate, TeamView, open_at, resolve
 from shared.timezones import LONDON
 
 # --- enums -------------------------------------------------------------------------------------
-
-
-class Priority(IntEnum):
-    """MHSDS ClinRespPriorityType. The codes are not in urgency order (4 sits between 1 and 2),
-    so never compare priorities with < or >: use `URGENCY_ORDER` / `more_urgent`."""
-
-    EMERGENCY = 1
-    URGENT = 2
-    ROUTINE = 3
-    VERY_URGENT = 4
+# Priority, Source and Route are the suite's shared vocabulary (contracts/vocabulary.py).
 
 
 URGENCY_ORDER: tuple[Priority, ...] = (
@@ -45,18 +37,6 @@ _RANK = {priority: rank for rank, priority in enumerate(URGENCY_ORDER)}
 def more_urgent(a: Priority, b: Priority) -> Priority:
     """The more urgent of two priorities (by clinical urgency, not by MHSDS code)."""
     return a if _RANK[Priority(a)] <= _RANK[Priority(b)] else b
-
-
-class Source(StrEnum):
-    GP = "gp"
-    AE = "ae"  # A&E: psychiatric liaison
-    POLICE = "police"
-    AMBULANCE = "ambulance"
-    SOCIAL_CARE = "social_care"
-    VCFSE = "vcfse"
-    INPATIENT_DISCHARGE = "inpatient_discharge"
-    CARER = "carer"
-    SELF = "self"
 
 
 class Risk(StrEnum):
@@ -154,19 +134,6 @@ COMPLEX_NEEDS: frozenset[Need] = frozenset(
     {Need.PSYCHOSIS, Need.BIPOLAR, Need.EATING_DIFFICULTIES, Need.PERSONALITY_DIFFICULTIES}
 )
 SOCIAL_NEEDS: frozenset[Need] = frozenset(Need) - CLINICAL_NEEDS
-
-
-class Route(StrEnum):
-    CRISIS_RESPONSE = "crisis_response"
-    CRISIS_LINE = "crisis_line"
-    HOME_TREATMENT = "home_treatment"
-    FRONT_DOOR_PRIMARY = "front_door_primary"
-    FRONT_DOOR_SECONDARY = "front_door_secondary"
-    FOCUSED_SUPPORT = "focused_support"
-    STAYING_WELL = "staying_well"
-    VCFSE_SIGNPOST = "vcfse_signpost"
-    REACCESS = "reaccess"
-    OUT_OF_AREA = "out_of_area"
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts.vocabulary import PRIORITY_LABELS
 from services.triage.domain import Need, RequestedUrgency, Risk, Source
 from services.triage.models import Decision, Person, Referral
 from services.triage.schemas import ReferralIn
-from services.triage.store import PRIORITY_NAMES
 from shared.errors import Problem
 from shared.fhir import invalid
 from shared.fhir_terms import (
@@ -208,7 +208,7 @@ def _directory_service(service_id: str) -> dict[str, Any]:
 
 
 def _priority_coding(priority: int) -> dict[str, str]:
-    return coding(PRIORITY_CODES, str(priority), PRIORITY_NAMES[priority])
+    return coding(PRIORITY_CODES, str(priority), PRIORITY_LABELS[priority])
 
 
 # --- resources out --------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ def task_for_triage(referral: Referral, decisions: Sequence[Decision]) -> dict[s
                 "type": {"coding": [coding(TRIAGE_OUTPUT_CODES, "priority", "Priority")]},
                 "valueCodeableConcept": {
                     "coding": [_priority_coding(priority)],
-                    "text": PRIORITY_NAMES[priority],
+                    "text": PRIORITY_LABELS[priority],
                 },
             }
         )

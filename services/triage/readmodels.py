@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.events import EpisodeDischarged, EpisodeFacts
 from services.triage.domain import DirectoryIndex, DirectoryServiceView
 from services.triage.domain import Discharge as DischargeView
 from services.triage.models import DirectoryService, Discharge, Episode, ReadModelGeneration, RegistryRecord
@@ -219,35 +220,35 @@ class ScreeningModels:
 
 
 async def apply_discharge_event(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.data or {}
-    discharge = await session.get(Discharge, data["episode_id"])
+    discharged = event.payload_as(EpisodeDischarged)
+    discharge = await session.get(Discharge, discharged.episode_id)
     if discharge is None:
-        discharge = Discharge(episode_id=data["episode_id"])
+        discharge = Discharge(episode_id=discharged.episode_id)
         session.add(discharge)
-    discharge.person_id = data["person_id"]
-    discharge.team_id = data["team_id"]
-    discharge.named_worker_id = data.get("named_worker_id")
-    discharge.discharged_at = datetime.fromisoformat(data["discharged_at"])
-    discharge.reaccess_until = datetime.fromisoformat(data["reaccess_until"])
+    discharge.person_id = discharged.person_id
+    discharge.team_id = discharged.team_id
+    discharge.named_worker_id = discharged.named_worker_id
+    discharge.discharged_at = discharged.discharged_at
+    discharge.reaccess_until = discharged.reaccess_until
     await apply_episode_event(session, event)
 
 
 async def apply_episode_event(session: AsyncSession, event: CloudEvent) -> None:
     """Careplan's episodes as triage needs them: open or not, at which team, for whom. The
     episode's `version` orders its events, so a late redelivery never undoes a newer state."""
-    data = event.data or {}
-    episode = await session.get(Episode, data["episode_id"])
-    version = int(data.get("version") or 0)
+    facts = event.payload_as(EpisodeFacts)
+    episode = await session.get(Episode, facts.episode_id)
+    version = facts.version or 0
     if episode is None:
-        episode = Episode(episode_id=data["episode_id"], version=-1)
+        episode = Episode(episode_id=facts.episode_id, version=-1)
         session.add(episode)
     elif version and version < episode.version:
         return
-    episode.referral_id = data["referral_id"]
-    episode.person_id = data["person_id"]
-    episode.team_id = data.get("team_id")
-    episode.named_worker_id = data.get("named_worker_id")
-    episode.status = data.get("status") or "open"
+    episode.referral_id = facts.referral_id
+    episode.person_id = facts.person_id
+    episode.team_id = facts.team_id
+    episode.named_worker_id = facts.named_worker_id
+    episode.status = facts.status or "open"
     episode.version = version
 
 

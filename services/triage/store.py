@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.vocabulary import PRIORITY_LABELS
 from services.triage import access, identity, readmodels
 from services.triage.domain import (
     CRISIS_PRIORITIES,
@@ -55,7 +56,6 @@ from shared.sqltypes import utcnow
 from shared.timezones import london_date
 
 SERVICE = "triage"
-PRIORITY_NAMES = {1: "emergency", 2: "urgent", 3: "routine", 4: "very urgent"}
 CLOSED = ReferralStatus.CLOSED.value
 DEFAULT_BACKDATE_LIMIT = timedelta(days=30)
 CONTACT_RECORDED = "contact"  # a history row that is not a triage decision (the first contact)
@@ -341,7 +341,7 @@ async def settle_identity(
 def _suggestion_json(suggestion: Suggestion) -> dict[str, Any]:
     data = asdict(suggestion)
     data["priority"] = int(suggestion.priority)
-    data["priority_name"] = PRIORITY_NAMES[int(suggestion.priority)]
+    data["priority_name"] = PRIORITY_LABELS[int(suggestion.priority)]
     data["route"] = suggestion.route.value
     return json.loads(json.dumps(data, default=str))  # type: ignore[no-any-return]
 
@@ -356,7 +356,7 @@ def queue_entry(referral: Referral) -> dict[str, Any]:
         "referral_id": referral.id,
         "person_id": referral.person_id,
         "priority": referral.priority,
-        "priority_name": PRIORITY_NAMES[referral.priority],
+        "priority_name": PRIORITY_LABELS[referral.priority],
         "source": referral.source,
         "received_at": referral.received_at.isoformat(),
         "deadline_at": referral.deadline_at.isoformat() if referral.deadline_at else None,

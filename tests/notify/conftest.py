@@ -177,12 +177,12 @@ def referral(
         "status": status,
         "version": version,
     }
-    data.update(
-        {"age": 34, "needs": ["anxiety"], "place": "lancashire"}
-    )  # more than a notification may carry
+    data.update({"age": 34, "place": "lancashire"})  # more than a notification may carry
     if organisation is not None:
         data["referring_organisation"] = organisation
-    return make_event("triage", "referral", verb, data, subject=referral_id, event_id=event_id)
+    event = make_event("triage", "referral", verb, data, subject=referral_id, event_id=event_id)
+    # A field a newer triage might add (consumers tolerate it): notify must not pass it on either.
+    return event.model_copy(update={"data": {**event.data, "needs": ["anxiety"]}})
 
 
 def episode(
@@ -194,6 +194,11 @@ def episode(
     }  # fmt: skip
     if version is not None:
         data["version"] = version
+    if (entity, verb) == ("plan", "agreed"):
+        data.setdefault("agreed_at", "2026-01-05T10:00:00+00:00")
+    if (entity, verb) == ("episode", "discharged"):
+        data.setdefault("discharged_at", "2026-02-05T10:00:00+00:00")
+        data.setdefault("reaccess_until", "2026-08-05T10:00:00+00:00")
     return make_event("careplan", entity, verb, data, subject=episode_id)
 
 

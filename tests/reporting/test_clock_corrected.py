@@ -45,10 +45,12 @@ def _episode(n: int) -> dict[str, Any]:
 
 
 def _corrected(episode: dict[str, Any], agreed: datetime) -> Any:
-    plan = {"state": "met", "start": ASSESSED.isoformat(), "stop": agreed.isoformat()}
+    plan = {"name": "plan", "state": "met", "start": ASSESSED.isoformat(), "stop": agreed.isoformat()}
+    national = {"name": "national", "state": "running", "start": ASSESSED.isoformat()}
     return make_event(
-        "careplan", "clock", "corrected", {**episode, "withdrawn": "breached", "clocks": {"plan": plan}}
-    )
+        "careplan", "clock", "corrected",
+        {**episode, "withdrawn": "breached", "clocks": {"plan": plan, "national": national}},
+    )  # fmt: skip
 
 
 async def _apply(db: Database, events: list[Any]) -> None:

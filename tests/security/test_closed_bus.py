@@ -87,7 +87,12 @@ async def test_a_service_cannot_publish_on_another_services_subject(bus: Setting
     triage = await connect_bus(bus, "triage", error_cb=violations.record)
     try:
         js = triage.jetstream(timeout=1)
-        forged = make_event("careplan", "episode", "opened", {"episode_id": "forged"})
+        forged = make_event(
+            "careplan",
+            "episode",
+            "opened",
+            {"episode_id": "forged", "referral_id": "r-1", "person_id": "p-1"},
+        )
         before = await _stored(bus)
         with pytest.raises(NatsError):
             await js.publish(forged.type, forged.to_json())
@@ -102,7 +107,7 @@ async def test_a_service_cannot_publish_on_another_services_subject(bus: Setting
         assert await violations.until(f'Publish to "{REVOCATIONS_SUBJECT}"')
         assert await _stored(bus) == before
         # Its own subjects still work.
-        own = make_event("triage", "referral", "received", {"referral_id": "r-1"})
+        own = make_event("triage", "referral", "received", {"referral_id": "r-1", "person_id": "p-1"})
         await js.publish(own.type, own.to_json())
         assert await _stored(bus) == before + 1
     finally:
@@ -142,7 +147,13 @@ async def test_only_the_admin_provisions_and_services_bind(bus: Settings) -> Non
     careplan = await connect_bus(bus, "careplan")
     triage = await connect_bus(bus, "triage")
     try:
-        event = make_event("careplan", "episode", "discharged", {"episode_id": "e-1"})
+        event = make_event(
+            "careplan", "episode", "discharged",
+            {
+                "episode_id": "e-1", "referral_id": "r-1", "person_id": "p-1",
+                "discharged_at": "2026-02-05T10:00:00+00:00", "reaccess_until": "2026-08-05T10:00:00+00:00",
+            },
+        )  # fmt: skip
         await careplan.jetstream(timeout=2).publish(event.type, event.to_json())
         pull = await triage.jetstream(timeout=2).pull_subscribe_bind(
             durable="triage-discharges", stream=STREAM
@@ -183,7 +194,7 @@ def test_only_the_gateway_reads_audit_events() -> None:
 
 
 def test_an_event_must_be_what_its_subject_says() -> None:
-    event = make_event("triage", "referral", "routed", {"referral_id": "r-1"})
+    event = make_event("triage", "referral", "routed", {"referral_id": "r-1", "person_id": "p-1"})
     arrived = SimpleNamespace(subject=event.type, data=event.to_json())
     assert event_from(arrived).id == event.id  # type: ignore[arg-type]
     # Published by careplan on its own subject, claiming to be triage's.

@@ -94,7 +94,9 @@ class Suite:
         await session.execute(applied.insert().values(event_id=event.id, subject=event.type))
 
     async def emit(self, referral: str, verb: str = "received") -> CloudEvent:
-        event = make_event("triage", "referral", verb, {"referral_id": referral}, subject=referral)
+        event = make_event(
+            "triage", "referral", verb, {"referral_id": referral, "person_id": "p-1"}, subject=referral
+        )
         async with self.producer_db.transaction() as session:
             add_event(session, event)
         return event
@@ -187,7 +189,7 @@ async def test_duplicate_delivery_is_applied_once(suite: Suite) -> None:
     suite.start_consumer()
     publisher = suite.broker("publisher")
     js = await publisher.wait_connected()
-    event = make_event("triage", "referral", "received", {"referral_id": "ref-dup"})
+    event = make_event("triage", "referral", "received", {"referral_id": "ref-dup", "person_id": "p-1"})
     # Two copies under different message ids get past JetStream's own de-duplication, as a
     # redelivery after a crash or a publisher replay beyond the window would.
     for copy in ("a", "b", "c"):
@@ -238,7 +240,7 @@ async def test_relay_killed_between_publish_and_mark_causes_no_duplicate_applica
 
 
 async def test_failing_handler_is_dead_lettered_and_consumer_carries_on(suite: Suite) -> None:
-    poison = make_event("triage", "referral", "received", {"referral_id": "ref-poison"})
+    poison = make_event("triage", "referral", "received", {"referral_id": "ref-poison", "person_id": "p-1"})
     suite.poison.add(poison.id)
     consumer = suite.start_consumer()
     suite.start_relay()
@@ -257,7 +259,7 @@ async def test_failing_handler_is_dead_lettered_and_consumer_carries_on(suite: S
 
 async def test_a_database_outage_is_retried_past_the_dead_letter_limit(suite: Suite) -> None:
     """The database failing says nothing about the event: it is retried, never dead-lettered."""
-    event = make_event("triage", "referral", "received", {"referral_id": "ref-outage"})
+    event = make_event("triage", "referral", "received", {"referral_id": "ref-outage", "person_id": "p-1"})
     suite.outage[event.id] = suite.settings.consumer_max_deliveries + 2
     consumer = suite.start_consumer()
     suite.start_relay()
@@ -269,7 +271,9 @@ async def test_a_database_outage_is_retried_past_the_dead_letter_limit(suite: Su
 
 
 async def test_permanent_error_and_undecodable_event_are_dead_lettered_at_once(suite: Suite) -> None:
-    rejected = make_event("triage", "referral", "received", {"referral_id": "ref-unknown-shape"})
+    rejected = make_event(
+        "triage", "referral", "received", {"referral_id": "ref-unknown-shape", "person_id": "p-1"}
+    )
     suite.permanent.add(rejected.id)
     consumer = suite.start_consumer()
     publisher = suite.broker("publisher")
@@ -285,6 +289,29 @@ async def test_permanent_error_and_undecodable_event_are_dead_lettered_at_once(s
     assert dead.headers[DEAD_LETTER_DELIVERIES_HEADER] == "1"
     assert dead.headers[DEAD_LETTER_REASON_HEADER] == "PermanentEventError: referral shape not understood"
     assert await _stream_has(consumer.broker, dead_letter_subject(DURABLE), 2)
+
+
+async def test_an_event_breaking_its_contract_is_dead_lettered_before_any_handler(suite: Suite) -> None:
+    """A payload its subject's model refuses (here: no person id, a priority that is no code) is
+    parked at once with the fields named, never their values, and never reaches the handler; the
+    events after it are applied."""
+    broken = CloudEvent(
+        source="/cmh/triage", type="cmh.triage.referral.received",
+        data={"referral_id": "ref-broken-9434765919", "priority": 7},
+    )  # fmt: skip
+    consumer = suite.start_consumer()
+    js = await suite.broker("publisher").wait_connected()
+    await js.publish(broken.type, broken.to_json())
+    good = await suite.emit("ref-after-broken")
+    suite.start_relay()
+    await eventually(lambda: suite.applications(good.id))
+
+    dead = await _dead_letter(consumer.broker, broken.id)
+    assert dead.headers is not None
+    reason = dead.headers[DEAD_LETTER_REASON_HEADER]
+    assert "does not match its contract" in reason and "person_id: missing" in reason and "priority" in reason
+    assert "9434765919" not in reason and dead.headers[DEAD_LETTER_DELIVERIES_HEADER] == "1"
+    assert await suite.applications(broken.id) == 0
 
 
 async def _publish_before_the_consumer_runs(suite: Suite, events: list[CloudEvent], copies: int = 1) -> None:
@@ -306,7 +333,10 @@ async def test_a_fetched_batch_is_applied_in_one_transaction_each_event_once(
         return await original(self, message)  # type: ignore[arg-type]
 
     monkeypatch.setattr(EventConsumer, "handle", counting)
-    events = [make_event("triage", "referral", "received", {"referral_id": f"ref-b{i}"}) for i in range(6)]
+    events = [
+        make_event("triage", "referral", "received", {"referral_id": f"ref-b{i}", "person_id": "p-1"})
+        for i in range(6)
+    ]
     await _publish_before_the_consumer_runs(suite, events[:3])
     async with suite.consumer_db.transaction() as session:  # applied before: a redelivery
         await suite.handle(session, events[0])
@@ -321,7 +351,10 @@ async def test_a_fetched_batch_is_applied_in_one_transaction_each_event_once(
 
 
 async def test_a_batch_holding_a_failing_event_is_applied_one_by_one(suite: Suite) -> None:
-    events = [make_event("triage", "referral", "received", {"referral_id": f"ref-f{i}"}) for i in range(5)]
+    events = [
+        make_event("triage", "referral", "received", {"referral_id": f"ref-f{i}", "person_id": "p-1"})
+        for i in range(5)
+    ]
     suite.permanent.add(events[2].id)
     await _publish_before_the_consumer_runs(suite, events)
     consumer = suite.start_consumer()
@@ -339,7 +372,9 @@ async def test_concurrent_relays_share_the_outbox_without_double_sending(suite: 
     events = []
     async with suite.producer_db.transaction() as session:
         for i in range(300):
-            event = make_event("triage", "referral", "received", {"referral_id": f"ref-{i}"})
+            event = make_event(
+                "triage", "referral", "received", {"referral_id": f"ref-{i}", "person_id": "p-1"}
+            )
             add_event(session, event)
             events.append(event)
     relays = [suite.start_relay(f"replica-{n}") for n in range(3)]

@@ -48,7 +48,9 @@ async def boom(person_id: str) -> dict[str, str]:
 
 @probe.post("/events")
 async def commit_event(request: Request) -> dict[str, str]:
-    event = make_event("triage", "referral", "received", {"referral_id": "r-1"}, subject="r-1")
+    event = make_event(
+        "triage", "referral", "received", {"referral_id": "r-1", "person_id": "p-1"}, subject="r-1"
+    )
     async with request.app.state.db.transaction() as session:
         add_event(session, event)
     return {"event_id": event.id}

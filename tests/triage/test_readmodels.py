@@ -30,6 +30,8 @@ def service_event(verb: str, version: int, **changes: Any) -> Any:
         "slots": [],
         **changes,
     }
+    if verb == "withdrawn":  # a withdrawal names the service and its version, nothing more
+        data = {"service_id": HOUSING_SERVICE, "version": version}
     return make_event("directory", "service", verb, data, subject=HOUSING_SERVICE)
 
 
