@@ -10,7 +10,8 @@ raises is retried with exponential backoff (negative acknowledgement with a dela
 `consumer_max_deliveries` tries, or at once for `PermanentEventError`, undecodable messages and
 broken contracts, the event is parked on `cmh.deadletter.<durable>` with the reason, acknowledged,
 and the consumer goes on with later events. Failures of our own infrastructure (the database
-unreachable or restarting) say nothing about the event: they are retried for as long as it takes, never dead-lettered.
+unreachable or restarting) say nothing about the event: they are retried for as long as it
+takes, never dead-lettered.
 """
 
 from __future__ import annotations
