@@ -58,7 +58,7 @@ LOCATIONS_SOURCE = REFERENCE / "sample-locations.csv"
 # What it generates.
 TAXONOMY_PATH = REFERENCE / "needs-taxonomy.json"
 DIRECTORY_PATH = REFERENCE / "sample-directory.json"
-GENERATED_BY = "services/directory/reference/build_reference.py"
+GENERATED_BY = "tools/directory_reference.py"
 WRITE_COMMAND = "make reference (.venv/bin/python -m tools.directory_reference --write)"
 
 # Deterministic identifiers: uuid5(NAMESPACE, "<readable name>").
