@@ -1,1 +1,1 @@
-"""Build tools run from a checkout (`make reference`, `make test`), never imported by the suite at run time."""
+"""Build tools run from a checkout (`make reference`, `make test`); nothing the suite ships imports them."""
