@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install clean soak bench safety
+.PHONY: run test lint format install clean soak bench safety reference
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (none found on PATH)"; exit 1; }
@@ -42,6 +42,11 @@ format: $(STAMP)
 safety: $(STAMP)
 	$(BIN)/python -m tests.safety.hazard_log --write
 	$(BIN)/python -m pytest -q tests/safety
+
+# The directory's reference JSON (services/directory/reference/): regenerate it from the YAML and CSV
+# beside it. `make test` checks it is current (tests/directory/test_reference_current.py).
+reference: $(STAMP)
+	$(BIN)/python -m tools.directory_reference --write
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .hypothesis .import_linter_cache .mypy_cache

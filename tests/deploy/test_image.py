@@ -142,6 +142,7 @@ def test_the_build_context_holds_the_package_sources_only() -> None:
         "var/gateway.db",
         "tests/conftest.py",
         "bench/run.py",
+        "tools/directory_reference.py",
         "deploy/secrets/reporting-pseudonym.key",
         "deploy/kubernetes/overlays/production/secrets/reporting-pseudonym.key",
         "shared/__pycache__/settings.cpython-312.pyc",
