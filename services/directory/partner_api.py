@@ -33,6 +33,7 @@ from shared.auth import Caller, requires
 from shared.db import Database
 from shared.errors import Problem, rule_broken
 from shared.idempotency import OptionalIdempotency, create_once
+from shared.preconditions import check_if_match, etag
 from shared.sqltypes import utcnow
 
 partner = APIRouter(prefix="/directory/partner", tags=["directory partners"])
@@ -72,7 +73,7 @@ def _json(model: EditOut, status: int = 200) -> Response:
         model.model_dump_json(),
         status_code=status,
         media_type="application/json",
-        headers={"ETag": f'"{model.version}"', "Location": f"/directory/partner/edits/{model.id}"},
+        headers={"ETag": etag(model.version), "Location": f"/directory/partner/edits/{model.id}"},
     )
 
 
@@ -136,15 +137,13 @@ async def _own_service(session: AsyncSession, caller: Caller, service_id: str) -
 
 
 def _expected(if_match: str | None, edit: Edit) -> None:
-    if if_match is None:
-        raise Problem(
-            428, "Precondition required", "Send If-Match with the edit's ETag.", type_slug="if-match-required"
-        )
-    if if_match.strip() != "*" and if_match.strip().strip('"') != str(edit.version):
-        raise Problem(
-            412, "Edit has changed", "Read it again and re-apply your change.", type_slug="version-mismatch",
-            headers={"ETag": f'"{edit.version}"'},
-        )  # fmt: skip
+    check_if_match(
+        if_match,
+        edit.version,
+        noun="edit",
+        title="Edit has changed",
+        detail="Read it again and re-apply your change.",
+    )
 
 
 # --- partners ------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ from shared.db import Database
 from shared.errors import Problem, rule_broken
 from shared.idempotency import RequiredIdempotency, create_once
 from shared.params import INT64_MAX, PageNumber, bounded_int
+from shared.preconditions import check_if_match
+from shared.preconditions import etag as etag_of
 from shared.sqltypes import utcnow
 
 router = APIRouter(prefix="/triage", tags=["triage"])
@@ -114,7 +116,7 @@ def _audit(
 
 
 def _json(body: dict[str, Any], status: int = 200, *, etag: int | None = None) -> Response:
-    headers = {"ETag": f'"{etag}"'} if etag is not None else {}
+    headers = {"ETag": etag_of(etag)} if etag is not None else {}
     if status == 201:
         headers["Location"] = f"/triage/referrals/{body['id']}"
     return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
@@ -249,8 +251,10 @@ async def decide(
 ) -> Response:
     async with _db(request).transaction() as session:
         referral = await _readable(session, caller, referral_id, lock=True)
-        if if_match is not None and if_match.strip().strip('"') not in ("*", str(referral.version)):
-            raise Problem(412, "Referral has changed", "Read it again.", type_slug="version-mismatch")
+        check_if_match(
+            if_match, referral.version, noun="referral", title="Referral has changed",
+            detail="Read it again.", required=False,
+        )  # fmt: skip
         try:
             await store.decide(session, caller, referral, body)
         except store.Refused as refusal:

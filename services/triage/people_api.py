@@ -34,6 +34,8 @@ from shared.auth import Caller, requires
 from shared.errors import Problem
 from shared.events import make_event
 from shared.outbox import add_event
+from shared.preconditions import check_versions, expected_versions
+from shared.preconditions import etag as etag_of
 from shared.sqltypes import utcnow
 from shared.text import SafeLine, SafeText
 
@@ -97,26 +99,6 @@ class PersonUpdate(BaseModel):
         return self
 
 
-def _etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def _expected_version(if_match: str | None) -> int:
-    if if_match is None:
-        raise Problem(
-            428,
-            "Precondition required",
-            "Send If-Match with the person's ETag.",
-            type_slug="if-match-required",
-        )
-    try:
-        return int(if_match.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise Problem(
-            400, "Bad If-Match", "If-Match must be the ETag you read.", type_slug="bad-if-match"
-        ) from None
-
-
 def person_out(person: Person) -> dict[str, Any]:
     return {
         "id": person.id,
@@ -154,7 +136,7 @@ def _audit(session: AsyncSession, caller: Caller, action: AuditAction, person_id
 
 
 def _json(body: dict[str, Any], *, etag: int | None = None) -> Response:
-    headers = {"ETag": _etag(etag)} if etag is not None else {}
+    headers = {"ETag": etag_of(etag)} if etag is not None else {}
     return Response(json.dumps(body), media_type="application/json", headers=headers)
 
 
@@ -208,11 +190,10 @@ async def update_person(
     caller: Caller = requires("triage:decide"),
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    expected = _expected_version(if_match)
+    expected = expected_versions(if_match, noun="person")
     async with _db(request).transaction() as session:
         person = await _person(session, caller, person_id, lock=True)
-        if expected != person.version:
-            raise Problem(412, "Person has changed", "Read them again.", type_slug="version-mismatch")
+        check_versions(expected, person.version, title="Person has changed", detail="Read them again.")
         current = store.person_values(person)
         wanted = body.model_dump(mode="json", exclude_unset=True, exclude={"reason"})
         changed = {name: value for name, value in wanted.items() if current.get(name) != value}
