@@ -31,7 +31,7 @@ from services.directory.models import Edit, EditHistory, Organization, Service
 from services.directory.schemas import EditHistoryOut, EditOut, ReviewIn, ServiceProposal, new_id
 from shared.auth import Caller, requires
 from shared.db import Database
-from shared.errors import Problem, rule_broken
+from shared.errors import Problem, Refusal
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.preconditions import check_if_match, etag
 from shared.sqltypes import utcnow
@@ -45,12 +45,9 @@ def _db(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-def _rule_problem(broken: store.RuleBroken) -> Problem:
-    return rule_broken("directory", broken.field, broken.message)
-
-
-def _refused(refusal: TransitionRefused) -> Problem:
-    return Problem(409, "Not allowed in this state", str(refusal), type_slug="invalid-transition")
+def _rule_problem(broken: store.RuleBroken) -> Refusal:
+    """The store's refusal as the one `Refusal`: 422 naming the field."""
+    return Refusal(store.SERVICE, broken.field, broken.message)
 
 
 def edit_out(edit: Edit) -> EditOut:
@@ -287,9 +284,7 @@ async def revise_edit(
         edit = await _own_edit(session, caller, edit_id, lock=True)
         _expected(if_match, edit)
         if edit.state not in (EditState.DRAFT.value, EditState.REJECTED.value):
-            raise _refused(
-                TransitionRefused(f"an edit that is {edit.state.replace('_', ' ')} cannot be revised")
-            )
+            raise TransitionRefused(f"an edit that is {edit.state.replace('_', ' ')} cannot be revised")
         draft = proposal.model_copy(update={"id": uuid.UUID(edit.service_id)}).with_ids()
         await _check_proposal(session, caller, draft)
         edit.proposal = draft.model_dump_json()
@@ -316,10 +311,7 @@ async def _transition(
         edit = await session.scalar(query)
         if edit is None:
             raise Problem(404, "No such edit", type_slug="not-found")
-        try:
-            target = next_edit_state(EditState(edit.state), action, moderator=moderator)
-        except TransitionRefused as refusal:
-            raise _refused(refusal) from None
+        target = next_edit_state(EditState(edit.state), action, moderator=moderator)  # or TransitionRefused
         if target is EditState.PUBLISHED:
             proposal = ServiceProposal.model_validate_json(edit.proposal)
             try:

@@ -37,7 +37,7 @@ from services.triage.schemas import (
 from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, TokenVerifier, requires
 from shared.db import Database
-from shared.errors import Problem, rule_broken
+from shared.errors import Problem, Refusal
 from shared.idempotency import RequiredIdempotency, create_once
 from shared.params import INT64_MAX, PageNumber, bounded_int
 from shared.preconditions import check_if_match
@@ -54,13 +54,14 @@ def _db(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-def _refused(refusal: store.Refused) -> Problem:
-    return rule_broken("triage", refusal.field, refusal.message)
+def _refused(refusal: store.Refused) -> Refusal:
+    """The store's refusal as the one `Refusal`: 422 naming the field."""
+    return Refusal(SERVICE, refusal.field, refusal.message)
 
 
-def not_allowed_now(refusal: store.NotAllowedNow) -> Problem:
+def not_allowed_now(refusal: store.NotAllowedNow) -> Refusal:
     """409: the referral's status does not allow this decision (the lifecycle in `domain`)."""
-    return Problem(409, "Not allowed in this state", refusal.message, type_slug="referral-state")
+    return Refusal(SERVICE, None, refusal.message, status=409, type_slug="referral-state")
 
 
 def backdate_limit(request: Request) -> timedelta:
