@@ -14,7 +14,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from services.reporting.aggregates import MEASURES, Measure
 from services.reporting.domain import (
@@ -23,10 +23,17 @@ from services.reporting.domain import (
     parse_period,
     publish,
 )
+from services.reporting.schemas import AggregateOut
 from shared.auth import Caller, requires
-from shared.errors import Problem
+from shared.errors import Problem, problems
 
-router = APIRouter(prefix="/reporting", tags=["reporting"])
+router = APIRouter(prefix="/reporting", tags=["reporting"], responses=problems(401, 403, 422))
+CSV_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "The figures (JSON, or CSV)",
+    }
+}
 
 
 def _csv(rows: list[dict[str, Any]]) -> Response:
@@ -41,7 +48,7 @@ def _csv(rows: list[dict[str, Any]]) -> Response:
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
 
 
-def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response]]:
+def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response | dict[str, Any]]]:
     async def pull(
         request: Request,
         caller: Caller = requires("reporting:aggregate"),
@@ -50,7 +57,7 @@ def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response]]:
         to: date | None = None,
         group_by: Annotated[str | None, Query(max_length=200)] = None,
         unsuppressed: bool = False,
-    ) -> Response:
+    ) -> Response | dict[str, Any]:
         if unsuppressed and not caller.has("reporting:unsuppressed"):
             raise Problem(
                 403,
@@ -68,23 +75,21 @@ def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response]]:
         shown, total_row = publish(rows, total, measure.figures, fields, unsuppressed=unsuppressed)
         if "text/csv" in request.headers.get("accept", ""):
             return _csv([*shown, {**total_row, **{f: "ICB total" for f in fields}}])
-        return JSONResponse(
-            {
-                "measure": name,
-                "period": {
-                    "start": chosen_period.start.isoformat(),
-                    "end_exclusive": chosen_period.end.isoformat(),
-                },
-                "group_by": list(fields),
-                "disclosure": {
-                    "applied": not unsuppressed,
-                    "method": None if unsuppressed else DISCLOSURE_METHOD,
-                    "any_suppressed": any(r["suppressed"] for r in [*shown, total_row]),
-                },
-                "rows": shown,
-                "total": total_row,
-            }
-        )
+        return {
+            "measure": name,
+            "period": {
+                "start": chosen_period.start.isoformat(),
+                "end_exclusive": chosen_period.end.isoformat(),
+            },
+            "group_by": list(fields),
+            "disclosure": {
+                "applied": not unsuppressed,
+                "method": None if unsuppressed else DISCLOSURE_METHOD,
+                "any_suppressed": any(r["suppressed"] for r in [*shown, total_row]),
+            },
+            "rows": shown,
+            "total": total_row,
+        }
 
     pull.__name__ = f"pull_{name.replace('-', '_')}"
     return pull
@@ -92,5 +97,10 @@ def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response]]:
 
 for _name, _measure in MEASURES.items():
     router.add_api_route(
-        f"/{_name}", _pull(_name, _measure), methods=["GET"], summary=f"Aggregate: {_name.replace('-', ' ')}"
+        f"/{_name}",
+        _pull(_name, _measure),
+        methods=["GET"],
+        response_model=AggregateOut,
+        responses=CSV_ANSWER,
+        summary=f"Aggregate: {_name.replace('-', ' ')}",
     )
