@@ -28,23 +28,33 @@ from services.triage import access, store
 from services.triage.models import CrisisChange, Decision, Person, Referral
 from services.triage.schemas import (
     ContactIn,
+    CrisisQueueOut,
     DecisionIn,
     IdentitySettlementIn,
+    ReferralHistoryOut,
     ReferralIn,
     ReferralOut,
+    ReferralPageOut,
+    ReferralReadOut,
     RuleOut,
 )
 from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, TokenVerifier, requires
 from shared.db import Database
-from shared.errors import Problem, Refusal
+from shared.errors import Problem, Refusal, problems
 from shared.idempotency import RequiredIdempotency, create_once
 from shared.params import INT64_MAX, PageNumber, bounded_int
 from shared.preconditions import check_if_match
 from shared.preconditions import etag as etag_of
 from shared.sqltypes import utcnow
 
-router = APIRouter(prefix="/triage", tags=["triage"])
+router = APIRouter(prefix="/triage", tags=["triage"], responses=problems(401, 403, 422))
+IDEMPOTENT_CREATE = problems(
+    400,
+    409,
+    _400="Idempotency-Key missing or malformed",
+    _409="Idempotency-Key reused for a different request",
+)
 SERVICE = "triage"
 STREAM_POLL_SECONDS = 0.25
 STREAM_HEARTBEAT_SECONDS = 15.0
@@ -142,7 +152,13 @@ async def _intake(
     return response
 
 
-@router.post("/referrals", status_code=201, response_model=ReferralOut, summary="Submit a referral")
+@router.post(
+    "/referrals",
+    status_code=201,
+    response_model=ReferralOut,
+    responses=IDEMPOTENT_CREATE,
+    summary="Submit a referral",
+)
 async def submit_referral(
     body: ReferralIn,
     request: Request,
@@ -154,7 +170,11 @@ async def submit_referral(
 
 
 @router.post(
-    "/crisis/referrals", status_code=201, response_model=ReferralOut, summary="Raise a crisis referral"
+    "/crisis/referrals",
+    status_code=201,
+    response_model=ReferralOut,
+    responses=IDEMPOTENT_CREATE,
+    summary="Raise a crisis referral",
 )
 async def submit_crisis_referral(
     body: ReferralIn,
@@ -177,7 +197,12 @@ async def _readable(
     )
 
 
-@router.get("/referrals/{referral_id}", summary="Read a referral (with the person's details)")
+@router.get(
+    "/referrals/{referral_id}",
+    response_model=ReferralReadOut,
+    responses=problems(404),
+    summary="Read a referral (with the person's details)",
+)
 async def read_referral(
     referral_id: str, request: Request, caller: Caller = requires("referral:read")
 ) -> Response:
@@ -190,7 +215,7 @@ async def read_referral(
         return _json(referral_out(referral, person, full=True), etag=referral.version)
 
 
-@router.get("/referrals", summary="Worklist of referrals")
+@router.get("/referrals", response_model=ReferralPageOut, summary="Worklist of referrals")
 async def worklist(
     request: Request,
     caller: Caller = requires("referral:read"),
@@ -241,7 +266,9 @@ async def worklist(
     "/referrals/{referral_id}/decisions",
     response_model=ReferralOut,
     summary="Accept, override, decline, close, transfer or reprioritise",
-    responses={409: {"description": "The referral's status does not allow this decision"}},
+    responses=problems(
+        400, 404, 409, 412, _409="The referral's status does not allow this decision", _400="Bad If-Match"
+    ),
 )
 async def decide(
     referral_id: str,
@@ -272,7 +299,7 @@ async def decide(
     "/referrals/{referral_id}/identity",
     response_model=ReferralOut,
     summary="Settle a referral's identity review: confirmed, or a different person",
-    responses={409: {"description": "The referral's identity is not in review"}},
+    responses=problems(404, 409, _409="The referral's identity is not in review"),
 )
 async def settle_identity(
     referral_id: str,
@@ -311,7 +338,12 @@ def decision_out(decision: Decision) -> dict[str, Any]:
     }
 
 
-@router.get("/referrals/{referral_id}/history", summary="The referral's decisions: who, when, what and why")
+@router.get(
+    "/referrals/{referral_id}/history",
+    response_model=ReferralHistoryOut,
+    responses=problems(404),
+    summary="The referral's decisions: who, when, what and why",
+)
 async def referral_history(
     referral_id: str, request: Request, caller: Caller = requires("referral:read")
 ) -> dict[str, Any]:
@@ -333,7 +365,9 @@ async def referral_history(
 # --- crisis --------------------------------------------------------------------------------------
 
 
-@router.get("/crisis/queue", summary="Open crisis referrals, soonest deadline first")
+@router.get(
+    "/crisis/queue", response_model=CrisisQueueOut, summary="Open crisis referrals, soonest deadline first"
+)
 async def crisis_queue(
     request: Request,
     caller: Caller = requires("crisis:respond"),
@@ -363,6 +397,7 @@ async def crisis_queue(
 @router.post(
     "/crisis/referrals/{referral_id}/contact",
     response_model=ReferralOut,
+    responses=problems(404),
     summary="Record the first face-to-face contact",
 )
 async def record_contact(
@@ -384,7 +419,19 @@ def _sse(seq: int, change: str, entry: dict[str, Any]) -> bytes:
     return f"id: {seq}\nevent: {change}\ndata: {json.dumps(entry, separators=(',', ':'))}\n\n".encode()
 
 
-@router.get("/crisis/stream", summary="Crisis queue changes as server-sent events")
+@router.get(
+    "/crisis/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: `id` (resume with Last-Event-ID), `event` (the change), "
+            "`data` (the queue entry, as in the crisis queue)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problems(400, _400="Bad Last-Event-ID"),
+    },
+    summary="Crisis queue changes as server-sent events",
+)
 async def crisis_stream(
     request: Request,
     caller: Caller = requires("crisis:respond"),

@@ -28,10 +28,18 @@ from services.triage import access, identity, store
 from services.triage.api import SERVICE, _db
 from services.triage.domain import name_key
 from services.triage.models import Person, PersonVersion
-from services.triage.schemas import Contact, Name, valid_birth_date, valid_nhs_number, valid_postcode
+from services.triage.schemas import (
+    Contact,
+    Name,
+    PersonOut,
+    PersonVersionsOut,
+    valid_birth_date,
+    valid_nhs_number,
+    valid_postcode,
+)
 from shared.audit import AuditAction, record_access
 from shared.auth import Caller, requires
-from shared.errors import Problem
+from shared.errors import Problem, problems
 from shared.events import make_event
 from shared.outbox import add_event
 from shared.preconditions import check_versions, expected_versions
@@ -39,7 +47,7 @@ from shared.preconditions import etag as etag_of
 from shared.sqltypes import utcnow
 from shared.text import SafeLine, SafeText
 
-router = APIRouter(prefix="/triage/people", tags=["triage people"])
+router = APIRouter(prefix="/triage/people", tags=["triage people"], responses=problems(401, 403, 422))
 
 DETAIL_FIELDS = (
     "given_name", "family_name", "contact", "ethnicity", "sex", "gender", "preferred_language",
@@ -147,7 +155,9 @@ async def _person(session: AsyncSession, caller: Caller, person_id: str, *, lock
     )  # fmt: skip
 
 
-@router.get("/{person_id}", summary="Read the person on file")
+@router.get(
+    "/{person_id}", response_model=PersonOut, responses=problems(404), summary="Read the person on file"
+)
 async def read_person(
     person_id: str, request: Request, caller: Caller = requires("referral:read")
 ) -> Response:
@@ -157,7 +167,12 @@ async def read_person(
         return _json(person_out(person), etag=person.version)
 
 
-@router.get("/{person_id}/versions", summary="Every version of the person's details: who, when, why, what")
+@router.get(
+    "/{person_id}/versions",
+    response_model=PersonVersionsOut,
+    responses=problems(404),
+    summary="Every version of the person's details: who, when, why, what",
+)
 async def person_versions(
     person_id: str, request: Request, caller: Caller = requires("triage:decide")
 ) -> dict[str, Any]:
@@ -177,11 +192,17 @@ async def person_versions(
 @router.patch(
     "/{person_id}",
     summary="Change the person's details (versioned, with a reason)",
-    responses={
-        409: {"description": "Another person on file has this NHS number"},
-        412: {"description": "The person has changed since you read them"},
-        428: {"description": "If-Match is required"},
-    },
+    response_model=PersonOut,
+    responses=problems(
+        400,
+        404,
+        409,
+        412,
+        428,
+        _400="Bad If-Match",
+        _409="Another person on file has this NHS number",
+        _412="The person has changed since you read them",
+    ),
 )
 async def update_person(
     person_id: str,
