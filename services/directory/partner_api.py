@@ -28,16 +28,29 @@ from services.directory.domain import (
     next_edit_state,
 )
 from services.directory.models import Edit, EditHistory, Organization, Service
-from services.directory.schemas import EditHistoryOut, EditOut, ReviewIn, ServiceProposal, new_id
+from services.directory.schemas import (
+    EditHistoryOut,
+    EditOut,
+    PartnerServiceOut,
+    ReviewIn,
+    ServiceProposal,
+    ServiceWithdrawnOut,
+    new_id,
+)
 from shared.auth import Caller, requires
 from shared.db import Database
-from shared.errors import Problem, Refusal
+from shared.errors import Problem, Refusal, problems
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.preconditions import check_if_match, etag
 from shared.sqltypes import utcnow
 
-partner = APIRouter(prefix="/directory/partner", tags=["directory partners"])
-moderation = APIRouter(prefix="/directory/moderation", tags=["directory moderation"])
+partner = APIRouter(
+    prefix="/directory/partner", tags=["directory partners"], responses=problems(401, 403, 422)
+)
+moderation = APIRouter(
+    prefix="/directory/moderation", tags=["directory moderation"], responses=problems(401, 403, 422)
+)
+IDEMPOTENT_CREATE = problems(400, 409, _400="Idempotency-Key malformed", _409="Idempotency-Key reused")
 OPEN_STATES = (EditState.DRAFT.value, EditState.PENDING_REVIEW.value, EditState.REJECTED.value)
 
 
@@ -146,7 +159,13 @@ def _expected(if_match: str | None, edit: Edit) -> None:
 # --- partners ------------------------------------------------------------------------------------
 
 
-@partner.post("/services", status_code=201, response_model=EditOut, summary="Propose a new service (a draft)")
+@partner.post(
+    "/services",
+    status_code=201,
+    response_model=EditOut,
+    responses=IDEMPOTENT_CREATE,
+    summary="Propose a new service (a draft)",
+)
 async def propose_service(
     proposal: ServiceProposal,
     request: Request,
@@ -177,7 +196,7 @@ async def propose_service(
     return await create_once(request, caller, idempotency, create)
 
 
-@partner.get("/services", summary="Your published services")
+@partner.get("/services", response_model=list[PartnerServiceOut], summary="Your published services")
 async def my_services(
     request: Request, caller: Caller = requires("directory:write")
 ) -> list[dict[str, object]]:
@@ -190,13 +209,17 @@ async def my_services(
                 .order_by(Service.name)
             )
         ).all()
-    return [{"id": r.id, "name": r.name, "version": r.version, "last_modified": r.modified_at} for r in rows]
+    return [
+        {"id": r.id, "name": r.name, "version": r.version, "last_modified": r.modified_at.isoformat()}
+        for r in rows
+    ]
 
 
 @partner.post(
     "/services/{service_id}/edits",
     status_code=201,
     response_model=EditOut,
+    responses=problems(400, 404, 409, _409="An edit is already open, or the Idempotency-Key was reused"),
     summary="Propose a change to your service",
 )
 async def propose_change(
@@ -237,7 +260,12 @@ async def propose_change(
     return await create_once(request, caller, idempotency, create)
 
 
-@partner.post("/services/{service_id}/withdraw", summary="Take your published service down now")
+@partner.post(
+    "/services/{service_id}/withdraw",
+    response_model=ServiceWithdrawnOut,
+    responses=problems(404),
+    summary="Take your published service down now",
+)
 async def withdraw_service(
     service_id: str, body: ReviewIn, request: Request, caller: Caller = requires("directory:write")
 ) -> dict[str, str]:
@@ -266,13 +294,18 @@ async def my_edits(
         return [edit_out(edit) for edit in (await session.scalars(query.limit(500))).all()]
 
 
-@partner.get("/edits/{edit_id}", response_model=EditOut, summary="One of your edits")
+@partner.get("/edits/{edit_id}", response_model=EditOut, responses=problems(404), summary="One of your edits")
 async def my_edit(edit_id: str, request: Request, caller: Caller = requires("directory:write")) -> Response:
     async with _db(request).session() as session:
         return _json(edit_out(await _own_edit(session, caller, edit_id)))
 
 
-@partner.put("/edits/{edit_id}", response_model=EditOut, summary="Revise a draft (or a rejected edit)")
+@partner.put(
+    "/edits/{edit_id}",
+    response_model=EditOut,
+    responses=problems(400, 404, 409, 412, 428, _400="Bad If-Match"),
+    summary="Revise a draft (or a rejected edit)",
+)
 async def revise_edit(
     edit_id: str,
     proposal: ServiceProposal,
@@ -334,21 +367,36 @@ async def _transition(
         return _json(edit_out(edit))
 
 
-@partner.post("/edits/{edit_id}/submit", response_model=EditOut, summary="Submit a draft for review")
+@partner.post(
+    "/edits/{edit_id}/submit",
+    response_model=EditOut,
+    responses=problems(404, 409),
+    summary="Submit a draft for review",
+)
 async def submit_edit(
     edit_id: str, request: Request, caller: Caller = requires("directory:write")
 ) -> Response:
     return await _transition(request, caller, edit_id, EditAction.SUBMIT, moderator=False)
 
 
-@partner.post("/edits/{edit_id}/withdraw", response_model=EditOut, summary="Withdraw an unpublished edit")
+@partner.post(
+    "/edits/{edit_id}/withdraw",
+    response_model=EditOut,
+    responses=problems(404, 409),
+    summary="Withdraw an unpublished edit",
+)
 async def withdraw_edit(
     edit_id: str, request: Request, caller: Caller = requires("directory:write")
 ) -> Response:
     return await _transition(request, caller, edit_id, EditAction.WITHDRAW, moderator=False)
 
 
-@partner.get("/services/{service_id}/history", response_model=list[EditHistoryOut], summary="Edit history")
+@partner.get(
+    "/services/{service_id}/history",
+    response_model=list[EditHistoryOut],
+    responses=problems(404),
+    summary="Edit history",
+)
 async def service_history(
     service_id: str, request: Request, caller: Caller = requires("directory:write")
 ) -> list[EditHistoryOut]:
@@ -389,7 +437,12 @@ async def review_queue(
     return [edit_out(edit) for edit in edits]
 
 
-@moderation.get("/edits/{edit_id}", response_model=EditOut, summary="One edit, with what it would publish")
+@moderation.get(
+    "/edits/{edit_id}",
+    response_model=EditOut,
+    responses=problems(404),
+    summary="One edit, with what it would publish",
+)
 async def review_edit(
     edit_id: str, request: Request, caller: Caller = requires("directory:moderate")
 ) -> Response:
@@ -400,14 +453,24 @@ async def review_edit(
     return _json(edit_out(edit))
 
 
-@moderation.post("/edits/{edit_id}/approve", response_model=EditOut, summary="Approve and publish")
+@moderation.post(
+    "/edits/{edit_id}/approve",
+    response_model=EditOut,
+    responses=problems(404, 409),
+    summary="Approve and publish",
+)
 async def approve_edit(
     edit_id: str, body: ReviewIn, request: Request, caller: Caller = requires("directory:moderate")
 ) -> Response:
     return await _transition(request, caller, edit_id, EditAction.APPROVE, moderator=True, reason=body.reason)
 
 
-@moderation.post("/edits/{edit_id}/reject", response_model=EditOut, summary="Send back with a reason")
+@moderation.post(
+    "/edits/{edit_id}/reject",
+    response_model=EditOut,
+    responses=problems(404, 409),
+    summary="Send back with a reason",
+)
 async def reject_edit(
     edit_id: str, body: ReviewIn, request: Request, caller: Caller = requires("directory:moderate")
 ) -> Response:

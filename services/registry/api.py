@@ -25,7 +25,7 @@ from services.registry.schemas import (
 from shared.auth import Caller, requires
 from shared.coverage import Resolution, resolve
 from shared.db import Database
-from shared.errors import Problem, rule_broken
+from shared.errors import Problem, problems, rule_broken
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.params import PageNumber
 from shared.postcodes import InvalidPostcode
@@ -33,7 +33,7 @@ from shared.preconditions import ANY, etag, expected_version, precondition_faile
 from shared.sqltypes import utcnow
 from shared.timezones import london_date
 
-router = APIRouter(prefix="/registry", tags=["registry"])
+router = APIRouter(prefix="/registry", tags=["registry"], responses=problems(401, 403, 422))
 
 
 def rule_problem(field: str, message: str, location: tuple[str, ...] = ("body",)) -> Problem:
@@ -221,6 +221,7 @@ def _register(collection: str, kind: Kind) -> None:
         methods=["POST"],
         response_model=RecordOut,
         status_code=201,
+        responses=problems(400, 409, _400="Idempotency-Key malformed", _409="Idempotency-Key reused"),
         summary=f"Create a {label}",
         name=f"create_{kind.value}",
     )
@@ -229,6 +230,7 @@ def _register(collection: str, kind: Kind) -> None:
         read_record,
         methods=["GET"],
         response_model=RecordOut,
+        responses=problems(404, _404="No such record, or not in force on that date"),
         summary=f"Read a {label}",
         name=f"read_{kind.value}",
     )
@@ -237,6 +239,7 @@ def _register(collection: str, kind: Kind) -> None:
         change_record,
         methods=["PUT"],
         response_model=RecordOut,
+        responses=problems(400, 404, 412, 428, _400="Bad If-Match"),
         summary=f"Change a {label} from a date",
         name=f"change_{kind.value}",
     )
@@ -245,6 +248,7 @@ def _register(collection: str, kind: Kind) -> None:
         retire_record,
         methods=["POST"],
         response_model=RecordOut,
+        responses=problems(400, 404, 412, 428, _400="Bad If-Match"),
         summary=f"Retire a {label}",
         name=f"retire_{kind.value}",
     )
@@ -253,6 +257,7 @@ def _register(collection: str, kind: Kind) -> None:
         record_history,
         methods=["GET"],
         response_model=list[HistoryEntry],
+        responses=problems(404),
         summary=f"Change history of a {label}",
         name=f"history_{kind.value}",
     )
