@@ -32,7 +32,7 @@ from shared.db import Database
 from shared.errors import Problem, problems
 from shared.postcodes import InvalidPostcode, normalise_postcode
 
-router = APIRouter(prefix="/directory", tags=["directory (Open Referral UK)"], responses=problems(422))
+router = APIRouter(prefix="/directory", tags=["directory (Open Referral UK)"])
 MAX_PER_PAGE = 200
 NDJSON = "application/x-ndjson"
 # A list as a page (JSON), or with format=ndjson every result streamed, one a line.
@@ -173,7 +173,9 @@ async def openapi(request: Request) -> dict[str, Any]:
     return {**document, "paths": paths}
 
 
-@router.get("/services", response_model=OrukPage, responses=STREAMED, summary="List services")
+@router.get(
+    "/services", response_model=OrukPage, responses={**STREAMED, **problems(422)}, summary="List services"
+)
 async def list_services(
     request: Request,
     search: Search = None,
@@ -222,14 +224,19 @@ async def list_services(
 @router.get(
     "/services/{service_id}",
     response_model=OrukNamed,
-    responses=problems(404),
+    responses=problems(404, 422),
     summary="Read one service, fully nested",
 )
 async def read_service(service_id: uuid.UUID, request: Request) -> JSONResponse:
     return JSONResponse(await _document(request, Service.document, Service.id, service_id, "service"))
 
 
-@router.get("/organizations", response_model=OrukPage, responses=STREAMED, summary="List organisations")
+@router.get(
+    "/organizations",
+    response_model=OrukPage,
+    responses={**STREAMED, **problems(422)},
+    summary="List organisations",
+)
 async def list_organizations(
     request: Request,
     search: Search = None,
@@ -262,7 +269,7 @@ async def list_organizations(
 @router.get(
     "/organizations/{organization_id}",
     response_model=OrukOrganization,
-    responses=problems(404),
+    responses=problems(404, 422),
     summary="Read one organisation with its services",
 )
 async def read_organization(
@@ -285,7 +292,7 @@ async def read_organization(
     return JSONResponse(document)
 
 
-@router.get("/taxonomies", response_model=OrukPage, summary="List taxonomies")
+@router.get("/taxonomies", response_model=OrukPage, responses=problems(422), summary="List taxonomies")
 async def list_taxonomies(request: Request, page: Page = 1, per_page: PerPage = 50) -> dict[str, Any]:
     query = select(Taxonomy.document).order_by(Taxonomy.name, Taxonomy.id)
     return await _document_page(request, query, page=page, per_page=per_page)
@@ -294,14 +301,16 @@ async def list_taxonomies(request: Request, page: Page = 1, per_page: PerPage = 
 @router.get(
     "/taxonomies/{taxonomy_id}",
     response_model=OrukNamed,
-    responses=problems(404),
+    responses=problems(404, 422),
     summary="Read one taxonomy",
 )
 async def read_taxonomy(taxonomy_id: uuid.UUID, request: Request) -> JSONResponse:
     return JSONResponse(await _document(request, Taxonomy.document, Taxonomy.id, taxonomy_id, "taxonomy"))
 
 
-@router.get("/taxonomy_terms", response_model=OrukPage, summary="List taxonomy terms")
+@router.get(
+    "/taxonomy_terms", response_model=OrukPage, responses=problems(422), summary="List taxonomy terms"
+)
 async def list_taxonomy_terms(
     request: Request,
     page: Page = 1,
@@ -324,7 +333,7 @@ async def list_taxonomy_terms(
 @router.get(
     "/taxonomy_terms/{term_id}",
     response_model=OrukNamed,
-    responses=problems(404),
+    responses=problems(404, 422),
     summary="Read one taxonomy term",
 )
 async def read_taxonomy_term(term_id: uuid.UUID, request: Request) -> JSONResponse:
@@ -377,7 +386,7 @@ def _centre(
     "/service_at_locations",
     response_model=OrukLocatedPage,
     response_model_exclude_unset=True,  # x_postcode only when a postcode was given
-    responses=STREAMED,
+    responses={**STREAMED, **problems(422)},
     summary="List services at locations (postcode + proximity)",
 )
 async def list_service_at_locations(
@@ -440,7 +449,7 @@ async def list_service_at_locations(
 @router.get(
     "/service_at_locations/{sal_id}",
     response_model=OrukDocument,
-    responses=problems(404),
+    responses=problems(404, 422),
     summary="Read one service at a location",
 )
 async def read_service_at_location(sal_id: uuid.UUID, request: Request) -> JSONResponse:
