@@ -178,7 +178,7 @@ class AssertedEndUser(_Out):
     asserted: Literal[True]
 
 
-class RecordOut(_Out):
+class EpisodeRecordOut(_Out):
     kind: str
     at: Instant = Field(description="Clinical time")
     recorded_at: Instant = Field(description="When it was entered")
@@ -188,7 +188,7 @@ class RecordOut(_Out):
 
 
 class EpisodeWithRecordsOut(EpisodeOut):
-    records: list[RecordOut] = Field(description="By clinical time, then when entered")
+    records: list[EpisodeRecordOut] = Field(description="By clinical time, then when entered")
 
 
 class EpisodesOut(_Out):
