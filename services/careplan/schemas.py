@@ -195,8 +195,10 @@ class EpisodesOut(_Out):
     items: list[EpisodeOut]
 
 
-class EpisodeClocksOut(ClocksOut):
+class EpisodeClocksOut(_Out):
     episode_id: str
+    plan: ClockOut = Field(description="The four-week plan clock (enforced)")
+    national: ClockOut = Field(description="The national four-week clock (reported)")
 
 
 class WorklistEntry(_Out):
