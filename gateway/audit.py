@@ -21,7 +21,7 @@ from shared.audit import AUDIT_SUBJECTS, AuditAction, audit_data
 from shared.auth import Caller, requires
 from shared.consumer import PermanentEventError, Subscription
 from shared.db import Database
-from shared.errors import Problem
+from shared.errors import Problem, problems
 from shared.events import CloudEvent, new_event_id
 from shared.params import Cursor
 from shared.sqltypes import utcnow
@@ -29,7 +29,7 @@ from shared.sqltypes import utcnow
 AUDIT_DURABLE = "gateway-audit"
 MAX_PAGE = 500
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], responses=problems(401, 403, 422))
 
 
 def _record_from(data: dict[str, Any], *, event_id: str, occurred_at: datetime) -> AuditRecord:

@@ -25,12 +25,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
 
 import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -46,13 +47,36 @@ from gateway.keys import KeyManager
 from gateway.models import Client, UsedAssertion
 from shared.auth import TOKEN_ALGORITHM
 from shared.db import Database
-from shared.errors import Problem
+from shared.errors import Problem, problems
 from shared.http import client_address
 from shared.settings import Settings
 from shared.sqltypes import utcnow
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class TokenOut(BaseModel):
+    """An OAuth2 access token (RFC 6749 §5.1)."""
+
+    access_token: str = Field(description="A signed JWT (RS256), verified with the JWKS")
+    token_type: Literal["Bearer"]
+    expires_in: int = Field(description="Seconds")
+    scope: str = Field(description="The scopes granted, space separated")
+
+
+class JwkOut(BaseModel):
+    """A public signing key (RFC 7517): `kid`, `kty` and the key's own members."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kid: str
+    kty: str
+
+
+class JwksOut(BaseModel):
+    keys: list[JwkOut]
+
 
 router = APIRouter(tags=["gateway"])
 log = logging.getLogger("cmh.gateway.tokens")
@@ -386,6 +410,17 @@ class TokenService:
     "/oauth2/token",
     name="issue_token",
     summary="Issue an access token (OAuth2 client credentials)",
+    response_model=TokenOut,
+    # Each carries RFC 6749's `error` code beside the problem's words.
+    responses=problems(
+        400,
+        401,
+        429,
+        503,
+        _400="invalid_request, unsupported_grant_type or invalid_scope",
+        _401="invalid_client: the client could not be authenticated",
+        _429="slow_down: too many failed authentications (Retry-After)",
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -423,7 +458,7 @@ async def issue_token(request: Request) -> JSONResponse:
     return JSONResponse(await service.issue(client, scopes), headers=NO_STORE)
 
 
-@router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
+@router.get("/.well-known/jwks.json", response_model=JwksOut, summary="Public keys that verify access tokens")
 async def jwks(request: Request) -> JSONResponse:
     keys: KeyManager = request.app.state.key_manager
     return JSONResponse(await keys.jwks(), headers={"Cache-Control": "public, max-age=30"})

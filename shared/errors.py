@@ -13,12 +13,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.problems import PROBLEM_BASE as PROBLEM_BASE
+from shared.problems import Problem as Problem
+from shared.problems import Refusal as Refusal
+from shared.problems import problem_type as problem_type
 from shared.tracing import request_id_var
 
 PROBLEM_JSON = "application/problem+json"
-PROBLEM_BASE = "https://cmh-suite.nhs.uk/problems/"
 FHIR_JSON = "application/fhir+json"
 
 # FHIR R4 IssueType for each HTTP status we answer with (http://hl7.org/fhir/issue-type).
@@ -31,45 +35,88 @@ _ISSUE_TYPES: dict[int, str] = {
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
-def problem_type(slug: str) -> str:
-    return PROBLEM_BASE + slug
-
-
-class Problem(Exception):
-    """Raise from any handler to answer with a problem+json body."""
-
-    def __init__(
-        self,
-        status: int,
-        title: str,
-        detail: str | None = None,
-        *,
-        type_slug: str | None = None,
-        headers: dict[str, str] | None = None,
-        **extensions: Any,
-    ) -> None:
-        """`fhir_code=` (an extension) names the FHIR IssueType when the answer is an OperationOutcome."""
-        super().__init__(title)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.type = problem_type(type_slug) if type_slug else "about:blank"
-        self.headers = headers or {}
-        self.extensions = extensions
-
-
 def rule_broken(
     service: str, field: str, message: str, location: tuple[str, ...] = ("body",), *, status: int = 422
-) -> Problem:
-    """A domain rule refused the request: 422 naming the field, like a validation error, so a
-    client handles both the same way. Messages are the rule's own words, never the input."""
-    return Problem(
-        status,
-        f"{service.capitalize()} rule broken",
-        message,
-        type_slug=f"{service}-rule",
-        errors=[{"location": [*location, field], "message": message, "type": f"{service}_rule"}],
-    )
+) -> Refusal:
+    """A domain rule refused the request: the one `Refusal` (422 naming the field)."""
+    return Refusal(service, field, message, location=location, status=status)
+
+
+# --- documenting the problems each operation answers ------------------------------------------
+
+
+class ProblemIssue(BaseModel):
+    """One field a request got wrong: where, and the rule it broke (never the input)."""
+
+    location: list[str]
+    message: str
+    type: str
+
+
+class ProblemOut(BaseModel):
+    """An RFC 9457 problem details body, as every native operation answers its errors."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(description="A URI naming the kind of problem (or about:blank)")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = Field(default=None, description="The request's id, for support")
+    errors: list[ProblemIssue] | None = Field(default=None, description="The fields to fix (400/422)")
+
+
+PROBLEM_REF = "#/components/schemas/Problem"
+_PROBLEM_DESCRIPTIONS: dict[int, str] = {
+    400: "The request is malformed",
+    401: "No valid bearer token",
+    403: "The token lacks the scope, or the caller may not do this",
+    404: "No such resource (or not one the caller may see)",
+    409: "The resource's state does not allow this",
+    412: "The resource has changed since it was read (If-Match)",
+    413: "The body is too large",
+    415: "The body is not JSON",
+    422: "A field is missing or invalid, or a rule refused the request",
+    428: "If-Match is required",
+    429: "Too many requests",
+    502: "An upstream service is unavailable",
+    503: "Not ready",
+    504: "An upstream service was too slow",
+}
+
+
+def problems(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the problem+json answers it can give, each with the shared
+    Problem schema. `descriptions` (as `_409="..."`) say what a status means for this route."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description = descriptions.get(f"_{status}") or _PROBLEM_DESCRIPTIONS.get(status)
+        out[status] = {
+            "description": description or HTTPStatus(status).phrase,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+        }
+    return out
+
+
+def problem_schemas() -> dict[str, Any]:
+    """The Problem schema (and what it refers to) for `components/schemas`."""
+    schema = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {**defs, "Problem": schema}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Put the Problem schema that `problems()` refers to in the app's OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(problem_schemas())
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def problem_body(
@@ -181,7 +228,10 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def install_problem_handlers(app: FastAPI) -> None:
     """Problem bodies for raised `Problem`s, validation and HTTP errors. Unhandled exceptions are
-    answered by `RequestContextMiddleware`, which every app installs."""
+    answered by `RequestContextMiddleware`, which every app installs. `Problem` covers every
+    `Refusal` (shared/problems.py): one handler for every refusal of every service. The OpenAPI
+    document gains the Problem schema the routes' `problems()` refer to."""
+    document_problems(app)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:

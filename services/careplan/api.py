@@ -22,20 +22,26 @@ from services.careplan.schemas import (
     AssessmentIn,
     ContactIn,
     DischargeIn,
+    EpisodeClocksOut,
+    EpisodeOut,
+    EpisodesOut,
+    EpisodeWithRecordsOut,
     InterventionIn,
+    JourneyOut,
     NamedWorkerIn,
     OutcomeMeasureIn,
     PlanIn,
     ReviewIn,
+    WorklistOut,
 )
 from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, requires
 from shared.clocks import TimeRefused, plan_clock
 from shared.db import Database
-from shared.errors import Problem, rule_broken
+from shared.errors import Problem, problems
 from shared.timezones import london_date
 
-router = APIRouter(prefix="/careplan", tags=["careplan"])
+router = APIRouter(prefix="/careplan", tags=["careplan"], responses=problems(401, 403, 422))
 SERVICE = "careplan"
 Entry = TypeVar("Entry", EpisodeRecord, JourneyEntry)
 
@@ -98,7 +104,7 @@ async def _in_clinical_order(session: AsyncSession, model: type[Entry], *where: 
     return (await session.scalars(query)).all()
 
 
-@router.get("/episodes", summary="Find episodes by referral or person")
+@router.get("/episodes", response_model=EpisodesOut, summary="Find episodes by referral or person")
 async def find_episodes(
     request: Request,
     caller: Caller = requires("careplan:read"),
@@ -125,7 +131,12 @@ async def find_episodes(
     return {"items": [episode_out(e, now) for e in episodes]}
 
 
-@router.get("/episodes/{episode_id}", summary="An episode with both clocks")
+@router.get(
+    "/episodes/{episode_id}",
+    response_model=EpisodeWithRecordsOut,
+    responses=problems(404),
+    summary="An episode with both clocks",
+)
 async def read_episode(
     episode_id: str, request: Request, caller: Caller = requires("careplan:read")
 ) -> dict[str, Any]:
@@ -152,7 +163,10 @@ def record_out(record: EpisodeRecord) -> dict[str, Any]:
 
 
 @router.get(
-    "/episodes/{episode_id}/clocks", summary="The plan clock (enforced) and the national clock (reported)"
+    "/episodes/{episode_id}/clocks",
+    response_model=EpisodeClocksOut,
+    responses=problems(404),
+    summary="The plan clock (enforced) and the national clock (reported)",
 )
 async def episode_clocks(
     episode_id: str, request: Request, caller: Caller = requires("careplan:read")
@@ -176,15 +190,20 @@ async def _write(
             result = work(session, episode, now)
             if hasattr(result, "__await__"):
                 await result
-        except (RuleRefused, TimeRefused) as refusal:
-            raise rule_broken(SERVICE, refusal.field, refusal.message) from None
+        except TimeRefused as refusal:  # a RuleRefused is answered as it is (the one Refusal)
+            raise RuleRefused(refusal.field, refusal.message) from None
         # A late entry may have changed a clock's outcome: withdraw what no longer holds.
         await store.correct_clocks(session, episode, now)
         _audit(session, caller, AuditAction.UPDATE, [episode])
         return episode_out(episode, now)
 
 
-@router.post("/episodes/{episode_id}/contacts", summary="An attended or missed contact")
+@router.post(
+    "/episodes/{episode_id}/contacts",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="An attended or missed contact",
+)
 async def add_contact(
     episode_id: str, body: ContactIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
@@ -193,7 +212,12 @@ async def add_contact(
     )
 
 
-@router.post("/episodes/{episode_id}/assessments", summary="An assessment started (and completed)")
+@router.post(
+    "/episodes/{episode_id}/assessments",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="An assessment started (and completed)",
+)
 async def add_assessment(
     episode_id: str, body: AssessmentIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
@@ -205,7 +229,12 @@ async def add_assessment(
     )
 
 
-@router.post("/episodes/{episode_id}/outcome-measures", summary="A baseline or follow-up outcome measure")
+@router.post(
+    "/episodes/{episode_id}/outcome-measures",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="A baseline or follow-up outcome measure",
+)
 async def add_outcome(
     episode_id: str, body: OutcomeMeasureIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
@@ -217,7 +246,12 @@ async def add_outcome(
     )
 
 
-@router.post("/episodes/{episode_id}/interventions", summary="An intervention")
+@router.post(
+    "/episodes/{episode_id}/interventions",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="An intervention",
+)
 async def add_intervention(
     episode_id: str, body: InterventionIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
@@ -229,7 +263,12 @@ async def add_intervention(
     )
 
 
-@router.post("/episodes/{episode_id}/advice", summary="Advice or signposting (stops a CYP national clock)")
+@router.post(
+    "/episodes/{episode_id}/advice",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="Advice or signposting (stops a CYP national clock)",
+)
 async def add_advice(
     episode_id: str, body: AdviceIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
@@ -238,7 +277,12 @@ async def add_advice(
     )
 
 
-@router.post("/episodes/{episode_id}/plans", summary="A personalised care plan")
+@router.post(
+    "/episodes/{episode_id}/plans",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="A personalised care plan",
+)
 async def add_plan(
     episode_id: str, body: PlanIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
@@ -248,7 +292,10 @@ async def add_plan(
 
 
 @router.post(
-    "/episodes/{episode_id}/plans/agreement", summary="The person agrees the plan (stops the plan clock)"
+    "/episodes/{episode_id}/plans/agreement",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="The person agrees the plan (stops the plan clock)",
 )
 async def agree_plan(
     episode_id: str, body: AgreementIn, request: Request, caller: Caller = requires("careplan:write")
@@ -264,7 +311,12 @@ async def agree_plan(
     return await _write(request, caller, episode_id, work)
 
 
-@router.post("/episodes/{episode_id}/reviews", summary="A plan review")
+@router.post(
+    "/episodes/{episode_id}/reviews",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="A plan review",
+)
 async def add_review(
     episode_id: str, body: ReviewIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
@@ -274,7 +326,10 @@ async def add_review(
 
 
 @router.put(
-    "/episodes/{episode_id}/named-worker", summary="Assign the named worker (a practitioner of the team)"
+    "/episodes/{episode_id}/named-worker",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="Assign the named worker (a practitioner of the team)",
 )
 async def named_worker(
     episode_id: str, body: NamedWorkerIn, request: Request, caller: Caller = requires("careplan:write")
@@ -291,7 +346,12 @@ async def named_worker(
     return await _write(request, caller, episode_id, work)
 
 
-@router.post("/episodes/{episode_id}/discharge", summary="Discharge (without an agreed plan needs a reason)")
+@router.post(
+    "/episodes/{episode_id}/discharge",
+    response_model=EpisodeOut,
+    responses=problems(404),
+    summary="Discharge (without an agreed plan needs a reason)",
+)
 async def discharge(
     episode_id: str, body: DischargeIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
@@ -316,7 +376,11 @@ def worklist_order(today: int) -> list[Any]:
     return [no_clock, func.coalesce(start_day, 0), Episode.opened_at, Episode.id]  # false (0) sorts first
 
 
-@router.get("/worklist", summary="Open episodes by days remaining on the plan clock, paged")
+@router.get(
+    "/worklist",
+    response_model=WorklistOut,
+    summary="Open episodes by days remaining on the plan clock, paged",
+)
 async def worklist(
     request: Request,
     caller: Caller = requires("careplan:read"),
@@ -378,6 +442,8 @@ async def worklist(
 
 @router.get(
     "/people/{person_id}/journey",
+    response_model=JourneyOut,
+    responses=problems(404),
     summary="One timeline: referrals, decisions, episodes, contacts, plans, discharges",
 )
 async def journey(

@@ -56,18 +56,18 @@ from shared.clocks import (
     plan_clock,
     require_aware,
 )  # fmt: skip
+from shared.problems import Refusal
 from shared.timezones import LONDON, london_date
 
 HOW_AGREED: frozenset[str] = frozenset({"in_person", "telephone", "video", "letter", "declined_to_sign"})
 
 
-class RuleRefused(ValueError):
-    """A recording the care-planning rules do not allow; `field` names the input to fix."""
+class RuleRefused(Refusal, ValueError):
+    """A recording the care-planning rules do not allow; `field` names the input to fix (the one
+    `Refusal`: answered 422 "Careplan rule broken" by the shared handler)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+        super().__init__("careplan", field, message)
 
 
 # --- recording rules ---------------------------------------------------------------------------

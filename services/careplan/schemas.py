@@ -4,7 +4,7 @@ are often entered later); the store checks them against the referral and the clo
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -121,3 +121,119 @@ class DischargeIn(_In):
 class AdviceIn(_Clinical):
     at: datetime
     description: Short | None = None
+
+
+# --- answers -------------------------------------------------------------------------------------
+# What each operation returns, as it returns it: instants are ISO 8601 strings with their offset
+# (`datetime.isoformat()`), so these models describe the answer and never reformat it.
+
+Instant = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClockOut(_Out):
+    name: Literal["plan", "national"]
+    start: Instant | None
+    stop: Instant | None
+    days_elapsed: int | None = Field(description="London dates: (stop or now) minus start")
+    days_remaining: int | None = Field(description="28 minus days elapsed while running (may go negative)")
+    state: Literal["not_started", "running", "at_risk", "met", "breached"]
+    missing: list[str] = Field(description="What is still needed to stop it; empty once stopped")
+
+
+class ClocksOut(_Out):
+    plan: ClockOut = Field(description="The four-week plan clock (enforced)")
+    national: ClockOut = Field(description="The national four-week clock (reported)")
+
+
+class EpisodeOut(_Out):
+    id: str
+    referral_id: str
+    person_id: str
+    status: Literal["open", "discharged"]
+    team_id: str | None
+    network_id: str | None
+    place: str | None
+    pathway: str | None
+    route: str
+    priority: int
+    named_worker_id: str | None
+    previous_episode_id: str | None
+    opened_at: Instant
+    referral_received_at: Instant
+    discharged_at: Instant | None
+    reaccess_until: Instant | None
+    clocks: ClocksOut
+    version: int
+
+
+class AssertedEndUser(_Out):
+    """The end user the recording client asserted (careplan does not verify it)."""
+
+    id: str | None
+    role: str | None
+    asserted: Literal[True]
+
+
+class EpisodeRecordOut(_Out):
+    kind: str
+    at: Instant = Field(description="Clinical time")
+    recorded_at: Instant = Field(description="When it was entered")
+    recorded_by: str = Field(description="The client that recorded it")
+    asserted_end_user: AssertedEndUser | None
+    data: dict[str, Any]
+
+
+class EpisodeWithRecordsOut(EpisodeOut):
+    records: list[EpisodeRecordOut] = Field(description="By clinical time, then when entered")
+
+
+class EpisodesOut(_Out):
+    items: list[EpisodeOut]
+
+
+class EpisodeClocksOut(_Out):
+    episode_id: str
+    plan: ClockOut = Field(description="The four-week plan clock (enforced)")
+    national: ClockOut = Field(description="The national four-week clock (reported)")
+
+
+class WorklistEntry(_Out):
+    episode_id: str
+    person_id: str
+    team_id: str | None
+    named_worker_id: str | None
+    route: str
+    opened_at: Instant
+    days_remaining: int | None
+    state: Literal["not_started", "running", "at_risk", "met", "breached"]
+    at_risk: bool
+    breached: bool
+    reaccess: bool = Field(description="A re-access: back with the named worker, the previous episode linked")
+    previous_episode_id: str | None
+
+
+class WorklistOut(_Out):
+    as_of: Instant
+    page: int
+    per_page: int
+    total: int = Field(description="How many open episodes match")
+    items: list[WorklistEntry]
+
+
+class JourneyEntryOut(BaseModel):
+    """A step of the person's journey; the rest of its fields are the step's own summary."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: Instant = Field(description="Clinical time")
+    recorded_at: Instant = Field(description="When it was entered")
+    kind: str
+
+
+class JourneyOut(_Out):
+    person_id: str
+    entries: list[JourneyEntryOut] = Field(description="By clinical time, each with when it was entered")

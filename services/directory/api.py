@@ -20,13 +20,28 @@ from sqlalchemy import Select, func, select
 from services.directory import oruk, queries
 from services.directory.domain import PlanarFrame, ScheduleError, parse_day
 from services.directory.models import Organization, Service, ServiceAtLocation, Taxonomy, TaxonomyTerm
+from services.directory.schemas import (
+    OrukAbout,
+    OrukDocument,
+    OrukLocatedPage,
+    OrukNamed,
+    OrukOrganization,
+    OrukPage,
+)
 from shared.db import Database
-from shared.errors import Problem
+from shared.errors import Problem, problems
 from shared.postcodes import InvalidPostcode, normalise_postcode
 
 router = APIRouter(prefix="/directory", tags=["directory (Open Referral UK)"])
 MAX_PER_PAGE = 200
 NDJSON = "application/x-ndjson"
+# A list as a page (JSON), or with format=ndjson every result streamed, one a line.
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A page (JSON), or every result (NDJSON)",
+        "content": {NDJSON: {"schema": {"type": "string"}}},
+    }
+}
 
 PUBLISHER = {
     "name": "CMH Suite — Lancashire and South Cumbria community mental health",
@@ -129,7 +144,7 @@ def _filters(
     )
 
 
-@router.get("/", summary="About this API (HSDS version, profile, publisher)")
+@router.get("/", response_model=OrukAbout, summary="About this API (HSDS version, profile, publisher)")
 @router.get("", include_in_schema=False)
 async def about(request: Request) -> dict[str, Any]:
     base = str(request.base_url).rstrip("/")
@@ -158,7 +173,9 @@ async def openapi(request: Request) -> dict[str, Any]:
     return {**document, "paths": paths}
 
 
-@router.get("/services", summary="List services")
+@router.get(
+    "/services", response_model=OrukPage, responses={**STREAMED, **problems(422)}, summary="List services"
+)
 async def list_services(
     request: Request,
     search: Search = None,
@@ -204,12 +221,22 @@ async def list_services(
     )
 
 
-@router.get("/services/{service_id}", summary="Read one service, fully nested")
+@router.get(
+    "/services/{service_id}",
+    response_model=OrukNamed,
+    responses=problems(404, 422),
+    summary="Read one service, fully nested",
+)
 async def read_service(service_id: uuid.UUID, request: Request) -> JSONResponse:
     return JSONResponse(await _document(request, Service.document, Service.id, service_id, "service"))
 
 
-@router.get("/organizations", summary="List organisations")
+@router.get(
+    "/organizations",
+    response_model=OrukPage,
+    responses={**STREAMED, **problems(422)},
+    summary="List organisations",
+)
 async def list_organizations(
     request: Request,
     search: Search = None,
@@ -239,7 +266,12 @@ async def list_organizations(
     )
 
 
-@router.get("/organizations/{organization_id}", summary="Read one organisation with its services")
+@router.get(
+    "/organizations/{organization_id}",
+    response_model=OrukOrganization,
+    responses=problems(404, 422),
+    summary="Read one organisation with its services",
+)
 async def read_organization(
     organization_id: uuid.UUID, request: Request, full_service: bool = False
 ) -> JSONResponse:
@@ -260,18 +292,25 @@ async def read_organization(
     return JSONResponse(document)
 
 
-@router.get("/taxonomies", summary="List taxonomies")
+@router.get("/taxonomies", response_model=OrukPage, responses=problems(422), summary="List taxonomies")
 async def list_taxonomies(request: Request, page: Page = 1, per_page: PerPage = 50) -> dict[str, Any]:
     query = select(Taxonomy.document).order_by(Taxonomy.name, Taxonomy.id)
     return await _document_page(request, query, page=page, per_page=per_page)
 
 
-@router.get("/taxonomies/{taxonomy_id}", summary="Read one taxonomy")
+@router.get(
+    "/taxonomies/{taxonomy_id}",
+    response_model=OrukNamed,
+    responses=problems(404, 422),
+    summary="Read one taxonomy",
+)
 async def read_taxonomy(taxonomy_id: uuid.UUID, request: Request) -> JSONResponse:
     return JSONResponse(await _document(request, Taxonomy.document, Taxonomy.id, taxonomy_id, "taxonomy"))
 
 
-@router.get("/taxonomy_terms", summary="List taxonomy terms")
+@router.get(
+    "/taxonomy_terms", response_model=OrukPage, responses=problems(422), summary="List taxonomy terms"
+)
 async def list_taxonomy_terms(
     request: Request,
     page: Page = 1,
@@ -291,7 +330,12 @@ async def list_taxonomy_terms(
     return await _document_page(request, query, page=page, per_page=per_page)
 
 
-@router.get("/taxonomy_terms/{term_id}", summary="Read one taxonomy term")
+@router.get(
+    "/taxonomy_terms/{term_id}",
+    response_model=OrukNamed,
+    responses=problems(404, 422),
+    summary="Read one taxonomy term",
+)
 async def read_taxonomy_term(term_id: uuid.UUID, request: Request) -> JSONResponse:
     return JSONResponse(
         await _document(request, TaxonomyTerm.document, TaxonomyTerm.id, term_id, "taxonomy term")
@@ -338,7 +382,13 @@ def _centre(
     return district, centre, note
 
 
-@router.get("/service_at_locations", summary="List services at locations (postcode + proximity)")
+@router.get(
+    "/service_at_locations",
+    response_model=OrukLocatedPage,
+    response_model_exclude_unset=True,  # x_postcode only when a postcode was given
+    responses={**STREAMED, **problems(422)},
+    summary="List services at locations (postcode + proximity)",
+)
 async def list_service_at_locations(
     request: Request,
     search: Search = None,
@@ -396,7 +446,12 @@ async def list_service_at_locations(
     return body
 
 
-@router.get("/service_at_locations/{sal_id}", summary="Read one service at a location")
+@router.get(
+    "/service_at_locations/{sal_id}",
+    response_model=OrukDocument,
+    responses=problems(404, 422),
+    summary="Read one service at a location",
+)
 async def read_service_at_location(sal_id: uuid.UUID, request: Request) -> JSONResponse:
     async with _db(request).session() as session:
         row = (

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import time
 from enum import StrEnum
 
+from shared.problems import Refusal
+
 # RFC 5545 BYDAY codes, as HSDS schedules carry them; Monday first, like Python's weekday().
 DAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 DAY_NAMES = {
@@ -167,8 +169,12 @@ EDIT_TRANSITIONS: dict[EditAction, tuple[frozenset[EditState], EditState, bool]]
 }  # fmt: skip
 
 
-class TransitionRefused(ValueError):
-    pass
+class TransitionRefused(Refusal, ValueError):
+    """A step the edit's or handover's state does not allow (the one `Refusal`: 409 "Not allowed
+    in this state", type invalid-transition)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("directory", None, message, status=409)
 
 
 def next_edit_state(state: EditState, action: EditAction, *, moderator: bool) -> EditState:

@@ -28,15 +28,29 @@ from services.directory.domain import (
     next_edit_state,
 )
 from services.directory.models import Edit, EditHistory, Organization, Service
-from services.directory.schemas import EditHistoryOut, EditOut, ReviewIn, ServiceProposal, new_id
+from services.directory.schemas import (
+    EditHistoryOut,
+    EditOut,
+    PartnerServiceOut,
+    ReviewIn,
+    ServiceProposal,
+    ServiceWithdrawnOut,
+    new_id,
+)
 from shared.auth import Caller, requires
 from shared.db import Database
-from shared.errors import Problem, rule_broken
+from shared.errors import Problem, Refusal, problems
 from shared.idempotency import OptionalIdempotency, create_once
+from shared.preconditions import check_if_match, etag
 from shared.sqltypes import utcnow
 
-partner = APIRouter(prefix="/directory/partner", tags=["directory partners"])
-moderation = APIRouter(prefix="/directory/moderation", tags=["directory moderation"])
+partner = APIRouter(
+    prefix="/directory/partner", tags=["directory partners"], responses=problems(401, 403, 422)
+)
+moderation = APIRouter(
+    prefix="/directory/moderation", tags=["directory moderation"], responses=problems(401, 403, 422)
+)
+IDEMPOTENT_CREATE = problems(400, 409, _400="Idempotency-Key malformed", _409="Idempotency-Key reused")
 OPEN_STATES = (EditState.DRAFT.value, EditState.PENDING_REVIEW.value, EditState.REJECTED.value)
 
 
@@ -44,12 +58,9 @@ def _db(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-def _rule_problem(broken: store.RuleBroken) -> Problem:
-    return rule_broken("directory", broken.field, broken.message)
-
-
-def _refused(refusal: TransitionRefused) -> Problem:
-    return Problem(409, "Not allowed in this state", str(refusal), type_slug="invalid-transition")
+def _rule_problem(broken: store.RuleBroken) -> Refusal:
+    """The store's refusal as the one `Refusal`: 422 naming the field."""
+    return Refusal(store.SERVICE, broken.field, broken.message)
 
 
 def edit_out(edit: Edit) -> EditOut:
@@ -72,7 +83,7 @@ def _json(model: EditOut, status: int = 200) -> Response:
         model.model_dump_json(),
         status_code=status,
         media_type="application/json",
-        headers={"ETag": f'"{model.version}"', "Location": f"/directory/partner/edits/{model.id}"},
+        headers={"ETag": etag(model.version), "Location": f"/directory/partner/edits/{model.id}"},
     )
 
 
@@ -136,21 +147,25 @@ async def _own_service(session: AsyncSession, caller: Caller, service_id: str) -
 
 
 def _expected(if_match: str | None, edit: Edit) -> None:
-    if if_match is None:
-        raise Problem(
-            428, "Precondition required", "Send If-Match with the edit's ETag.", type_slug="if-match-required"
-        )
-    if if_match.strip() != "*" and if_match.strip().strip('"') != str(edit.version):
-        raise Problem(
-            412, "Edit has changed", "Read it again and re-apply your change.", type_slug="version-mismatch",
-            headers={"ETag": f'"{edit.version}"'},
-        )  # fmt: skip
+    check_if_match(
+        if_match,
+        edit.version,
+        noun="edit",
+        title="Edit has changed",
+        detail="Read it again and re-apply your change.",
+    )
 
 
 # --- partners ------------------------------------------------------------------------------------
 
 
-@partner.post("/services", status_code=201, response_model=EditOut, summary="Propose a new service (a draft)")
+@partner.post(
+    "/services",
+    status_code=201,
+    response_model=EditOut,
+    responses=IDEMPOTENT_CREATE,
+    summary="Propose a new service (a draft)",
+)
 async def propose_service(
     proposal: ServiceProposal,
     request: Request,
@@ -181,7 +196,7 @@ async def propose_service(
     return await create_once(request, caller, idempotency, create)
 
 
-@partner.get("/services", summary="Your published services")
+@partner.get("/services", response_model=list[PartnerServiceOut], summary="Your published services")
 async def my_services(
     request: Request, caller: Caller = requires("directory:write")
 ) -> list[dict[str, object]]:
@@ -194,13 +209,17 @@ async def my_services(
                 .order_by(Service.name)
             )
         ).all()
-    return [{"id": r.id, "name": r.name, "version": r.version, "last_modified": r.modified_at} for r in rows]
+    return [
+        {"id": r.id, "name": r.name, "version": r.version, "last_modified": r.modified_at.isoformat()}
+        for r in rows
+    ]
 
 
 @partner.post(
     "/services/{service_id}/edits",
     status_code=201,
     response_model=EditOut,
+    responses=problems(400, 404, 409, _409="An edit is already open, or the Idempotency-Key was reused"),
     summary="Propose a change to your service",
 )
 async def propose_change(
@@ -241,7 +260,12 @@ async def propose_change(
     return await create_once(request, caller, idempotency, create)
 
 
-@partner.post("/services/{service_id}/withdraw", summary="Take your published service down now")
+@partner.post(
+    "/services/{service_id}/withdraw",
+    response_model=ServiceWithdrawnOut,
+    responses=problems(404),
+    summary="Take your published service down now",
+)
 async def withdraw_service(
     service_id: str, body: ReviewIn, request: Request, caller: Caller = requires("directory:write")
 ) -> dict[str, str]:
@@ -270,13 +294,18 @@ async def my_edits(
         return [edit_out(edit) for edit in (await session.scalars(query.limit(500))).all()]
 
 
-@partner.get("/edits/{edit_id}", response_model=EditOut, summary="One of your edits")
+@partner.get("/edits/{edit_id}", response_model=EditOut, responses=problems(404), summary="One of your edits")
 async def my_edit(edit_id: str, request: Request, caller: Caller = requires("directory:write")) -> Response:
     async with _db(request).session() as session:
         return _json(edit_out(await _own_edit(session, caller, edit_id)))
 
 
-@partner.put("/edits/{edit_id}", response_model=EditOut, summary="Revise a draft (or a rejected edit)")
+@partner.put(
+    "/edits/{edit_id}",
+    response_model=EditOut,
+    responses=problems(400, 404, 409, 412, 428, _400="Bad If-Match"),
+    summary="Revise a draft (or a rejected edit)",
+)
 async def revise_edit(
     edit_id: str,
     proposal: ServiceProposal,
@@ -288,9 +317,7 @@ async def revise_edit(
         edit = await _own_edit(session, caller, edit_id, lock=True)
         _expected(if_match, edit)
         if edit.state not in (EditState.DRAFT.value, EditState.REJECTED.value):
-            raise _refused(
-                TransitionRefused(f"an edit that is {edit.state.replace('_', ' ')} cannot be revised")
-            )
+            raise TransitionRefused(f"an edit that is {edit.state.replace('_', ' ')} cannot be revised")
         draft = proposal.model_copy(update={"id": uuid.UUID(edit.service_id)}).with_ids()
         await _check_proposal(session, caller, draft)
         edit.proposal = draft.model_dump_json()
@@ -317,10 +344,7 @@ async def _transition(
         edit = await session.scalar(query)
         if edit is None:
             raise Problem(404, "No such edit", type_slug="not-found")
-        try:
-            target = next_edit_state(EditState(edit.state), action, moderator=moderator)
-        except TransitionRefused as refusal:
-            raise _refused(refusal) from None
+        target = next_edit_state(EditState(edit.state), action, moderator=moderator)  # or TransitionRefused
         if target is EditState.PUBLISHED:
             proposal = ServiceProposal.model_validate_json(edit.proposal)
             try:
@@ -343,21 +367,36 @@ async def _transition(
         return _json(edit_out(edit))
 
 
-@partner.post("/edits/{edit_id}/submit", response_model=EditOut, summary="Submit a draft for review")
+@partner.post(
+    "/edits/{edit_id}/submit",
+    response_model=EditOut,
+    responses=problems(404, 409),
+    summary="Submit a draft for review",
+)
 async def submit_edit(
     edit_id: str, request: Request, caller: Caller = requires("directory:write")
 ) -> Response:
     return await _transition(request, caller, edit_id, EditAction.SUBMIT, moderator=False)
 
 
-@partner.post("/edits/{edit_id}/withdraw", response_model=EditOut, summary="Withdraw an unpublished edit")
+@partner.post(
+    "/edits/{edit_id}/withdraw",
+    response_model=EditOut,
+    responses=problems(404, 409),
+    summary="Withdraw an unpublished edit",
+)
 async def withdraw_edit(
     edit_id: str, request: Request, caller: Caller = requires("directory:write")
 ) -> Response:
     return await _transition(request, caller, edit_id, EditAction.WITHDRAW, moderator=False)
 
 
-@partner.get("/services/{service_id}/history", response_model=list[EditHistoryOut], summary="Edit history")
+@partner.get(
+    "/services/{service_id}/history",
+    response_model=list[EditHistoryOut],
+    responses=problems(404),
+    summary="Edit history",
+)
 async def service_history(
     service_id: str, request: Request, caller: Caller = requires("directory:write")
 ) -> list[EditHistoryOut]:
@@ -398,7 +437,12 @@ async def review_queue(
     return [edit_out(edit) for edit in edits]
 
 
-@moderation.get("/edits/{edit_id}", response_model=EditOut, summary="One edit, with what it would publish")
+@moderation.get(
+    "/edits/{edit_id}",
+    response_model=EditOut,
+    responses=problems(404),
+    summary="One edit, with what it would publish",
+)
 async def review_edit(
     edit_id: str, request: Request, caller: Caller = requires("directory:moderate")
 ) -> Response:
@@ -409,14 +453,24 @@ async def review_edit(
     return _json(edit_out(edit))
 
 
-@moderation.post("/edits/{edit_id}/approve", response_model=EditOut, summary="Approve and publish")
+@moderation.post(
+    "/edits/{edit_id}/approve",
+    response_model=EditOut,
+    responses=problems(404, 409),
+    summary="Approve and publish",
+)
 async def approve_edit(
     edit_id: str, body: ReviewIn, request: Request, caller: Caller = requires("directory:moderate")
 ) -> Response:
     return await _transition(request, caller, edit_id, EditAction.APPROVE, moderator=True, reason=body.reason)
 
 
-@moderation.post("/edits/{edit_id}/reject", response_model=EditOut, summary="Send back with a reason")
+@moderation.post(
+    "/edits/{edit_id}/reject",
+    response_model=EditOut,
+    responses=problems(404, 409),
+    summary="Send back with a reason",
+)
 async def reject_edit(
     edit_id: str, body: ReviewIn, request: Request, caller: Caller = requires("directory:moderate")
 ) -> Response:

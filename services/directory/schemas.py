@@ -237,3 +237,81 @@ class HandoverOut(BaseModel):
 
 class HandoverDecision(_In):
     reason: str | None = Field(default=None, max_length=2000)
+
+
+# --- Open Referral UK answers ------------------------------------------------------------------
+# HSDS 3.0 documents (UK profile) as the standard defines them: the fields named here are the
+# ones every document has; the rest are the standard's own (kept as stored, never reshaped).
+
+
+class OrukDocument(BaseModel):
+    """An HSDS 3.0 object: its `id`, then the standard's fields for its kind."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+
+
+class OrukNamed(OrukDocument):
+    name: str
+
+
+class OrukOrganization(OrukNamed):
+    services: list[dict[str, Any]] = Field(description="Its services: list items, or full with full_service")
+
+
+class OrukPage(BaseModel):
+    """An HSDS page of results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    total_items: int
+    total_pages: int
+    page_number: int
+    size: int
+    first_page: bool
+    last_page: bool
+    empty: bool
+    contents: list[dict[str, Any]]
+
+
+class OrukPublisher(BaseModel):
+    name: str
+    description: str
+    url: str
+
+
+class OrukAbout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    profile: str
+    openapi_url: str
+    publisher: OrukPublisher
+    x_services: int = Field(description="How many services are published")
+
+
+class OrukLocatedPage(OrukPage):
+    """A page of services at locations, with what was made of the postcode given."""
+
+    x_postcode: dict[str, Any] | None = Field(
+        default=None, description="The postcode, its district and the centre used (when a postcode was given)"
+    )
+
+
+class PartnerServiceOut(BaseModel):
+    """One of the partner's published services."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    version: int
+    last_modified: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class ServiceWithdrawnOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service_id: str
+    state: Literal["withdrawn"]

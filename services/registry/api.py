@@ -25,41 +25,19 @@ from services.registry.schemas import (
 from shared.auth import Caller, requires
 from shared.coverage import Resolution, resolve
 from shared.db import Database
-from shared.errors import Problem, rule_broken
+from shared.errors import Problem, problems, rule_broken
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.params import PageNumber
 from shared.postcodes import InvalidPostcode
+from shared.preconditions import ANY, etag, expected_version, precondition_failed
 from shared.sqltypes import utcnow
 from shared.timezones import london_date
 
-router = APIRouter(prefix="/registry", tags=["registry"])
+router = APIRouter(prefix="/registry", tags=["registry"], responses=problems(401, 403, 422))
 
 
 def rule_problem(field: str, message: str, location: tuple[str, ...] = ("body",)) -> Problem:
     return rule_broken("registry", field, message, location)
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def expected_version(if_match: str | None) -> int:
-    if if_match is None:
-        raise Problem(
-            428,
-            "Precondition required",
-            "Send If-Match with the record's ETag.",
-            type_slug="if-match-required",
-        )
-    value = if_match.strip()
-    if value == "*":
-        return -1
-    try:
-        return int(value.strip('"'))
-    except ValueError:
-        raise Problem(
-            400, "Bad If-Match", "If-Match must be the ETag you read.", type_slug="bad-if-match"
-        ) from None
 
 
 def _db(request: Request) -> Database:
@@ -76,12 +54,8 @@ async def _guard(work: Awaitable[RecordOut], location: tuple[str, ...] = ("body"
     except store.NotFound:
         raise Problem(404, "No such record", type_slug="not-found") from None
     except store.VersionMismatch as mismatch:
-        raise Problem(
-            412,
-            "Record has changed",
-            "Read it again and re-apply your change.",
-            type_slug="version-mismatch",
-            headers={"ETag": etag(mismatch.current)},
+        raise precondition_failed(
+            mismatch.current, "Record has changed", "Read it again and re-apply your change."
         ) from None
 
 
@@ -191,7 +165,7 @@ def _register(collection: str, kind: Kind) -> None:
         caller: Caller = requires("registry:admin"),
         if_match: Annotated[str | None, Header()] = None,
     ) -> RecordOut:
-        expected = expected_version(if_match)
+        expected = expected_version(if_match, noun="record")
         async with _db(request).transaction() as session:
             changed = await _guard(
                 store.change(
@@ -200,7 +174,7 @@ def _register(collection: str, kind: Kind) -> None:
                     record_id,
                     body.attributes,
                     body.effective_from or store.today(),
-                    None if expected < 0 else expected,
+                    None if expected == ANY else expected,
                     caller.client_id,
                 )
             )
@@ -215,7 +189,7 @@ def _register(collection: str, kind: Kind) -> None:
         caller: Caller = requires("registry:admin"),
         if_match: Annotated[str | None, Header()] = None,
     ) -> RecordOut:
-        expected = expected_version(if_match)
+        expected = expected_version(if_match, noun="record")
         async with _db(request).transaction() as session:
             retired = await _guard(
                 store.retire(
@@ -223,7 +197,7 @@ def _register(collection: str, kind: Kind) -> None:
                     kind,
                     record_id,
                     body.valid_to or store.today(),
-                    None if expected < 0 else expected,
+                    None if expected == ANY else expected,
                     caller.client_id,
                 )
             )
@@ -247,6 +221,7 @@ def _register(collection: str, kind: Kind) -> None:
         methods=["POST"],
         response_model=RecordOut,
         status_code=201,
+        responses=problems(400, 409, _400="Idempotency-Key malformed", _409="Idempotency-Key reused"),
         summary=f"Create a {label}",
         name=f"create_{kind.value}",
     )
@@ -255,6 +230,7 @@ def _register(collection: str, kind: Kind) -> None:
         read_record,
         methods=["GET"],
         response_model=RecordOut,
+        responses=problems(404, _404="No such record, or not in force on that date"),
         summary=f"Read a {label}",
         name=f"read_{kind.value}",
     )
@@ -263,6 +239,7 @@ def _register(collection: str, kind: Kind) -> None:
         change_record,
         methods=["PUT"],
         response_model=RecordOut,
+        responses=problems(400, 404, 412, 428, _400="Bad If-Match"),
         summary=f"Change a {label} from a date",
         name=f"change_{kind.value}",
     )
@@ -271,6 +248,7 @@ def _register(collection: str, kind: Kind) -> None:
         retire_record,
         methods=["POST"],
         response_model=RecordOut,
+        responses=problems(400, 404, 412, 428, _400="Bad If-Match"),
         summary=f"Retire a {label}",
         name=f"retire_{kind.value}",
     )
@@ -279,6 +257,7 @@ def _register(collection: str, kind: Kind) -> None:
         record_history,
         methods=["GET"],
         response_model=list[HistoryEntry],
+        responses=problems(404),
         summary=f"Change history of a {label}",
         name=f"history_{kind.value}",
     )

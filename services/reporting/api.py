@@ -14,38 +14,26 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from services.reporting.aggregates import MEASURES, Measure
 from services.reporting.domain import (
     DISCLOSURE_METHOD,
-    GroupByError,
-    Period,
-    PeriodError,
     parse_group_by,
     parse_period,
     publish,
 )
+from services.reporting.schemas import AggregateOut
 from shared.auth import Caller, requires
-from shared.errors import Problem
+from shared.errors import Problem, problems
 
-router = APIRouter(prefix="/reporting", tags=["reporting"])
-
-
-def _period(period: str | None, from_: date | None, to: date | None) -> Period:
-    try:
-        return parse_period(period, from_, to)
-    except PeriodError as error:
-        raise Problem(422, "Bad period", str(error), type_slug="validation",
-                      errors=[{"location": ["query", "period"], "message": str(error), "type": "value_error"}]) from None  # fmt: skip
-
-
-def _group_by(text: str | None) -> tuple[str, ...]:
-    try:
-        return parse_group_by(text)
-    except GroupByError as error:
-        raise Problem(422, "Bad group_by", str(error), type_slug="validation",
-                      errors=[{"location": ["query", "group_by"], "message": str(error), "type": "value_error"}]) from None  # fmt: skip
+router = APIRouter(prefix="/reporting", tags=["reporting"], responses=problems(401, 403, 422))
+CSV_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "The figures (JSON, or CSV)",
+    }
+}
 
 
 def _csv(rows: list[dict[str, Any]]) -> Response:
@@ -60,7 +48,7 @@ def _csv(rows: list[dict[str, Any]]) -> Response:
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
 
 
-def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response]]:
+def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response | dict[str, Any]]]:
     async def pull(
         request: Request,
         caller: Caller = requires("reporting:aggregate"),
@@ -69,7 +57,7 @@ def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response]]:
         to: date | None = None,
         group_by: Annotated[str | None, Query(max_length=200)] = None,
         unsuppressed: bool = False,
-    ) -> Response:
+    ) -> Response | dict[str, Any]:
         if unsuppressed and not caller.has("reporting:unsuppressed"):
             raise Problem(
                 403,
@@ -77,7 +65,8 @@ def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response]]:
                 "Ask for reporting:unsuppressed.",
                 type_slug="insufficient-scope",
             )
-        chosen_period, fields = _period(period, from_, to), _group_by(group_by)
+        # A PeriodError or GroupByError is the one Refusal: 422 naming the query parameter.
+        chosen_period, fields = parse_period(period, from_, to), parse_group_by(group_by)
         async with request.app.state.db.session() as session:
             args: list[Any] = [session, chosen_period, fields]
             if measure.needs_now:
@@ -86,23 +75,21 @@ def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response]]:
         shown, total_row = publish(rows, total, measure.figures, fields, unsuppressed=unsuppressed)
         if "text/csv" in request.headers.get("accept", ""):
             return _csv([*shown, {**total_row, **{f: "ICB total" for f in fields}}])
-        return JSONResponse(
-            {
-                "measure": name,
-                "period": {
-                    "start": chosen_period.start.isoformat(),
-                    "end_exclusive": chosen_period.end.isoformat(),
-                },
-                "group_by": list(fields),
-                "disclosure": {
-                    "applied": not unsuppressed,
-                    "method": None if unsuppressed else DISCLOSURE_METHOD,
-                    "any_suppressed": any(r["suppressed"] for r in [*shown, total_row]),
-                },
-                "rows": shown,
-                "total": total_row,
-            }
-        )
+        return {
+            "measure": name,
+            "period": {
+                "start": chosen_period.start.isoformat(),
+                "end_exclusive": chosen_period.end.isoformat(),
+            },
+            "group_by": list(fields),
+            "disclosure": {
+                "applied": not unsuppressed,
+                "method": None if unsuppressed else DISCLOSURE_METHOD,
+                "any_suppressed": any(r["suppressed"] for r in [*shown, total_row]),
+            },
+            "rows": shown,
+            "total": total_row,
+        }
 
     pull.__name__ = f"pull_{name.replace('-', '_')}"
     return pull
@@ -110,5 +97,10 @@ def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response]]:
 
 for _name, _measure in MEASURES.items():
     router.add_api_route(
-        f"/{_name}", _pull(_name, _measure), methods=["GET"], summary=f"Aggregate: {_name.replace('-', ' ')}"
+        f"/{_name}",
+        _pull(_name, _measure),
+        methods=["GET"],
+        response_model=AggregateOut,
+        responses=CSV_ANSWER,
+        summary=f"Aggregate: {_name.replace('-', ' ')}",
     )

@@ -15,9 +15,9 @@ from fastapi.responses import HTMLResponse
 from services.reporting.aggregates import MEASURES
 from services.reporting.domain import Period, month_starts, parse_period, publish
 from shared.auth import Caller, requires
-from shared.errors import Problem
+from shared.errors import Problem, problems
 
-router = APIRouter(prefix="/reporting", tags=["reporting"])
+router = APIRouter(prefix="/reporting", tags=["reporting"], responses=problems(401, 403, 422))
 COLOURS = ("#005eb8", "#007f3b", "#ed8b00", "#7c2855", "#330072", "#00a499")  # NHS palette
 WIDTH, HEIGHT, PAD = 640, 240, 40
 

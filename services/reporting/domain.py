@@ -23,6 +23,8 @@ from datetime import date, timedelta
 from fractions import Fraction
 from typing import Any
 
+from shared.problems import Refusal
+
 # --- pseudonymisation --------------------------------------------------------------------------
 
 PERSON_KEY_HEX = 32  # 128 bits: far beyond any collision risk at ICB population size
@@ -141,8 +143,15 @@ def ethnicity_group(code: str | None) -> str:
 MAX_PERIOD_YEARS = 5
 
 
-class PeriodError(ValueError):
-    """A reporting period that cannot be used; the message says what to send instead."""
+class PeriodError(Refusal, ValueError):
+    """A reporting period that cannot be used; the message says what to send instead (the one
+    `Refusal`: 422 "Bad period", naming the `period` query parameter)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            "reporting", "period", message, location=("query",), title="Bad period",
+            type_slug="validation", error_type="value_error",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -505,8 +514,15 @@ GROUP_FIELDS: tuple[str, ...] = (
 )
 
 
-class GroupByError(ValueError):
-    """A `group_by` the reports cannot answer; the message names the allowed fields."""
+class GroupByError(Refusal, ValueError):
+    """A `group_by` the reports cannot answer; the message names the allowed fields (the one
+    `Refusal`: 422 "Bad group_by", naming the `group_by` query parameter)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            "reporting", "group_by", message, location=("query",), title="Bad group_by",
+            type_slug="validation", error_type="value_error",
+        )  # fmt: skip
 
 
 def parse_group_by(text: str | None) -> tuple[str, ...]:

@@ -30,23 +30,24 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.reporting.domain import age_band, pseudonym
 from services.reporting.models import EpisodeFact, ExportFile, ExportJob, HandoverFact, ReferralFact
 from services.reporting.projections import pseudonym_key
+from services.reporting.schemas import ExportManifestOut
 from shared.audit import AuditAction, AuditOutcome, record_access
 from shared.auth import Caller, requires
 from shared.background import BackgroundWorker
 from shared.db import Database
-from shared.errors import Problem
+from shared.errors import Problem, problems
 from shared.sqltypes import utcnow
 from shared.timezones import london_date
 
 log = logging.getLogger("cmh.reporting.export")
-router = APIRouter(prefix="/reporting", tags=["reporting export"])
+router = APIRouter(prefix="/reporting", tags=["reporting export"], responses=problems(401, 403, 422))
 TYPES: dict[str, Any] = {"Referral": ReferralFact, "Episode": EpisodeFact, "Handover": HandoverFact}
 NDJSON = "application/fhir+ndjson"
 _AUDITABLE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # a job id as the audit takes it (path text is untrusted)
@@ -140,7 +141,13 @@ async def _own_job(session: AsyncSession, caller: Caller, job_id: str) -> Export
     return job
 
 
-@router.post("/$export", status_code=202, summary="Start a bulk export (202 + Content-Location)")
+@router.post(
+    "/$export",
+    status_code=202,
+    response_class=Response,  # no body: Content-Location names the job
+    responses={202: {"description": "Started: poll the job at Content-Location"}, **problems(400)},
+    summary="Start a bulk export (202 + Content-Location)",
+)
 async def kick_off(
     request: Request,
     caller: Caller = requires("reporting:export"),
@@ -170,8 +177,15 @@ async def kick_off(
     return Response(status_code=202, headers={"Content-Location": _job_url(request, job.id)})
 
 
-@router.get("/$export/jobs/{job_id}", summary="Poll an export: 202 with X-Progress, then the manifest")
-async def status(job_id: str, request: Request, caller: Caller = requires("reporting:export")) -> Response:
+@router.get(
+    "/$export/jobs/{job_id}",
+    response_model=ExportManifestOut,
+    responses={202: {"description": "Still running: X-Progress says how far"}, **problems(404, 500)},
+    summary="Poll an export: 202 with X-Progress, then the manifest",
+)
+async def status(
+    job_id: str, request: Request, caller: Caller = requires("reporting:export")
+) -> Response | dict[str, Any]:
     async with request.app.state.db.session() as session:
         job = await _own_job(session, caller, job_id)
         files = (
@@ -185,23 +199,32 @@ async def status(job_id: str, request: Request, caller: Caller = requires("repor
         raise Problem(
             500, "Export failed", job.error or "The export could not be completed.", type_slug="export-failed"
         )
-    return JSONResponse(
-        {
-            # To the second, rounded down (no sub-second times leave): a `_since` from it repeats
-            # at most that second's changes, and misses none.
-            "transactionTime": job.transaction_time.replace(microsecond=0).isoformat(),
-            "request": job.request_url,
-            "requiresAccessToken": True,
-            "output": [
-                {"type": file_type, "url": f"{_job_url(request, job_id)}/files/{file_type}", "count": count}
-                for file_type, count in files
-            ],
-            "error": [],
-        }
-    )
+    return {
+        # To the second, rounded down (no sub-second times leave): a `_since` from it repeats
+        # at most that second's changes, and misses none.
+        "transactionTime": job.transaction_time.replace(microsecond=0).isoformat(),
+        "request": job.request_url,
+        "requiresAccessToken": True,
+        "output": [
+            {"type": file_type, "url": f"{_job_url(request, job_id)}/files/{file_type}", "count": count}
+            for file_type, count in files
+        ],
+        "error": [],
+    }
 
 
-@router.get("/$export/jobs/{job_id}/files/{file_type}", summary="An export file (NDJSON)")
+@router.get(
+    "/$export/jobs/{job_id}/files/{file_type}",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The file: one resource a line",
+            "content": {NDJSON: {"schema": {"type": "string"}}},
+        },
+        **problems(404),
+    },
+    summary="An export file (NDJSON)",
+)
 async def download(
     job_id: str, file_type: str, request: Request, caller: Caller = requires("reporting:export")
 ) -> Response:
@@ -236,7 +259,13 @@ async def download(
     return StreamingResponse(chunks(), media_type=NDJSON)
 
 
-@router.delete("/$export/jobs/{job_id}", status_code=202, summary="Cancel an export and delete its files")
+@router.delete(
+    "/$export/jobs/{job_id}",
+    status_code=202,
+    response_class=Response,  # no body
+    responses={202: {"description": "Cancelled, its files deleted"}, **problems(404)},
+    summary="Cancel an export and delete its files",
+)
 async def cancel(job_id: str, request: Request, caller: Caller = requires("reporting:export")) -> Response:
     async with request.app.state.db.transaction() as session:
         await _own_job(session, caller, job_id)

@@ -29,21 +29,33 @@ from services.triage import access, store
 from services.triage.models import CrisisChange, Decision, Person, Referral
 from services.triage.schemas import (
     ContactIn,
+    CrisisQueueOut,
     DecisionIn,
     IdentitySettlementIn,
+    ReferralHistoryOut,
     ReferralIn,
     ReferralOut,
+    ReferralPageOut,
+    ReferralReadOut,
     RuleOut,
 )
 from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, TokenVerifier, requires
 from shared.db import Database
-from shared.errors import Problem, rule_broken
+from shared.errors import Problem, Refusal, problems
 from shared.idempotency import RequiredIdempotency, create_once
 from shared.params import INT64_MAX, PageNumber, bounded_int
+from shared.preconditions import check_if_match
+from shared.preconditions import etag as etag_of
 from shared.sqltypes import utcnow
 
-router = APIRouter(prefix="/triage", tags=["triage"])
+router = APIRouter(prefix="/triage", tags=["triage"], responses=problems(401, 403, 422))
+IDEMPOTENT_CREATE = problems(
+    400,
+    409,
+    _400="Idempotency-Key missing or malformed",
+    _409="Idempotency-Key reused for a different request",
+)
 SERVICE = "triage"
 STREAM_POLL_SECONDS = 0.25
 STREAM_HEARTBEAT_SECONDS = 15.0
@@ -53,13 +65,14 @@ def _db(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-def _refused(refusal: store.Refused) -> Problem:
-    return rule_broken("triage", refusal.field, refusal.message)
+def _refused(refusal: store.Refused) -> Refusal:
+    """The store's refusal as the one `Refusal`: 422 naming the field."""
+    return Refusal(SERVICE, refusal.field, refusal.message)
 
 
-def not_allowed_now(refusal: store.NotAllowedNow) -> Problem:
+def not_allowed_now(refusal: store.NotAllowedNow) -> Refusal:
     """409: the referral's status does not allow this decision (the lifecycle in `domain`)."""
-    return Problem(409, "Not allowed in this state", refusal.message, type_slug="referral-state")
+    return Refusal(SERVICE, None, refusal.message, status=409, type_slug="referral-state")
 
 
 def backdate_limit(request: Request) -> timedelta:
@@ -115,7 +128,7 @@ def _audit(
 
 
 def _json(body: dict[str, Any], status: int = 200, *, etag: int | None = None) -> Response:
-    headers = {"ETag": f'"{etag}"'} if etag is not None else {}
+    headers = {"ETag": etag_of(etag)} if etag is not None else {}
     if status == 201:
         headers["Location"] = f"/triage/referrals/{body['id']}"
     return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
@@ -140,7 +153,13 @@ async def _intake(
     return response
 
 
-@router.post("/referrals", status_code=201, response_model=ReferralOut, summary="Submit a referral")
+@router.post(
+    "/referrals",
+    status_code=201,
+    response_model=ReferralOut,
+    responses=IDEMPOTENT_CREATE,
+    summary="Submit a referral",
+)
 async def submit_referral(
     body: ReferralIn,
     request: Request,
@@ -152,7 +171,11 @@ async def submit_referral(
 
 
 @router.post(
-    "/crisis/referrals", status_code=201, response_model=ReferralOut, summary="Raise a crisis referral"
+    "/crisis/referrals",
+    status_code=201,
+    response_model=ReferralOut,
+    responses=IDEMPOTENT_CREATE,
+    summary="Raise a crisis referral",
 )
 async def submit_crisis_referral(
     body: ReferralIn,
@@ -175,7 +198,12 @@ async def _readable(
     )
 
 
-@router.get("/referrals/{referral_id}", summary="Read a referral (with the person's details)")
+@router.get(
+    "/referrals/{referral_id}",
+    response_model=ReferralReadOut,
+    responses=problems(404),
+    summary="Read a referral (with the person's details)",
+)
 async def read_referral(
     referral_id: str, request: Request, caller: Caller = requires("referral:read")
 ) -> Response:
@@ -188,7 +216,7 @@ async def read_referral(
         return _json(referral_out(referral, person, full=True), etag=referral.version)
 
 
-@router.get("/referrals", summary="Worklist of referrals")
+@router.get("/referrals", response_model=ReferralPageOut, summary="Worklist of referrals")
 async def worklist(
     request: Request,
     caller: Caller = requires("referral:read"),
@@ -239,7 +267,9 @@ async def worklist(
     "/referrals/{referral_id}/decisions",
     response_model=ReferralOut,
     summary="Accept, override, decline, close, transfer or reprioritise",
-    responses={409: {"description": "The referral's status does not allow this decision"}},
+    responses=problems(
+        400, 404, 409, 412, _409="The referral's status does not allow this decision", _400="Bad If-Match"
+    ),
 )
 async def decide(
     referral_id: str,
@@ -250,8 +280,10 @@ async def decide(
 ) -> Response:
     async with _db(request).transaction() as session:
         referral = await _readable(session, caller, referral_id, lock=True)
-        if if_match is not None and if_match.strip().strip('"') not in ("*", str(referral.version)):
-            raise Problem(412, "Referral has changed", "Read it again.", type_slug="version-mismatch")
+        check_if_match(
+            if_match, referral.version, noun="referral", title="Referral has changed",
+            detail="Read it again.", required=False,
+        )  # fmt: skip
         try:
             await store.decide(session, caller, referral, body)
         except store.Refused as refusal:
@@ -268,7 +300,7 @@ async def decide(
     "/referrals/{referral_id}/identity",
     response_model=ReferralOut,
     summary="Settle a referral's identity review: confirmed, or a different person",
-    responses={409: {"description": "The referral's identity is not in review"}},
+    responses=problems(404, 409, _409="The referral's identity is not in review"),
 )
 async def settle_identity(
     referral_id: str,
@@ -307,7 +339,12 @@ def decision_out(decision: Decision) -> dict[str, Any]:
     }
 
 
-@router.get("/referrals/{referral_id}/history", summary="The referral's decisions: who, when, what and why")
+@router.get(
+    "/referrals/{referral_id}/history",
+    response_model=ReferralHistoryOut,
+    responses=problems(404),
+    summary="The referral's decisions: who, when, what and why",
+)
 async def referral_history(
     referral_id: str, request: Request, caller: Caller = requires("referral:read")
 ) -> dict[str, Any]:
@@ -329,7 +366,9 @@ async def referral_history(
 # --- crisis --------------------------------------------------------------------------------------
 
 
-@router.get("/crisis/queue", summary="Open crisis referrals, soonest deadline first")
+@router.get(
+    "/crisis/queue", response_model=CrisisQueueOut, summary="Open crisis referrals, soonest deadline first"
+)
 async def crisis_queue(
     request: Request,
     caller: Caller = requires("crisis:respond"),
@@ -359,6 +398,7 @@ async def crisis_queue(
 @router.post(
     "/crisis/referrals/{referral_id}/contact",
     response_model=ReferralOut,
+    responses=problems(404),
     summary="Record the first face-to-face contact",
 )
 async def record_contact(
@@ -380,7 +420,19 @@ def _sse(seq: int, change: str, entry: dict[str, Any]) -> bytes:
     return f"id: {seq}\nevent: {change}\ndata: {json.dumps(entry, separators=(',', ':'))}\n\n".encode()
 
 
-@router.get("/crisis/stream", summary="Crisis queue changes as server-sent events")
+@router.get(
+    "/crisis/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: `id` (resume with Last-Event-ID), `event` (the change), "
+            "`data` (the queue entry, as in the crisis queue)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problems(400, _400="Bad Last-Event-ID"),
+    },
+    summary="Crisis queue changes as server-sent events",
+)
 async def crisis_stream(
     request: Request,
     caller: Caller = requires("crisis:respond"),

@@ -19,6 +19,7 @@ from typing import Any
 from contracts.vocabulary import Priority, Route, Source
 from shared.clocks import crisis_target_minutes
 from shared.coverage import Resolution, Snapshot, TeamCandidate, TeamView, open_at, resolve
+from shared.problems import Refusal
 from shared.timezones import LONDON
 
 # --- enums -------------------------------------------------------------------------------------
@@ -998,13 +999,12 @@ EPISODE_ROUTES: frozenset[Route] = frozenset(
 )  # fmt: skip
 
 
-class DecisionRefused(ValueError):
-    """A triage decision the rules do not allow; `field` names the input to fix."""
+class DecisionRefused(Refusal, ValueError):
+    """A triage decision the rules do not allow; `field` names the input to fix (the one
+    `Refusal`: 422 "Triage rule broken")."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+        super().__init__("triage", field, message)
 
 
 class TransitionRefused(ValueError):

@@ -28,16 +28,26 @@ from services.triage import access, identity, store
 from services.triage.api import SERVICE, _db
 from services.triage.domain import name_key
 from services.triage.models import Person, PersonVersion
-from services.triage.schemas import Contact, Name, valid_birth_date, valid_nhs_number, valid_postcode
+from services.triage.schemas import (
+    Contact,
+    Name,
+    PersonOut,
+    PersonVersionsOut,
+    valid_birth_date,
+    valid_nhs_number,
+    valid_postcode,
+)
 from shared.audit import AuditAction, record_access
 from shared.auth import Caller, requires
-from shared.errors import Problem
+from shared.errors import Problem, problems
 from shared.events import make_event
 from shared.outbox import add_event
+from shared.preconditions import check_versions, expected_versions
+from shared.preconditions import etag as etag_of
 from shared.sqltypes import utcnow
 from shared.text import SafeLine, SafeText
 
-router = APIRouter(prefix="/triage/people", tags=["triage people"])
+router = APIRouter(prefix="/triage/people", tags=["triage people"], responses=problems(401, 403, 422))
 
 DETAIL_FIELDS = (
     "given_name", "family_name", "contact", "ethnicity", "sex", "gender", "preferred_language",
@@ -97,26 +107,6 @@ class PersonUpdate(BaseModel):
         return self
 
 
-def _etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def _expected_version(if_match: str | None) -> int:
-    if if_match is None:
-        raise Problem(
-            428,
-            "Precondition required",
-            "Send If-Match with the person's ETag.",
-            type_slug="if-match-required",
-        )
-    try:
-        return int(if_match.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise Problem(
-            400, "Bad If-Match", "If-Match must be the ETag you read.", type_slug="bad-if-match"
-        ) from None
-
-
 def person_out(person: Person) -> dict[str, Any]:
     return {
         "id": person.id,
@@ -154,7 +144,7 @@ def _audit(session: AsyncSession, caller: Caller, action: AuditAction, person_id
 
 
 def _json(body: dict[str, Any], *, etag: int | None = None) -> Response:
-    headers = {"ETag": _etag(etag)} if etag is not None else {}
+    headers = {"ETag": etag_of(etag)} if etag is not None else {}
     return Response(json.dumps(body), media_type="application/json", headers=headers)
 
 
@@ -165,7 +155,9 @@ async def _person(session: AsyncSession, caller: Caller, person_id: str, *, lock
     )  # fmt: skip
 
 
-@router.get("/{person_id}", summary="Read the person on file")
+@router.get(
+    "/{person_id}", response_model=PersonOut, responses=problems(404), summary="Read the person on file"
+)
 async def read_person(
     person_id: str, request: Request, caller: Caller = requires("referral:read")
 ) -> Response:
@@ -175,7 +167,12 @@ async def read_person(
         return _json(person_out(person), etag=person.version)
 
 
-@router.get("/{person_id}/versions", summary="Every version of the person's details: who, when, why, what")
+@router.get(
+    "/{person_id}/versions",
+    response_model=PersonVersionsOut,
+    responses=problems(404),
+    summary="Every version of the person's details: who, when, why, what",
+)
 async def person_versions(
     person_id: str, request: Request, caller: Caller = requires("triage:decide")
 ) -> dict[str, Any]:
@@ -195,11 +192,17 @@ async def person_versions(
 @router.patch(
     "/{person_id}",
     summary="Change the person's details (versioned, with a reason)",
-    responses={
-        409: {"description": "Another person on file has this NHS number"},
-        412: {"description": "The person has changed since you read them"},
-        428: {"description": "If-Match is required"},
-    },
+    response_model=PersonOut,
+    responses=problems(
+        400,
+        404,
+        409,
+        412,
+        428,
+        _400="Bad If-Match",
+        _409="Another person on file has this NHS number",
+        _412="The person has changed since you read them",
+    ),
 )
 async def update_person(
     person_id: str,
@@ -208,11 +211,10 @@ async def update_person(
     caller: Caller = requires("triage:decide"),
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    expected = _expected_version(if_match)
+    expected = expected_versions(if_match, noun="person")
     async with _db(request).transaction() as session:
         person = await _person(session, caller, person_id, lock=True)
-        if expected != person.version:
-            raise Problem(412, "Person has changed", "Read them again.", type_slug="version-mismatch")
+        check_versions(expected, person.version, title="Person has changed", detail="Read them again.")
         current = store.person_values(person)
         wanted = body.model_dump(mode="json", exclude_unset=True, exclude={"reason"})
         changed = {name: value for name, value in wanted.items() if current.get(name) != value}

@@ -241,3 +241,122 @@ class ContactIn(_In):
         if value.tzinfo is None:
             raise ValueError("contact_at needs a time zone")
         return value
+
+
+# --- answers -------------------------------------------------------------------------------------
+# As each operation answers: instants written by the handlers themselves are ISO 8601 strings
+# with their offset (`datetime.isoformat()`), described here, never reformatted.
+
+Instant = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # every field answered is named here
+
+
+class ReferralPageOut(_Out):
+    items: list[ReferralOut]
+    page: int
+    per_page: int
+    total: int
+
+
+class ReferralReadOut(ReferralOut):
+    """One referral read: with the person as referred on it beside the person on file."""
+
+    person: dict[str, Any] | None = Field(description="The person on file (null when withheld)")
+    person_as_referred: dict[str, Any] | None = Field(description="The person as this referral gave them")
+    details: dict[str, Any]
+
+
+class AssertedEndUserOut(_Out):
+    """As the calling system asserted them: the suite does not authenticate the end user."""
+
+    id: str | None
+    role: str | None
+    asserted: Literal[True]
+
+
+class DecisionOut(_Out):
+    seq: int
+    at: Instant
+    action: str
+    from_status: str | None
+    to_status: str | None
+    priority: int | None
+    route: str | None
+    team_id: str | None
+    signposts: list[Any]
+    reason: str | None
+    client_id: str
+    end_user: AssertedEndUserOut | None
+
+
+class ReferralHistoryOut(_Out):
+    referral_id: str
+    status: str
+    items: list[DecisionOut]
+
+
+class QueueEntryOut(_Out):
+    """A crisis queue entry: ids, priority, times, team; no names (the app reads the referral)."""
+
+    referral_id: str
+    person_id: str
+    priority: int
+    priority_name: str
+    source: str
+    received_at: Instant
+    deadline_at: Instant | None
+    minutes_remaining: int | None
+    overdue: bool
+    team_id: str | None
+    place: str | None
+    route: str | None
+    status: str
+    first_contact_at: Instant | None
+    response_minutes: int | None
+
+
+class CrisisQueueOut(_Out):
+    as_of: Instant
+    last_event_id: int = Field(description="Resume the stream from here (Last-Event-ID)")
+    entries: list[QueueEntryOut]
+
+
+class PersonOut(BaseModel):
+    """The person on file; the rest of its fields are the person's details as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    version: int = Field(description="The person's ETag")
+    nhs_number: str | None
+    birth_date: str = Field(json_schema_extra={"format": "date"})
+    postcode: str | None
+    created_at: Instant | None
+    updated_at: Instant | None
+
+
+class PersonChangedBy(_Out):
+    client_id: str
+    organisation: str | None
+    end_user_id: str | None = Field(description="As the calling system asserted it")
+    end_user_role: str | None = Field(description="As the calling system asserted it")
+
+
+class PersonVersionOut(_Out):
+    version: int
+    changed_at: Instant
+    changed_by: PersonChangedBy
+    reason: str | None
+    referral_id: str | None
+    fields: list[str]
+    previous: dict[str, Any] | None
+    new: dict[str, Any]
+
+
+class PersonVersionsOut(_Out):
+    person_id: str
+    version: int
+    items: list[PersonVersionOut]
