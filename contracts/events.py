@@ -470,14 +470,14 @@ class AccessRecorded(EventPayload):
     action: str
     outcome: str
     resource_type: str
-    resource_ids: list[str] = Field(default_factory=list)
-    person_ids: list[str] = Field(default_factory=list)
+    resource_ids: list[str]
+    person_ids: list[str]
     client_id: str
-    client_kind: str | None = None
-    organisation: str | None = None
+    client_kind: str
+    organisation: str
     end_user_id: str | None = None
     end_user_role: str | None = None
-    purpose_of_use: str | None = None
+    purpose_of_use: str
     request_id: str | None = None
     token_id: str | None = None
 

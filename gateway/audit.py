@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.events import AccessRecorded
 from gateway.audit_chain import append_audit
 from gateway.models import AuditPerson, AuditRecord
 from shared.audit import AUDIT_SUBJECTS, AuditAction, audit_data
@@ -32,37 +33,35 @@ MAX_PAGE = 500
 router = APIRouter(prefix="/audit", tags=["audit"], responses=problems(401, 403, 422))
 
 
-def _record_from(data: dict[str, Any], *, event_id: str, occurred_at: datetime) -> AuditRecord:
+def _record_from(entry: AccessRecorded, *, event_id: str, occurred_at: datetime) -> AuditRecord:
     return AuditRecord(
         event_id=event_id,
         occurred_at=occurred_at,
         recorded_at=utcnow(),
-        service=data["service"],
-        action=data["action"],
-        resource_type=data["resource_type"],
-        resource_ids=json.dumps(data["resource_ids"]),
-        outcome=data["outcome"],
-        client_id=data["client_id"],
-        organisation=data["organisation"],
-        client_kind=data["client_kind"],
-        end_user_id=data.get("end_user_id"),
-        end_user_role=data.get("end_user_role"),
-        purpose_of_use=data["purpose_of_use"],
-        token_id=data.get("token_id"),
-        request_id=data.get("request_id"),
-        persons=[AuditPerson(person_id=person) for person in sorted(set(data["person_ids"]))],
+        service=entry.service,
+        action=entry.action,
+        resource_type=entry.resource_type,
+        resource_ids=json.dumps(entry.resource_ids),
+        outcome=entry.outcome,
+        client_id=entry.client_id,
+        organisation=entry.organisation,
+        client_kind=entry.client_kind,
+        end_user_id=entry.end_user_id,
+        end_user_role=entry.end_user_role,
+        purpose_of_use=entry.purpose_of_use,
+        token_id=entry.token_id,
+        request_id=entry.request_id,
+        persons=[AuditPerson(person_id=person) for person in sorted(set(entry.person_ids))],
     )
 
 
 async def store_audit_event(session: AsyncSession, event: CloudEvent) -> None:
-    """Consumer handler: one audit row per event (the inbox and a unique event id keep it one)."""
-    try:
-        record = _record_from(event.data, event_id=event.id, occurred_at=event.time)
-    except (KeyError, TypeError):
-        raise PermanentEventError("audit event lacks required fields") from None
-    if event.data["service"] != event.service:
+    """Consumer handler: one audit row per event (the inbox and a unique event id keep it one).
+    The consumer has checked the entry against its contract (`AccessRecorded`) already."""
+    entry = event.payload_as(AccessRecorded)
+    if entry.service != event.service:
         raise PermanentEventError("audit event names another service than its source")
-    await append_audit(session, record)
+    await append_audit(session, _record_from(entry, event_id=event.id, occurred_at=event.time))
 
 
 def audit_subscription() -> Subscription:
@@ -73,7 +72,9 @@ async def record_gateway_access(db: Database, caller: Caller, **what: Any) -> No
     """The gateway's own accesses go straight into its store (it owns it)."""
     data = audit_data(caller, service="gateway", **what)
     async with db.transaction() as session:
-        await append_audit(session, _record_from(data, event_id=new_event_id(), occurred_at=utcnow()))
+        await append_audit(
+            session, _record_from(AccessRecorded(**data), event_id=new_event_id(), occurred_at=utcnow())
+        )
 
 
 class AuditEntry(BaseModel):

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.events import HandoverRequested
 from services.directory import access
 from services.directory.domain import HandoverAction, HandoverState, TransitionRefused, next_handover_state
 from services.directory.models import Handover, HandoverHistory, Organization, Service
@@ -55,11 +56,12 @@ def _updated_event(handover: Handover, actor: str) -> dict[str, Any]:
 
 async def apply_signpost(session: AsyncSession, event: CloudEvent) -> None:
     """Offer a handover per signposted service, if the person consented to share."""
-    data = event.data or {}
-    if not data.get("consent_to_share"):
+    requested = event.payload_as(HandoverRequested)
+    if not requested.consent_to_share:
         return  # signposted without consent: the person contacts the service themselves
-    for offer in data.get("services", []):
-        service_id = offer.get("service_id")
+    contact = requested.person.model_dump(mode="json") if requested.person is not None else {}
+    for offer in requested.services:
+        service_id = offer.service_id
         owner = await session.scalar(
             select(Organization.identifier)
             .join(Service, Service.organization_id == Organization.id)
@@ -70,22 +72,20 @@ async def apply_signpost(session: AsyncSession, event: CloudEvent) -> None:
             continue
         exists = await session.scalar(
             select(Handover.id).where(
-                Handover.referral_id == data["referral_id"], Handover.service_id == service_id
+                Handover.referral_id == requested.referral_id, Handover.service_id == service_id
             )
         )
         if exists:
             continue
         now = utcnow()
         handover = Handover(
-            id=link_id("handover", data["referral_id"], service_id),
-            referral_id=data["referral_id"],
-            person_id=data["person_id"],
+            id=link_id("handover", requested.referral_id, service_id),
+            referral_id=requested.referral_id,
+            person_id=requested.person_id,
             service_id=service_id,
             owner=owner,
             state=HandoverState.OFFERED.value,
-            details=json.dumps(
-                {"person": data.get("person", {}), "needs": data.get("needs", []), "note": data.get("note")}
-            ),
+            details=json.dumps({"person": contact, "needs": requested.needs, "note": requested.note}),
             version=1,
             offered_at=now,
             updated_at=now,
