@@ -55,17 +55,23 @@ def _subject(service: str, entity: str, verb: str) -> str:
 # --- triage --------------------------------------------------------------------------------------
 
 
-class ReferralFacts(EventPayload):
-    """What every referral event says about the referral (ids, codes and the demographics
-    reporting groups by; no name, no contact, no free text)."""
+class ReferralEvent(EventPayload):
+    """What every `cmh.triage.referral.*` event says: which referral, for whom, its version and
+    status, and who referred (notifications tell a referrer about its own referrals)."""
 
     referral_id: str
     person_id: str
     version: int | None = None
     status: str | None = None
+    referring_organisation: str | None = None
+
+
+class ReferralFacts(ReferralEvent):
+    """A referral's facts (ids, codes and the demographics reporting groups by; no name, no
+    contact, no free text)."""
+
     received_at: Instant | None = None
     source: Source | None = None
-    referring_organisation: str | None = None
     crisis: bool = False
     priority: Priority | None = None
     place: str | None = None
@@ -134,15 +140,10 @@ class SignpostedService(EventPayload):
     service_id: str
 
 
-class ReferralSignposted(EventPayload):
+class ReferralSignposted(ReferralEvent):
     """The signposting as everyone may hear it (journey, notifications, reporting): no person."""
 
     SUBJECT = _subject("triage", "referral", "signposted")
-    referral_id: str
-    person_id: str
-    referring_organisation: str | None = None
-    status: str | None = None
-    version: int | None = None
     consent_to_share: bool = False
     services: list[SignpostedService] = Field(default_factory=list)
     needs: list[str] = Field(default_factory=list)

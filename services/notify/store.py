@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from contracts.events import EpisodeFacts, ReferralEvent
 from services.notify.domain import Focus, matches, notification_bundle
 from services.notify.models import (
     ACTIVE,
@@ -104,51 +105,41 @@ def _forget_after_rollback(session: Session, _previous: Any) -> None:
 
 @dataclass(frozen=True)
 class Change:
-    """What an event says changed: resources (ids, version, status) of one referring organisation."""
+    """What an event says changed: resources (ids, version, status) of one referring organisation,
+    about one person (their id is checked only once a subscription wants it)."""
 
     organisation: str | None
     foci: tuple[Focus, ...]
-
-
-def _version(data: dict[str, Any]) -> int:
-    value = data.get("version", 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _text(data: dict[str, Any], name: str) -> str:
-    value = data.get(name)
-    return value if isinstance(value, str) else ""
+    person_id: str
 
 
 def change_of(event: CloudEvent) -> Change | None:
     """The resources an event changed (person id not yet filled in), or None if it changes nothing a
-    partner is notified of. Ids are checked only once a subscription wants them."""
-    data = event.data or {}
-    organisation = _text(data, "referring_organisation") or None
+    partner is notified of."""
     _, service, entity, verb = event.type.split(".")
-    version = _version(data)
     if service == "triage" and entity == "referral":
-        status = SERVICE_REQUEST_STATUS.get(_text(data, "status"))
+        referral = event.payload_as(ReferralEvent)
+        status = SERVICE_REQUEST_STATUS.get(referral.status or "")
         if status is None:
             return None
-        return Change(
-            organisation, (Focus("ServiceRequest", _text(data, "referral_id"), version, status, ""),)
-        )
+        focus = Focus("ServiceRequest", referral.referral_id, max(referral.version or 0, 0), status, "")
+        return Change(referral.referring_organisation or None, (focus,), referral.person_id)
     if service != "careplan":
         return None
-    state = data.get("status")
-    discharged = state == "discharged" if isinstance(state, str) else verb == "discharged"
-    episode_id = _text(data, "episode_id")
+    episode = event.payload_as(EpisodeFacts)
+    organisation, version = episode.referring_organisation or None, max(episode.version or 0, 0)
+    discharged = episode.status == "discharged" if episode.status else verb == "discharged"
     if entity == "episode" and verb in ("opened", "transferred", "discharged"):
         episode_status = EPISODE_OF_CARE_STATUS["discharged" if discharged else "open"]
-        foci = [Focus("EpisodeOfCare", episode_id, version, episode_status, "")]
-        if verb == "discharged" and data.get("plan_agreed") is True:
+        foci = [Focus("EpisodeOfCare", episode.episode_id, version, episode_status, "")]
+        if verb == "discharged" and episode.plan_agreed:
             plan_status = care_plan_status(agreed=True, discharged=True)
-            foci.append(Focus("CarePlan", episode_id, version, plan_status, ""))
-        return Change(organisation, tuple(foci))
+            foci.append(Focus("CarePlan", episode.episode_id, version, plan_status, ""))
+        return Change(organisation, tuple(foci), episode.person_id)
     if entity == "plan" and verb == "agreed":
         plan_status = care_plan_status(agreed=True, discharged=discharged)
-        return Change(organisation, (Focus("CarePlan", episode_id, version, plan_status, ""),))
+        focus = Focus("CarePlan", episode.episode_id, version, plan_status, "")
+        return Change(organisation, (focus,), episode.person_id)
     return None
 
 
@@ -183,7 +174,7 @@ async def on_event(session: AsyncSession, event: CloudEvent) -> None:
     ).all()
     if not subscriptions:
         return
-    person_id = _usable(_text(event.data, "person_id"), "person_id")
+    person_id = _usable(change.person_id, "person_id")
     foci = [
         Focus(f.resource_type, _usable(f.resource_id, "resource id"), f.version, f.status, person_id)
         for f in change.foci
