@@ -65,7 +65,9 @@ async def store_audit_event(session: AsyncSession, event: CloudEvent) -> None:
 
 
 def audit_subscription() -> Subscription:
-    return Subscription(durable=AUDIT_DURABLE, subjects=[AUDIT_SUBJECTS], handler=store_audit_event)
+    return Subscription(
+        durable=AUDIT_DURABLE, subjects=[AUDIT_SUBJECTS], handler=store_audit_event, model=AccessRecorded
+    )
 
 
 async def record_gateway_access(db: Database, caller: Caller, **what: Any) -> None:

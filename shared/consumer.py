@@ -33,6 +33,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.events import EventPayload
 from shared.background import BackgroundWorker, Every
 from shared.broker import Broker, backoff_delay, connect_bus, ensure_stream
 from shared.bus_access import ADMIN
@@ -68,11 +69,19 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Subscription:
-    """What one durable consumer listens to and how it applies an event."""
+    """What one durable consumer listens to, the payload model(s) its handler is written for
+    (`contracts/events.py`: every subject it takes must be one of them, which
+    `tests/shared/test_event_contracts.py` checks from the subscription table), and how it applies
+    an event."""
 
     durable: str
     subjects: Sequence[str]
     handler: EventHandler
+    model: type[EventPayload] | tuple[type[EventPayload], ...] = EventPayload
+
+    @property
+    def models(self) -> tuple[type[EventPayload], ...]:
+        return self.model if isinstance(self.model, tuple) else (self.model,)
 
     def __post_init__(self) -> None:
         if not _DURABLE.match(self.durable):
@@ -216,6 +225,15 @@ class EventConsumer(BackgroundWorker):
                 )
                 await asyncio.sleep(delay)
 
+    def _check(self, event: CloudEvent) -> None:
+        """The event's payload against its contract and the model(s) the handler reads."""
+        payload = event.payload
+        if not isinstance(payload, self.subscription.models):
+            names = ", ".join(model.__name__ for model in self.subscription.models)
+            raise ContractBroken(
+                f"{event.type} is a {type(payload).__name__}, not what {self.durable} reads ({names})"
+            )
+
     async def _hand_back(self, messages: Sequence[Msg]) -> None:
         """Shutting down: messages fetched but not applied go back at once (nak, no delay), so another
         replica takes them now instead of after the ack wait."""
@@ -233,7 +251,7 @@ class EventConsumer(BackgroundWorker):
         except (ValidationError, ValueError):
             return await self._dead_letter(message, None, "undecodable CloudEvent", deliveries)
         try:
-            event.payload  # noqa: B018 - validated against its contract before any handler runs
+            self._check(event)
         except ContractBroken as exc:
             return await self._dead_letter(message, event, str(exc), deliveries)
 
@@ -273,7 +291,7 @@ class EventConsumer(BackgroundWorker):
         for message in messages:
             try:
                 event = event_from(message)
-                event.payload  # noqa: B018 - a broken contract is dead-lettered one by one
+                self._check(event)  # a broken contract is dead-lettered one by one
             except (ValidationError, ValueError):
                 return False
             events.append(event)

@@ -7,6 +7,7 @@ import logging
 
 from fastapi import FastAPI
 
+from contracts.events import HandoverUpdated, ReferralEvent, ReferralFacts, RegistryRecordChanged
 from services.careplan import store
 from services.careplan.api import router
 from services.careplan.fhir_api import router as fhir_router
@@ -58,11 +59,13 @@ SPEC = ServiceSpec(
             durable="careplan-episodes",
             subjects=list(store.LIFECYCLE_SUBJECTS),
             handler=store.apply_referral_event,
+            model=ReferralFacts,
         ),
         Subscription(
             durable="careplan-journey",
             subjects=list(store.JOURNEY_SUBJECTS),
             handler=store.journey_from_event,
+            model=(ReferralEvent, HandoverUpdated),
         ),
         Subscription(
             durable="careplan-registry",
@@ -72,6 +75,7 @@ SPEC = ServiceSpec(
                 for verb in ("upserted", "retired")
             ],
             handler=store.apply_registry_event,
+            model=RegistryRecordChanged,
         ),
     ),
     workers=(ClockScheduler,),

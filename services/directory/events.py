@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.events import RegistryRecordChanged
 from services.directory import store
 from services.directory.handovers import SIGNPOST_SUBSCRIPTION
 from shared.consumer import Subscription
@@ -18,6 +19,9 @@ async def apply_place(session: AsyncSession, event: CloudEvent) -> None:
 
 
 PLACES_SUBSCRIPTION = Subscription(
-    durable="directory-places", subjects=list(PLACE_SUBJECTS), handler=apply_place
+    durable="directory-places",
+    subjects=list(PLACE_SUBJECTS),
+    handler=apply_place,
+    model=RegistryRecordChanged,
 )
 SUBSCRIPTIONS = (PLACES_SUBSCRIPTION, SIGNPOST_SUBSCRIPTION)

@@ -96,7 +96,10 @@ async def apply_signpost(session: AsyncSession, event: CloudEvent) -> None:
 
 
 SIGNPOST_SUBSCRIPTION = Subscription(
-    durable="directory-handovers", subjects=[HANDOVER_REQUESTED], handler=apply_signpost
+    durable="directory-handovers",
+    subjects=[HANDOVER_REQUESTED],
+    handler=apply_signpost,
+    model=HandoverRequested,
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from contracts.events import EpisodeFacts, ReferralEvent
 from services.notify import store
 from services.notify.delivery import DeliveryWorker
 from services.notify.fhir_api import router
@@ -19,7 +20,12 @@ SPEC = ServiceSpec(
     metadata=Base.metadata,
     routers=[router],
     subscriptions=(
-        Subscription(durable="notify-events", subjects=list(store.EVENT_SUBJECTS), handler=store.on_event),
+        Subscription(
+            durable="notify-events",
+            subjects=list(store.EVENT_SUBJECTS),
+            handler=store.on_event,
+            model=(ReferralEvent, EpisodeFacts),
+        ),
     ),
     # Sets app.state.notify_wake (set after a commit that queued deliveries) and sends them.
     workers=(DeliveryWorker.for_app,),

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.events import EpisodeFacts, HandoverUpdated, ReferralEvent
 from services.reporting.domain import age_band, ethnicity_group, person_key, sex_category
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
 from shared.clocks import national_clock, plan_clock
@@ -242,4 +243,9 @@ class Projector:
 
 def subscription(settings: Settings) -> Subscription:
     projector = Projector(pseudonym_key(settings))
-    return Subscription(durable=DURABLE, subjects=list(SUBJECTS), handler=projector.apply)
+    return Subscription(
+        durable=DURABLE,
+        subjects=list(SUBJECTS),
+        handler=projector.apply,
+        model=(ReferralEvent, EpisodeFacts, HandoverUpdated),
+    )

@@ -20,7 +20,13 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.events import EpisodeDischarged, EpisodeFacts
+from contracts.events import (
+    EpisodeDischarged,
+    EpisodeFacts,
+    RegistryRecordChanged,
+    ServicePublished,
+    ServiceWithdrawn,
+)
 from services.triage.domain import DirectoryIndex, DirectoryServiceView
 from services.triage.domain import Discharge as DischargeView
 from services.triage.models import DirectoryService, Discharge, Episode, ReadModelGeneration, RegistryRecord
@@ -289,21 +295,25 @@ SUBSCRIPTIONS = (
             f"cmh.registry.{kind}.{verb}" for kind in REGISTRY_KINDS for verb in ("upserted", "retired")
         ],
         handler=apply_registry_event,
+        model=RegistryRecordChanged,
     ),
     Subscription(
         durable=DIRECTORY_DURABLE,
         subjects=["cmh.directory.service.published", "cmh.directory.service.withdrawn"],
         handler=apply_directory_event,
+        model=(ServicePublished, ServiceWithdrawn),
     ),
     Subscription(
         durable="triage-discharges",
         subjects=["cmh.careplan.episode.discharged"],
         handler=apply_discharge_event,
+        model=EpisodeDischarged,
     ),
     Subscription(
         durable="triage-episodes",
         subjects=[f"cmh.careplan.episode.{verb}" for verb in ("opened", "transferred", "linked")],
         handler=apply_episode_event,
+        model=EpisodeFacts,
     ),
 )
 

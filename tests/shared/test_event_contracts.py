@@ -22,8 +22,10 @@ from pydantic import BaseModel, ValidationError
 from cmh.serving import PROCESSES, app_factory_path
 from contracts.events import EVENT_MODELS, EventPayload, ReferralRouted, ServiceWithdrawn
 from contracts.vocabulary import Priority, Route
+from shared.consumer import EventConsumer, Subscription
 from shared.event_catalogue import CATALOGUE, payload_fields, subject_matches
 from shared.events import ContractBroken, make_event
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,24 +106,29 @@ def test_a_payload_is_frozen() -> None:
 # --- consumers: every field a handler reads is one its subjects' models declare -------------------
 
 
-def _subscriptions() -> Iterator[tuple[str, ModuleType, str, list[str]]]:
-    """(process, its handler's module and name, the subjects it takes) for every durable."""
+def _subscriptions() -> Iterator[tuple[str, Subscription]]:
+    """Every process's durable consumers, as the processes build them."""
     for process in PROCESSES:
         module = importlib.import_module(app_factory_path(process).partition(":")[0])
-        spec = getattr(module, "SPEC", None)
-        subscriptions = list(spec.subscriptions) if spec is not None else []
         if process == "gateway":
             from gateway.audit import audit_subscription
 
-            subscriptions = [audit_subscription()]
-        if process == "reporting":
+            yield process, audit_subscription()
+        elif process == "reporting":
             from services.reporting import projections
 
-            yield process, projections, "apply", list(projections.SUBJECTS)
-        for subscription in subscriptions:
-            module = inspect.getmodule(subscription.handler)
-            assert module is not None
-            yield process, module, subscription.handler.__name__, list(subscription.subjects)
+            yield process, projections.subscription(Settings(reporting_pseudonym_key="contract-test"))
+        else:
+            yield from ((process, subscription) for subscription in module.SPEC.subscriptions)
+
+
+def _handlers() -> Iterator[tuple[str, ModuleType, str, list[str]]]:
+    """(process, its handler's module and name, the subjects it takes) for every durable."""
+    for process, subscription in _subscriptions():
+        module = inspect.getmodule(subscription.handler)
+        assert module is not None
+        name = getattr(subscription.handler, "__func__", subscription.handler).__name__
+        yield process, module, name, list(subscription.subjects)
 
 
 def _taken(filters: list[str]) -> list[str]:
@@ -225,7 +232,7 @@ def fields_read(module: ModuleType, handler: str) -> Iterator[tuple[int, str]]:
                 yield node.lineno, node.attr
 
 
-SUBSCRIPTIONS = list(_subscriptions())
+SUBSCRIPTIONS = list(_handlers())
 
 
 def test_the_subscription_table_is_found() -> None:
@@ -256,6 +263,23 @@ def test_every_field_a_consumer_reads_is_declared_by_its_producer(
     undeclared = [f"{m.__name__}:{line} reads {key!r}" for m, line, key in reads if key not in declared]
     assert reads, f"{module.__name__}.{handler}: the reader found no field read"
     assert not undeclared, f"fields no model of {subjects} declares: {undeclared}"
+
+
+@pytest.mark.parametrize(
+    ("process", "subscription"), list(_subscriptions()), ids=lambda value: getattr(value, "durable", value)
+)
+def test_every_subscription_declares_the_models_of_what_it_takes(
+    process: str, subscription: Subscription
+) -> None:
+    """The model(s) a subscription's handler is written for cover every subject its filters take, so
+    the consumer's check (`shared.consumer`) never refuses an event the bus delivers to it."""
+    assert subscription.models != (EventPayload,), f"{subscription.durable} declares no payload model"
+    for subject in _taken(list(subscription.subjects)):
+        model = EVENT_MODELS[subject]
+        assert issubclass(model, subscription.models), (
+            f"{subscription.durable} takes {subject} ({model.__name__}) but reads "
+            f"{', '.join(m.__name__ for m in subscription.models)}"
+        )
 
 
 def test_the_field_reader_finds_reads() -> None:
@@ -294,3 +318,21 @@ def _minimal(model: type[BaseModel], samples: dict[str, object]) -> dict[str, ob
             kind = {str: "text", int: "integer", datetime: "time", bool: "boolean"}.get(annotation)  # type: ignore[call-overload]
             data[name] = samples[kind] if kind else samples["text"]
     return data
+
+
+def test_the_consumer_refuses_a_payload_its_handler_was_not_written_for() -> None:
+    """A subject the filters take but the declared model does not cover is refused (dead-lettered by
+    the consumer), never handed to a handler that would misread it."""
+
+    async def handler(_session: object, _event: object) -> None:  # pragma: no cover - never called
+        raise AssertionError
+
+    subscription = Subscription(
+        durable="contract-test", subjects=["cmh.triage.referral.>"], handler=handler, model=ReferralRouted
+    )
+    consumer = EventConsumer(None, None, Settings(), "triage", subscription)  # type: ignore[arg-type]
+    consumer._check(make_event("triage", "referral", "routed", ROUTED))
+    with pytest.raises(ContractBroken, match="not what contract-test reads"):
+        consumer._check(
+            make_event("triage", "referral", "closed", {"referral_id": "r-1", "person_id": "p-1"})
+        )
