@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, literal, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.vocabulary import Priority
 from services.reporting.domain import Figures, Period, median, median_of_counts, percentile_of_counts
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
 from shared.clocks import AT_RISK_DAY, TARGET_DAYS, EpisodeFacts, crisis_target_minutes
@@ -284,7 +285,7 @@ async def crisis_response(
     def category(fact: ReferralFact) -> str:
         if fact.source == "ae":
             return "ae_liaison"
-        return {1: "emergency", 4: "very_urgent", 2: "urgent"}[fact.priority or 2]
+        return Priority(fact.priority or Priority.URGENT).name.lower()
 
     def measure(members: list[ReferralFact]) -> dict[str, Any]:
         row: dict[str, Any] = {"crisis_referrals": len(members)}

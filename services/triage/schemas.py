@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
+from contracts.vocabulary import PRIORITY_LABELS
 from services.triage.domain import (
     DecisionAction,
     Need,
@@ -205,11 +206,13 @@ class ReferralOut(BaseModel):
     )
 
 
+_PRIORITY_CODES = ", ".join(f"{code} ({label})" for code, label in sorted(PRIORITY_LABELS.items())[:-1])
+_PRIORITY_CODES += f" or {max(PRIORITY_LABELS)} ({PRIORITY_LABELS[max(PRIORITY_LABELS)]})"
+
+
 class DecisionIn(_In):
     action: DecisionAction
-    priority: int | None = Field(
-        default=None, description="Override: 1 emergency, 2 urgent, 3 routine, 4 very urgent"
-    )
+    priority: int | None = Field(default=None, description=f"Override: {_PRIORITY_CODES}")
     route: Route | None = None
     team_id: str | None = Field(default=None, max_length=64)
     signposts: list[str] = Field(default_factory=list, max_length=10, description="Directory service ids")
@@ -218,8 +221,8 @@ class DecisionIn(_In):
     @field_validator("priority")
     @classmethod
     def _priority(cls, value: int | None) -> int | None:
-        if value is not None and value not in (1, 2, 3, 4):
-            raise ValueError("priority is 1 (emergency), 2 (urgent), 3 (routine) or 4 (very urgent)")
+        if value is not None and value not in PRIORITY_LABELS:
+            raise ValueError(f"priority is {_PRIORITY_CODES}")
         return value
 
 
