@@ -239,8 +239,9 @@ def due_clock_events(
 EMERGENCY, URGENT, ROUTINE, VERY_URGENT = 1, 2, 3, 4  # MHSDS ClinRespPriorityType codes
 AE_SOURCE = "ae"
 AE_LIAISON_MINUTES = 60
-# Minutes from referral to the first attended face-to-face contact, as DESIGN.md sets them: the
-# brief sets no stricter target for an emergency, so the suite uses the one-hour liaison standard.
+# Minutes from referral to the first attended face-to-face contact, as the design brief (the project
+# handout's DESIGN.md) sets them: the brief sets no stricter target for an emergency, so the suite
+# uses the one-hour liaison standard.
 TARGET_MINUTES: dict[int, int | None] = {
     EMERGENCY: 60,
     VERY_URGENT: 240,

@@ -1,6 +1,7 @@
 """Care-planning rules, as pure functions (no I/O, no database, no clock: `now`/`at` is passed in).
 
-Two four-week clocks run over an episode (DESIGN.md "Four-week clocks"):
+Two four-week clocks run over an episode (the design brief, the project handout's DESIGN.md,
+"Four-week clocks"; both are computed in `shared/clocks.py`):
 
 * the *plan clock*, the promise this system enforces: from the first completed assessment to a
   personalised care plan agreed with the person; at risk from day 21, breached past day 28;

@@ -1,13 +1,13 @@
 """Reporting rules, as pure functions (no I/O, no database, no clock: periods are passed in).
 
 Everything the reporting service answers is computed from its own pseudonymised projections
-(DESIGN.md "Reporting"): people are keyed hashes, never names, NHS numbers or free text. Every
+(the design brief, the project handout's DESIGN.md, "Reporting"): people are keyed hashes, never names, NHS numbers or free text. Every
 figure a caller without `reporting:unsuppressed` receives, ICB totals included (an ICB is below
 national level), goes through the MHSDS disclosure control in `publish`; only that scope gets
 raw figures.
 
-The crisis targets repeat triage's (DESIGN.md "Clinical response priority") because services do
-not import each other's code: the reporting service reads events, not the triage package.
+The crisis targets are not here: triage and reporting both take them from `shared/clocks.py`
+(`crisis_target_minutes`, used by `aggregates`), because services do not import each other's code.
 """
 
 from __future__ import annotations
