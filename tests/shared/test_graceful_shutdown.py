@@ -95,16 +95,17 @@ async def test_a_graceful_stop_lets_busy_work_finish_and_idle_waits_end_at_once(
     loop = asyncio.get_running_loop()
     loop.call_later(0.2, worker.release.set)
     started = loop.time()
-    await worker.stop(grace=5)
-    assert worker.finished and loop.time() - started < 2
+    await worker.stop(grace=60)
+    # It finished (was not cut), and the stop ended with the work, long before its grace.
+    assert worker.finished and loop.time() - started < 30
 
     idle: Any = _Holding()
     idle.start()
     idle.release.set()
     await asyncio.sleep(0.01)
     started = loop.time()
-    await idle.stop(grace=5)
-    assert loop.time() - started < 1
+    await idle.stop(grace=60)
+    assert loop.time() - started < 30  # not the grace (60 s), nor the hour it sleeps
 
 
 class _HeldPass(OutboxRelay):
