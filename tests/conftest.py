@@ -63,7 +63,7 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(graceful=False)  # its store goes with the test
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
