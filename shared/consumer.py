@@ -200,7 +200,8 @@ class EventConsumer(BackgroundWorker):
                     try:
                         messages = await pull.fetch(batch=50, timeout=1)
                     except TimeoutError:
-                        await self._maybe_prune()
+                        with self.busy():  # database work: a stop lets it end rather than cut it
+                            await self._maybe_prune()
                         continue
                     with self.busy():
                         if len(messages) > 1 and await self.handle_together(messages):

@@ -93,12 +93,12 @@ class OutboxRelay(BackgroundWorker):
         while not self.stopping:
             try:
                 self.wake.clear()
-                with self.busy():
+                with self.busy():  # database work: a stop lets it end rather than cut it
                     published = await self.relay_once()
-                failures = 0
-                if published >= self.settings.outbox_batch_size:
-                    continue  # more are waiting
-                await self._maybe_prune()
+                    failures = 0
+                    if published >= self.settings.outbox_batch_size:
+                        continue  # more are waiting
+                    await self._maybe_prune()
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation
                 # that races with its own timeout, and the relay would never stop.
                 with contextlib.suppress(TimeoutError):
@@ -108,7 +108,7 @@ class OutboxRelay(BackgroundWorker):
                 raise
             except Exception as exc:
                 failures += 1
-                with contextlib.suppress(Exception):
+                with self.busy(), contextlib.suppress(Exception):
                     OUTBOX_BACKLOG.labels(self.service).set(await self.backlog())
                 delay = backoff_delay(failures, cap=self.settings.broker_backoff_max_seconds)
                 log.warning(

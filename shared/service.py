@@ -120,11 +120,15 @@ async def stop_background(
     settings: Settings, workers: Sequence[BackgroundWorker], relay: OutboxRelay | None
 ) -> None:
     """Graceful order: workers and consumers finish (or hand back) what they hold, then the outbox
-    publishes what the last requests committed."""
+    publishes what the last requests committed.
+
+    The relay too finishes the pass it is in (a stop cancels it only while it waits): a task
+    cancelled inside a SQLAlchemy transaction on SQLite (aiosqlite) can leave the database's
+    write lock held, and the flush below then waited out the whole busy timeout (15 s)."""
     grace = settings.shutdown_grace_seconds
     await asyncio.gather(*(worker.stop(grace=grace) for worker in workers))
     if relay is not None:
-        await relay.stop()
+        await relay.stop(grace=grace)
         await relay.flush(within=grace)
 
 

@@ -2,6 +2,11 @@
 
 PostgreSQL tests use CMH_TEST_DATABASE_URL (CI sets it) and skip with a reason when it is unset;
 each test gets its own schema prefix so tests never see each other's rows.
+
+Every test is marked by what it needs (`pytest_collection_modifyitems` below; the markers are
+declared in pyproject.toml): `e2e`, `faults`, `deploy` and `browser` by their folder, `api` when it
+needs a database or a nats-server (through the fixtures, or a module that starts them itself), and
+`unit` otherwise (`make test-unit`: `-m unit`, no PostgreSQL, no NATS).
 """
 
 from __future__ import annotations
@@ -18,6 +23,32 @@ from shared.settings import Settings
 
 POSTGRES_URL = os.environ.get("CMH_TEST_DATABASE_URL")
 
+# Folders whose tests are marked by the folder's name.
+FOLDER_MARKERS = ("e2e", "faults", "deploy", "browser")
+# Fixtures that bring a database or a nats-server: a test using any of them is an `api` test.
+SERVICE_FIXTURES = frozenset({"backend", "database_settings", "make_settings", "nats_server", "suite"})
+# Names a test module imports when it starts a nats-server, a service or PostgreSQL itself.
+SERVICE_NAMES = ("EmbeddedNatsServer", "NatsCluster", "POSTGRES_URL", "running_service", "prepare_databases")
+TESTS = Path(__file__).parent
+
+
+def kind_of(item: pytest.Item) -> str:
+    """The marker a test gets: its folder's, `api` if it needs services, else `unit`."""
+    parts = Path(str(item.path)).relative_to(TESTS).parts
+    if parts and parts[0] in FOLDER_MARKERS:
+        return parts[0]
+    if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return "api"
+    module = getattr(item, "module", None)
+    if module is not None and any(hasattr(module, name) for name in SERVICE_NAMES):
+        return "api"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(kind_of(item))
+
 
 @pytest.fixture
 def bus_credentials() -> Path | None:
@@ -32,7 +63,7 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(graceful=False)  # its store goes with the test
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -145,6 +145,41 @@ async def serve(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
     return server, task
 
 
+_TEMPLATES: dict[str, Any] = {}  # owner → its migrated SQLite file, made once per process (xdist worker)
+
+
+async def migrate_for_test(owner: str, settings: Any) -> None:
+    """Bring a test's database for `owner` to head, as `cmh.migrations.migrate` does. On SQLite the
+    migrations run once per process into a template file, which each test then gets a copy of (a
+    file copy, not a dozen migrations per test); PostgreSQL schemas are migrated as they are."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from cmh.migrations import migrate
+    from shared.db import is_sqlite
+
+    url, schema = settings.database_url_for(owner), settings.database_schema_for(owner)
+    target = Path(make_url(url).database or "") if is_sqlite(url) else None
+    if target is None or not target.name or target.name == ":memory:" or target.exists():
+        await migrate(owner, url, schema=schema)
+        return
+    if owner not in _TEMPLATES:
+        if "dir" not in _TEMPLATES:
+            _TEMPLATES["dir"] = Path(tempfile.mkdtemp(prefix="cmh-templates-"))
+            atexit.register(shutil.rmtree, _TEMPLATES["dir"], ignore_errors=True)
+        template = _TEMPLATES["dir"] / f"{owner}.db"
+        await migrate(owner, f"sqlite+aiosqlite:///{template}", schema=schema)
+        # The last connection closed checkpointed the write-ahead log: the file is the database.
+        assert not template.with_name(template.name + "-wal").exists()
+        _TEMPLATES[owner] = template
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_TEMPLATES[owner], target)
+
+
 @contextlib.asynccontextmanager
 async def running_service(
     name: str, create_app: Callable[[Any], Any], settings: Any
@@ -153,9 +188,7 @@ async def running_service(
     test key trusted, with an httpx client over ASGI: yields (client, app)."""
     import httpx
 
-    from cmh.migrations import migrate
-
-    await migrate(name, settings.database_url_for(name), schema=settings.database_schema_for(name))
+    await migrate_for_test(name, settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         trust_test_key(app)
@@ -183,11 +216,10 @@ async def prepare_databases(
     settings: Any, owners: tuple[str, ...], clients: dict[str, tuple[Any, ...]]
 ) -> dict[str, str]:
     """Migrate each owner's database and register the gateway's clients; returns their secrets."""
-    from cmh.migrations import migrate
     from shared.db import Database
 
     for owner in owners:
-        await migrate(owner, settings.database_url_for(owner), schema=settings.database_schema_for(owner))
+        await migrate_for_test(owner, settings)
     gateway_db = Database(
         settings.database_url_for("gateway"), schema=settings.database_schema_for("gateway")
     )

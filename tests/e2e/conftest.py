@@ -73,7 +73,7 @@ def nats_server(tmp_path: Path, bus_credentials: Path) -> Iterator[EmbeddedNatsS
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(graceful=False)  # its store goes with the test
 
 
 @dataclass
