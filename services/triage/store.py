@@ -414,7 +414,9 @@ async def submit(
     try:
         check_moment(received_at, now=now, field="received_at")
         if body.authored_at is not None:
-            check_moment(body.authored_at, now=received_at, field="authored_at", not_before=None)
+            # Written no later than it was received (a receipt defaulted to now: not in the future).
+            written_by = None if body.received_at is None else "the referral was received"
+            check_moment(body.authored_at, now=received_at, field="authored_at", now_what=written_by)
     except TimeRefused as refusal:
         raise Refused(refusal.field, f"{refusal.field}: {refusal.message}") from None
     try:
