@@ -1121,6 +1121,76 @@ def check_decision(
         )
 
 
+# What a decision leaves the referral with. The route stands unless the decision names another
+# (an accept takes the suggested one); the team is the one named, else, where the decision keeps
+# the referral where it is (or takes the suggested route), the current one.
+_KEEPS_ROUTE = frozenset({DecisionAction.TRANSFER, DecisionAction.REPRIORITISE, DecisionAction.CLOSE})
+_KEEPS_TEAM = frozenset({DecisionAction.ACCEPT, DecisionAction.REPRIORITISE, DecisionAction.CLOSE})
+
+
+def decided_route(
+    action: DecisionAction, named_route: str | None, current_route: str | None, suggested_route: str | None
+) -> str | None:
+    """The route a decision leaves the referral on: an accept takes the suggestion; a transfer,
+    reprioritise or close keeps the current route unless it names another; anything else takes the
+    route it names (or none)."""
+    if action is DecisionAction.ACCEPT:
+        return suggested_route
+    if action in _KEEPS_ROUTE and named_route is None:
+        return current_route
+    return named_route
+
+
+def decided_team(
+    action: DecisionAction,
+    named_team: str | None,
+    current_team: str | None,
+    route: str | None,
+    suggested_route: str | None,
+) -> str | None:
+    """The team a decision leaves the referral with (`route` as `decided_route` chose it): a
+    transfer only ever the team it names (a route alone does not say who receives it); otherwise
+    the named team, else the current one when the decision keeps the referral where it is (accept,
+    reprioritise, close) or lands on the suggested route, else none."""
+    if action is DecisionAction.TRANSFER:
+        return named_team
+    if named_team:
+        return named_team
+    if action in _KEEPS_TEAM or route == suggested_route:
+        return current_team
+    return None
+
+
+class TransferImpossible(ValueError):
+    """A transfer with nothing left to move (409: nothing changes)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def check_transfer_possible(action: DecisionAction, episode_open: bool | None) -> None:
+    """A transfer moves the referral's open episode: once that episode is discharged there is
+    nothing to move (`episode_open` None: no episode yet, the transfer moves the referral)."""
+    if action is DecisionAction.TRANSFER and episode_open is False:
+        raise TransferImpossible(
+            "the referral's episode has been discharged: a transfer would move nothing (make a new referral)"
+        )
+
+
+def check_transfer(
+    action: DecisionAction,
+    *,
+    team_id: str | None,
+    current_team: str | None,
+    route: str | None,
+    current_route: str | None,
+) -> None:
+    """A transfer moves the referral somewhere else: to another team, or onto another route."""
+    if action is DecisionAction.TRANSFER and team_id == current_team and route == current_route:
+        raise DecisionRefused("team_id", "a transfer moves the referral to another team or route")
+
+
 def check_backdating(received_at: datetime, now: datetime, limit: timedelta, reason: str | None) -> None:
     """A received time further back than `limit` needs a reason: the clocks start then."""
     if received_at < now - limit and not (reason and reason.strip()):
