@@ -1,5 +1,5 @@
 """The codes services exchange about a referral: its clinical response priority, its route and its
-source. Triage owns the rules that choose them (`services/triage/domain.py`); every other service
+source. Triage owns the rules that choose them (`services/triage/domain/`); every other service
 reads them from events and uses these names for them, so they are defined once, here."""
 
 from __future__ import annotations

@@ -93,15 +93,21 @@ def check_moment(
     field: str,
     not_before: datetime | None = None,
     not_before_what: str = "the referral was received",
+    now_what: str | None = None,
 ) -> None:
     """The one rule, in every service, for a time a caller gives: it must be placed in time, must
     have happened (`CLOCK_SKEW` allowed for a device clock a little ahead), and, when
-    `not_before` is given, cannot precede it (e.g. the referral it belongs to)."""
+    `not_before` is given, cannot precede it (e.g. the referral it belongs to).
+
+    `now` is the latest moment allowed; when it is not the present but another recorded moment
+    (a referral written no later than it was received), `now_what` names it for the refusal."""
     if at.tzinfo is None or at.tzinfo.utcoffset(at) is None:
         raise TimeRefused(field, "the time needs a time zone")
     require_aware(now, "now")
     if at > now + CLOCK_SKEW:
-        raise TimeRefused(field, "the time is in the future")
+        raise TimeRefused(
+            field, "the time is in the future" if now_what is None else f"the time is after {now_what}"
+        )
     if not_before is not None:
         require_aware(not_before, "the earliest allowed time")
         if at < not_before:

@@ -14,7 +14,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.careplan import access, store
-from services.careplan.domain import RuleRefused, WorklistItem
+from services.careplan.domain import RuleRefused, WorklistItem, check_named_worker
 from services.careplan.models import Episode, EpisodeRecord, JourneyEntry
 from services.careplan.schemas import (
     AdviceIn,
@@ -335,12 +335,11 @@ async def named_worker(
     episode_id: str, body: NamedWorkerIn, request: Request, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     async def work(session: AsyncSession, episode: Episode, now: datetime) -> None:
-        if not await store.is_team_practitioner(
-            session, body.practitioner_id, episode.team_id, london_date(now)
-        ):
-            raise RuleRefused(
-                "practitioner_id", "not a practitioner of this episode's team (per the registry)"
+        check_named_worker(
+            of_team=await store.is_team_practitioner(
+                session, body.practitioner_id, episode.team_id, london_date(now)
             )
+        )
         store.assign_named_worker(session, episode, body.practitioner_id, store.Actor.of(caller), now)
 
     return await _write(request, caller, episode_id, work)

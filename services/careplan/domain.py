@@ -71,6 +71,44 @@ class RuleRefused(Refusal, ValueError):
         super().__init__("careplan", field, message)
 
 
+# --- episodes and the named worker --------------------------------------------------------------
+
+# Routes that open an episode with a clinical team (a signpost, the crisis line or out of area do
+# not): triage's `EPISODE_ROUTES`, the same set (a test holds the two together).
+CLINICAL_ROUTES: frozenset[str] = frozenset(
+    {
+        "crisis_response",
+        "home_treatment",
+        "front_door_primary",
+        "front_door_secondary",
+        "focused_support",
+        "staying_well",
+        "reaccess",
+    }
+)
+
+
+def opens_episode(route: object) -> bool:
+    """Whether a referral routed this way is looked after in an episode with a clinical team."""
+    return route in CLINICAL_ROUTES
+
+
+def named_worker_on_transfer(
+    named_worker_id: str | None, *, of_receiving_team: bool
+) -> tuple[str | None, str | None]:
+    """The named worker an episode keeps on transfer, and the one it clears: they stay only while
+    they are a practitioner of the receiving team (`of_receiving_team`, as the registry says)."""
+    if named_worker_id is None or of_receiving_team:
+        return named_worker_id, None
+    return None, named_worker_id
+
+
+def check_named_worker(*, of_team: bool) -> None:
+    """A named worker is a practitioner of the episode's team (as the registry says today)."""
+    if not of_team:
+        raise RuleRefused("practitioner_id", "not a practitioner of this episode's team (per the registry)")
+
+
 # --- recording rules ---------------------------------------------------------------------------
 
 

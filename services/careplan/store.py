@@ -27,6 +27,8 @@ from services.careplan.domain import (
     check_clinical_time,
     check_discharge,
     check_plan_agreement,
+    named_worker_on_transfer,
+    opens_episode,
     reaccess_plan_clock_start,
     reaccess_until,
     withdrawn_clock_events,
@@ -58,18 +60,6 @@ from shared.timezones import london_date
 
 SERVICE = "careplan"
 log = logging.getLogger("cmh.careplan.lifecycle")
-# Routes that open an episode with a clinical team (a signpost, the crisis line or out of area do not).
-CLINICAL_ROUTES = frozenset(
-    {
-        "crisis_response",
-        "home_treatment",
-        "front_door_primary",
-        "front_door_secondary",
-        "focused_support",
-        "staying_well",
-        "reaccess",
-    }
-)
 REGISTRY_KINDS = ("team", "organisation", "practitioner", "membership")
 FIRSTS = (
     "first_assessment_completed_at", "plan_agreed_at", "first_attended_contact_at", "first_outcome_measure_at",
@@ -315,7 +305,7 @@ async def open_from_routed(session: AsyncSession, event: CloudEvent) -> None:
     referral for a person who already has an open episode at the same team is linked to that
     episode as new information instead; a referral triage has already closed never opens one."""
     data = event.data or {}
-    if data.get("route") not in CLINICAL_ROUTES:
+    if not opens_episode(data.get("route")):
         return
     state = await _claim(session, data)
     if state.closed_at is not None or state.episode_id is not None:
@@ -473,7 +463,7 @@ async def apply_transferred(session: AsyncSession, event: CloudEvent) -> None:
     if episode is not None and episode.status == "open" and episode.team_id == data.get("team_id"):
         _applied(state, data)
         return  # still new information in the same team's open episode
-    if data.get("route") not in CLINICAL_ROUTES:
+    if not opens_episode(data.get("route")):
         _applied(state, data)
         return
     # No episode of its own (or it leaves the episode it informed, whose record stays as history).
@@ -497,11 +487,12 @@ async def _transfer(
         episode.priority = int(data["priority"])
     episode.owner_org = await team_owner(session, episode.team_id, day)
     # Both four-week clocks continue unchanged: nothing here touches the episode's clock facts.
-    cleared = None
-    if episode.named_worker_id is not None and not await is_team_practitioner(
+    of_receiving_team = episode.named_worker_id is not None and await is_team_practitioner(
         session, episode.named_worker_id, episode.team_id, day
-    ):
-        cleared, episode.named_worker_id = episode.named_worker_id, None
+    )
+    episode.named_worker_id, cleared = named_worker_on_transfer(
+        episode.named_worker_id, of_receiving_team=of_receiving_team
+    )
     record(
         session, episode, "transfer", at, actor,
         {

@@ -78,12 +78,19 @@ def weekly_slots(byday: str | None, opens_at: time | None, closes_at: time | Non
     return [Slot(day, opens, closes) for day in parse_byday(byday)]
 
 
+def minute_of_day(moment: time) -> int:
+    """A wall-clock time to the minute, as slots are kept (seconds dropped)."""
+    return moment.hour * 60 + moment.minute
+
+
 def slot_matches(slot: Slot, *, day: str | None, start: time | None, end: time | None) -> bool:
-    """The UK profile's filters on one slot: `day` equal, `start_time` ≤ opening, `end_time` ≥ closing."""
+    """The UK profile's filters on one slot: `day` equal, `start_time` ≤ opening, `end_time` ≥
+    closing, to the minute. The SQL in `queries` answers them; this is its oracle (a property
+    test holds the two to the same answers)."""
     return (
         (day is None or slot.day == day)
-        and (start is None or slot.opens >= start)
-        and (end is None or slot.closes <= end)
+        and (start is None or slot.opens_minute >= minute_of_day(start))
+        and (end is None or slot.closes_minute <= minute_of_day(end))
     )
 
 
@@ -92,7 +99,7 @@ def age_matches(
 ) -> bool:
     """The UK profile's age filters: `minimum_age` → the service's minimum age is at least the value
     (no minimum counts as 0); `maximum_age` → the service's maximum age is at or below the value
-    (no maximum never matches)."""
+    (no maximum never matches). The SQL in `queries` answers them; this is its oracle."""
     if at_least is not None and (minimum_age or 0) < at_least:
         return False
     return not (at_most is not None and (maximum_age is None or maximum_age > at_most))

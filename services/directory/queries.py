@@ -48,7 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.directory.domain import METRES_PER_DEGREE, PlanarFrame, search_terms
+from services.directory.domain import METRES_PER_DEGREE, PlanarFrame, minute_of_day, search_terms
 from services.directory.models import Service, ServiceAtLocation, ServiceDistrict, ServiceSlot, ServiceTerm
 
 CENTROIDS = Path(__file__).parent / "reference" / "uk-outcode-centroids.csv"
@@ -81,10 +81,6 @@ class Filters:
     proximity_m: float | None = None
 
 
-def _minute(moment: time) -> int:
-    return moment.hour * 60 + moment.minute
-
-
 def _id_sets(filters: Filters) -> list[Select[Any]]:
     """The filters that side tables answer: each a set of service ids (side-table rows exist only
     for published services)."""
@@ -100,9 +96,9 @@ def _id_sets(filters: Filters) -> list[Select[Any]]:
         if filters.day:
             slot.append(ServiceSlot.day == filters.day)
         if filters.start_time:
-            slot.append(ServiceSlot.opens_minute >= _minute(filters.start_time))
+            slot.append(ServiceSlot.opens_minute >= minute_of_day(filters.start_time))
         if filters.end_time:
-            slot.append(ServiceSlot.closes_minute <= _minute(filters.end_time))
+            slot.append(ServiceSlot.closes_minute <= minute_of_day(filters.end_time))
         sets.append(select(ServiceSlot.service_id).where(*slot))
     return sets
 

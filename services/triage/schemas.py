@@ -23,7 +23,6 @@ from services.triage.domain import (
     Source,
     normalise_nhs_number,
 )
-from shared.clocks import CLOCK_SKEW
 from shared.postcodes import InvalidPostcode, normalise_postcode
 from shared.text import SafeLine, SafeText
 
@@ -137,9 +136,8 @@ class ReferralIn(_In):
                 raise ValueError(f"{name} needs a time zone")
             if moment.date() < self.person.birth_date:
                 raise ValueError(f"{name} is before the person's date of birth")
-        received = self.received_at
-        if self.authored_at is not None and received is not None and self.authored_at > received + CLOCK_SKEW:
-            raise ValueError("authored_at is after the referral was received")
+        # Not in the future, and not written after it was received: `shared.clocks.check_moment`,
+        # applied once, by the store (the receipt defaults to now there).
         return self
 
 

@@ -27,11 +27,16 @@ from services.triage.domain import (
     Route,
     Source,
     Suggestion,
+    TransferImpossible,
     TransitionRefused,
     age_on,
     check_backdating,
     check_decision,
+    check_transfer,
+    check_transfer_possible,
     deadline,
+    decided_route,
+    decided_team,
     held_for_identity,
     intake_step,
     name_key,
@@ -414,7 +419,9 @@ async def submit(
     try:
         check_moment(received_at, now=now, field="received_at")
         if body.authored_at is not None:
-            check_moment(body.authored_at, now=received_at, field="authored_at", not_before=None)
+            # Written no later than it was received (a receipt defaulted to now: not in the future).
+            written_by = None if body.received_at is None else "the referral was received"
+            check_moment(body.authored_at, now=received_at, field="authored_at", now_what=written_by)
     except TimeRefused as refusal:
         raise Refused(refusal.field, f"{refusal.field}: {refusal.message}") from None
     try:
@@ -587,16 +594,12 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
     suggestion = json.loads(referral.suggestion)
     action = body.action
     source_status = ReferralStatus(referral.status)
-    route = body.route.value if body.route else None
+    route = decided_route(
+        action, body.route.value if body.route else None, referral.route, referral.suggested_route
+    )
     signposts = list(body.signposts)
     if action is DecisionAction.ACCEPT:
-        route = referral.suggested_route
         signposts = signposts or [s["service_id"] for s in suggestion.get("signposts", [])]
-    elif (
-        action in (DecisionAction.TRANSFER, DecisionAction.REPRIORITISE, DecisionAction.CLOSE)
-        and route is None
-    ):
-        route = referral.route  # the route stands unless the decision names another
     try:
         step = next_step(source_status, action, Route(route) if route else None)
     except TransitionRefused as refusal:
@@ -608,20 +611,12 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
         )
     if action is DecisionAction.TRANSFER:
         episode = await session.scalar(select(Episode).where(Episode.referral_id == referral.id).limit(1))
-        if episode is not None and episode.status != "open":
-            raise NotAllowedNow(
-                "the referral's episode has been discharged: a transfer would move nothing (make a new referral)"
-            )
+        try:
+            check_transfer_possible(action, None if episode is None else episode.status == "open")
+        except TransferImpossible as refusal:
+            raise NotAllowedNow(refusal.message) from None
     priority = body.priority or referral.priority
-    if action is DecisionAction.TRANSFER:
-        team_id = body.team_id  # the receiving team is always named: a route alone does not say who
-    else:
-        team_id = body.team_id or (
-            referral.team_id
-            if action in (DecisionAction.ACCEPT, DecisionAction.REPRIORITISE, DecisionAction.CLOSE)
-            or route == referral.suggested_route
-            else None
-        )
+    team_id = decided_team(action, body.team_id, referral.team_id, route, referral.suggested_route)
     try:
         check_decision(
             action,
@@ -643,8 +638,12 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
         if team is None:
             raise Refused("team_id", "not a team in the registry today")
         team_id, network_id = team.id, team.network_id
-    if action is DecisionAction.TRANSFER and team_id == referral.team_id and route == referral.route:
-        raise Refused("team_id", "a transfer moves the referral to another team or route")
+    try:
+        check_transfer(
+            action, team_id=team_id, current_team=referral.team_id, route=route, current_route=referral.route
+        )
+    except DecisionRefused as refusal:
+        raise Refused("team_id", str(refusal)) from None
     if signposts:
         known = set(
             (

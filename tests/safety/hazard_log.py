@@ -3,7 +3,7 @@ generate the tables of `docs/safety/safety-case.md` from it.
 
     .venv/bin/python -m tests.safety.hazard_log              # check everything; exit 1 on any problem
     .venv/bin/python -m tests.safety.hazard_log --write      # regenerate the safety case's tables
-    .venv/bin/python -m tests.safety.hazard_log --evidence-for services/triage/domain.py
+    .venv/bin/python -m tests.safety.hazard_log --evidence-for services/triage/domain/*.py
                                                              # the evidence to re-run after changing a file
 
 This module imports no service and no project code: controls are checked by reading the source
@@ -476,7 +476,7 @@ def render_matrix() -> str:
 
 
 def _short(control: Control) -> str:
-    """services/triage/domain.py:screen -> triage.domain.screen"""
+    """services/triage/domain/screening.py:screen -> triage.domain.screening.screen"""
     module = control.path.removesuffix(".py").replace("/", ".").removeprefix("services.")
     return f"{module}.{control.name}"
 

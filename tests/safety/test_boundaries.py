@@ -3,7 +3,7 @@ and 65th birthdays (29 February included, and the London date a referral arrives
 team's opening and closing minute on the days the clocks change, the plan clock's day 21 / 28 / 29
 across the clock changes, and the crisis queue's deadlines against the urgency order.
 
-Pure functions only (services/triage/domain.py, shared/coverage.py, shared/clocks.py), over the
+Pure functions only (services/triage/domain/, shared/coverage.py, shared/clocks.py), over the
 seeded Lancashire and South Cumbria reference data."""
 
 from __future__ import annotations

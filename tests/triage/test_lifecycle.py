@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from services.careplan.store import CLINICAL_ROUTES
+from services.careplan.domain import CLINICAL_ROUTES
 from services.registry.seed import REFERENCE, desired_records
 from services.triage.domain import (
     EPISODE_ROUTES,
