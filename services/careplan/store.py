@@ -457,6 +457,10 @@ async def apply_transferred(session: AsyncSession, event: CloudEvent) -> None:
             _applied(state, data, episode)
             log.info("transfer not applied: the episode is already discharged", extra={"event_id": event.id})
             return
+        joined = await _open_at(session, episode.person_id, data.get("team_id"), besides=episode.id)
+        if joined is not None:
+            _join(session, episode, joined, data, event, state)
+            return
         await _transfer(session, episode, data, event)
         _applied(state, data, episode)
         return
@@ -469,6 +473,47 @@ async def apply_transferred(session: AsyncSession, event: CloudEvent) -> None:
     # No episode of its own (or it leaves the episode it informed, whose record stays as history).
     state.episode_id = None
     await _open_or_link(session, event, data, state)
+
+
+async def _open_at(
+    session: AsyncSession, person_id: str, team_id: str | None, *, besides: str
+) -> Episode | None:
+    """The person's other open episode at a team, if they have one (locked)."""
+    if team_id is None:
+        return None
+    return await session.scalar(
+        select(Episode)
+        .where(
+            Episode.person_id == person_id, Episode.status == "open", Episode.team_id == team_id,
+            Episode.id != besides,
+        )
+        .order_by(Episode.opened_at.desc(), Episode.id)
+        .limit(1)
+        .with_for_update()
+    )  # fmt: skip
+
+
+def _join(
+    session: AsyncSession,
+    episode: Episode,
+    joined: Episode,
+    data: Mapping[str, Any],
+    event: CloudEvent,
+    state: ReferralState,
+) -> None:
+    """A transfer into a team where the person already has an open episode: the referral joins that
+    episode as new information, as a second referral routed there would, and its own episode ends
+    (`transferred`), so nobody has two open episodes, two clocks and two named workers at one team
+    (HAZ-043). The receiving team's episode and its clocks go on unchanged."""
+    at = max(_decided_at(data, event), episode.opened_at)
+    actor = Actor.from_event(data)
+    _end(
+        session, episode, at, DischargeReason.TRANSFERRED, actor, {"joined_episode_id": joined.id},
+        reaccess_at=reaccess_until(at), now=utcnow(),
+    )  # fmt: skip
+    _link_referral(session, joined, data, at, actor)
+    state.episode_id, state.linked = joined.id, True
+    _applied(state, data)
 
 
 async def _transfer(

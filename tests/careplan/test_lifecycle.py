@@ -85,6 +85,32 @@ async def test_a_second_referral_at_the_same_team_is_linked_not_a_second_episode
     assert {e.referral_id: e.status for e in await episodes(careplan)}["r-first"] == "open"
 
 
+async def test_a_transfer_into_a_team_holding_the_persons_open_episode_joins_it(careplan: Careplan) -> None:
+    """Never two open episodes for one person at one team (HAZ-043): the transferred referral
+    becomes new information in the receiving team's episode, and its own episode ends."""
+    await apply(careplan, routed("r-there", received_at=RECEIVED, decided_at=DECIDED, team=OTHER_TEAM))
+    await apply(careplan, routed("r-moving", received_at=RECEIVED, decided_at=DECIDED))
+    assert sorted(e.team_id for e in await episodes(careplan)) == sorted([TEAM, OTHER_TEAM])
+    moved = transferred("r-moving", received_at=RECEIVED, decided_at=DECIDED + timedelta(days=1))
+    await apply(careplan, moved, moved)  # redelivered too
+    found = {e.referral_id: e for e in await episodes(careplan)}
+    assert found["r-there"].status == "open" and found["r-there"].team_id == OTHER_TEAM
+    assert found["r-moving"].status == "discharged" and found["r-moving"].discharge_reason == "transferred"
+    assert [e.team_id for e in found.values() if e.status == "open"] == [OTHER_TEAM]
+    linked = await outbox_events(careplan.app, "cmh.careplan.episode.linked")
+    assert [(e["data"]["episode_id"], e["data"]["linked_referral_id"]) for e in linked] == [
+        (found["r-there"].id, "r-moving")
+    ]
+    [ended] = await outbox_events(careplan.app, "cmh.careplan.episode.discharged")
+    assert ended["data"]["episode_id"] == found["r-moving"].id and ended["data"]["reason"] == "transferred"
+    records = await _records(careplan, found["r-moving"].id)
+    [discharge] = [r for r in records if r["kind"] == "discharge"]
+    assert discharge["data"]["joined_episode_id"] == found["r-there"].id
+    # Closing the moved referral now leaves the episode it joined open.
+    await apply(careplan, closed("r-moving", received_at=RECEIVED, decided_at=NOW, version=5))
+    assert {e.referral_id: e.status for e in await episodes(careplan)}["r-there"] == "open"
+
+
 async def test_a_reaccess_goes_back_to_the_named_worker_with_the_plan_clock_started(
     careplan: Careplan,
 ) -> None:
