@@ -21,7 +21,7 @@ SPEC = ServiceSpec(
     subscriptions=(
         Subscription(durable="notify-events", subjects=list(store.EVENT_SUBJECTS), handler=store.on_event),
     ),
-    # Sets app.state.notify_wake (set after a commit that queued deliveries) and sends them.
+    # Woken after a commit that queued deliveries, and sends them.
     workers=(DeliveryWorker.for_app,),
 )
 
