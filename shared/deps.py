@@ -71,7 +71,7 @@ class ServiceState(State):
         return self.clock()
 
 
-S = TypeVar("S", bound=ServiceState)
+S = TypeVar("S", bound=State)  # a service's ServiceState subclass, or another app's typed state
 
 
 @overload
@@ -82,8 +82,9 @@ def service_state(owner: Any) -> ServiceState: ...
 def service_state(owner: Any, kind: type[S]) -> S: ...
 
 
-def service_state(owner: Any, kind: type[ServiceState] = ServiceState) -> ServiceState:
-    """The typed state of an app, or of the app serving a request (`Request`, `WebSocket`)."""
+def service_state(owner: Any, kind: type[State] = ServiceState) -> State:
+    """The typed state of an app, or of the app serving a request (`Request`, `WebSocket`):
+    `ServiceState` unless another kind is asked for (a service's subclass, the gateway's state)."""
     app = owner.app if isinstance(owner, HTTPConnection) else owner
     state = app.state
     if not isinstance(state, kind):
