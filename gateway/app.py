@@ -26,6 +26,7 @@ from gateway.clients import revoked_since
 from gateway.keys import KeyManager
 from gateway.openapi import OpenApiMerger
 from gateway.proxy import Upstreams, new_upstream_client, proxy_router
+from gateway.state import GatewayState, GatewayStateDep, gateway_state
 from gateway.tokens import TokenService
 from shared.auth import TokenVerifier
 from shared.broker import Broker
@@ -75,7 +76,7 @@ def operational_router() -> APIRouter:
             return problem_response(
                 503, "Draining", "The gateway is shutting down.", type_=problem_type("draining")
             )
-        state = request.app.state
+        state = gateway_state(request)
         services: dict[str, str] = {}
         if scope == "suite":
             states = await asyncio.gather(
@@ -102,8 +103,8 @@ def operational_router() -> APIRouter:
         )
 
     @router.get("/openapi.json")
-    async def openapi(request: Request) -> JSONResponse:
-        return JSONResponse(await request.app.state.openapi.document())
+    async def openapi(gateway: GatewayStateDep) -> JSONResponse:
+        return JSONResponse(await gateway.openapi.document())
 
     @router.get("/docs")
     async def docs() -> HTMLResponse:
@@ -141,15 +142,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         # The registry is here: the gateway refuses at once and tells every service (shared/revocation.py).
         revocation_publisher = RevocationPublisher(broker, verifier.revocations, revocations_since)
-        app.state.settings = settings
-        app.state.db = db
-        app.state.key_manager = keys
-        app.state.token_service = TokenService(db, keys, settings)
-        app.state.token_verifier = verifier
-        app.state.upstream = upstream
-        app.state.upstreams = Upstreams(settings)
-        app.state.broker = broker
-        app.state.openapi = OpenApiMerger(app, settings, upstream)
+        state = gateway_state(app)
+        state.settings = settings
+        state.db = db
+        state.key_manager = keys
+        state.token_service = TokenService(db, keys, settings)
+        state.token_verifier = verifier
+        state.upstream = upstream
+        state.upstreams = Upstreams(settings)
+        state.broker = broker
+        state.openapi = OpenApiMerger(app, settings, upstream)
         broker.start()
         audit_consumer.start()
         revocation_publisher.start()
@@ -160,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stop_background(settings, [audit_consumer, revocation_publisher], None)
             await broker.close()
             await upstream.aclose()
-            app.state.token_service.close()
+            state.token_service.close()
             await db.dispose()
 
     app = FastAPI(
@@ -172,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
         dependencies=[Depends(check_path_ids)],  # the gateway's own routes (FHIR ids included)
     )
+    app.state = GatewayState()  # typed: gateway/state.py
     install_problem_handlers(app)
     # Added last runs first: the request context wraps everything, access control wraps routing.
     app.add_middleware(AccessControlMiddleware, settings=settings)

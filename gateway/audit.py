@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import AccessRecorded
 from gateway.audit_chain import append_audit
 from gateway.models import AuditPerson, AuditRecord
+from gateway.state import GatewayStateDep
 from shared.audit import AUDIT_SUBJECTS, AuditAction, audit_data
 from shared.auth import Caller, requires
 from shared.consumer import PermanentEventError, Subscription
@@ -105,7 +106,7 @@ class AuditPage(BaseModel):
 
 @router.get("/records", response_model=AuditPage, summary="Query the audit trail")
 async def query_audit(
-    request: Request,
+    gateway: GatewayStateDep,
     caller: Caller = requires("audit:read"),
     person_id: Annotated[str | None, Query(max_length=128)] = None,
     client_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -143,7 +144,7 @@ async def query_audit(
         query = query.where(AuditRecord.occurred_at < to)
     if after is not None:
         query = query.where(AuditRecord.id > after)
-    db: Database = request.app.state.db
+    db = gateway.db
     async with db.session() as session:
         rows = list((await session.scalars(query)).all())
     page, more = rows[:limit], len(rows) > limit

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.proxy import METHODS, _upstream_headers, forward
+from gateway.state import gateway_state
 from shared.errors import Problem, error_response, problem_type
 from shared.fhir import FORWARDED_BASE_HEADER, Paging, check_format, fhir_response, invalid, searchset
 from shared.fhir_terms import NHS_NUMBER_SYSTEM
@@ -53,7 +54,7 @@ router = APIRouter(prefix="/fhir", include_in_schema=False)
 def public_base(request: Request) -> str:
     """The FHIR base in links: `CMH_PUBLIC_URL` when set (behind a proxy that knows the public
     name), else the address the caller used."""
-    configured = request.app.state.settings.public_url
+    configured = gateway_state(request).settings.public_url
     if configured:
         return configured.rstrip("/") + "/fhir"
     host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
@@ -290,14 +291,15 @@ async def metadata(request: Request) -> Response:
 
 async def _patients_for(request: Request, identifier: str) -> list[str] | Response:
     """The ids of the patients with this identifier the caller may read, from triage, as the caller."""
-    client: httpx.AsyncClient = request.app.state.upstream
+    gateway = gateway_state(request)
+    client = gateway.upstream
     headers = [
         (k, v) for k, v in _upstream_headers(request) if k.lower() not in ("content-length", "content-type")
     ]
     headers.append((FORWARDED_BASE_HEADER, public_base(request)))
     try:
         response = await client.get(
-            request.app.state.upstreams.in_turn("triage")[0] + "/triage/fhir/Patient",
+            gateway.upstreams.in_turn("triage")[0] + "/triage/fhir/Patient",
             params={"identifier": identifier, "_count": str(MAX_RESOLVED_PATIENTS)},
             headers=headers,
         )

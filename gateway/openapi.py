@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from gateway.state import gateway_state
 from shared.settings import SERVICES, Settings
 
 CACHE_SECONDS = 30.0
@@ -96,7 +97,7 @@ class OpenApiMerger:
 
     async def _fetch(self, service: str) -> dict[str, Any] | None:
         try:
-            base = self.app.state.upstreams.in_turn(service)[0]
+            base = gateway_state(self.app).upstreams.in_turn(service)[0]
             response = await self.client.get(f"{base}/openapi.json", timeout=3.0)
             response.raise_for_status()
             document = response.json()

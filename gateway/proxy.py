@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
+from gateway.state import gateway_state
 from shared.errors import error_response, problem_type
 from shared.fhir import FORWARDED_BASE_HEADER
 from shared.http import UNKNOWN_ADDRESS, client_address
@@ -99,7 +100,7 @@ def _upstream_headers(request: Request) -> list[tuple[str, str]]:
     headers.append((REQUEST_ID_HEADER, state["request_id"]))
     headers.append((TRACEPARENT_HEADER, state["traceparent"]))
     # One address, the caller's as the gateway believes it; earlier hops a caller claims are dropped.
-    address = client_address(request.scope, request.app.state.settings)
+    address = client_address(request.scope, gateway_state(request).settings)
     if address != UNKNOWN_ADDRESS:
         headers.append(("X-Forwarded-For", address))
     headers.append(("X-Forwarded-Proto", request.url.scheme))
@@ -133,7 +134,8 @@ async def forward(
 ) -> Response:
     """Send the request on to `service`, at the same path (or `path`, already percent-encoded) and
     query (or `query`), with `extra_headers` the gateway adds."""
-    client: httpx.AsyncClient = request.app.state.upstream
+    gateway = gateway_state(request)
+    client = gateway.upstream
     raw_path = path or request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
     if is_unsafe_path(request.url.path):
         return error_response(
@@ -146,7 +148,7 @@ async def forward(
         # A declared body (already held under the gateway's size limit) goes as it is; only a
         # chunked upload streams through.
         content = await request.body() if "content-length" in request.headers else request.stream()
-    replicas = request.app.state.upstreams.in_turn(service)
+    replicas = gateway.upstreams.in_turn(service)
     try:
         for index, base in enumerate(replicas):
             url = base + raw_path + (f"?{query}" if query else "")

@@ -45,6 +45,7 @@ from gateway.clients import (
 )
 from gateway.keys import KeyManager
 from gateway.models import Client, UsedAssertion
+from gateway.state import GatewayStateDep
 from shared.auth import TOKEN_ALGORITHM
 from shared.db import Database
 from shared.errors import Problem, problems
@@ -443,8 +444,8 @@ class TokenService:
         }
     },
 )
-async def issue_token(request: Request) -> JSONResponse:
-    service: TokenService = request.app.state.token_service
+async def issue_token(request: Request, gateway: GatewayStateDep) -> JSONResponse:
+    service = gateway.token_service
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise oauth_error(
             400, "invalid_request", "Send the token request as application/x-www-form-urlencoded."
@@ -459,6 +460,5 @@ async def issue_token(request: Request) -> JSONResponse:
 
 
 @router.get("/.well-known/jwks.json", response_model=JwksOut, summary="Public keys that verify access tokens")
-async def jwks(request: Request) -> JSONResponse:
-    keys: KeyManager = request.app.state.key_manager
-    return JSONResponse(await keys.jwks(), headers={"Cache-Control": "public, max-age=30"})
+async def jwks(gateway: GatewayStateDep) -> JSONResponse:
+    return JSONResponse(await gateway.key_manager.jwks(), headers={"Cache-Control": "public, max-age=30"})

@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import Caller
-from shared.db import Database
+from shared.deps import service_state
 from shared.errors import Problem
 from shared.messaging_models import IdempotencyRecord
 from shared.sqltypes import utcnow
@@ -163,8 +163,8 @@ async def create_once(
 
     `create` does its writes in the session it is given and returns the response to send; raise a
     `Problem` to refuse (the transaction rolls back and nothing is remembered)."""
-    db: Database = request.app.state.db
-    retention = timedelta(hours=request.app.state.settings.idempotency_retention_hours)
+    state = service_state(request)
+    db, retention = state.db, timedelta(hours=state.settings.idempotency_retention_hours)
     if claim is None:
         async with db.transaction() as session:
             return await create(session)

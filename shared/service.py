@@ -22,13 +22,13 @@ from shared.background import BackgroundWorker
 from shared.broker import Broker
 from shared.consumer import EventConsumer, Subscription
 from shared.db import Database
+from shared.deps import ServiceState, service_state
 from shared.errors import install_problem_handlers, problem_response, problem_type
 from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
 from shared.outbox import OutboxRelay
 from shared.params import check_path_ids
 from shared.revocation import RevocationListener
 from shared.settings import Settings, get_settings
-from shared.sqltypes import utcnow
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class ServiceSpec:
     # Other background work (schedulers), built once the app's state is set: app -> worker.
     workers: Sequence[Callable[[FastAPI], BackgroundWorker]] = field(default_factory=tuple)
     version: str = "0.1.0"
+    # The app's typed state (shared/deps.py): a service with state of its own names its subclass.
+    state: type[ServiceState] = ServiceState
 
     def consumes(self) -> dict[str, list[str]]:
         """Its durable consumers and their subjects, for the bus provisioner."""
@@ -60,8 +62,8 @@ def operational_router(service: str) -> APIRouter:
     async def ready(request: Request) -> Response:
         if is_draining(request.app):
             return _draining(service)
-        db: Database = request.app.state.db
-        broker: Broker = request.app.state.broker
+        state = service_state(request)
+        db, broker = state.db, state.broker
         checks: dict[str, str] = {}
         try:
             await asyncio.wait_for(db.ping(), timeout=2)
@@ -102,7 +104,7 @@ def refreeze_after_replacing() -> None:
 
 
 def is_draining(app: FastAPI) -> bool:
-    return bool(getattr(app.state, "draining", False))
+    return bool(getattr(app.state, "draining", False))  # also for an app not built here
 
 
 def start_draining(app: FastAPI) -> None:
@@ -150,17 +152,18 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
             refresh_seconds=settings.jwks_refresh_seconds,
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
         )
-        app.state.service_name = spec.name
-        app.state.token_verifier = verifier = TokenVerifier(settings, jwks)
-        app.state.settings = settings
-        app.state.db = db
-        app.state.broker = broker
-        app.state.relay = relay
-        app.state.consumers = consumers
-        app.state.clock = getattr(app.state, "clock", None) or utcnow  # injectable "now" (tests)
+        state = service_state(app)
+        state.service_name = spec.name
+        state.token_verifier = verifier = TokenVerifier(settings, jwks)
+        state.settings = settings
+        state.db = db
+        state.broker = broker
+        state.relay = relay
+        state.consumers = consumers
+        # `state.clock` is the one injectable "now" (utcnow unless a test set one before start).
         # A disabled client's live tokens are refused here too, within a snapshot interval.
         workers = [*(build(app) for build in spec.workers), RevocationListener(broker, verifier.revocations)]
-        app.state.workers = workers
+        state.workers = workers
         broker.start()
         relay.start()
         for consumer in consumers:
@@ -185,6 +188,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         redoc_url=None,
         dependencies=[Depends(check_path_ids)],  # one rule for every path id of every route
     )
+    app.state = spec.state()  # typed: shared/deps.py ServiceState (or the service's subclass)
     install_problem_handlers(app)
     # Each service defends itself (issue 18): the same limits as the gateway, inside the context.
     app.add_middleware(

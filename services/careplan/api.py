@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,20 +38,13 @@ from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, requires
 from shared.clocks import TimeRefused, plan_clock
 from shared.db import Database
+from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, problems
 from shared.timezones import london_date
 
 router = APIRouter(prefix="/careplan", tags=["careplan"], responses=problems(401, 403, 422))
 SERVICE = "careplan"
 Entry = TypeVar("Entry", EpisodeRecord, JourneyEntry)
-
-
-def _db(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
-
-
-def _now(request: Request) -> datetime:
-    return request.app.state.clock()  # type: ignore[no-any-return]
 
 
 def _audit(
@@ -106,7 +99,8 @@ async def _in_clinical_order(session: AsyncSession, model: type[Entry], *where: 
 
 @router.get("/episodes", response_model=EpisodesOut, summary="Find episodes by referral or person")
 async def find_episodes(
-    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
     caller: Caller = requires("careplan:read"),
     referral_id: Annotated[str | None, Query(max_length=64)] = None,
     person_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -122,8 +116,7 @@ async def find_episodes(
     ):
         if value is not None:
             conditions.append(column == value)
-    now = _now(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         episodes = (
             await session.scalars(select(Episode).where(*conditions).order_by(Episode.opened_at).limit(200))
         ).all()
@@ -138,13 +131,13 @@ async def find_episodes(
     summary="An episode with both clocks",
 )
 async def read_episode(
-    episode_id: str, request: Request, caller: Caller = requires("careplan:read")
+    episode_id: str, db: DatabaseDep, now: NowDep, caller: Caller = requires("careplan:read")
 ) -> dict[str, Any]:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         episode = await _episode(session, caller, episode_id, "Episode")
         records = await _in_clinical_order(session, EpisodeRecord, EpisodeRecord.episode_id == episode_id)
         _audit(session, caller, AuditAction.READ, [episode])
-    body = episode_out(episode, _now(request))
+    body = episode_out(episode, now)
     body["records"] = [record_out(r) for r in records]
     return body
 
@@ -169,21 +162,24 @@ def record_out(record: EpisodeRecord) -> dict[str, Any]:
     summary="The plan clock (enforced) and the national clock (reported)",
 )
 async def episode_clocks(
-    episode_id: str, request: Request, caller: Caller = requires("careplan:read")
+    episode_id: str, db: DatabaseDep, now: NowDep, caller: Caller = requires("careplan:read")
 ) -> dict[str, Any]:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         episode = await _episode(session, caller, episode_id, "EpisodeClocks")
         _audit(session, caller, AuditAction.READ, [episode], "EpisodeClocks")
-    return {"episode_id": episode.id, **store.clocks(episode, _now(request))}
+    return {"episode_id": episode.id, **store.clocks(episode, now)}
 
 
 async def _write(
-    request: Request, caller: Caller, episode_id: str, work: Callable[[AsyncSession, Episode, datetime], Any]
+    db: Database,
+    now: datetime,
+    caller: Caller,
+    episode_id: str,
+    work: Callable[[AsyncSession, Episode, datetime], Any],
 ) -> dict[str, Any]:
-    now = _now(request)
     # A refusal (missing, not readable, or the referrer, who reads but never writes) rolls back;
     # only its denial's audit entry is kept.
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         episode = await _episode(session, caller, episode_id, "Episode", lock=True)
         access.may_change(caller, episode)
         try:
@@ -205,10 +201,14 @@ async def _write(
     summary="An attended or missed contact",
 )
 async def add_contact(
-    episode_id: str, body: ContactIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str,
+    body: ContactIn,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:write"),
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.contact(s, e, body, store.Actor.of(caller), now)
+        db, now, caller, episode_id, lambda s, e, now: store.contact(s, e, body, store.Actor.of(caller), now)
     )
 
 
@@ -219,10 +219,15 @@ async def add_contact(
     summary="An assessment started (and completed)",
 )
 async def add_assessment(
-    episode_id: str, body: AssessmentIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str,
+    body: AssessmentIn,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:write"),
 ) -> dict[str, Any]:
     return await _write(
-        request,
+        db,
+        now,
         caller,
         episode_id,
         lambda s, e, now: store.assessment(s, e, body, store.Actor.of(caller), now),
@@ -236,10 +241,15 @@ async def add_assessment(
     summary="A baseline or follow-up outcome measure",
 )
 async def add_outcome(
-    episode_id: str, body: OutcomeMeasureIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str,
+    body: OutcomeMeasureIn,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:write"),
 ) -> dict[str, Any]:
     return await _write(
-        request,
+        db,
+        now,
         caller,
         episode_id,
         lambda s, e, now: store.outcome_measure(s, e, body, store.Actor.of(caller), now),
@@ -253,10 +263,15 @@ async def add_outcome(
     summary="An intervention",
 )
 async def add_intervention(
-    episode_id: str, body: InterventionIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str,
+    body: InterventionIn,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:write"),
 ) -> dict[str, Any]:
     return await _write(
-        request,
+        db,
+        now,
         caller,
         episode_id,
         lambda s, e, now: store.intervention(s, e, body, store.Actor.of(caller), now),
@@ -270,10 +285,10 @@ async def add_intervention(
     summary="Advice or signposting (stops a CYP national clock)",
 )
 async def add_advice(
-    episode_id: str, body: AdviceIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str, body: AdviceIn, db: DatabaseDep, now: NowDep, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.advice(s, e, body, store.Actor.of(caller), now)
+        db, now, caller, episode_id, lambda s, e, now: store.advice(s, e, body, store.Actor.of(caller), now)
     )
 
 
@@ -284,10 +299,10 @@ async def add_advice(
     summary="A personalised care plan",
 )
 async def add_plan(
-    episode_id: str, body: PlanIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str, body: PlanIn, db: DatabaseDep, now: NowDep, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.plan(s, e, body, store.Actor.of(caller), now)
+        db, now, caller, episode_id, lambda s, e, now: store.plan(s, e, body, store.Actor.of(caller), now)
     )
 
 
@@ -298,7 +313,11 @@ async def add_plan(
     summary="The person agrees the plan (stops the plan clock)",
 )
 async def agree_plan(
-    episode_id: str, body: AgreementIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str,
+    body: AgreementIn,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:write"),
 ) -> dict[str, Any]:
     async def work(session: AsyncSession, episode: Episode, now: datetime) -> None:
         has_plan = await session.scalar(
@@ -308,7 +327,7 @@ async def agree_plan(
         )
         await store.agreement(session, episode, body, store.Actor.of(caller), now, has_plan is not None)
 
-    return await _write(request, caller, episode_id, work)
+    return await _write(db, now, caller, episode_id, work)
 
 
 @router.post(
@@ -318,10 +337,10 @@ async def agree_plan(
     summary="A plan review",
 )
 async def add_review(
-    episode_id: str, body: ReviewIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str, body: ReviewIn, db: DatabaseDep, now: NowDep, caller: Caller = requires("careplan:write")
 ) -> dict[str, Any]:
     return await _write(
-        request, caller, episode_id, lambda s, e, now: store.review(s, e, body, store.Actor.of(caller), now)
+        db, now, caller, episode_id, lambda s, e, now: store.review(s, e, body, store.Actor.of(caller), now)
     )
 
 
@@ -332,7 +351,11 @@ async def add_review(
     summary="Assign the named worker (a practitioner of the team)",
 )
 async def named_worker(
-    episode_id: str, body: NamedWorkerIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str,
+    body: NamedWorkerIn,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:write"),
 ) -> dict[str, Any]:
     async def work(session: AsyncSession, episode: Episode, now: datetime) -> None:
         check_named_worker(
@@ -342,7 +365,7 @@ async def named_worker(
         )
         store.assign_named_worker(session, episode, body.practitioner_id, store.Actor.of(caller), now)
 
-    return await _write(request, caller, episode_id, work)
+    return await _write(db, now, caller, episode_id, work)
 
 
 @router.post(
@@ -352,10 +375,15 @@ async def named_worker(
     summary="Discharge (without an agreed plan needs a reason)",
 )
 async def discharge(
-    episode_id: str, body: DischargeIn, request: Request, caller: Caller = requires("careplan:write")
+    episode_id: str,
+    body: DischargeIn,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:write"),
 ) -> dict[str, Any]:
     return await _write(
-        request,
+        db,
+        now,
         caller,
         episode_id,
         lambda s, e, now: store.discharge(s, e, body, store.Actor.of(caller), now),
@@ -381,7 +409,8 @@ def worklist_order(today: int) -> list[Any]:
     summary="Open episodes by days remaining on the plan clock, paged",
 )
 async def worklist(
-    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
     caller: Caller = requires("careplan:read"),
     team_id: Annotated[str | None, Query(max_length=64)] = None,
     network_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -401,9 +430,8 @@ async def worklist(
     ):
         if value is not None:
             conditions.append(column == value)
-    now = _now(request)
     today = london_date(now).toordinal()
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         total = int(await session.scalar(select(func.count()).select_from(Episode).where(*conditions)) or 0)
         episodes = (
             await session.scalars(
@@ -446,9 +474,9 @@ async def worklist(
     summary="One timeline: referrals, decisions, episodes, contacts, plans, discharges",
 )
 async def journey(
-    person_id: str, request: Request, caller: Caller = requires("careplan:read")
+    person_id: str, db: DatabaseDep, caller: Caller = requires("careplan:read")
 ) -> dict[str, Any]:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         if not await session.scalar(select(access.journey_visible(caller, person_id))):
             raise access.refuse_journey(caller, Problem(404, "No such person", type_slug="not-found"))
         entries = await _in_clinical_order(session, JourneyEntry, JourneyEntry.person_id == person_id)

@@ -14,6 +14,7 @@ from services.careplan.fhir_api import router as fhir_router
 from services.careplan.models import Base
 from shared.background import BackgroundWorker
 from shared.consumer import Subscription
+from shared.deps import service_state
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
 
@@ -22,7 +23,8 @@ log = logging.getLogger("cmh.careplan.clocks")
 
 class ClockScheduler(BackgroundWorker):
     """Checks the plan clocks every `careplan_clock_scan_seconds`; safe in every replica (each
-    event is claimed by a row only one transaction can insert). `app.state.clock` is the time."""
+    event is claimed by a row only one transaction can insert). The service state's clock is the
+    time (shared/deps.py: the same clock the routes see)."""
 
     task_name = "careplan-clocks"
 
@@ -31,11 +33,12 @@ class ClockScheduler(BackgroundWorker):
         self.app = app
 
     async def run(self) -> None:
-        interval = self.app.state.settings.careplan_clock_scan_seconds
+        state = service_state(self.app)
+        interval = state.settings.careplan_clock_scan_seconds
         while not self.stopping:
             try:
                 with self.busy():
-                    await store.scan_clocks(self.app.state.db, self.app.state.clock())
+                    await store.scan_clocks(state.db, state.now())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -29,6 +29,7 @@ from shared.audit import AuditAction, record_access_to
 from shared.auth import Caller, requires
 from shared.clocks import plan_clock
 from shared.db import Database
+from shared.deps import DatabaseDep, NowDep
 from shared.fhir import (
     DateRange,
     Paging,
@@ -68,14 +69,6 @@ _CARE_PLAN_STATUS: dict[str, ColumnElement[bool]] = {
     "revoked": and_(Episode.status == "discharged", ~_AGREED),
 }
 _HAS_PLAN = exists().where(EpisodeRecord.episode_id == Episode.id, EpisodeRecord.kind == "plan")
-
-
-def _db(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
-
-
-def _now(request: Request) -> datetime:
-    return request.app.state.clock()  # type: ignore[no-any-return]
 
 
 # --- organisation binding and audit --------------------------------------------------------------
@@ -240,14 +233,15 @@ async def _care_plans(session: AsyncSession, episodes: Sequence[Episode]) -> lis
 
 async def _read(
     request: Request,
+    db: Database,
+    now: datetime,
     caller: Caller,
     resource_type: str,
     resource_id: str,
     build: Callable[[AsyncSession, Episode, datetime], Any],
 ) -> JSONResponse:
     check_format(request)
-    now = _now(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         episode = await access.episode_for(
             session, caller, resource_id, resource_type, missing=not_found(resource_type, resource_id)
         )
@@ -261,6 +255,8 @@ async def _read(
 
 async def _search(
     request: Request,
+    db: Database,
+    now: datetime,
     caller: Caller,
     resource_type: str,
     supported: Sequence[str],
@@ -271,8 +267,7 @@ async def _search(
     check_format(request)
     page: Paging = paging(request)
     conditions = [*_conditions(request, resource_type, supported), access.readable_episodes(caller), *only]
-    now = _now(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         total = int(await session.scalar(select(func.count()).select_from(Episode).where(*conditions)) or 0)
         episodes: Sequence[Episode] = []
         if page.count and page.offset < total:
@@ -293,12 +288,16 @@ async def _search(
 
 @router.get("/EpisodeOfCare/{episode_id}", summary="Read an EpisodeOfCare (an episode)")
 async def read_episode_of_care(
-    episode_id: str, request: Request, caller: Caller = requires("careplan:read")
+    episode_id: str,
+    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:read"),
 ) -> JSONResponse:
     async def build(session: AsyncSession, episode: Episode, now: datetime) -> dict[str, Any]:
         return (await _episodes_of_care(session, [episode], now))[0]
 
-    return await _read(request, caller, "EpisodeOfCare", episode_id, build)
+    return await _read(request, db, now, caller, "EpisodeOfCare", episode_id, build)
 
 
 @router.get(
@@ -306,27 +305,33 @@ async def read_episode_of_care(
     summary="Search EpisodeOfCare: _id, patient, status, incoming-referral, date (when opened)",
 )
 async def search_episode_of_care(
-    request: Request, caller: Caller = requires("careplan:read")
+    request: Request, db: DatabaseDep, now: NowDep, caller: Caller = requires("careplan:read")
 ) -> JSONResponse:
-    return await _search(request, caller, "EpisodeOfCare", EPISODE_OF_CARE_PARAMS, _episodes_of_care)
+    return await _search(request, db, now, caller, "EpisodeOfCare", EPISODE_OF_CARE_PARAMS, _episodes_of_care)
 
 
 @router.get("/CarePlan/{care_plan_id}", summary="Read a CarePlan (an episode's care plan; same id)")
 async def read_care_plan(
-    care_plan_id: str, request: Request, caller: Caller = requires("careplan:read")
+    care_plan_id: str,
+    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:read"),
 ) -> JSONResponse:
     async def build(session: AsyncSession, episode: Episode, now: datetime) -> dict[str, Any] | None:
         plans = await _care_plans(session, [episode])
         return plans[0] if plans else None
 
-    return await _read(request, caller, "CarePlan", care_plan_id, build)
+    return await _read(request, db, now, caller, "CarePlan", care_plan_id, build)
 
 
 @router.get("/CarePlan", summary="Search CarePlan: _id, patient, status")
-async def search_care_plan(request: Request, caller: Caller = requires("careplan:read")) -> JSONResponse:
+async def search_care_plan(
+    request: Request, db: DatabaseDep, now: NowDep, caller: Caller = requires("careplan:read")
+) -> JSONResponse:
     async def build(
         session: AsyncSession, episodes: Sequence[Episode], now: datetime
     ) -> list[dict[str, Any]]:
         return await _care_plans(session, episodes)
 
-    return await _search(request, caller, "CarePlan", CARE_PLAN_PARAMS, build, only=[_HAS_PLAN])
+    return await _search(request, db, now, caller, "CarePlan", CARE_PLAN_PARAMS, build, only=[_HAS_PLAN])

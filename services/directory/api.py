@@ -29,6 +29,7 @@ from services.directory.schemas import (
     OrukPage,
 )
 from shared.db import Database
+from shared.deps import DatabaseDep
 from shared.errors import Problem, problems
 from shared.postcodes import InvalidPostcode, normalise_postcode
 
@@ -53,10 +54,6 @@ Page = Annotated[int, Query(ge=1, le=100_000, description="Page number (from 1)"
 PerPage = Annotated[int, Query(ge=1, le=MAX_PER_PAGE, description=f"Items per page (at most {MAX_PER_PAGE})")]
 Search = Annotated[str | None, Query(max_length=200, description="Full-text search, ranked by relevance")]
 Format = Annotated[Literal["json", "ndjson"], Query(description="`ndjson` streams every result, unpaginated")]
-
-
-def _db(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
 
 
 def _not_found(what: str) -> Problem:
@@ -85,10 +82,10 @@ def _day(value: str | None) -> str | None:
 
 
 async def _document_page(
-    request: Request, query: Select[Any], *, page: int, per_page: int, shape: Any = None
+    db: Database, query: Select[Any], *, page: int, per_page: int, shape: Any = None
 ) -> dict[str, Any]:
     """A Page of stored documents: `query` selects the document column, already ordered."""
-    async with _db(request).session() as session:
+    async with db.session() as session:
         total = int(
             await session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
         )
@@ -99,8 +96,8 @@ async def _document_page(
     )
 
 
-async def _document(request: Request, column: Any, key: Any, value: uuid.UUID, what: str) -> dict[str, Any]:
-    async with _db(request).session() as session:
+async def _document(db: Database, column: Any, key: Any, value: uuid.UUID, what: str) -> dict[str, Any]:
+    async with db.session() as session:
         document = await session.scalar(select(column).where(key == str(value)))
     if document is None:
         raise _not_found(what)
@@ -146,9 +143,9 @@ def _filters(
 
 @router.get("/", response_model=OrukAbout, summary="About this API (HSDS version, profile, publisher)")
 @router.get("", include_in_schema=False)
-async def about(request: Request) -> dict[str, Any]:
+async def about(request: Request, db: DatabaseDep) -> dict[str, Any]:
     base = str(request.base_url).rstrip("/")
-    async with _db(request).session() as session:
+    async with db.session() as session:
         services = int(await session.scalar(select(func.count()).select_from(Service)) or 0)
     return {
         "version": oruk.HSDS_VERSION,
@@ -177,7 +174,7 @@ async def openapi(request: Request) -> dict[str, Any]:
     "/services", response_model=OrukPage, responses={**STREAMED, **problems(422)}, summary="List services"
 )
 async def list_services(
-    request: Request,
+    db: DatabaseDep,
     search: Search = None,
     page: Page = 1,
     per_page: PerPage = 50,
@@ -207,12 +204,12 @@ async def list_services(
     if format == "ndjson":
 
         async def lines() -> AsyncIterator[dict[str, Any]]:
-            async with _db(request).session() as session:
+            async with db.session() as session:
                 async for document in queries.stream_services(session, filters):
                     yield shape(json.loads(document))
 
         return _ndjson(lines())
-    async with _db(request).session() as session:
+    async with db.session() as session:
         documents, total = await queries.services(
             session, filters, offset=(page - 1) * per_page, limit=per_page
         )
@@ -227,8 +224,8 @@ async def list_services(
     responses=problems(404, 422),
     summary="Read one service, fully nested",
 )
-async def read_service(service_id: uuid.UUID, request: Request) -> JSONResponse:
-    return JSONResponse(await _document(request, Service.document, Service.id, service_id, "service"))
+async def read_service(service_id: uuid.UUID, db: DatabaseDep) -> JSONResponse:
+    return JSONResponse(await _document(db, Service.document, Service.id, service_id, "service"))
 
 
 @router.get(
@@ -238,7 +235,7 @@ async def read_service(service_id: uuid.UUID, request: Request) -> JSONResponse:
     summary="List organisations",
 )
 async def list_organizations(
-    request: Request,
+    db: DatabaseDep,
     search: Search = None,
     page: Page = 1,
     per_page: PerPage = 50,
@@ -253,12 +250,12 @@ async def list_organizations(
     if format == "ndjson":
 
         async def lines() -> AsyncIterator[dict[str, Any]]:
-            async with _db(request).session() as session:
+            async with db.session() as session:
                 async for document in await session.stream_scalars(query):
                     yield shape(json.loads(document))
 
         return _ndjson(lines())
-    async with _db(request).session() as session:
+    async with db.session() as session:
         total = int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
         documents = (await session.scalars(query.offset((page - 1) * per_page).limit(per_page))).all()
     return oruk.page(
@@ -273,9 +270,9 @@ async def list_organizations(
     summary="Read one organisation with its services",
 )
 async def read_organization(
-    organization_id: uuid.UUID, request: Request, full_service: bool = False
+    organization_id: uuid.UUID, db: DatabaseDep, full_service: bool = False
 ) -> JSONResponse:
-    async with _db(request).session() as session:
+    async with db.session() as session:
         organization = await session.get(Organization, str(organization_id))
         if organization is None:
             raise _not_found("organization")
@@ -293,9 +290,9 @@ async def read_organization(
 
 
 @router.get("/taxonomies", response_model=OrukPage, responses=problems(422), summary="List taxonomies")
-async def list_taxonomies(request: Request, page: Page = 1, per_page: PerPage = 50) -> dict[str, Any]:
+async def list_taxonomies(db: DatabaseDep, page: Page = 1, per_page: PerPage = 50) -> dict[str, Any]:
     query = select(Taxonomy.document).order_by(Taxonomy.name, Taxonomy.id)
-    return await _document_page(request, query, page=page, per_page=per_page)
+    return await _document_page(db, query, page=page, per_page=per_page)
 
 
 @router.get(
@@ -304,15 +301,15 @@ async def list_taxonomies(request: Request, page: Page = 1, per_page: PerPage = 
     responses=problems(404, 422),
     summary="Read one taxonomy",
 )
-async def read_taxonomy(taxonomy_id: uuid.UUID, request: Request) -> JSONResponse:
-    return JSONResponse(await _document(request, Taxonomy.document, Taxonomy.id, taxonomy_id, "taxonomy"))
+async def read_taxonomy(taxonomy_id: uuid.UUID, db: DatabaseDep) -> JSONResponse:
+    return JSONResponse(await _document(db, Taxonomy.document, Taxonomy.id, taxonomy_id, "taxonomy"))
 
 
 @router.get(
     "/taxonomy_terms", response_model=OrukPage, responses=problems(422), summary="List taxonomy terms"
 )
 async def list_taxonomy_terms(
-    request: Request,
+    db: DatabaseDep,
     page: Page = 1,
     per_page: PerPage = 50,
     taxonomy_id: uuid.UUID | None = None,
@@ -327,7 +324,7 @@ async def list_taxonomy_terms(
     if search:
         query = query.where(func.lower(TaxonomyTerm.name).contains(search.strip().lower()))
     query = query.order_by(TaxonomyTerm.name, TaxonomyTerm.id)
-    return await _document_page(request, query, page=page, per_page=per_page)
+    return await _document_page(db, query, page=page, per_page=per_page)
 
 
 @router.get(
@@ -336,10 +333,8 @@ async def list_taxonomy_terms(
     responses=problems(404, 422),
     summary="Read one taxonomy term",
 )
-async def read_taxonomy_term(term_id: uuid.UUID, request: Request) -> JSONResponse:
-    return JSONResponse(
-        await _document(request, TaxonomyTerm.document, TaxonomyTerm.id, term_id, "taxonomy term")
-    )
+async def read_taxonomy_term(term_id: uuid.UUID, db: DatabaseDep) -> JSONResponse:
+    return JSONResponse(await _document(db, TaxonomyTerm.document, TaxonomyTerm.id, term_id, "taxonomy term"))
 
 
 def _centre(
@@ -390,7 +385,7 @@ def _centre(
     summary="List services at locations (postcode + proximity)",
 )
 async def list_service_at_locations(
-    request: Request,
+    db: DatabaseDep,
     search: Search = None,
     page: Page = 1,
     per_page: PerPage = 50,
@@ -429,12 +424,12 @@ async def list_service_at_locations(
     if format == "ndjson":
 
         async def lines() -> AsyncIterator[dict[str, Any]]:
-            async with _db(request).session() as session:
+            async with db.session() as session:
                 async for sal, service in queries.stream_service_at_locations(session, filters):
                     yield shape(sal, service)
 
         return _ndjson(lines())
-    async with _db(request).session() as session:
+    async with db.session() as session:
         rows, total = await queries.service_at_locations(
             session, filters, offset=(page - 1) * per_page, limit=per_page
         )
@@ -452,8 +447,8 @@ async def list_service_at_locations(
     responses=problems(404, 422),
     summary="Read one service at a location",
 )
-async def read_service_at_location(sal_id: uuid.UUID, request: Request) -> JSONResponse:
-    async with _db(request).session() as session:
+async def read_service_at_location(sal_id: uuid.UUID, db: DatabaseDep) -> JSONResponse:
+    async with db.session() as session:
         row = (
             await session.execute(
                 select(ServiceAtLocation.document, Service.document)

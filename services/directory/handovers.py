@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +28,7 @@ from shared.audit import AuditAction, readable_or_refused, record_access_to
 from shared.auth import Caller, requires
 from shared.consumer import Subscription
 from shared.db import Database
+from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem
 from shared.events import CloudEvent, make_event
 from shared.outbox import add_event
@@ -120,20 +122,16 @@ def _out(handover: Handover) -> HandoverOut:
     )
 
 
-def _db(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
-
-
 @router.get("", response_model=list[HandoverOut], summary="Handovers offered to your organisation")
 async def my_handovers(
-    request: Request,
+    db: DatabaseDep,
     caller: Caller = requires("handover:respond"),
     state: Annotated[HandoverState | None, Query()] = None,
 ) -> list[HandoverOut]:
     query = select(Handover).where(access.own_handovers(caller)).order_by(Handover.offered_at.desc())
     if state:
         query = query.where(Handover.state == state.value)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         handovers = (await session.scalars(query.limit(500))).all()
         record_access_to(
             session, caller, handovers, service=SERVICE, action=AuditAction.SEARCH, resource_type="Handover"
@@ -152,9 +150,9 @@ async def _own(session: AsyncSession, caller: Caller, handover_id: str, *, lock:
 
 @router.get("/{handover_id}", response_model=HandoverOut, summary="One handover")
 async def read_handover(
-    handover_id: str, request: Request, caller: Caller = requires("handover:respond")
+    handover_id: str, db: DatabaseDep, caller: Caller = requires("handover:respond")
 ) -> HandoverOut:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         handover = await _own(session, caller, handover_id)
         record_access_to(
             session, caller, [handover], service=SERVICE, action=AuditAction.READ, resource_type="Handover"
@@ -163,14 +161,15 @@ async def read_handover(
 
 
 async def _respond(
-    request: Request,
+    db: Database,
+    now: datetime,
     caller: Caller,
     handover_id: str,
     action: HandoverAction,
     body: HandoverDecision,
     if_match: str | None,
 ) -> HandoverOut:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         handover = await _own(session, caller, handover_id, lock=True)
         if if_match is not None and if_match.strip().strip('"') not in ("*", str(handover.version)):
             raise Problem(412, "Handover has changed", "Read it again.", type_slug="version-mismatch")
@@ -183,7 +182,7 @@ async def _respond(
         handover.state = target.value
         handover.reason = body.reason
         handover.version += 1
-        handover.updated_at = utcnow()
+        handover.updated_at = now
         session.add(
             HandoverHistory(
                 handover_id=handover.id, state=handover.state, actor=caller.client_id, reason=body.reason
@@ -203,13 +202,14 @@ async def _respond(
 )
 async def accept(
     handover_id: str,
-    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
     body: HandoverDecision | None = None,
     caller: Caller = requires("handover:respond"),
     if_match: Annotated[str | None, Header()] = None,
 ) -> HandoverOut:
     return await _respond(
-        request, caller, handover_id, HandoverAction.ACCEPT, body or HandoverDecision(), if_match
+        db, now, caller, handover_id, HandoverAction.ACCEPT, body or HandoverDecision(), if_match
     )
 
 
@@ -217,21 +217,23 @@ async def accept(
 async def decline(
     handover_id: str,
     body: HandoverDecision,
-    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
     caller: Caller = requires("handover:respond"),
     if_match: Annotated[str | None, Header()] = None,
 ) -> HandoverOut:
-    return await _respond(request, caller, handover_id, HandoverAction.DECLINE, body, if_match)
+    return await _respond(db, now, caller, handover_id, HandoverAction.DECLINE, body, if_match)
 
 
 @router.post("/{handover_id}/complete", response_model=HandoverOut, summary="Complete: support has started")
 async def complete(
     handover_id: str,
-    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
     body: HandoverDecision | None = None,
     caller: Caller = requires("handover:respond"),
     if_match: Annotated[str | None, Header()] = None,
 ) -> HandoverOut:
     return await _respond(
-        request, caller, handover_id, HandoverAction.COMPLETE, body or HandoverDecision(), if_match
+        db, now, caller, handover_id, HandoverAction.COMPLETE, body or HandoverDecision(), if_match
     )

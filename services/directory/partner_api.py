@@ -13,6 +13,7 @@ Every step is kept in the service's edit history.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -39,10 +40,10 @@ from services.directory.schemas import (
 )
 from shared.auth import Caller, requires
 from shared.db import Database
+from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, Refusal, problems
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.preconditions import check_if_match, etag
-from shared.sqltypes import utcnow
 
 partner = APIRouter(
     prefix="/directory/partner", tags=["directory partners"], responses=problems(401, 403, 422)
@@ -52,10 +53,6 @@ moderation = APIRouter(
 )
 IDEMPOTENT_CREATE = problems(400, 409, _400="Idempotency-Key malformed", _409="Idempotency-Key reused")
 OPEN_STATES = (EditState.DRAFT.value, EditState.PENDING_REVIEW.value, EditState.REJECTED.value)
-
-
-def _db(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
 
 
 def _rule_problem(broken: store.RuleBroken) -> Refusal:
@@ -198,9 +195,9 @@ async def propose_service(
 
 @partner.get("/services", response_model=list[PartnerServiceOut], summary="Your published services")
 async def my_services(
-    request: Request, caller: Caller = requires("directory:write")
+    db: DatabaseDep, caller: Caller = requires("directory:write")
 ) -> list[dict[str, object]]:
-    async with _db(request).session() as session:
+    async with db.session() as session:
         rows = (
             await session.execute(
                 select(Service.id, Service.name, Service.version, Service.modified_at)
@@ -267,9 +264,9 @@ async def propose_change(
     summary="Take your published service down now",
 )
 async def withdraw_service(
-    service_id: str, body: ReviewIn, request: Request, caller: Caller = requires("directory:write")
+    service_id: str, body: ReviewIn, db: DatabaseDep, caller: Caller = requires("directory:write")
 ) -> dict[str, str]:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         await _own_service(session, caller, service_id)
         await store.withdraw(session, service_id)
         session.add(
@@ -283,20 +280,20 @@ async def withdraw_service(
 
 @partner.get("/edits", response_model=list[EditOut], summary="Your edits")
 async def my_edits(
-    request: Request,
+    db: DatabaseDep,
     caller: Caller = requires("directory:write"),
     state: Annotated[EditState | None, Query()] = None,
 ) -> list[EditOut]:
     query = select(Edit).where(access.own_edits(caller)).order_by(Edit.updated_at.desc())
     if state:
         query = query.where(Edit.state == state.value)
-    async with _db(request).session() as session:
+    async with db.session() as session:
         return [edit_out(edit) for edit in (await session.scalars(query.limit(500))).all()]
 
 
 @partner.get("/edits/{edit_id}", response_model=EditOut, responses=problems(404), summary="One of your edits")
-async def my_edit(edit_id: str, request: Request, caller: Caller = requires("directory:write")) -> Response:
-    async with _db(request).session() as session:
+async def my_edit(edit_id: str, db: DatabaseDep, caller: Caller = requires("directory:write")) -> Response:
+    async with db.session() as session:
         return _json(edit_out(await _own_edit(session, caller, edit_id)))
 
 
@@ -309,11 +306,12 @@ async def my_edit(edit_id: str, request: Request, caller: Caller = requires("dir
 async def revise_edit(
     edit_id: str,
     proposal: ServiceProposal,
-    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
     caller: Caller = requires("directory:write"),
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         edit = await _own_edit(session, caller, edit_id, lock=True)
         _expected(if_match, edit)
         if edit.state not in (EditState.DRAFT.value, EditState.REJECTED.value):
@@ -323,13 +321,14 @@ async def revise_edit(
         edit.proposal = draft.model_dump_json()
         edit.state = EditState.DRAFT.value
         edit.version += 1
-        edit.updated_at = utcnow()
+        edit.updated_at = now
         _history(session, edit, "revised", caller.client_id)
         return _json(edit_out(edit))
 
 
 async def _transition(
-    request: Request,
+    db: Database,
+    now: datetime,
     caller: Caller,
     edit_id: str,
     action: EditAction,
@@ -337,7 +336,7 @@ async def _transition(
     moderator: bool,
     reason: str | None = None,
 ) -> Response:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         query = select(Edit).where(Edit.id == edit_id).with_for_update()
         if not moderator:
             query = query.where(access.own_edits(caller))
@@ -359,7 +358,7 @@ async def _transition(
                 raise _rule_problem(broken) from None
         edit.state = target.value
         edit.version += 1
-        edit.updated_at = utcnow()
+        edit.updated_at = now
         if moderator:
             edit.reviewed_by = caller.client_id
             edit.review_reason = reason
@@ -374,9 +373,9 @@ async def _transition(
     summary="Submit a draft for review",
 )
 async def submit_edit(
-    edit_id: str, request: Request, caller: Caller = requires("directory:write")
+    edit_id: str, db: DatabaseDep, now: NowDep, caller: Caller = requires("directory:write")
 ) -> Response:
-    return await _transition(request, caller, edit_id, EditAction.SUBMIT, moderator=False)
+    return await _transition(db, now, caller, edit_id, EditAction.SUBMIT, moderator=False)
 
 
 @partner.post(
@@ -386,9 +385,9 @@ async def submit_edit(
     summary="Withdraw an unpublished edit",
 )
 async def withdraw_edit(
-    edit_id: str, request: Request, caller: Caller = requires("directory:write")
+    edit_id: str, db: DatabaseDep, now: NowDep, caller: Caller = requires("directory:write")
 ) -> Response:
-    return await _transition(request, caller, edit_id, EditAction.WITHDRAW, moderator=False)
+    return await _transition(db, now, caller, edit_id, EditAction.WITHDRAW, moderator=False)
 
 
 @partner.get(
@@ -398,9 +397,9 @@ async def withdraw_edit(
     summary="Edit history",
 )
 async def service_history(
-    service_id: str, request: Request, caller: Caller = requires("directory:write")
+    service_id: str, db: DatabaseDep, caller: Caller = requires("directory:write")
 ) -> list[EditHistoryOut]:
-    async with _db(request).session() as session:
+    async with db.session() as session:
         owned = await session.scalar(
             select(Edit.id).where(Edit.service_id == service_id, access.own_edits(caller))
         )
@@ -424,11 +423,11 @@ async def service_history(
 
 @moderation.get("/edits", response_model=list[EditOut], summary="The review queue (oldest first)")
 async def review_queue(
-    request: Request,
+    db: DatabaseDep,
     caller: Caller = requires("directory:moderate"),
     state: Annotated[EditState, Query()] = EditState.PENDING_REVIEW,
 ) -> list[EditOut]:
-    async with _db(request).session() as session:
+    async with db.session() as session:
         edits = (
             await session.scalars(
                 select(Edit).where(Edit.state == state.value).order_by(Edit.updated_at).limit(500)
@@ -444,9 +443,9 @@ async def review_queue(
     summary="One edit, with what it would publish",
 )
 async def review_edit(
-    edit_id: str, request: Request, caller: Caller = requires("directory:moderate")
+    edit_id: str, db: DatabaseDep, caller: Caller = requires("directory:moderate")
 ) -> Response:
-    async with _db(request).session() as session:
+    async with db.session() as session:
         edit = await session.get(Edit, edit_id)
     if edit is None:
         raise Problem(404, "No such edit", type_slug="not-found")
@@ -460,9 +459,13 @@ async def review_edit(
     summary="Approve and publish",
 )
 async def approve_edit(
-    edit_id: str, body: ReviewIn, request: Request, caller: Caller = requires("directory:moderate")
+    edit_id: str,
+    body: ReviewIn,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("directory:moderate"),
 ) -> Response:
-    return await _transition(request, caller, edit_id, EditAction.APPROVE, moderator=True, reason=body.reason)
+    return await _transition(db, now, caller, edit_id, EditAction.APPROVE, moderator=True, reason=body.reason)
 
 
 @moderation.post(
@@ -472,6 +475,10 @@ async def approve_edit(
     summary="Send back with a reason",
 )
 async def reject_edit(
-    edit_id: str, body: ReviewIn, request: Request, caller: Caller = requires("directory:moderate")
+    edit_id: str,
+    body: ReviewIn,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("directory:moderate"),
 ) -> Response:
-    return await _transition(request, caller, edit_id, EditAction.REJECT, moderator=True, reason=body.reason)
+    return await _transition(db, now, caller, edit_id, EditAction.REJECT, moderator=True, reason=body.reason)

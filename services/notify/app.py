@@ -27,7 +27,7 @@ SPEC = ServiceSpec(
             model=(ReferralEvent, EpisodeFacts),
         ),
     ),
-    # Sets app.state.notify_wake (set after a commit that queued deliveries) and sends them.
+    # Woken after a commit that queued deliveries, and sends them.
     workers=(DeliveryWorker.for_app,),
 )
 

@@ -66,6 +66,7 @@ from services.notify.store import DeliveryContext, register_context
 from shared.background import BackgroundWorker, Every
 from shared.broker import backoff_delay
 from shared.db import Database
+from shared.deps import service_state
 from shared.settings import Settings
 
 log = logging.getLogger("cmh.notify.delivery")
@@ -261,13 +262,13 @@ class DeliveryWorker(BackgroundWorker):
 
     @classmethod
     def for_app(cls, app: FastAPI) -> DeliveryWorker:
-        """Built by the app's lifespan: the waker on app.state, the consumer's context registered."""
-        settings: Settings = app.state.settings
+        """Built by the app's lifespan: the consumer's context registered with the waker; its time
+        is the service state's clock (shared/deps.py), the one the routes see."""
+        state = service_state(app)
         wake = asyncio.Event()
-        app.state.notify_wake = wake
-        base = settings.public_gateway_url() + "/fhir"  # where the partner reads what changed
-        register_context(app.state.db.engine, DeliveryContext(base, wake))
-        return cls(app.state.db, settings, wake, lambda: app.state.clock())
+        base = state.settings.public_gateway_url() + "/fhir"  # where the partner reads what changed
+        register_context(state.db.engine, DeliveryContext(base, wake))
+        return cls(state.db, state.settings, wake, state.now)
 
     async def run(self) -> None:
         self.client = webhook_client(self.settings)

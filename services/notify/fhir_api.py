@@ -37,7 +37,7 @@ from services.notify.models import (
 from services.notify.store import wake_after_commit
 from shared.audit import AuditAction, readable_or_refused, record_access
 from shared.auth import Caller, requires
-from shared.db import Database
+from shared.deps import DatabaseDep, NowDep, SettingsDep
 from shared.errors import Problem
 from shared.fhir import (
     check_format,
@@ -62,14 +62,6 @@ PAYLOAD = "application/fhir+json"
 _ETAG = re.compile(r'^(W/)?"(\d{1,18})"$')
 
 router = APIRouter(prefix=OWN_BASE, tags=["notify"])
-
-
-def _db(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
-
-
-def _now(request: Request) -> datetime:
-    return request.app.state.clock()  # type: ignore[no-any-return]
 
 
 # --- the incoming Subscription -------------------------------------------------------------------
@@ -282,15 +274,16 @@ def _expected_version(if_match: str | None) -> int | None:
 @router.post("/Subscription", summary="Register a rest-hook Subscription (the secret is shown once)")
 async def create_subscription(
     request: Request,
+    now: NowDep,
+    settings: SettingsDep,
     *,
     caller: Caller = requires("subscription:manage"),
     idempotency: OptionalIdempotency,
 ) -> Response:
     check_format(request)
-    now = _now(request)
     wanted = Wanted(
         await _body(request),
-        allow_private=request.app.state.settings.webhook_allow_private_addresses,
+        allow_private=settings.webhook_allow_private_addresses,
         now=now,
     )
     if wanted.status not in (REQUESTED, ACTIVE):
@@ -331,10 +324,10 @@ async def create_subscription(
 
 @router.get("/Subscription/{subscription_id}", summary="A Subscription, with its delivery state")
 async def read_subscription(
-    subscription_id: str, request: Request, caller: Caller = requires("subscription:manage")
+    subscription_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("subscription:manage")
 ) -> Response:
     check_format(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         row = await _owned(session, caller, subscription_id)
         state = (await _delivery_states(session, [row.id]))[row.id]
         _audit(session, caller, AuditAction.READ, [row.id])
@@ -343,12 +336,12 @@ async def read_subscription(
 
 @router.get("/Subscription/{subscription_id}/$status", summary="A Subscription's status (R4 Backport)")
 async def subscription_status(
-    subscription_id: str, request: Request, caller: Caller = requires("subscription:manage")
+    subscription_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("subscription:manage")
 ) -> Response:
     """The Subscriptions Backport's `$status`: a searchset Bundle holding one status `Parameters`
     (the resource each notification's first entry points at)."""
     check_format(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         row = await _owned(session, caller, subscription_id)
         _audit(session, caller, AuditAction.READ, [row.id])
     parameters: list[dict[str, Any]] = [
@@ -377,7 +370,7 @@ async def subscription_status(
 
 @router.get("/Subscription", summary="Search the caller's organisation's Subscriptions")
 async def search_subscriptions(
-    request: Request, caller: Caller = requires("subscription:manage")
+    request: Request, db: DatabaseDep, caller: Caller = requires("subscription:manage")
 ) -> Response:
     check_format(request)
     page = paging(request)
@@ -389,7 +382,7 @@ async def search_subscriptions(
             if any(code not in SUBSCRIPTION_STATUSES for code in codes):
                 raise invalid("status is requested, active, error or off (comma for any of)")
             conditions.append(NotifySubscription.status.in_(codes))
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         total = int(
             await session.scalar(select(func.count()).select_from(NotifySubscription).where(*conditions)) or 0
         )
@@ -415,17 +408,19 @@ async def search_subscriptions(
 async def update_subscription(
     subscription_id: str,
     request: Request,
+    db: DatabaseDep,
+    now: NowDep,
+    settings: SettingsDep,
     caller: Caller = requires("subscription:manage"),
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     check_format(request)
     expected = _expected_version(if_match)
-    now = _now(request)
     body = await _body(request)
     if body.get("id") is not None and body.get("id") != subscription_id:
         raise invalid("Subscription.id must be the id in the URL")
-    wanted = Wanted(body, allow_private=request.app.state.settings.webhook_allow_private_addresses, now=now)
-    async with _db(request).transaction() as session:
+    wanted = Wanted(body, allow_private=settings.webhook_allow_private_addresses, now=now)
+    async with db.transaction() as session:
         row = await _owned(session, caller, subscription_id, lock=True)
         if expected is not None and expected != row.version:
             raise Problem(
@@ -468,11 +463,14 @@ async def update_subscription(
 
 @router.delete("/Subscription/{subscription_id}", status_code=204, summary="Stop a Subscription")
 async def delete_subscription(
-    subscription_id: str, request: Request, caller: Caller = requires("subscription:manage")
+    subscription_id: str,
+    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("subscription:manage"),
 ) -> Response:
     check_format(request)
-    now = _now(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         row = await _owned(session, caller, subscription_id, lock=True)
         await session.execute(
             update(NotifyDelivery)

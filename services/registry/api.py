@@ -22,15 +22,15 @@ from services.registry.schemas import (
     RecordOut,
     ServiceOffer,
 )
+from services.registry.state import RegistryStateDep
 from shared.auth import Caller, requires
 from shared.coverage import Resolution, resolve
-from shared.db import Database
+from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, problems, rule_broken
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.params import PageNumber
 from shared.postcodes import InvalidPostcode
 from shared.preconditions import ANY, etag, expected_version, precondition_failed
-from shared.sqltypes import utcnow
 from shared.timezones import london_date
 
 router = APIRouter(prefix="/registry", tags=["registry"], responses=problems(401, 403, 422))
@@ -38,10 +38,6 @@ router = APIRouter(prefix="/registry", tags=["registry"], responses=problems(401
 
 def rule_problem(field: str, message: str, location: tuple[str, ...] = ("body",)) -> Problem:
     return rule_broken("registry", field, message, location)
-
-
-def _db(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
 
 
 async def _guard(work: Awaitable[RecordOut], location: tuple[str, ...] = ("body", "attributes")) -> RecordOut:
@@ -79,7 +75,7 @@ def _register(collection: str, kind: Kind) -> None:
     )
 
     async def list_records(
-        request: Request,
+        db: DatabaseDep,
         caller: Caller = requires("registry:read"),
         as_at: Annotated[date | None, Query(description="Records in force on this date")] = None,
         code: Annotated[str | None, Query(max_length=64, description="ODS code, key or staff id")] = None,
@@ -89,7 +85,7 @@ def _register(collection: str, kind: Kind) -> None:
         per_page: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> Page:
         day = as_at or store.today()
-        async with _db(request).session() as session:
+        async with db.session() as session:
             rows, total = await store.live_rows_at(
                 session,
                 kind,
@@ -109,12 +105,12 @@ def _register(collection: str, kind: Kind) -> None:
 
     async def read_record(
         record_id: str,
-        request: Request,
+        db: DatabaseDep,
         response: Response,
         caller: Caller = requires("registry:read"),
         as_at: Annotated[date | None, Query()] = None,
     ) -> RecordOut:
-        async with _db(request).session() as session:
+        async with db.session() as session:
             try:
                 found = await store.timeline(session, kind, record_id)
             except store.NotFound:
@@ -126,9 +122,9 @@ def _register(collection: str, kind: Kind) -> None:
         return store.row_out(row, found.record.version, as_at)
 
     async def record_history(
-        record_id: str, request: Request, caller: Caller = requires("registry:read")
+        record_id: str, db: DatabaseDep, caller: Caller = requires("registry:read")
     ) -> list[HistoryEntry]:
-        async with _db(request).session() as session:
+        async with db.session() as session:
             try:
                 return await store.history(session, kind, record_id)
             except store.NotFound:
@@ -160,13 +156,13 @@ def _register(collection: str, kind: Kind) -> None:
     async def change_record(
         record_id: str,
         body: Any,
-        request: Request,
+        db: DatabaseDep,
         response: Response,
         caller: Caller = requires("registry:admin"),
         if_match: Annotated[str | None, Header()] = None,
     ) -> RecordOut:
         expected = expected_version(if_match, noun="record")
-        async with _db(request).transaction() as session:
+        async with db.transaction() as session:
             changed = await _guard(
                 store.change(
                     session,
@@ -184,13 +180,13 @@ def _register(collection: str, kind: Kind) -> None:
     async def retire_record(
         record_id: str,
         body: RetireRequest,
-        request: Request,
+        db: DatabaseDep,
         response: Response,
         caller: Caller = requires("registry:admin"),
         if_match: Annotated[str | None, Header()] = None,
     ) -> RecordOut:
         expected = expected_version(if_match, noun="record")
-        async with _db(request).transaction() as session:
+        async with db.transaction() as session:
             retired = await _guard(
                 store.retire(
                     session,
@@ -328,18 +324,19 @@ def resolution_out(resolution: Resolution, at: datetime) -> ResolveOut:
 
 @router.get("/resolve", response_model=ResolveOut, summary="Place, network, pathway and teams for a postcode")
 async def resolve_postcode(
-    request: Request,
+    state: RegistryStateDep,
+    now: NowDep,
     postcode: Annotated[str, Query(min_length=2, max_length=16)],
     caller: Caller = requires("registry:read"),
     age: Annotated[int | None, Query(ge=0, le=130)] = None,
     offer: ServiceOffer | None = None,
     at: Annotated[datetime | None, Query(description="When (with a time zone); default now")] = None,
 ) -> ResolveOut:
-    moment = at or utcnow()
+    moment = at or now
     if moment.tzinfo is None:
         raise rule_problem("at", "give the time with a time zone offset", ("query",))
-    async with _db(request).session() as session:
-        snapshot = await request.app.state.snapshots.get(session, london_date(moment))
+    async with state.db.session() as session:
+        snapshot = await state.snapshots.get(session, london_date(moment))
     try:
         resolution = resolve(snapshot, postcode, age, offer.value if offer else None, moment)
     except InvalidPostcode as exc:

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from services.registry import fhir_api
 from services.registry.api import router
 from services.registry.models import Base
-from services.registry.snapshot import SnapshotCache
+from services.registry.state import RegistryState
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
 
@@ -20,10 +20,9 @@ SPEC = ServiceSpec(
     ),
     metadata=Base.metadata,
     routers=[router, fhir_api.router],
+    state=RegistryState,
 )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = create_service_app(SPEC, settings)
-    app.state.snapshots = SnapshotCache()
-    return app
+    return create_service_app(SPEC, settings)

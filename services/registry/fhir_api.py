@@ -17,6 +17,7 @@ from services.registry import fhir, store
 from services.registry.models import RegistryRow
 from services.registry.schemas import Kind, RecordOut
 from shared.auth import Caller, requires
+from shared.deps import DatabaseDep
 from shared.fhir import check_format, fhir_base, fhir_response, invalid, not_found, paging, searchset
 
 router = APIRouter(prefix="/registry/fhir", tags=["registry FHIR"])
@@ -71,10 +72,10 @@ def _base(request: Request) -> str:
 
 @router.get("/Organization/{record_id}", summary="Read an Organization")
 async def read_organization(
-    record_id: str, request: Request, caller: Caller = requires("registry:read")
+    record_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("registry:read")
 ) -> JSONResponse:
     check_format(request)
-    async with request.app.state.db.session() as session:
+    async with db.session() as session:
         record = await _current(session, Kind.ORGANISATION, record_id)
     if record is None:
         raise not_found("Organization", record_id)
@@ -83,10 +84,10 @@ async def read_organization(
 
 @router.get("/HealthcareService/{record_id}", summary="Read a HealthcareService (a team)")
 async def read_healthcare_service(
-    record_id: str, request: Request, caller: Caller = requires("registry:read")
+    record_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("registry:read")
 ) -> JSONResponse:
     check_format(request)
-    async with request.app.state.db.session() as session:
+    async with db.session() as session:
         team = await _current(session, Kind.TEAM, record_id)
         if team is None:
             raise not_found("HealthcareService", record_id)
@@ -96,10 +97,10 @@ async def read_healthcare_service(
 
 @router.get("/Location/{record_id}", summary="Read a Location (a place)")
 async def read_location(
-    record_id: str, request: Request, caller: Caller = requires("registry:read")
+    record_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("registry:read")
 ) -> JSONResponse:
     check_format(request)
-    async with request.app.state.db.session() as session:
+    async with db.session() as session:
         place = await _current(session, Kind.PLACE, record_id)
     if place is None:
         raise not_found("Location", record_id)
@@ -108,10 +109,10 @@ async def read_location(
 
 @router.get("/PractitionerRole/{record_id}", summary="Read a PractitionerRole")
 async def read_practitioner_role(
-    record_id: str, request: Request, caller: Caller = requires("registry:read")
+    record_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("registry:read")
 ) -> JSONResponse:
     check_format(request)
-    async with request.app.state.db.session() as session:
+    async with db.session() as session:
         role = await _current(session, Kind.MEMBERSHIP, record_id) or await _current(
             session, Kind.LEADERSHIP_ROLE, record_id
         )
@@ -160,6 +161,7 @@ async def _resources_for(
 async def search(
     resource_type: str,
     request: Request,
+    db: DatabaseDep,
     caller: Caller = requires("registry:read"),
     identifier: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JSONResponse:
@@ -181,7 +183,7 @@ async def search(
         raise invalid("identifier needs a value", code="value")
     day = store.today()
     resources: list[dict[str, Any]] = []
-    async with request.app.state.db.session() as session:
+    async with db.session() as session:
         code = value.upper() if value is not None and kind is Kind.ORGANISATION else value
         rows, _ = await store.live_rows_at(session, kind, day, code=code)
         for row, version in rows:

@@ -25,6 +25,7 @@ from services.reporting.domain import (
 )
 from services.reporting.schemas import AggregateOut
 from shared.auth import Caller, requires
+from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, problems
 
 router = APIRouter(prefix="/reporting", tags=["reporting"], responses=problems(401, 403, 422))
@@ -51,6 +52,8 @@ def _csv(rows: list[dict[str, Any]]) -> Response:
 def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response | dict[str, Any]]]:
     async def pull(
         request: Request,
+        db: DatabaseDep,
+        now: NowDep,
         caller: Caller = requires("reporting:aggregate"),
         period: Annotated[str | None, Query(max_length=10, description="2026-11 or 2026-Q3")] = None,
         from_: Annotated[date | None, Query(alias="from")] = None,
@@ -67,10 +70,10 @@ def _pull(name: str, measure: Measure) -> Callable[..., Awaitable[Response | dic
             )
         # A PeriodError or GroupByError is the one Refusal: 422 naming the query parameter.
         chosen_period, fields = parse_period(period, from_, to), parse_group_by(group_by)
-        async with request.app.state.db.session() as session:
+        async with db.session() as session:
             args: list[Any] = [session, chosen_period, fields]
             if measure.needs_now:
-                args.append(request.app.state.clock())
+                args.append(now)
             rows, total = await measure.compute(*args)
         shown, total_row = publish(rows, total, measure.figures, fields, unsuppressed=unsuppressed)
         if "text/csv" in request.headers.get("accept", ""):

@@ -19,6 +19,7 @@ SPEC = ServiceSpec(
     metadata=Base.metadata,
     routers=[router, export.router, dashboard.router],
     workers=(export.ExportWorker,),
+    state=export.ReportingState,
 )
 
 

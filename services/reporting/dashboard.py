@@ -5,16 +5,18 @@ percentage is suppressed is a gap in the line and `*` in the table; no count is 
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from html import escape
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from services.reporting.aggregates import MEASURES
 from services.reporting.domain import Period, month_starts, parse_period, publish
 from shared.auth import Caller, requires
+from shared.db import Database
+from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, problems
 
 router = APIRouter(prefix="/reporting", tags=["reporting"], responses=problems(401, 403, 422))
@@ -83,7 +85,7 @@ def table(months: list[date], series: dict[str, list[Any]]) -> str:
     return f"<table><tr><th>Place</th>{head}</tr>{rows}</table>"
 
 
-async def _series(request: Request, months: list[date], measure: str) -> dict[str, list[Any]]:
+async def _series(db: Database, now: datetime, months: list[date], measure: str) -> dict[str, list[Any]]:
     """Each place's percentage by month, from the same published table the pull answers (so the
     page cannot show a figure, or a suppression pattern, the pull does not)."""
     name, field = (
@@ -93,8 +95,7 @@ async def _series(request: Request, months: list[date], measure: str) -> dict[st
     )
     spec = MEASURES[name]
     series: dict[str, list[Any]] = {}
-    now = request.app.state.clock()
-    async with request.app.state.db.session() as session:
+    async with db.session() as session:
         for index, month in enumerate(months):
             args: list[Any] = [session, Period(month, _next_month(month)), ("place",)]
             if spec.needs_now:
@@ -110,20 +111,21 @@ async def _series(request: Request, months: list[date], measure: str) -> dict[st
     "/dashboard", response_class=HTMLResponse, summary="Charts of the four-week and crisis measures by place"
 )
 async def dashboard(
-    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
     caller: Caller = requires("reporting:aggregate"),
     from_: Annotated[date | None, Query(alias="from")] = None,
     to: date | None = None,
 ) -> HTMLResponse:
-    today = request.app.state.clock().date()
+    today = now.date()
     start = from_ or date(today.year - 1, today.month, 1)
     try:
         period = parse_period(None, start, to or today)
     except ValueError as error:
         raise Problem(422, "Bad period", str(error), type_slug="validation") from None
     months = month_starts(period)
-    plan = await _series(request, months, "plan")
-    crisis = await _series(request, months, "crisis")
+    plan = await _series(db, now, months, "plan")
+    crisis = await _series(db, now, months, "crisis")
     body = (
         "<!doctype html><html lang=en><meta charset=utf-8><title>CMH Suite: four-week and crisis measures</title>"
         "<style>body{font-family:Arial,sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse;font-size:12px}"

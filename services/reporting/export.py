@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,6 +42,7 @@ from shared.audit import AuditAction, AuditOutcome, record_access
 from shared.auth import Caller, requires
 from shared.background import BackgroundWorker
 from shared.db import Database
+from shared.deps import DatabaseDep, ServiceState, service_state, state_of
 from shared.errors import Problem, problems
 from shared.sqltypes import utcnow
 from shared.timezones import london_date
@@ -54,6 +55,19 @@ _AUDITABLE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # a job id as the audit tak
 
 
 SERVICE = "reporting"
+
+
+class ReportingState(ServiceState):
+    """Reporting's typed app state: the shared `ServiceState` and the export worker's wake-up."""
+
+    export_wakeup: asyncio.Event  # set by a kick-off: the worker claims the job at once
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.export_wakeup = asyncio.Event()
+
+
+ReportingStateDep = Annotated[ReportingState, Depends(state_of(ReportingState))]
 
 
 def _day(value: datetime | None) -> str | None:
@@ -150,6 +164,7 @@ async def _own_job(session: AsyncSession, caller: Caller, job_id: str) -> Export
 )
 async def kick_off(
     request: Request,
+    state: ReportingStateDep,
     caller: Caller = requires("reporting:export"),
     types: Annotated[str | None, Query(alias="_type", max_length=200)] = None,
     since: Annotated[datetime | None, Query(alias="_since")] = None,
@@ -165,15 +180,17 @@ async def kick_off(
         since = since.replace(tzinfo=UTC)
     job = ExportJob(
         id=str(uuid.uuid4()), client_id=caller.client_id, request_url=str(request.url), types=",".join(chosen),
+        # The database's moment (not the injectable clock): the export's cut-off is compared with
+        # the rows' own `updated_at`, which the database stamps.
         since=since, status="pending", progress=0, transaction_time=utcnow(),
     )  # fmt: skip
-    async with request.app.state.db.transaction() as session:
+    async with state.db.transaction() as session:
         session.add(job)
         record_access(
             session, caller, service=SERVICE, action=AuditAction.EXPORT, resource_type="BulkExport",
             resource_ids=[job.id],
         )  # fmt: skip
-    request.app.state.export_wakeup.set()
+    state.export_wakeup.set()
     return Response(status_code=202, headers={"Content-Location": _job_url(request, job.id)})
 
 
@@ -184,9 +201,9 @@ async def kick_off(
     summary="Poll an export: 202 with X-Progress, then the manifest",
 )
 async def status(
-    job_id: str, request: Request, caller: Caller = requires("reporting:export")
+    job_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("reporting:export")
 ) -> Response | dict[str, Any]:
-    async with request.app.state.db.session() as session:
+    async with db.session() as session:
         job = await _own_job(session, caller, job_id)
         files = (
             await session.execute(
@@ -226,9 +243,8 @@ async def status(
     summary="An export file (NDJSON)",
 )
 async def download(
-    job_id: str, file_type: str, request: Request, caller: Caller = requires("reporting:export")
+    job_id: str, file_type: str, db: DatabaseDep, caller: Caller = requires("reporting:export")
 ) -> Response:
-    db: Database = request.app.state.db
     async with db.transaction() as session:
         job = await session.get(ExportJob, job_id)
         own = job is not None and job.client_id == caller.client_id
@@ -266,8 +282,8 @@ async def download(
     responses={202: {"description": "Cancelled, its files deleted"}, **problems(404)},
     summary="Cancel an export and delete its files",
 )
-async def cancel(job_id: str, request: Request, caller: Caller = requires("reporting:export")) -> Response:
-    async with request.app.state.db.transaction() as session:
+async def cancel(job_id: str, db: DatabaseDep, caller: Caller = requires("reporting:export")) -> Response:
+    async with db.transaction() as session:
         await _own_job(session, caller, job_id)
         await session.execute(delete(ExportFile).where(ExportFile.job_id == job_id))
         await session.execute(delete(ExportJob).where(ExportJob.id == job_id))
@@ -311,12 +327,11 @@ class ExportWorker(BackgroundWorker):
 
     def __init__(self, app: FastAPI) -> None:
         super().__init__()
-        self.app = app
-        self.key = pseudonym_key(app.state.settings)
-        app.state.export_wakeup = asyncio.Event()
+        self.state = service_state(app, ReportingState)
+        self.key = pseudonym_key(self.state.settings)
 
     async def claim(self) -> str | None:
-        db: Database = self.app.state.db
+        db = self.state.db
         async with db.session() as session:
             pending = (
                 await session.scalars(select(ExportJob.id).where(ExportJob.status == "pending").limit(5))
@@ -333,16 +348,16 @@ class ExportWorker(BackgroundWorker):
         return None
 
     async def run(self) -> None:
-        wakeup: asyncio.Event = self.app.state.export_wakeup
+        wakeup = self.state.export_wakeup
         while not self.stopping:
             try:
                 job_id = await self.claim()
                 if job_id is not None:
                     try:
-                        await run_job(self.app.state.db, job_id, self.key)
+                        await run_job(self.state.db, job_id, self.key)
                     except Exception as exc:
                         log.warning("export failed", extra={"error": type(exc).__name__})
-                        async with self.app.state.db.transaction() as session:
+                        async with self.state.db.transaction() as session:
                             await session.execute(
                                 update(ExportJob)
                                 .where(ExportJob.id == job_id)

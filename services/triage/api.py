@@ -39,15 +39,16 @@ from services.triage.schemas import (
     ReferralReadOut,
     RuleOut,
 )
+from services.triage.state import TriageState, TriageStateDep
 from shared.audit import AuditAction, record_access, record_access_to
-from shared.auth import Caller, TokenVerifier, requires
-from shared.db import Database
+from shared.auth import Caller, requires
+from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, Refusal, problems
 from shared.idempotency import RequiredIdempotency, create_once
 from shared.params import INT64_MAX, PageNumber, bounded_int
 from shared.preconditions import check_if_match
 from shared.preconditions import etag as etag_of
-from shared.sqltypes import utcnow
+from shared.settings import Settings
 
 router = APIRouter(prefix="/triage", tags=["triage"], responses=problems(401, 403, 422))
 IDEMPOTENT_CREATE = problems(
@@ -61,10 +62,6 @@ STREAM_POLL_SECONDS = 0.25
 STREAM_HEARTBEAT_SECONDS = 15.0
 
 
-def _db(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
-
-
 def _refused(refusal: store.Refused) -> Refusal:
     """The store's refusal as the one `Refusal`: 422 naming the field."""
     return Refusal(SERVICE, refusal.field, refusal.message)
@@ -75,8 +72,8 @@ def not_allowed_now(refusal: store.NotAllowedNow) -> Refusal:
     return Refusal(SERVICE, None, refusal.message, status=409, type_slug="referral-state")
 
 
-def backdate_limit(request: Request) -> timedelta:
-    return timedelta(days=request.app.state.settings.triage_backdate_limit_days)
+def backdate_limit(settings: Settings) -> timedelta:
+    return timedelta(days=settings.triage_backdate_limit_days)
 
 
 def referral_out(referral: Referral, person: Person | None = None, *, full: bool = False) -> dict[str, Any]:
@@ -135,12 +132,12 @@ def _json(body: dict[str, Any], status: int = 200, *, etag: int | None = None) -
 
 
 async def _intake(
-    request: Request, caller: Caller, body: ReferralIn, idempotency: Any, *, crisis: bool
+    request: Request, state: TriageState, caller: Caller, body: ReferralIn, idempotency: Any, *, crisis: bool
 ) -> Response:
     async def create(session: AsyncSession) -> Response:
         try:
             referral = await store.submit(
-                session, caller, body, crisis=crisis, backdate_limit=backdate_limit(request)
+                session, caller, body, crisis=crisis, backdate_limit=backdate_limit(state.settings)
             )
         except store.Refused as refusal:
             raise _refused(refusal) from None
@@ -149,7 +146,7 @@ async def _intake(
 
     response = await create_once(request, caller, idempotency, create)
     if crisis and response.status_code == 201:
-        request.app.state.crisis_changed.set()
+        state.crisis_changed.set()
     return response
 
 
@@ -163,11 +160,12 @@ async def _intake(
 async def submit_referral(
     body: ReferralIn,
     request: Request,
+    state: TriageStateDep,
     *,
     caller: Caller = requires("referral:submit"),
     idempotency: RequiredIdempotency,
 ) -> Response:
-    return await _intake(request, caller, body, idempotency, crisis=False)
+    return await _intake(request, state, caller, body, idempotency, crisis=False)
 
 
 @router.post(
@@ -180,11 +178,12 @@ async def submit_referral(
 async def submit_crisis_referral(
     body: ReferralIn,
     request: Request,
+    state: TriageStateDep,
     *,
     caller: Caller = requires("crisis:respond"),
     idempotency: RequiredIdempotency,
 ) -> Response:
-    return await _intake(request, caller, body, idempotency, crisis=True)
+    return await _intake(request, state, caller, body, idempotency, crisis=True)
 
 
 NO_SUCH_REFERRAL = Problem(404, "No such referral", type_slug="not-found")
@@ -205,9 +204,9 @@ async def _readable(
     summary="Read a referral (with the person's details)",
 )
 async def read_referral(
-    referral_id: str, request: Request, caller: Caller = requires("referral:read")
+    referral_id: str, db: DatabaseDep, caller: Caller = requires("referral:read")
 ) -> Response:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referral = await _readable(session, caller, referral_id)
         person = await session.get(Person, referral.person_id)
         if not access.person_on_file_visible(caller, referral):
@@ -218,7 +217,7 @@ async def read_referral(
 
 @router.get("/referrals", response_model=ReferralPageOut, summary="Worklist of referrals")
 async def worklist(
-    request: Request,
+    db: DatabaseDep,
     caller: Caller = requires("referral:read"),
     status: Annotated[str | None, Query(pattern="^(received|routed|signposted|closed)$")] = None,
     priority: Annotated[int | None, Query(ge=1, le=4)] = None,
@@ -251,7 +250,7 @@ async def worklist(
         )
     if identity_review is not None:
         conditions.append(Referral.identity_review_open.is_(identity_review))
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         total = int(await session.scalar(select(func.count()).select_from(Referral).where(*conditions)) or 0)
         referrals = (
             await session.scalars(
@@ -274,11 +273,12 @@ async def worklist(
 async def decide(
     referral_id: str,
     body: DecisionIn,
-    request: Request,
+    db: DatabaseDep,
+    state: TriageStateDep,
     caller: Caller = requires("triage:decide"),
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referral = await _readable(session, caller, referral_id, lock=True)
         check_if_match(
             if_match, referral.version, noun="referral", title="Referral has changed",
@@ -292,7 +292,7 @@ async def decide(
             raise not_allowed_now(refusal) from None
         _audit(session, caller, AuditAction.UPDATE, [referral])
         body_out = referral_out(referral)
-    request.app.state.crisis_changed.set()
+    state.crisis_changed.set()
     return _json(body_out, etag=referral.version)
 
 
@@ -305,10 +305,10 @@ async def decide(
 async def settle_identity(
     referral_id: str,
     body: IdentitySettlementIn,
-    request: Request,
+    db: DatabaseDep,
     caller: Caller = requires("triage:decide"),
 ) -> Response:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referral = await _readable(session, caller, referral_id, lock=True)
         try:
             await store.settle_identity(session, caller, referral, body.outcome, body.reason)
@@ -346,9 +346,9 @@ def decision_out(decision: Decision) -> dict[str, Any]:
     summary="The referral's decisions: who, when, what and why",
 )
 async def referral_history(
-    referral_id: str, request: Request, caller: Caller = requires("referral:read")
+    referral_id: str, db: DatabaseDep, caller: Caller = requires("referral:read")
 ) -> dict[str, Any]:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referral = await _readable(session, caller, referral_id)
         decisions = (
             await session.scalars(
@@ -370,7 +370,8 @@ async def referral_history(
     "/crisis/queue", response_model=CrisisQueueOut, summary="Open crisis referrals, soonest deadline first"
 )
 async def crisis_queue(
-    request: Request,
+    db: DatabaseDep,
+    now: NowDep,
     caller: Caller = requires("crisis:respond"),
     place: Annotated[str | None, Query(max_length=64)] = None,
     team_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -380,7 +381,7 @@ async def crisis_queue(
         conditions.append(Referral.place_key == place)
     if team_id:
         conditions.append(Referral.team_id == team_id)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referrals = (
             await session.scalars(
                 select(Referral).where(*conditions).order_by(Referral.deadline_at).limit(500)
@@ -389,7 +390,7 @@ async def crisis_queue(
         _audit(session, caller, AuditAction.SEARCH, list(referrals), "CrisisQueue")
         latest = int(await session.scalar(select(func.coalesce(func.max(CrisisChange.seq), 0))) or 0)
     return {
-        "as_of": utcnow().isoformat(),
+        "as_of": now.isoformat(),
         "last_event_id": latest,
         "entries": [store.queue_entry(r) for r in referrals],
     }
@@ -402,9 +403,13 @@ async def crisis_queue(
     summary="Record the first face-to-face contact",
 )
 async def record_contact(
-    referral_id: str, body: ContactIn, request: Request, caller: Caller = requires("crisis:respond")
+    referral_id: str,
+    body: ContactIn,
+    db: DatabaseDep,
+    state: TriageStateDep,
+    caller: Caller = requires("crisis:respond"),
 ) -> Response:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referral = await _readable(session, caller, referral_id, lock=True)
         try:
             await store.record_contact(session, caller, referral, body.contact_at)
@@ -412,7 +417,7 @@ async def record_contact(
             raise _refused(refusal) from None
         _audit(session, caller, AuditAction.UPDATE, [referral])
         out = referral_out(referral)
-    request.app.state.crisis_changed.set()
+    state.crisis_changed.set()
     return _json(out, etag=referral.version)
 
 
@@ -435,10 +440,11 @@ def _sse(seq: int, change: str, entry: dict[str, Any]) -> bytes:
 )
 async def crisis_stream(
     request: Request,
+    db: DatabaseDep,
+    state: TriageStateDep,
     caller: Caller = requires("crisis:respond"),
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    db = _db(request)
     after = bounded_int(last_event_id, least=0, most=INT64_MAX) if last_event_id else None
     if last_event_id and after is None:
         raise Problem(
@@ -453,8 +459,7 @@ async def crisis_stream(
         )
         if after is None:
             after = int(await session.scalar(select(func.coalesce(func.max(CrisisChange.seq), 0))) or 0)
-    changed: asyncio.Event = request.app.state.crisis_changed
-    verifier: TokenVerifier = request.app.state.token_verifier
+    changed, verifier = state.crisis_changed, state.token_verifier
 
     async def events() -> AsyncIterator[bytes]:
         cursor = after

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import FastAPI
 
 from services.triage import fhir_api, people_api
 from services.triage.api import router
 from services.triage.models import Base
 from services.triage.readmodels import SUBSCRIPTIONS, ScreeningWarmup
+from services.triage.state import TriageState
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
 
@@ -24,10 +23,9 @@ SPEC = ServiceSpec(
     routers=[router, fhir_api.router, people_api.router],
     subscriptions=SUBSCRIPTIONS,
     workers=(ScreeningWarmup,),
+    state=TriageState,
 )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = create_service_app(SPEC, settings)
-    app.state.crisis_changed = asyncio.Event()  # wakes this replica's crisis streams at once
-    return app
+    return create_service_app(SPEC, settings)

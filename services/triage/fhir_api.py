@@ -23,10 +23,12 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.triage import access, fhir, store
-from services.triage.api import SERVICE, _audit, _db
+from services.triage.api import SERVICE, _audit
 from services.triage.models import Decision, Person, Referral
 from shared.audit import AuditAction, record_access
 from shared.auth import Caller, requires
+from shared.db import Database
+from shared.deps import DatabaseDep
 from shared.errors import Problem
 from shared.fhir import (
     DateRange,
@@ -232,10 +234,10 @@ async def create_service_request(
 
 @router.get("/ServiceRequest/{resource_id}", summary="Read a referral (ServiceRequest)")
 async def read_service_request(
-    resource_id: str, request: Request, caller: Caller = requires("referral:read")
+    resource_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("referral:read")
 ) -> Response:
     check_format(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referral = await _referral(session, caller, "ServiceRequest", resource_id)
         _audit(session, caller, AuditAction.READ, [referral])
         resource = (await _service_requests(session, [referral]))[0]
@@ -247,10 +249,14 @@ async def read_service_request(
     summary="Read a version of a ServiceRequest (only the current version is kept)",
 )
 async def vread_service_request(
-    resource_id: str, version_id: str, request: Request, caller: Caller = requires("referral:read")
+    resource_id: str,
+    version_id: str,
+    request: Request,
+    db: DatabaseDep,
+    caller: Caller = requires("referral:read"),
 ) -> Response:
     check_format(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referral = await _referral(session, caller, "ServiceRequest", resource_id)
         if version_id != str(referral.version):
             raise Problem(
@@ -267,10 +273,10 @@ async def vread_service_request(
 
 @router.get("/Task/{resource_id}", summary="Read the triage of a referral (Task)")
 async def read_task(
-    resource_id: str, request: Request, caller: Caller = requires("referral:read")
+    resource_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("referral:read")
 ) -> Response:
     check_format(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referral = await _referral(session, caller, "Task", resource_id)
         _audit(session, caller, AuditAction.READ, [referral])
         resource = (await _tasks(session, [referral]))[0]
@@ -289,10 +295,10 @@ def _audit_people(
 
 @router.get("/Patient/{resource_id}", summary="Read a person (Patient)")
 async def read_patient(
-    resource_id: str, request: Request, caller: Caller = requires("referral:read")
+    resource_id: str, request: Request, db: DatabaseDep, caller: Caller = requires("referral:read")
 ) -> Response:
     check_format(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         person = await _readable(session, caller, Person, "Patient", resource_id)
         _audit_people(session, caller, AuditAction.READ, [person])
         resource = fhir.patient(person)
@@ -440,9 +446,9 @@ async def _page(
     return rows, total, page
 
 
-async def _search_referrals(request: Request, caller: Caller, resource_type: str) -> Response:
+async def _search_referrals(request: Request, db: Database, caller: Caller, resource_type: str) -> Response:
     check_format(request)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         conditions = _referral_conditions(session, request, caller, resource_type)
         referrals, total, page = await _page(
             session,
@@ -460,17 +466,23 @@ async def _search_referrals(request: Request, caller: Caller, resource_type: str
 
 
 @router.get("/ServiceRequest", summary="Search referrals (ServiceRequest)")
-async def search_service_requests(request: Request, caller: Caller = requires("referral:read")) -> Response:
-    return await _search_referrals(request, caller, "ServiceRequest")
+async def search_service_requests(
+    request: Request, db: DatabaseDep, caller: Caller = requires("referral:read")
+) -> Response:
+    return await _search_referrals(request, db, caller, "ServiceRequest")
 
 
 @router.get("/Task", summary="Search triage tasks (Task)")
-async def search_tasks(request: Request, caller: Caller = requires("referral:read")) -> Response:
-    return await _search_referrals(request, caller, "Task")
+async def search_tasks(
+    request: Request, db: DatabaseDep, caller: Caller = requires("referral:read")
+) -> Response:
+    return await _search_referrals(request, db, caller, "Task")
 
 
 @router.get("/Provenance", summary="Who decided what about a referral, when and why (Provenance)")
-async def search_provenance(request: Request, caller: Caller = requires("referral:read")) -> Response:
+async def search_provenance(
+    request: Request, db: DatabaseDep, caller: Caller = requires("referral:read")
+) -> Response:
     check_format(request)
     targets = [value for name, value in _parameters(request, "Provenance") if name == "target"]
     if len(targets) != 1:
@@ -478,7 +490,7 @@ async def search_provenance(request: Request, caller: Caller = requires("referra
     kind, _, referral_id = targets[0].rpartition("/")
     if kind.rsplit("/", 1)[-1] not in ("Task", "ServiceRequest") or not referral_id or len(referral_id) > 64:
         raise invalid("target is Task/<id> or ServiceRequest/<id>")
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         referral = await session.scalar(
             select(Referral).where(Referral.id == referral_id, *access.readable_referrals(caller))
         )
@@ -493,7 +505,9 @@ async def search_provenance(request: Request, caller: Caller = requires("referra
 
 
 @router.get("/Patient", summary="Search people (Patient) by NHS number")
-async def search_patients(request: Request, caller: Caller = requires("referral:read")) -> Response:
+async def search_patients(
+    request: Request, db: DatabaseDep, caller: Caller = requires("referral:read")
+) -> Response:
     check_format(request)
     conditions = access.readable_people(caller)
     for name, value in _parameters(request, "Patient"):
@@ -502,7 +516,7 @@ async def search_patients(request: Request, caller: Caller = requires("referral:
         else:  # identifier: the NHS number (unique, indexed)
             numbers = [n for n in (_nhs_number_token(v) for v in _any_of(value)) if n]
             conditions.append(Person.nhs_number.in_(numbers) if numbers else false())
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         people, total, page = await _page(
             session,
             select(Person).where(*conditions).order_by(Person.created_at, Person.id),

@@ -19,13 +19,13 @@ import json
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.triage import access, identity, store
-from services.triage.api import SERVICE, _db
+from services.triage.api import SERVICE
 from services.triage.domain import name_key
 from services.triage.models import Person, PersonVersion
 from services.triage.schemas import (
@@ -39,6 +39,7 @@ from services.triage.schemas import (
 )
 from shared.audit import AuditAction, record_access
 from shared.auth import Caller, requires
+from shared.deps import DatabaseDep
 from shared.errors import Problem, problems
 from shared.events import make_event
 from shared.outbox import add_event
@@ -159,9 +160,9 @@ async def _person(session: AsyncSession, caller: Caller, person_id: str, *, lock
     "/{person_id}", response_model=PersonOut, responses=problems(404), summary="Read the person on file"
 )
 async def read_person(
-    person_id: str, request: Request, caller: Caller = requires("referral:read")
+    person_id: str, db: DatabaseDep, caller: Caller = requires("referral:read")
 ) -> Response:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         person = await _person(session, caller, person_id)
         _audit(session, caller, AuditAction.READ, person.id, "Person")
         return _json(person_out(person), etag=person.version)
@@ -174,9 +175,9 @@ async def read_person(
     summary="Every version of the person's details: who, when, why, what",
 )
 async def person_versions(
-    person_id: str, request: Request, caller: Caller = requires("triage:decide")
+    person_id: str, db: DatabaseDep, caller: Caller = requires("triage:decide")
 ) -> dict[str, Any]:
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         person = await _person(session, caller, person_id)
         rows = (
             await session.scalars(
@@ -207,12 +208,12 @@ async def person_versions(
 async def update_person(
     person_id: str,
     body: PersonUpdate,
-    request: Request,
+    db: DatabaseDep,
     caller: Caller = requires("triage:decide"),
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     expected = expected_versions(if_match, noun="person")
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         person = await _person(session, caller, person_id, lock=True)
         check_versions(expected, person.version, title="Person has changed", detail="Read them again.")
         current = store.person_values(person)

@@ -35,9 +35,9 @@ from shared.background import BackgroundWorker
 from shared.broker import backoff_delay
 from shared.consumer import Subscription
 from shared.coverage import PlaceView, Snapshot, snapshot_from
+from shared.deps import service_state
 from shared.events import CloudEvent
 from shared.service import refreeze_after_replacing
-from shared.sqltypes import utcnow
 from shared.timezones import london_date
 
 log = logging.getLogger("cmh.triage.readmodels")
@@ -351,9 +351,10 @@ class ScreeningWarmup(BackgroundWorker):
         while not self.stopping:
             attempt += 1
             try:
-                async with self.app.state.db.transaction() as session:
+                state = service_state(self.app)
+                async with state.db.transaction() as session:
                     with self.busy():
-                        await screening(session, london_date(utcnow()))
+                        await screening(session, london_date(state.now()))
                 return
             except Exception as exc:  # the database not there yet: try again shortly
                 log.warning("screening warm-up failed; retrying", extra={"error": type(exc).__name__})
