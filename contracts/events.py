@@ -197,7 +197,7 @@ class PersonUpdated(EventPayload):
 
 
 class ClockState(EventPayload):
-    """One four-week clock as the domain computes it (`shared.clocks.Clock`)."""
+    """One four-week clock as the domain computes it (`contracts.clocks.Clock`)."""
 
     name: str
     start: Instant | None = None

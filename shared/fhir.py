@@ -19,9 +19,9 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from contracts.timezones import LONDON
 from shared.errors import FHIR_JSON, Problem
 from shared.params import MAX_OFFSET, bounded_int
-from shared.timezones import LONDON
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 100

@@ -13,6 +13,8 @@ from fastapi import APIRouter, Query
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clocks import TimeRefused, plan_clock
+from contracts.timezones import london_date
 from services.careplan import access, store
 from services.careplan.domain import RuleRefused, WorklistItem, check_named_worker
 from services.careplan.models import Episode, EpisodeRecord, JourneyEntry
@@ -36,11 +38,9 @@ from services.careplan.schemas import (
 )
 from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, requires
-from shared.clocks import TimeRefused, plan_clock
 from shared.db import Database
 from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, problems
-from shared.timezones import london_date
 
 router = APIRouter(prefix="/careplan", tags=["careplan"], responses=problems(401, 403, 422))
 SERVICE = "careplan"

@@ -1,7 +1,7 @@
 """Care-planning rules, as pure functions (no I/O, no database, no clock: `now`/`at` is passed in).
 
 Two four-week clocks run over an episode (the design brief, the project handout's DESIGN.md,
-"Four-week clocks"; both are computed in `shared/clocks.py`):
+"Four-week clocks"; both are computed in `contracts/clocks.py`):
 
 * the *plan clock*, the promise this system enforces: from the first completed assessment to a
   personalised care plan agreed with the person; at risk from day 21, breached past day 28;
@@ -23,7 +23,7 @@ Rules this module decides (issue 17), with their reasons:
   opens (`reaccess_plan_clock_start`). Starting at the old assessment's date would breach on the
   first day for a wait that never happened; waiting for a new assessment would leave the person
   with no promise at all (no repeat assessment is the point of re-access). The national clock is
-  the spell's (`shared.clocks.spell_start`).
+  the spell's (`contracts.clocks.spell_start`).
 * **A second referral for a person with an open episode at the same team** is new information in
   that episode: the clocks of the open episode go on as they were.
 * **Clinical times before the episode opened** (`clinical_time_bound`) are refused, except:
@@ -33,7 +33,7 @@ Rules this module decides (issue 17), with their reasons:
   (`linked_from_episode_id` = the episode's `previous_episode_id`), which may go back to that
   episode's referral. Linked records are history brought forward: they never move this episode's
   clocks. Nothing is ever in the future (a few minutes of device clock skew allowed) or before the
-  referral: one rule for every service, `shared.clocks.check_moment`.
+  referral: one rule for every service, `contracts.clocks.check_moment`.
 * **A late entry that changes a clock's outcome** (`withdrawn_clock_events`): a breach or at-risk
   event already sent that the facts no longer support is withdrawn by a correction event.
 """
@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
 
-from shared.clocks import (
+from contracts.clocks import (
     AT_RISK_DAY,
     TARGET_DAYS,
     ClockEvent,
@@ -57,8 +57,8 @@ from shared.clocks import (
     plan_clock,
     require_aware,
 )  # fmt: skip
+from contracts.timezones import LONDON, london_date
 from shared.problems import Refusal
-from shared.timezones import LONDON, london_date
 
 HOW_AGREED: frozenset[str] = frozenset({"in_person", "telephone", "video", "letter", "declined_to_sign"})
 
@@ -152,7 +152,7 @@ def check_clinical_time(
 ) -> None:
     """A clinical moment must be placed in time, must have happened (a few minutes of device clock
     skew allowed), and cannot precede its bound (`clinical_time_bound`): the one rule of
-    `shared.clocks.check_moment`, its refusal as this module's `RuleRefused`."""
+    `contracts.clocks.check_moment`, its refusal as this module's `RuleRefused`."""
     require_aware(referral_received_at, "the referral")
     bound, what = clinical_time_bound(
         kind, referral_received_at=referral_received_at, opened_at=opened_at,

@@ -15,8 +15,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+from contracts.clocks import Clock
 from services.careplan.models import Episode, EpisodeRecord
-from shared.clocks import Clock
 from shared.fhir_terms import (
     CMH_CODES,
     CMH_EXTENSIONS,

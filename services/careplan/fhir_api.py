@@ -22,12 +22,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clocks import plan_clock
+from contracts.timezones import london_date
 from services.careplan import access, fhir, store
 from services.careplan.models import Episode, EpisodeRecord, RegistryRecord
 from shared import registry_events
 from shared.audit import AuditAction, record_access_to
 from shared.auth import Caller, requires
-from shared.clocks import plan_clock
 from shared.db import Database
 from shared.deps import DatabaseDep, NowDep
 from shared.fhir import (
@@ -45,7 +46,6 @@ from shared.fhir import (
     searchset,
     split_token,
 )
-from shared.timezones import london_date
 
 router = APIRouter(prefix="/careplan/fhir", tags=["careplan FHIR"])
 SERVICE = "careplan"

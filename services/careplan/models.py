@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Boolean, Integer, String, Text, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from contracts.timezones import london_date
 from shared.migrations import migrations_beside, new_metadata
 from shared.sqltypes import BigIntegerKey, UTCDateTime, utcnow
-from shared.timezones import london_date
 
 # This package's Alembic history (`cmh.migrations` maps every owner to one of these).
 MIGRATIONS = migrations_beside(__file__)

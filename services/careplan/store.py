@@ -21,6 +21,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clocks import (
+    Clock,
+    ClockEvent,
+    EpisodeFacts,
+    due_clock_events,
+    national_clock,
+    plan_clock,
+    spell_start,
+)
+from contracts.timezones import london_date
 from services.careplan.domain import (
     DischargeReason,
     RuleRefused,
@@ -43,20 +53,10 @@ from services.careplan.models import (
 )
 from shared import registry_events
 from shared.auth import Caller
-from shared.clocks import (
-    Clock,
-    ClockEvent,
-    EpisodeFacts,
-    due_clock_events,
-    national_clock,
-    plan_clock,
-    spell_start,
-)
 from shared.db import Database
 from shared.events import CloudEvent, make_event
 from shared.outbox import add_event
 from shared.sqltypes import utcnow
-from shared.timezones import london_date
 
 SERVICE = "careplan"
 log = logging.getLogger("cmh.careplan.lifecycle")

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import Select, func, select
 
+from contracts.postcodes import InvalidPostcode, normalise_postcode
 from services.directory import oruk, queries
 from services.directory.domain import PlanarFrame, ScheduleError, parse_day
 from services.directory.models import Organization, Service, ServiceAtLocation, Taxonomy, TaxonomyTerm
@@ -31,7 +32,6 @@ from services.directory.schemas import (
 from shared.db import Database
 from shared.deps import DatabaseDep
 from shared.errors import Problem, problems
-from shared.postcodes import InvalidPostcode, normalise_postcode
 
 router = APIRouter(prefix="/directory", tags=["directory (Open Referral UK)"])
 MAX_PER_PAGE = 200

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, field_validator, model_validator
 
+from contracts.postcodes import InvalidPostcode, normalise_postcode
 from services.directory.domain import ScheduleError, check_coordinates, weekly_slots
-from shared.postcodes import InvalidPostcode, normalise_postcode
 from shared.text import SafeLine, SafeText
 
 # shared.text: no control characters or invisible formatting (line breaks only in long text).

@@ -15,6 +15,8 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import ServicePublished, ServiceWithdrawn
+from contracts.postcodes import normalise_district
+from contracts.timezones import london_today
 from services.directory import oruk
 from services.directory.domain import Slot, weekly_slots
 from services.directory.models import (
@@ -31,9 +33,7 @@ from services.directory.models import (
 from services.directory.schemas import OrganizationIn, ServiceProposal
 from shared.events import make_event
 from shared.outbox import add_event
-from shared.postcodes import normalise_district
 from shared.sqltypes import utcnow
-from shared.timezones import london_today
 
 SERVICE = "directory"
 

@@ -11,6 +11,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.coverage import Resolution, resolve
+from contracts.postcodes import InvalidPostcode
+from contracts.timezones import london_date
 from services.registry import store
 from services.registry.domain import Validity
 from services.registry.schemas import (
@@ -24,14 +27,11 @@ from services.registry.schemas import (
 )
 from services.registry.state import RegistryStateDep
 from shared.auth import Caller, requires
-from shared.coverage import Resolution, resolve
 from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, problems, rule_broken
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.params import PageNumber
-from shared.postcodes import InvalidPostcode
 from shared.preconditions import ANY, etag, expected_version, precondition_failed
-from shared.timezones import london_date
 
 router = APIRouter(prefix="/registry", tags=["registry"], responses=problems(401, 403, 422))
 

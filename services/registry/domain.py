@@ -1,6 +1,6 @@
 """The registry's own rules, as pure functions (no I/O): validity ranges. The coverage rules it
 answers `resolve` with (pathways by age, opening hours, postcode to place, network and teams)
-live in `shared.coverage`, because triage applies the same rules to its read-model."""
+live in `contracts.coverage`, because triage applies the same rules to its read-model."""
 
 from __future__ import annotations
 

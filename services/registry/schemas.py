@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.postcodes import normalise_district
+from contracts.postcodes import normalise_district
 from shared.text import SafeLine
 
 TIME_ZONE = "Europe/London"

@@ -8,9 +8,9 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.coverage import Snapshot, snapshot_from
 from services.registry.schemas import Kind
 from services.registry.store import generation, live_rows_at
-from shared.coverage import Snapshot, snapshot_from
 
 
 async def build_snapshot(session: AsyncSession, day: date) -> Snapshot:

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.timezones import london_date
 from services.registry.domain import Validity
 from services.registry.models import RegistryRecord, RegistryRow
 from services.registry.schemas import (
@@ -37,7 +38,6 @@ from services.registry.schemas import (
 from shared.events import make_event
 from shared.outbox import add_event
 from shared.sqltypes import utcnow
-from shared.timezones import london_date
 
 SERVICE = "registry"
 

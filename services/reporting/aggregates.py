@@ -17,12 +17,12 @@ from typing import Any
 from sqlalchemy import and_, func, literal, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clocks import AT_RISK_DAY, TARGET_DAYS, EpisodeFacts, crisis_target_minutes
+from contracts.timezones import london_date
 from contracts.vocabulary import Priority
 from services.reporting.domain import Figures, Period, median, median_of_counts, percentile_of_counts
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
-from shared.clocks import AT_RISK_DAY, TARGET_DAYS, EpisodeFacts, crisis_target_minutes
 from shared.sqltypes import UTCDateTime
-from shared.timezones import london_date
 
 ROUTES = (
     "crisis_response", "crisis_line", "home_treatment", "front_door_primary", "front_door_secondary", "focused_support",

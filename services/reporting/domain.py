@@ -6,7 +6,7 @@ figure a caller without `reporting:unsuppressed` receives, ICB totals included (
 national level), goes through the MHSDS disclosure control in `publish`; only that scope gets
 raw figures.
 
-The crisis targets are not here: triage and reporting both take them from `shared/clocks.py`
+The crisis targets are not here: triage and reporting both take them from `contracts/clocks.py`
 (`crisis_target_minutes`, used by `aggregates`), because services do not import each other's code.
 """
 

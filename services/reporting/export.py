@@ -34,6 +34,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.timezones import london_date
 from services.reporting.domain import age_band, pseudonym
 from services.reporting.models import EpisodeFact, ExportFile, ExportJob, HandoverFact, ReferralFact
 from services.reporting.projections import pseudonym_key
@@ -45,7 +46,6 @@ from shared.db import Database
 from shared.deps import DatabaseDep, ServiceState, service_state, state_of
 from shared.errors import Problem, problems
 from shared.sqltypes import utcnow
-from shared.timezones import london_date
 
 log = logging.getLogger("cmh.reporting.export")
 router = APIRouter(prefix="/reporting", tags=["reporting export"], responses=problems(401, 403, 422))

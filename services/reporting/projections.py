@@ -15,15 +15,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clocks import national_clock, plan_clock
 from contracts.events import EpisodeFacts, HandoverUpdated, ReferralEvent
+from contracts.timezones import london_date
 from services.reporting.domain import age_band, ethnicity_group, person_key, sex_category
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
-from shared.clocks import national_clock, plan_clock
 from shared.consumer import Subscription
 from shared.events import CloudEvent
 from shared.settings import Settings
 from shared.sqltypes import utcnow
-from shared.timezones import london_date
 
 DURABLE = "reporting-projections"
 # careplan record kinds → the episode fact each first-of time updates

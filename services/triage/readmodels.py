@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.coverage import PlaceView, Snapshot, snapshot_from
 from contracts.events import (
     EpisodeDischarged,
     EpisodeFacts,
@@ -27,6 +28,7 @@ from contracts.events import (
     ServicePublished,
     ServiceWithdrawn,
 )
+from contracts.timezones import london_date
 from services.triage.domain import DirectoryIndex, DirectoryServiceView
 from services.triage.domain import Discharge as DischargeView
 from services.triage.models import DirectoryService, Discharge, Episode, ReadModelGeneration, RegistryRecord
@@ -34,11 +36,9 @@ from shared import registry_events
 from shared.background import BackgroundWorker
 from shared.broker import backoff_delay
 from shared.consumer import Subscription
-from shared.coverage import PlaceView, Snapshot, snapshot_from
 from shared.deps import service_state
 from shared.events import CloudEvent
 from shared.service import refreeze_after_replacing
-from shared.timezones import london_date
 
 log = logging.getLogger("cmh.triage.readmodels")
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
+from contracts.postcodes import InvalidPostcode, normalise_postcode
 from contracts.vocabulary import PRIORITY_LABELS
 from services.triage.domain import (
     DecisionAction,
@@ -23,7 +24,6 @@ from services.triage.domain import (
     Source,
     normalise_nhs_number,
 )
-from shared.postcodes import InvalidPostcode, normalise_postcode
 from shared.text import SafeLine, SafeText
 
 FREE_TEXT_LIMIT = 4000
@@ -136,7 +136,7 @@ class ReferralIn(_In):
                 raise ValueError(f"{name} needs a time zone")
             if moment.date() < self.person.birth_date:
                 raise ValueError(f"{name} is before the person's date of birth")
-        # Not in the future, and not written after it was received: `shared.clocks.check_moment`,
+        # Not in the future, and not written after it was received: `contracts.clocks.check_moment`,
         # applied once, by the store (the receipt defaults to now there).
         return self
 

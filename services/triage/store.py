@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clocks import TimeRefused, check_moment
+from contracts.timezones import london_date
 from contracts.vocabulary import PRIORITY_LABELS
 from services.triage import access, identity, readmodels
 from services.triage.domain import (
@@ -54,11 +56,9 @@ from services.triage.models import (
 )
 from services.triage.schemas import DecisionIn, PersonIn, ReferralIn
 from shared.auth import Caller
-from shared.clocks import TimeRefused, check_moment
 from shared.events import make_event
 from shared.outbox import add_event
 from shared.sqltypes import utcnow
-from shared.timezones import london_date
 
 SERVICE = "triage"
 CLOSED = ReferralStatus.CLOSED.value

@@ -13,20 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.careplan.domain import (
-    BreachReason,
-    DischargeReason,
-    RuleRefused,
-    WorklistItem,
-    add_months,
-    check_clinical_time,
-    check_discharge,
-    check_plan_agreement,
-    order_worklist,
-    reaccess_until,
-    worklist_key,
-)
-from shared.clocks import (
+from contracts.clocks import (
     AT_RISK_DAY,
     NEEDS_ASSESSMENT,
     NEEDS_CONTACT,
@@ -45,7 +32,20 @@ from shared.clocks import (
     plan_clock,
     spell_start,
 )
-from shared.timezones import LONDON, london_date
+from contracts.timezones import LONDON, london_date
+from services.careplan.domain import (
+    BreachReason,
+    DischargeReason,
+    RuleRefused,
+    WorklistItem,
+    add_months,
+    check_clinical_time,
+    check_discharge,
+    check_plan_agreement,
+    order_worklist,
+    reaccess_until,
+    worklist_key,
+)
 
 REFERRED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ASSESSED = datetime(2026, 1, 12, 10, 0, tzinfo=UTC)  # Monday 12 January, London (GMT)

@@ -12,6 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.clocks import (
+    AT_RISK_DAY,
+    CLOCK_SKEW,
+    TARGET_DAYS,
+    ClockEvent,
+    EpisodeFacts,
+    due_clock_events,
+    plan_clock,
+)
+from contracts.timezones import LONDON, london_date
 from services.careplan.domain import (
     BEFORE_ROUTING_KINDS,
     BreachReason,
@@ -28,16 +38,6 @@ from services.careplan.domain import (
     worklist_key,
 )
 from services.careplan.models import plan_clock_day
-from shared.clocks import (
-    AT_RISK_DAY,
-    CLOCK_SKEW,
-    TARGET_DAYS,
-    ClockEvent,
-    EpisodeFacts,
-    due_clock_events,
-    plan_clock,
-)
-from shared.timezones import LONDON, london_date
 
 REFERRED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ASSESSED = datetime(2026, 1, 12, 10, 0, tzinfo=UTC)

@@ -13,9 +13,9 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from sqlalchemy import select
 
+from contracts.clocks import calendar_days
 from services.careplan import fhir, store
 from services.careplan.models import Episode, EpisodeRecord
-from shared.clocks import calendar_days
 from shared.events import make_event
 from tests.careplan.conftest import Careplan
 from tests.support import mint_token, outbox_events

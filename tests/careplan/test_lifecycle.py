@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from fhir.resources.R4B import get_fhir_model_class
 from sqlalchemy import select
 
+from contracts.clocks import TARGET_DAYS, calendar_days
 from services.careplan.models import EpisodeRecord, ReferralState
-from shared.clocks import TARGET_DAYS, calendar_days
 from shared.events import CloudEvent, make_event
 from tests.careplan.conftest import Careplan
 from tests.careplan.support import (

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
+from contracts.clocks import plan_clock
+from contracts.timezones import LONDON
 from services.careplan import store
 from services.careplan.domain import WorklistItem, order_worklist
 from services.careplan.models import Episode
-from shared.clocks import plan_clock
-from shared.timezones import LONDON
 from tests.careplan.conftest import Careplan
 from tests.careplan.support import READER, TEAM
 

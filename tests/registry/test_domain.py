@@ -10,10 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.registry.domain import Validity
-from services.registry.schemas import ATTRIBUTES
-from services.registry.seed import REFERENCE, desired_records
-from shared.coverage import (
+from contracts.coverage import (
     Hours,
     Interval,
     NetworkView,
@@ -26,7 +23,10 @@ from shared.coverage import (
     pathway_for_age,
     resolve,
 )
-from shared.postcodes import InvalidPostcode, normalise_postcode
+from contracts.postcodes import InvalidPostcode, normalise_postcode
+from services.registry.domain import Validity
+from services.registry.schemas import ATTRIBUTES
+from services.registry.seed import REFERENCE, desired_records
 
 letters = st.sampled_from(string.ascii_uppercase)
 digits = st.sampled_from(string.digits)

@@ -16,13 +16,13 @@ from sqlalchemy import inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cmh.migrations import migrate
+from contracts.clocks import AT_RISK_DAY, TARGET_DAYS
+from contracts.timezones import london_date
 from services.reporting import aggregates
 from services.reporting.domain import Period, median, parse_period, percentile
 from services.reporting.models import EpisodeFact
-from shared.clocks import AT_RISK_DAY, TARGET_DAYS
 from shared.db import Database
 from shared.settings import Settings
-from shared.timezones import london_date
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 TODAY = london_date(NOW).toordinal()

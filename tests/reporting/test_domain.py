@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.clocks import crisis_target_minutes
 from services.reporting.domain import (
     AGE_BANDS,
     GROUP_FIELDS,
@@ -36,7 +37,6 @@ from services.reporting.domain import (
     suppress_count,
     suppress_percentage,
 )
-from shared.clocks import crisis_target_minutes
 
 counts = st.integers(min_value=0, max_value=10**7)
 

@@ -3,7 +3,7 @@ and 65th birthdays (29 February included, and the London date a referral arrives
 team's opening and closing minute on the days the clocks change, the plan clock's day 21 / 28 / 29
 across the clock changes, and the crisis queue's deadlines against the urgency order.
 
-Pure functions only (services/triage/domain/, shared/coverage.py, shared/clocks.py), over the
+Pure functions only (services/triage/domain/, contracts/coverage.py, contracts/clocks.py), over the
 seeded Lancashire and South Cumbria reference data."""
 
 from __future__ import annotations
@@ -16,6 +16,18 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from contracts.clocks import ClockEvent, ClockState, EpisodeFacts, due_clock_events, plan_clock
+from contracts.coverage import (
+    Hours,
+    Interval,
+    PathwayBand,
+    Snapshot,
+    hours_of,
+    open_at,
+    pathway_for_age,
+    snapshot_from,
+)
+from contracts.timezones import LONDON, london_date
 from services.registry.schemas import ATTRIBUTES
 from services.registry.seed import HOURS, REFERENCE, desired_records
 from services.triage.domain import (
@@ -30,18 +42,6 @@ from services.triage.domain import (
     more_urgent,
     screen,
 )
-from shared.clocks import ClockEvent, ClockState, EpisodeFacts, due_clock_events, plan_clock
-from shared.coverage import (
-    Hours,
-    Interval,
-    PathwayBand,
-    Snapshot,
-    hours_of,
-    open_at,
-    pathway_for_age,
-    snapshot_from,
-)
-from shared.timezones import LONDON, london_date
 
 REFERENCE_DATA = json.loads(REFERENCE.read_text())
 PATHWAYS = [

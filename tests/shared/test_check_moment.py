@@ -1,4 +1,4 @@
-"""`shared.clocks.check_moment`, the one home of "not in the future" (and "not after", when the
+"""`contracts.clocks.check_moment`, the one home of "not in the future" (and "not after", when the
 latest allowed moment is another recorded one): `CLOCK_SKEW` allowed, nothing else."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.clocks import CLOCK_SKEW, TimeRefused, check_moment
+from contracts.clocks import CLOCK_SKEW, TimeRefused, check_moment
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 offsets = st.timedeltas(min_value=-timedelta(days=30), max_value=timedelta(days=30))

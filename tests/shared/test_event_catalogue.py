@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from cmh.serving import bus_plan
+from contracts.clocks import ClockEvent
 from services.careplan.app import create_app as create_careplan
 from services.registry.schemas import Kind
 from services.triage import domain as triage_domain
 from services.triage.app import create_app as create_triage
-from shared.clocks import ClockEvent
 from shared.event_catalogue import CATALOGUE, DOC_PATH, consumers_of, render, subject_matches
 from shared.events import make_event
 from shared.settings import Settings

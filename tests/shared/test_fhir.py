@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
+from contracts.timezones import LONDON
 from gateway.fhir import SUPPORTED, capability_statement
 from shared.errors import Problem, is_fhir_path, operation_outcome, problem_body
 from shared.fhir import Paging, paging, parse_date, reference_id, searchset, split_token
 from shared.fhir_terms import care_plan_status
-from shared.timezones import LONDON
 
 UTC_MOMENTS = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2040, 12, 31), timezones=st.just(LONDON)

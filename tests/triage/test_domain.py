@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.clocks import AE_LIAISON_MINUTES, TARGET_MINUTES
+from contracts.coverage import Snapshot, snapshot_from
 from services.registry.schemas import ATTRIBUTES
 from services.registry.seed import REFERENCE, desired_records
 from services.triage.domain import (
@@ -52,8 +54,6 @@ from services.triage.domain import (
     screen,
     suggest_priority,
 )
-from shared.clocks import AE_LIAISON_MINUTES, TARGET_MINUTES
-from shared.coverage import Snapshot, snapshot_from
 
 TAXONOMY = Path(__file__).parents[2] / "services" / "directory" / "reference" / "needs-taxonomy.json"
 

@@ -3,7 +3,7 @@
 Triage is a trusted assessor, not an eligibility gate: `screen` always ends with an offer (a
 clinical route, a team, or named partner services), and every step it takes is recorded as a
 `Rule` a clinician can read. Coverage (place, network, pathway, candidate teams) comes from
-`shared.coverage`, the same rules the registry answers `/registry/resolve` with.
+`contracts.coverage`, the same rules the registry answers `/registry/resolve` with.
 
 Split along its seams: `codes` (urgency order, risks, needs, `Rule`), `priority` (suggested
 priority, crisis targets), `identity` (NHS number, name key, age), `matching` (partner services),

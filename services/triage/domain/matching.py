@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time
 
+from contracts.timezones import LONDON
 from services.triage.domain.codes import _aware
-from shared.timezones import LONDON
 
 # --- directory matching ------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+from contracts.clocks import crisis_target_minutes
 from contracts.vocabulary import Priority, Source
 from services.triage.domain.codes import (
     IMMINENT_RISKS,
@@ -15,7 +16,6 @@ from services.triage.domain.codes import (
     _aware,
     more_urgent,
 )
-from shared.clocks import crisis_target_minutes
 
 # --- priority ----------------------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ def suggest_priority(
 # Minutes from referral to the first attended face-to-face contact. The brief sets no stricter
 # target for an emergency than for very urgent; the suite uses the one-hour A&E liaison standard.
 def crisis_target(priority: Priority, source: Source) -> int | None:
-    """Minutes to first face-to-face contact (`shared.clocks`, one definition with reporting);
+    """Minutes to first face-to-face contact (`contracts.clocks`, one definition with reporting);
     an A&E referral is seen by liaison within the hour."""
     return crisis_target_minutes(int(priority), source.value)
 

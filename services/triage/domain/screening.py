@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from contracts.coverage import Resolution, Snapshot, TeamCandidate, TeamView, open_at, resolve
+from contracts.timezones import LONDON
 from contracts.vocabulary import Priority, Route, Source
 from services.triage.domain.codes import (
     CLINICAL_NEEDS,
@@ -21,8 +23,6 @@ from services.triage.domain.codes import (
 )
 from services.triage.domain.matching import DirectoryIndex, DirectoryServiceView, ServiceMatch, match_services
 from services.triage.domain.priority import crisis_target, suggest_priority
-from shared.coverage import Resolution, Snapshot, TeamCandidate, TeamView, open_at, resolve
-from shared.timezones import LONDON
 
 # --- out of area -------------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
+from contracts.timezones import LONDON
 from shared.sqltypes import UTCDateTime
-from shared.timezones import LONDON
 
 revision = "0005"
 down_revision = "0004"

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from shared.postcodes import normalise_postcode
-from shared.timezones import LONDON
+from contracts.postcodes import normalise_postcode
+from contracts.timezones import LONDON
 
 WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.timezones import london_date
+from contracts.timezones import london_date
 
 # --- clocks ------------------------------------------------------------------------------------
 
