@@ -47,7 +47,7 @@ def test_the_checker_sees_an_inline_filter() -> None:
 
 def test_no_route_filters_on_the_callers_organisation_outside_the_access_modules() -> None:
     offences = []
-    for path in sorted([*ROOT.glob("services/*/*.py"), *ROOT.glob("gateway/*.py")]):
+    for path in sorted([*ROOT.glob("services/**/*.py"), *ROOT.glob("gateway/*.py")]):
         if path.name in ACCESS_MODULES:
             continue
         for line in inline_organisation_checks(path.read_text()):

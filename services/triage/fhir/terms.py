@@ -1,0 +1,106 @@
+"""The codes and identifiers triage's FHIR R4 (UK Core) views speak: the profiles claimed, the
+identifier and code systems, the extensions, the fixed codes, and the maps between FHIR's value
+sets and triage's native ones (priority, requested urgency, gender).
+
+Codes without a published FHIR code system (referral source, needs, risks, routes, the MHSDS
+clinical response priority) use the suite's code systems under `CMH_CODES`, named here once so the
+renderer, the parser, the API's searches, the gateway's CapabilityStatement and the tests name the
+same URLs. Also the search parameters each resource answers. Constants only: no functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from services.triage.domain import RequestedUrgency
+from shared.fhir_terms import CMH_CODES, CMH_EXTENSIONS, CMH_IDS, UK_CORE
+
+# --- systems, profiles and codes ------------------------------------------------------------------
+
+SERVICE_REQUEST_PROFILE = UK_CORE + "UKCore-ServiceRequest"
+PATIENT_PROFILE = UK_CORE + "UKCore-Patient"
+
+REFERRAL_SYSTEM = CMH_IDS + "referral"  # ServiceRequest.identifier: our referral id
+CHARITY_SYSTEM = CMH_IDS + "charity-number"  # requesters that have no ODS code
+DIRECTORY_SERVICE_SYSTEM = CMH_IDS + "directory-service"  # partner services signposted to
+
+SOURCE_CODES = CMH_CODES + "referral-source"  # domain.Source
+NEED_CODES = CMH_CODES + "need"  # domain.Need
+RISK_CODES = CMH_CODES + "risk"  # domain.Risk
+ROUTE_CODES = CMH_CODES + "route"  # domain.Route
+SERVICE_REQUESTED_CODES = CMH_CODES + "service-requested"
+PRIORITY_CODES = CMH_CODES + "clinical-response-priority"  # MHSDS ClinRespPriorityType, 1-4
+TASK_CODES = CMH_CODES + "task"
+TRIAGE_OUTCOME_CODES = CMH_CODES + "triage-outcome"  # Task.businessStatus: the latest decision
+TRIAGE_OUTPUT_CODES = CMH_CODES + "triage-output"  # Task.output.type: route | priority | signpost
+
+PRIORITY_EXTENSION = CMH_EXTENSIONS + "clinical-response-priority"
+CONSENT_EXTENSION = CMH_EXTENSIONS + "consent-to-share-with-vcfse"
+# Identity: the NHS number matched a person on file whose date of birth or name disagrees. The
+# Task carries the flag (extension, valueBoolean), one input per disagreeing field, and a note.
+IDENTITY_REVIEW_EXTENSION = CMH_EXTENSIONS + "identity-review"
+TRIAGE_INPUT_CODES = CMH_CODES + "triage-input"  # Task.input.type: identity-review
+IDENTITY_REVIEW_REASON_CODES = CMH_CODES + "identity-review-reason"  # birth_date | name | postcode
+IDENTITY_REVIEW_CODE = "identity-review"
+
+# Provenance: who made each decision about a referral (the calling system, and the clinician it
+# asserts, recorded as asserted), when, what and why.
+CLIENT_SYSTEM = CMH_IDS + "client"  # Provenance.agent (device): the calling system's client id
+END_USER_SYSTEM = CMH_IDS + "end-user"  # Provenance.agent (author): the asserted end user
+DECISION_ACTIVITY_CODES = CMH_CODES + "triage-decision"  # Provenance.activity: the decision's action
+PROVENANCE_AGENT_TYPES = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+SPA_REFERRAL_CODE = "spa-referral"
+SPA_REFERRAL_TEXT = "Referral to community mental health services (single point of access)"
+TRIAGE_TASK_CODE = "triage"
+AWAITING_TRIAGE = "awaiting-triage"
+# History rows that are not triage decisions: a screened referral's intake, the first contact.
+NOT_DECISIONS = frozenset({"received", "contact"})
+RISK_ASSESSMENT_ID = "risk"
+
+# Triage priority (MHSDS code) <-> ServiceRequest.priority (request-priority).
+FHIR_PRIORITY: dict[int, str] = {1: "stat", 4: "asap", 2: "urgent", 3: "routine"}
+REQUESTED_URGENCY: dict[str, RequestedUrgency] = {
+    "routine": RequestedUrgency.ROUTINE,
+    "urgent": RequestedUrgency.URGENT,
+    "asap": RequestedUrgency.VERY_URGENT,
+    "stat": RequestedUrgency.EMERGENCY,
+}
+# Person.sex (NHS person stated gender) <-> Patient.gender.
+FHIR_GENDER: dict[str, str] = {
+    "male": "male",
+    "female": "female",
+    "not_known": "unknown",
+    "not_specified": "unknown",
+}
+SEX_FROM_GENDER: dict[str, str] = {
+    "male": "male",
+    "female": "female",
+    "unknown": "not_known",
+    "other": "not_specified",
+}
+
+# Search parameters each resource answers (name -> FHIR type), for the API and the
+# CapabilityStatement; `_format`, `_count` and `_offset` are accepted on every search besides.
+_PATIENT_CHAIN = ("patient.identifier", "patient:identifier", "subject.identifier", "subject:identifier")
+SEARCH_PARAMETERS: dict[str, dict[str, str]] = {
+    "Provenance": {"target": "reference"},
+    "ServiceRequest": {
+        "_id": "token",
+        "identifier": "token",
+        "patient": "reference",
+        **dict.fromkeys(_PATIENT_CHAIN, "token"),
+        "requester.identifier": "token",
+        "requester:identifier": "token",
+        "status": "token",
+        "authored": "date",
+    },
+    "Task": {
+        "_id": "token",
+        "focus": "reference",
+        "patient": "reference",
+        **dict.fromkeys(_PATIENT_CHAIN, "token"),
+        "status": "token",
+    },
+    "Patient": {"_id": "token", "identifier": "token"},
+}
+CONTROL_PARAMETERS = ("_format", "_count", "_offset")
+PATIENT_CHAIN_PARAMETERS = _PATIENT_CHAIN
