@@ -57,3 +57,13 @@ class Route(StrEnum):
     VCFSE_SIGNPOST = "vcfse_signpost"
     REACCESS = "reaccess"
     OUT_OF_AREA = "out_of_area"
+
+
+# Routes with a clinical team, where careplan keeps an episode of care (triage routes to them and
+# careplan opens one for them): a signpost, the crisis line and out of area have none.
+EPISODE_ROUTES: frozenset[Route] = frozenset(
+    {
+        Route.CRISIS_RESPONSE, Route.HOME_TREATMENT, Route.FRONT_DOOR_PRIMARY, Route.FRONT_DOOR_SECONDARY,
+        Route.FOCUSED_SUPPORT, Route.STAYING_WELL, Route.REACCESS,
+    }
+)  # fmt: skip

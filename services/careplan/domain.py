@@ -58,6 +58,7 @@ from contracts.clocks import (
     require_aware,
 )  # fmt: skip
 from contracts.timezones import LONDON, london_date
+from contracts.vocabulary import EPISODE_ROUTES
 from shared.problems import Refusal
 
 HOW_AGREED: frozenset[str] = frozenset({"in_person", "telephone", "video", "letter", "declined_to_sign"})
@@ -73,19 +74,9 @@ class RuleRefused(Refusal, ValueError):
 
 # --- episodes and the named worker --------------------------------------------------------------
 
-# Routes that open an episode with a clinical team (a signpost, the crisis line or out of area do
-# not): triage's `EPISODE_ROUTES`, the same set (a test holds the two together).
-CLINICAL_ROUTES: frozenset[str] = frozenset(
-    {
-        "crisis_response",
-        "home_treatment",
-        "front_door_primary",
-        "front_door_secondary",
-        "focused_support",
-        "staying_well",
-        "reaccess",
-    }
-)
+# Routes that open an episode with a clinical team: the shared vocabulary's, the set triage routes
+# to a clinical team (a signpost, the crisis line or out of area open none).
+CLINICAL_ROUTES: frozenset[str] = frozenset(route.value for route in EPISODE_ROUTES)
 
 
 def opens_episode(route: object) -> bool:

@@ -19,15 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clocks import AT_RISK_DAY, TARGET_DAYS, EpisodeFacts, crisis_target_minutes
 from contracts.timezones import london_date
-from contracts.vocabulary import Priority
+from contracts.vocabulary import Priority, Route
 from services.reporting.domain import Figures, Period, median, median_of_counts, percentile_of_counts
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
 from shared.sqltypes import UTCDateTime
 
-ROUTES = (
-    "crisis_response", "crisis_line", "home_treatment", "front_door_primary", "front_door_secondary", "focused_support",
-    "staying_well", "vcfse_signpost", "reaccess", "out_of_area",
-)  # fmt: skip
+ROUTES = tuple(route.value for route in Route)
 CATEGORY_OF = {"network": "network", "team": "team", "place": "place", "pathway": "pathway"}
 
 

@@ -13,7 +13,7 @@ decision keeps). Every public name is here too: `from services.triage.domain imp
 
 from __future__ import annotations
 
-from contracts.vocabulary import Priority, Route, Source
+from contracts.vocabulary import EPISODE_ROUTES, Priority, Route, Source
 from services.triage.domain.codes import (
     CLINICAL_NEEDS,
     COMPLEX_NEEDS,
@@ -28,7 +28,6 @@ from services.triage.domain.codes import (
     more_urgent,
 )
 from services.triage.domain.decisions import (
-    EPISODE_ROUTES,
     INTAKE,
     LIFECYCLE,
     DecisionAction,

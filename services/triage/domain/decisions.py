@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from contracts.vocabulary import Route
+from contracts.vocabulary import EPISODE_ROUTES, Route
 from shared.problems import Refusal
 
 # --- decisions and the referral lifecycle --------------------------------------------------------
@@ -85,14 +85,8 @@ LIFECYCLE: dict[ReferralStatus, dict[DecisionAction, Transition]] = {
     },
     ReferralStatus.CLOSED: {},
 }
-# Routes with a clinical team, where careplan keeps an episode (careplan's CLINICAL_ROUTES: a test
-# holds the two equal). A signpost, the crisis line and out of area have no episode.
-EPISODE_ROUTES: frozenset[Route] = frozenset(
-    {
-        Route.CRISIS_RESPONSE, Route.HOME_TREATMENT, Route.FRONT_DOOR_PRIMARY, Route.FRONT_DOOR_SECONDARY,
-        Route.FOCUSED_SUPPORT, Route.STAYING_WELL, Route.REACCESS,
-    }
-)  # fmt: skip
+# EPISODE_ROUTES (routes with a clinical team, where careplan keeps an episode) is the shared
+# vocabulary's (contracts/vocabulary.py): careplan opens episodes for exactly these.
 
 
 class DecisionRefused(Refusal, ValueError):
