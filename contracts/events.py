@@ -308,44 +308,19 @@ class RecordKept(EpisodeFacts):
     named_worker_cleared: str | None = None
 
 
-class ContactRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "contact", "recorded")
+RECORD_KINDS = (
+    "contact", "assessment", "outcome_measure", "intervention", "advice", "plan", "plan_agreement", "review",
+    "named_worker", "discharge",
+)  # fmt: skip
 
 
-class AssessmentRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "assessment", "recorded")
+def _record_model(kind: str) -> type[RecordKept]:
+    name = "".join(part.title() for part in kind.split("_")) + "Recorded"
+    subject = _subject("careplan", kind, "recorded")
+    return type(name, (RecordKept,), {"SUBJECT": subject, "__module__": __name__})
 
 
-class OutcomeMeasureRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "outcome_measure", "recorded")
-
-
-class InterventionRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "intervention", "recorded")
-
-
-class AdviceRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "advice", "recorded")
-
-
-class PlanRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "plan", "recorded")
-
-
-class PlanAgreementRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "plan_agreement", "recorded")
-
-
-class ReviewRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "review", "recorded")
-
-
-class NamedWorkerRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "named_worker", "recorded")
-
-
-class DischargeRecorded(RecordKept):
-    SUBJECT = _subject("careplan", "discharge", "recorded")
+RECORD_MODELS: dict[str, type[RecordKept]] = {kind: _record_model(kind) for kind in RECORD_KINDS}
 
 
 # --- registry ------------------------------------------------------------------------------------

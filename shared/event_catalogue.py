@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from contracts.events import AUDITED_SERVICES, REGISTRY_KINDS, EventPayload, model_for
+from contracts.events import AUDITED_SERVICES, RECORD_KINDS, REGISTRY_KINDS, EventPayload, model_for
 from contracts.vocabulary import Priority, Route, Source
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "events.md"
@@ -126,20 +126,6 @@ def _triage() -> list[EventContract]:
     ]
 
 
-CAREPLAN_RECORD_KINDS = (
-    "contact",
-    "assessment",
-    "outcome_measure",
-    "intervention",
-    "advice",
-    "plan",
-    "plan_agreement",
-    "review",
-    "named_worker",
-    "discharge",
-)
-
-
 def _careplan() -> list[EventContract]:
     def episode(subject: str, meaning: str) -> EventContract:
         return EventContract(subject, "careplan", meaning, demographics=_EPISODE_DEMOGRAPHICS)
@@ -160,7 +146,7 @@ def _careplan() -> list[EventContract]:
                 f"cmh.careplan.{kind}.recorded",
                 f"An episode's {kind.replace('_', ' ')} record was kept (facts and codes, no free text).",
             )
-            for kind in CAREPLAN_RECORD_KINDS
+            for kind in RECORD_KINDS
         ),
     ]
 
