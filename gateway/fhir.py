@@ -23,6 +23,7 @@ from gateway.state import gateway_state
 from shared.errors import Problem, error_response, problem_type
 from shared.fhir import FORWARDED_BASE_HEADER, Paging, check_format, fhir_response, invalid, searchset
 from shared.fhir_terms import NHS_NUMBER_SYSTEM
+from shared.http import public_base as shared_public_base
 
 FHIR_VERSION = "4.0.1"
 FHIR_RESOURCE_OWNERS: dict[str, str] = {
@@ -52,13 +53,9 @@ router = APIRouter(prefix="/fhir", include_in_schema=False)
 
 
 def public_base(request: Request) -> str:
-    """The FHIR base in links: `CMH_PUBLIC_URL` when set (behind a proxy that knows the public
-    name), else the address the caller used."""
-    configured = gateway_state(request).settings.public_url
-    if configured:
-        return configured.rstrip("/") + "/fhir"
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{request.url.scheme}://{host}/fhir"
+    """The FHIR base in links and fullUrls: the suite's public address (`shared.http.public_base`),
+    never the Host header a caller sent."""
+    return shared_public_base(gateway_state(request).settings, request.scope) + "/fhir"
 
 
 # --- the CapabilityStatement ---------------------------------------------------------------------

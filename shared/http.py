@@ -1,4 +1,5 @@
-"""The caller's address: the one place any process reads it (rate limits, logs, X-Forwarded-For).
+"""The caller's address and the suite's public address: the one place any process reads either
+(rate limits, logs, X-Forwarded-For; every absolute URL the suite hands out).
 
 uvicorn runs with `proxy_headers=False` (cmh/serving.py), so the ASGI scope's `client` is the
 TCP peer. `X-Forwarded-For` is believed only when that peer is one of `CMH_TRUSTED_PROXIES`, and
@@ -9,6 +10,7 @@ not itself a trusted proxy. Entries further left were written by the caller and 
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -92,3 +94,35 @@ def client_address(scope: Scope, settings: Settings) -> str:
             return str(address)
     # Every hop was a trusted proxy (or the chain broke): the earliest one we can vouch for.
     return str(current)
+
+
+def _forwarded(scope: Scope, name: bytes) -> str | None:
+    values = [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
+    first = values[0].split(",")[0].strip() if values else ""
+    return first or None
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
+
+
+def public_base(settings: Settings, scope: Scope | None = None) -> str:
+    """The address every absolute URL the suite hands out starts with (export locations and files,
+    FHIR links and fullUrls, the directory's OpenAPI link): `CMH_PUBLIC_URL` when set; else what a
+    trusted proxy in front said (`X-Forwarded-Proto` and `X-Forwarded-Host`, believed only from a
+    peer in `CMH_TRUSTED_PROXIES`); else the gateway's own address. Never the caller's Host header:
+    a caller must not choose where the links it is given, or a partner's webhooks, point."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    client = scope.get("client") if scope is not None else None
+    peer = _address(str(client[0])) if client else None
+    if scope is not None and peer is not None and _trusted(peer, _trusted_networks(settings.trusted_proxies)):
+        host = _forwarded(scope, b"x-forwarded-host")
+        proto = _forwarded(scope, b"x-forwarded-proto") or "https"
+        if host and _HOST.match(host) and proto in ("http", "https"):
+            return f"{proto}://{host}"
+    return settings.gateway_url().rstrip("/")
+
+
+def public_url(settings: Settings, path: str, scope: Scope | None = None) -> str:
+    """An absolute URL for a path of the public API (`/reporting/$export/jobs/…`)."""
+    return public_base(settings, scope) + "/" + path.lstrip("/")

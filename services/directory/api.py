@@ -30,8 +30,9 @@ from services.directory.schemas import (
     OrukPage,
 )
 from shared.db import Database
-from shared.deps import DatabaseDep
+from shared.deps import DatabaseDep, SettingsDep
 from shared.errors import Problem, problems
+from shared.http import public_base
 
 router = APIRouter(prefix="/directory", tags=["directory (Open Referral UK)"])
 MAX_PER_PAGE = 200
@@ -143,8 +144,8 @@ def _filters(
 
 @router.get("/", response_model=OrukAbout, summary="About this API (HSDS version, profile, publisher)")
 @router.get("", include_in_schema=False)
-async def about(request: Request, db: DatabaseDep) -> dict[str, Any]:
-    base = str(request.base_url).rstrip("/")
+async def about(request: Request, db: DatabaseDep, settings: SettingsDep) -> dict[str, Any]:
+    base = public_base(settings, request.scope)
     async with db.session() as session:
         services = int(await session.scalar(select(func.count()).select_from(Service)) or 0)
     return {

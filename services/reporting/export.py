@@ -45,6 +45,7 @@ from shared.background import BackgroundWorker
 from shared.db import Database
 from shared.deps import DatabaseDep, ServiceState, service_state, state_of
 from shared.errors import Problem, problems
+from shared.http import public_url
 from shared.sqltypes import utcnow
 
 log = logging.getLogger("cmh.reporting.export")
@@ -144,8 +145,15 @@ def _record(type_name: str, row: Any, key: bytes) -> dict[str, Any]:
     return out
 
 
+def _public_request_url(request: Request) -> str:
+    """The kick-off request as the client made it, at the public address (the manifest's `request`)."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return public_url(service_state(request).settings, request.url.path + query, request.scope)
+
+
 def _job_url(request: Request, job_id: str) -> str:
-    return f"{str(request.base_url).rstrip('/')}/reporting/$export/jobs/{job_id}"
+    """The job's public address (the client polls it from outside: never this service's own)."""
+    return public_url(service_state(request).settings, f"/reporting/$export/jobs/{job_id}", request.scope)
 
 
 async def _own_job(session: AsyncSession, caller: Caller, job_id: str) -> ExportJob:
@@ -179,7 +187,7 @@ async def kick_off(
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     job = ExportJob(
-        id=str(uuid.uuid4()), client_id=caller.client_id, request_url=str(request.url), types=",".join(chosen),
+        id=str(uuid.uuid4()), client_id=caller.client_id, request_url=_public_request_url(request), types=",".join(chosen),
         # The database's moment (not the injectable clock): the export's cut-off is compared with
         # the rows' own `updated_at`, which the database stamps.
         since=since, status="pending", progress=0, transaction_time=utcnow(),

@@ -583,3 +583,27 @@ async def test_export_has_no_source_ids_and_is_audited(reporting: Any) -> None:
     assert all(a["client_id"] == "exporter" and a["person_ids"] == [] for a in granted)
     denied = [a for a in downloads if a["outcome"] == "denied"]
     assert len(denied) == 1 and denied[0]["client_id"] == "exporter-2"
+
+
+async def test_the_export_hands_out_only_public_addresses(make_settings: Callable[..., Settings]) -> None:
+    """An ICB client outside the cluster polls and downloads from the addresses it is given
+    (issue 20): the job, the manifest's request and every file URL are at `CMH_PUBLIC_URL`, not
+    this service's own address, whatever Host the request came with."""
+    public = "https://api.cmh.example.nhs.uk"
+    settings = make_settings(reporting_pseudonym_key="test-key-1", public_url=public + "/")
+    async with running_service("reporting", create_app, settings) as (client, app):
+        await _publish(app, referral_events(2, place="lancashire", ethnicity="A"))
+
+        async def projected() -> bool:
+            return await _count(app, EpisodeFact) == 2
+
+        await eventually(projected, timeout=15)
+        kick = await client.post(
+            "/reporting/$export", params={"_type": "Referral"}, headers={**EXPORTER, "Host": "evil.example"}
+        )
+        assert kick.status_code == 202
+        location = kick.headers["content-location"]
+        assert location.startswith(f"{public}/reporting/$export/jobs/")
+        manifest = await _manifest(client, location.removeprefix(public), EXPORTER)
+        urls = [manifest["request"], *(output["url"] for output in manifest["output"])]
+        assert manifest["output"] and all(url.startswith(f"{public}/reporting/$export") for url in urls), urls
