@@ -318,22 +318,7 @@ async def _open_or_link(
 ) -> Episode:
     at, actor = _decided_at(data, event), Actor.from_event(data)
     team_id = data.get("team_id")
-    open_here = (
-        await session.scalar(
-            select(Episode)
-            .where(
-                Episode.person_id == data["person_id"],
-                Episode.status == "open",
-                Episode.team_id == team_id,
-                Episode.referral_id != data["referral_id"],
-            )
-            .order_by(Episode.opened_at.desc(), Episode.id)
-            .limit(1)
-            .with_for_update()
-        )
-        if team_id is not None
-        else None
-    )
+    open_here = await _open_at(session, data["person_id"], team_id, other_than=data["referral_id"])
     if open_here is not None:
         _link_referral(session, open_here, data, at, actor)
         state.episode_id, state.linked = open_here.id, True
@@ -457,7 +442,9 @@ async def apply_transferred(session: AsyncSession, event: CloudEvent) -> None:
             _applied(state, data, episode)
             log.info("transfer not applied: the episode is already discharged", extra={"event_id": event.id})
             return
-        joined = await _open_at(session, episode.person_id, data.get("team_id"), besides=episode.id)
+        joined = await _open_at(
+            session, episode.person_id, data.get("team_id"), other_than=episode.referral_id
+        )
         if joined is not None:
             _join(session, episode, joined, data, event, state)
             return
@@ -476,16 +463,16 @@ async def apply_transferred(session: AsyncSession, event: CloudEvent) -> None:
 
 
 async def _open_at(
-    session: AsyncSession, person_id: str, team_id: str | None, *, besides: str
+    session: AsyncSession, person_id: str, team_id: str | None, *, other_than: str
 ) -> Episode | None:
-    """The person's other open episode at a team, if they have one (locked)."""
+    """The person's open episode at a team from a referral other than `other_than`, if any (locked)."""
     if team_id is None:
         return None
     return await session.scalar(
         select(Episode)
         .where(
             Episode.person_id == person_id, Episode.status == "open", Episode.team_id == team_id,
-            Episode.id != besides,
+            Episode.referral_id != other_than,
         )
         .order_by(Episode.opened_at.desc(), Episode.id)
         .limit(1)
