@@ -17,6 +17,7 @@ RequestLimitsMiddleware, the same in every process, runs before this one (gatewa
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -66,6 +67,18 @@ def area_of(path: str) -> str:
 
 def is_public_directory_read(method: str, path: str) -> bool:
     return method in PUBLIC_METHODS and PUBLIC_DIRECTORY_READ.match(path) is not None
+
+
+# The suite's published terminology (conformance resources, no person data) is public like the
+# CapabilityStatement, so a partner can build its mapping before it holds credentials.
+PUBLIC_TERMINOLOGY_READ = re.compile(r"^/fhir/(CodeSystem|ValueSet|ConceptMap)(/[A-Za-z0-9\-.]{1,64})?/?$")
+
+
+def is_public_read(method: str, path: str) -> bool:
+    """Reads anyone may make without a token: the directory's ORUK feed and the terminology."""
+    return is_public_directory_read(method, path) or (
+        method in PUBLIC_METHODS and PUBLIC_TERMINOLOGY_READ.match(path) is not None
+    )
 
 
 @dataclass
@@ -119,7 +132,7 @@ class AccessControlMiddleware:
         method: str = scope["method"]
         path: str = scope["path"]
         headers = Headers(scope=scope)
-        public_read = is_public_directory_read(method, path)
+        public_read = is_public_read(method, path)
 
         if public_read:
             if method == "OPTIONS" and "access-control-request-method" in headers:

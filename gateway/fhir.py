@@ -20,8 +20,19 @@ from starlette.responses import Response
 
 from gateway.proxy import METHODS, _upstream_headers, forward
 from gateway.state import gateway_state
+from shared import terminology
 from shared.errors import Problem, error_response, problem_type
-from shared.fhir import FORWARDED_BASE_HEADER, Paging, check_format, fhir_response, invalid, searchset
+from shared.fhir import (
+    FORWARDED_BASE_HEADER,
+    Paging,
+    check_format,
+    fhir_response,
+    invalid,
+    not_found,
+    paging,
+    resource_response,
+    searchset,
+)
 from shared.fhir_terms import NHS_NUMBER_SYSTEM
 from shared.http import public_base as shared_public_base
 
@@ -203,6 +214,102 @@ SUPPORTED: dict[str, dict[str, Any]] = {
         "search": [_param("status", "token", "requested | active | error | off.")],
     },
 }
+
+
+_TERMINOLOGY_SEARCH = [
+    _param("_id", "token", "The resource id."),
+    _param("url", "uri", "The canonical URL."),
+    _param("name", "string", "The computable name (starts with, any case)."),
+    _param("title", "string", "The title (starts with, any case)."),
+    _param("status", "token", "draft | active | retired."),
+    _param("version", "token", "The business version."),
+]
+# The suite's published terminology, served by the gateway itself from shared/terminology (the
+# same data triage's intake translates with), with no sign-in: conformance resources, no person data.
+for _kind, _documentation, _extra in (
+    ("CodeSystem", "The suite's own code systems (referral source, need, risk, route, priorities, triage decisions).", [_param("system", "uri", "The code system's URL (as url).")]),
+    ("ValueSet", "A value set per code system, all its codes.", [_param("reference", "uri", "A code system the value set includes.")]),
+    (
+        "ConceptMap",
+        "Maps between partners' codes and the suite's: SNOMED CT referral source (UK Core "
+        "SourceOfServiceRequest) and reason for referral to the suite's codes and back; FHIR request "
+        "priority to the requested urgency. Intake translates with exactly these.",
+        [
+            _param("source-system", "uri", "The system mapped from."),
+            _param("target-system", "uri", "The system mapped to."),
+            _param("source-uri", "reference", "The value set mapped from."),
+            _param("target-uri", "reference", "The value set mapped to."),
+        ],
+    ),
+):  # fmt: skip
+    SUPPORTED[_kind] = {
+        "profile": None,
+        "interactions": ["read", "search-type"],
+        "documentation": _documentation + " Public: no token needed.",
+        "search": _TERMINOLOGY_SEARCH + _extra,
+    }
+
+
+def _terminology_matches(resource: dict[str, Any], name: str, value: str) -> bool:
+    """Whether a conformance resource matches one search parameter (values OR-ed by commas)."""
+    wanted = [v.strip() for v in value.split(",") if v.strip()]
+    groups = resource.get("group", [])
+    found: list[str]
+    if name == "_id":
+        found = [resource["id"]]
+    elif name in ("url", "system"):
+        found = [resource["url"]]
+    elif name in ("name", "title"):
+        text = str(resource.get(name, "")).lower()
+        return any(text.startswith(v.lower()) for v in wanted)
+    elif name in ("status", "version"):
+        found = [str(resource.get(name, ""))]
+    elif name == "reference":
+        found = [item.get("system", "") for item in resource.get("compose", {}).get("include", [])]
+    elif name == "source-system":
+        found = [g["source"] for g in groups]
+    elif name == "target-system":
+        found = [g["target"] for g in groups]
+    elif name == "source-uri":
+        found = [resource.get("sourceUri", "")]
+    else:  # target-uri
+        found = [resource.get("targetUri", "")]
+    return any(v in found for v in wanted)
+
+
+async def _terminology_search(request: Request) -> Response:
+    check_format(request)
+    kind = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+    supported = {p["name"] for p in SUPPORTED[kind]["search"]}
+    found = terminology.resources(kind)
+    for name, value in request.query_params.multi_items():
+        if name in ("_format", "_count", "_offset"):
+            continue
+        if name not in supported:
+            raise invalid(
+                f"search parameter {name} is not supported for {kind}; see /fhir/metadata",
+                code="not-supported",
+            )
+        found = [r for r in found if _terminology_matches(r, name, value)]
+    page = paging(request)
+    shown = found[page.offset : page.offset + page.count]
+    return fhir_response(searchset(request, shown, base=public_base(request), total=len(found), page=page))
+
+
+async def _terminology_read(request: Request, resource_id: str) -> Response:
+    check_format(request)
+    kind = request.url.path.removeprefix("/fhir/").split("/", 1)[0]
+    found = terminology.resource(kind, resource_id)
+    if found is None:
+        raise not_found(kind, resource_id)
+    return resource_response(found)
+
+
+for _kind in terminology.TERMINOLOGY_TYPES:
+    router.add_api_route(f"/{_kind}", _terminology_search, methods=["GET"], name=f"fhir-{_kind}-search")
+    router.add_api_route(
+        f"/{_kind}/{{resource_id}}", _terminology_read, methods=["GET"], name=f"fhir-{_kind}-read"
+    )
 
 
 def capability_statement(base: str, software_version: str) -> dict[str, Any]:

@@ -114,6 +114,32 @@ def _location(base: str, resource: dict[str, Any]) -> str:
 # --- create ---------------------------------------------------------------------------------------
 
 
+def _lenient(request: Request) -> bool:
+    """`Prefer: handling=lenient` (FHIR's search and create leniency); strict otherwise."""
+    return any(
+        part.strip().lower() == "handling=lenient"
+        for value in request.headers.getlist("prefer")
+        for part in value.split(";")
+        for part in part.split(",")
+    )
+
+
+def dropped_warning(elements: Sequence[str]) -> dict[str, Any]:
+    """The warning OperationOutcome of a lenient create: one issue per element not kept."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "warning",
+                "code": "not-supported",
+                "diagnostics": f"{element} was not kept (Prefer: handling=lenient)",
+                "expression": [element],
+            }
+            for element in elements
+        ],
+    }
+
+
 def _check_content_type(request: Request) -> None:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type not in FHIR_MEDIA_TYPES:
@@ -187,8 +213,10 @@ async def create_service_request(
     check_format(request)
     _check_content_type(request)
     resource = await _resource(request)
-    body = fhir.referral_from_service_request(resource, access.owner_of(caller))
+    lenient = _lenient(request)
+    body = fhir.referral_from_service_request(resource, access.owner_of(caller), lenient=lenient)
     identifiers = fhir.partner_identifiers(resource)
+    elements = fhir.partner_elements(resource, lenient=lenient)
     wanted = _condition(if_none_exist, identifiers) if if_none_exist is not None else None
     base = fhir_base(request, OWN_BASE)
 
@@ -221,9 +249,16 @@ async def create_service_request(
             raise _refused(refusal) from None
         if identifiers:
             referral.details = fhir.with_partner_identifiers(referral.details, identifiers)
+        if elements.kept:
+            referral.details = fhir.with_partner_elements_kept(referral.details, elements.kept)
         _audit(session, caller, AuditAction.CREATE, [referral])
         await session.flush()
         created = (await _service_requests(session, [referral]))[0]
+        if elements.dropped:
+            # Lenient handling: accepted, and the answer says exactly what was not kept.
+            return resource_response(
+                dropped_warning(elements.dropped), 201, location=_location(base, created)
+            )
         return resource_response(created, 201, location=_location(base, created))
 
     return await create_once(request, caller, idempotency, create)

@@ -21,13 +21,16 @@ from services.triage.fhir.identifiers import (
     organisation_system,
     partner_identifier_fragment,
     partner_value_fragment,
+    with_partner_elements_kept,
     with_partner_identifiers,
 )
 from services.triage.fhir.parse import (
     FIELD_ELEMENTS,
     MAX_PARTNER_IDENTIFIERS,
     PATIENT_ELEMENT,
+    PartnerElements,
     element_for,
+    partner_elements,
     partner_identifiers,
     referral_from_service_request,
 )
@@ -119,10 +122,12 @@ __all__ = [
     "TRIAGE_OUTCOME_CODES",
     "TRIAGE_OUTPUT_CODES",
     "TRIAGE_TASK_CODE",
+    "PartnerElements",
     "element_for",
     "identity_flag",
     "organisation_identifier",
     "organisation_system",
+    "partner_elements",
     "partner_identifier_fragment",
     "partner_identifiers",
     "partner_value_fragment",
@@ -131,5 +136,6 @@ __all__ = [
     "referral_from_service_request",
     "service_request",
     "task_for_triage",
+    "with_partner_elements_kept",
     "with_partner_identifiers",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from services.triage.fhir.terms import CHARITY_SYSTEM
 from shared.fhir_terms import ODS_SYSTEM, identifier
@@ -43,4 +44,11 @@ def with_partner_identifiers(details_json: str, identifiers: Sequence[dict[str, 
     """`Referral.details` with the partner's own identifiers added (other keys kept)."""
     details = json.loads(details_json)
     details["partner_identifiers"] = [{"system": i["system"], "value": i["value"]} for i in identifiers]
+    return json.dumps(details)
+
+
+def with_partner_elements_kept(details_json: str, kept: dict[str, Any]) -> str:
+    """`Referral.details` with the partner's elements kept as sent (other keys kept)."""
+    details = json.loads(details_json)
+    details["partner_elements"] = kept
     return json.dumps(details)

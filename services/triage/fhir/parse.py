@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,17 +22,24 @@ from services.triage.domain import Need, Risk, Source
 from services.triage.fhir.terms import (
     CHARITY_SYSTEM,
     CONSENT_EXTENSION,
+    DECIDED_BY_TRIAGE,
+    KEPT_ELEMENTS,
+    MAPPED_ELEMENTS,
+    MODIFIER_ELEMENTS,
     NEED_CODES,
     REFERRAL_SYSTEM,
     REQUESTED_URGENCY,
     RISK_CODES,
+    SDS_USER_SYSTEM,
     SEX_FROM_GENDER,
     SOURCE_CODES,
+    SOURCE_OF_SERVICE_REQUEST_EXTENSION,
 )
 from services.triage.schemas import ReferralIn
 from shared.errors import Problem
 from shared.fhir import invalid
 from shared.fhir_terms import NHS_NUMBER_SYSTEM, ODS_SYSTEM
+from shared.terminology import SNOMED_CT, translate
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -134,6 +142,149 @@ def _enum(enum: Any, code: str, element: str, system: str) -> Any:
         raise _unknown_code(element, system) from None
 
 
+def _suite_codes(concept: Any, system: str, element: str, *, refuse_unmapped: bool = False) -> list[str]:
+    """The suite's codes (in `system`) a CodeableConcept carries: its own codings from `system`,
+    else its SNOMED CT codings translated by the published ConceptMap. A SNOMED CT code with no
+    map is refused when `refuse_unmapped` (the concept means nothing else), else left alone."""
+    own = _codes(concept, system, element)
+    if own:
+        return list(dict.fromkeys(own))
+    snomed = _codes(concept, SNOMED_CT, element)
+    translated: list[str] = []
+    for code in snomed:
+        translated.extend(t for t in translate(SNOMED_CT, code, system) if t not in translated)
+    if snomed and not translated and refuse_unmapped:
+        raise invalid(
+            f"{element} has a SNOMED CT code the suite has no map for (its ConceptMaps are at "
+            f"/fhir/ConceptMap); add a coding from {system}",
+            status=422,
+            code="code-invalid",
+        )
+    return translated
+
+
+def _requester(
+    resource: dict[str, Any], contained: dict[str, dict[str, Any]], caller_organisation: str
+) -> None:
+    """The requester is the caller's own organisation (nobody refers on another's behalf): an
+    Organization by its ODS code or charity number, or a contained PractitionerRole (the referring
+    clinician's SDS user and role profile ids) at that organisation."""
+    requester = resource.get("requester")
+    if requester is None:
+        raise _required("ServiceRequest.requester")
+    requester = _object(requester, "ServiceRequest.requester")
+    if isinstance(requester.get("reference"), str):
+        role = _local(requester, "ServiceRequest.requester", contained, "PractitionerRole")
+        element = "ServiceRequest.contained[PractitionerRole]"
+        organisation = _object(
+            _object(role.get("organization"), f"{element}.organization").get("identifier"),
+            f"{element}.organization.identifier",
+        )
+        _identifier_of(role.get("practitioner"), f"{element}.practitioner", SDS_USER_SYSTEM, required=False)
+        for index, item in enumerate(_list(role.get("identifier"), f"{element}.identifier")):
+            _identifier_of({"identifier": item}, f"{element}.identifier[{index}]", None, required=False)
+        where = f"{element}.organization.identifier"
+    else:
+        organisation = _object(requester.get("identifier"), "ServiceRequest.requester.identifier")
+        where = "ServiceRequest.requester.identifier"
+    if organisation.get("system") not in (ODS_SYSTEM, CHARITY_SYSTEM):
+        raise invalid(
+            f"{where}.system must be the ODS code or charity number system",
+            status=422,
+            code="code-invalid",
+        )
+    code = _string(organisation.get("value"), f"{where}.value")
+    if code.strip().upper() != caller_organisation.upper():
+        raise Problem(
+            403,
+            "Forbidden",
+            f"{where} must be the calling organisation",
+            type_slug="forbidden",
+            fhir_code="forbidden",
+        )
+
+
+def _identifier_of(ref: Any, element: str, system: str | None, *, required: bool) -> str | None:
+    """The identifier value of a logical reference, checked for shape (and system, if given)."""
+    if ref is None:
+        if required:
+            raise _required(element)
+        return None
+    item = _object(_object(ref, element).get("identifier"), f"{element}.identifier")
+    if system is not None and item.get("system") != system:
+        raise invalid(f"{element}.identifier.system must be {system}", status=422, code="code-invalid")
+    if not isinstance(item.get("system"), str) or not _URI.match(item["system"]):
+        raise _bad(f"{element}.identifier.system", "must be an absolute URI of at most 256 characters")
+    value = item.get("value")
+    if not isinstance(value, str) or not _IDENTIFIER_VALUE.match(value):
+        raise _bad(f"{element}.identifier.value", "must be 1 to 128 printable ASCII characters")
+    return value
+
+
+@dataclass(frozen=True)
+class PartnerElements:
+    """What of a partner's ServiceRequest is kept as sent (returned on every read beside what the
+    suite made of it), and what `Prefer: handling=lenient` let through dropped, by element."""
+
+    kept: dict[str, Any]
+    dropped: list[str]
+
+
+def partner_elements(resource: Any, *, lenient: bool = False) -> PartnerElements:
+    """Sort every element of an incoming ServiceRequest: read into the referral (MAPPED), kept as
+    sent (KEPT, plus the partner's own codings and extensions), or refused by name (422) — unless
+    `lenient`, when refusable ones are dropped and listed. Modifiers are refused even then."""
+    if not isinstance(resource, dict):
+        raise _bad("resourceType", "must be ServiceRequest")
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name in resource:
+        element = f"ServiceRequest.{name}"
+        if name in MODIFIER_ELEMENTS:
+            raise invalid(
+                f"{element} is not supported (it would change the meaning of the rest)",
+                status=422,
+                code="not-supported",
+            )
+        if name in KEPT_ELEMENTS:
+            kept[name] = resource[name]
+        elif name in MAPPED_ELEMENTS:
+            continue
+        else:
+            why = DECIDED_BY_TRIAGE.get(name, "is not an element the suite takes (FHIR R4 ServiceRequest)")
+            if not lenient:
+                raise invalid(
+                    f"{element}: {why}; send `Prefer: handling=lenient` to have it dropped with a warning",
+                    status=422,
+                    code="not-supported" if name in DECIDED_BY_TRIAGE else "structure",
+                )
+            dropped.append(element)
+    # The partner's own codings and extensions, returned as sent beside the suite's.
+    for name in ("category", "reasonCode"):
+        if resource.get(name):
+            kept[name] = resource[name]
+    extensions = [
+        e
+        for e in _list(resource.get("extension"), "ServiceRequest.extension")
+        if isinstance(e, dict) and e.get("url") != CONSENT_EXTENSION
+    ]
+    if extensions:
+        kept["extension"] = extensions
+    requester = resource.get("requester")
+    if isinstance(requester, dict) and isinstance(requester.get("reference"), str):
+        roles = [
+            c
+            for c in _list(resource.get("contained"), "ServiceRequest.contained")
+            if isinstance(c, dict)
+            and c.get("resourceType") == "PractitionerRole"
+            and "#" + str(c.get("id")) == requester["reference"]
+        ]
+        if roles:
+            role = {k: v for k, v in roles[0].items() if k != "id"}
+            kept["requester"] = {"practitionerRole": role, "display": requester.get("display")}
+    return PartnerElements(kept=kept, dropped=dropped)
+
+
 def partner_identifiers(resource: dict[str, Any]) -> list[dict[str, str]]:
     """The partner's own identifiers of the ServiceRequest (system and value each), kept so a
     conditional create (`If-None-Exist: identifier=system|value`) finds the referral again."""
@@ -171,9 +322,10 @@ def _contained(resource: dict[str, Any]) -> dict[str, dict[str, Any]]:
         element = f"ServiceRequest.contained[{index}]"
         item = _object(item, element)
         kind = item.get("resourceType")
-        if kind not in ("Patient", "RiskAssessment"):
+        if kind not in ("Patient", "RiskAssessment", "PractitionerRole"):
             raise invalid(
-                f"{element}: only a Patient and RiskAssessments may be contained",
+                f"{element}: only a Patient, RiskAssessments and the requester's PractitionerRole "
+                "may be contained",
                 status=422,
                 code="not-supported",
             )
@@ -308,9 +460,13 @@ def _validation_problem(error: ValidationError) -> Problem:
     )
 
 
-def referral_from_service_request(resource: Any, caller_organisation: str) -> ReferralIn:
+def referral_from_service_request(
+    resource: Any, caller_organisation: str, *, lenient: bool = False
+) -> ReferralIn:
     """An incoming ServiceRequest as the referral the native intake takes; a Problem (422,
-    OperationOutcome naming the element, or 403 for someone else's requester) if it is not one."""
+    OperationOutcome naming the element, or 403 for someone else's requester) if it is not one.
+    `lenient` (`Prefer: handling=lenient`) lets elements the suite would refuse through, dropped;
+    `partner_elements` says which."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "ServiceRequest":
         raise _bad("resourceType", "must be ServiceRequest")
     _no_modifier_extensions(resource, "ServiceRequest")
@@ -327,44 +483,34 @@ def referral_from_service_request(resource: Any, caller_organisation: str) -> Re
     if resource.get("doNotPerform") is True:
         raise invalid("ServiceRequest.doNotPerform is not supported", status=422, code="not-supported")
 
-    # The requester is the caller's own organisation: nobody refers on another's behalf.
-    requester = resource.get("requester")
-    if requester is None:
-        raise _required("ServiceRequest.requester")
-    requester_id = _object(
-        _object(requester, "ServiceRequest.requester").get("identifier"),
-        "ServiceRequest.requester.identifier",
-    )
-    if requester_id.get("system") not in (ODS_SYSTEM, CHARITY_SYSTEM):
-        raise invalid(
-            "ServiceRequest.requester.identifier.system must be the ODS code or charity number system",
-            status=422,
-            code="code-invalid",
-        )
-    organisation = _string(requester_id.get("value"), "ServiceRequest.requester.identifier.value")
-    if organisation.strip().upper() != caller_organisation.upper():
-        raise Problem(
-            403,
-            "Forbidden",
-            "ServiceRequest.requester.identifier must be the calling organisation",
-            type_slug="forbidden",
-            fhir_code="forbidden",
-        )
-
-    partner_identifiers(resource)  # checked here so any refusal comes before anything is stored
+    partner_elements(resource, lenient=lenient)  # refused here so nothing is stored
     contained = _contained(resource)
+    _requester(resource, contained, caller_organisation)
+    partner_identifiers(resource)  # checked here so any refusal comes before anything is stored
     if resource.get("subject") is None:
         raise _required("ServiceRequest.subject")
     person = _person(_local(resource["subject"], "ServiceRequest.subject", contained, "Patient"))
 
-    sources = set()
+    sources: set[Source] = set()
     for index, concept in enumerate(_list(resource.get("category"), "ServiceRequest.category")):
-        code = _one_code(concept, SOURCE_CODES, f"ServiceRequest.category[{index}]")
-        if code is not None:
-            sources.add(_enum(Source, code, f"ServiceRequest.category[{index}]", SOURCE_CODES))
+        # A category may say other things too (the kind of request); those are kept, not refused.
+        element = f"ServiceRequest.category[{index}]"
+        sources.update(
+            _enum(Source, c, element, SOURCE_CODES) for c in _suite_codes(concept, SOURCE_CODES, element)
+        )
+    for index, extension in enumerate(_list(resource.get("extension"), "ServiceRequest.extension")):
+        element = f"ServiceRequest.extension[{index}]"
+        if _object(extension, element).get("url") != SOURCE_OF_SERVICE_REQUEST_EXTENSION:
+            continue
+        concept = extension.get("valueCodeableConcept")
+        if concept is None:
+            raise _required(f"{element}.valueCodeableConcept")
+        codes = _suite_codes(concept, SOURCE_CODES, f"{element}.valueCodeableConcept", refuse_unmapped=True)
+        sources.update(_enum(Source, c, element, SOURCE_CODES) for c in codes)
     if not sources:
         raise invalid(
-            f"ServiceRequest.category needs a coding from {SOURCE_CODES} (the referral source)",
+            "the referral source is needed: the UK Core SourceOfServiceRequest extension (SNOMED CT) "
+            f"or a ServiceRequest.category coding from {SOURCE_CODES}",
             status=422,
             code="required",
         )
@@ -374,9 +520,14 @@ def referral_from_service_request(resource: Any, caller_organisation: str) -> Re
     needs = []
     for index, concept in enumerate(_list(resource.get("reasonCode"), "ServiceRequest.reasonCode")):
         element = f"ServiceRequest.reasonCode[{index}]"
-        codes = _codes(concept, NEED_CODES, element)
+        codes = _suite_codes(concept, NEED_CODES, element, refuse_unmapped=True)
         if not codes:
-            raise invalid(f"{element} needs a coding from {NEED_CODES}", status=422, code="code-invalid")
+            raise invalid(
+                f"{element} needs a SNOMED CT coding the suite maps (ConceptMap/snomed-to-cmh-need) "
+                f"or a coding from {NEED_CODES}",
+                status=422,
+                code="code-invalid",
+            )
         needs.extend(_enum(Need, code, element, NEED_CODES) for code in codes)
 
     risks: list[Risk] = []

@@ -29,6 +29,7 @@ from services.triage.fhir.terms import (
     IDENTITY_REVIEW_CODE,
     IDENTITY_REVIEW_EXTENSION,
     IDENTITY_REVIEW_REASON_CODES,
+    KEPT_ELEMENTS,
     NEED_CODES,
     NOT_DECISIONS,
     PATIENT_PROFILE,
@@ -36,12 +37,14 @@ from services.triage.fhir.terms import (
     PRIORITY_EXTENSION,
     PROVENANCE_AGENT_TYPES,
     REFERRAL_SYSTEM,
+    REQUESTER_ID,
     RISK_ASSESSMENT_ID,
     RISK_CODES,
     ROUTE_CODES,
     SERVICE_REQUEST_PROFILE,
     SERVICE_REQUESTED_CODES,
     SOURCE_CODES,
+    SOURCE_OF_SERVICE_REQUEST_EXTENSION,
     SPA_REFERRAL_CODE,
     SPA_REFERRAL_TEXT,
     TASK_CODES,
@@ -60,6 +63,7 @@ from shared.fhir_terms import (
     instant,
     reference,
 )
+from shared.terminology import SNOMED_CT, equivalent_in, translate
 
 # The displays of the identity-review-reason codes (the Task's inputs and note name these kinds).
 _IDENTITY_FIELDS = {
@@ -136,7 +140,7 @@ def service_request(
         performer.append(reference("HealthcareService", referral.team_id))
     elif referral.status == "signposted" and latest is not None:
         performer.extend(_directory_service(s) for s in json.loads(latest.signposts or "[]"))
-    return _drop_empty(
+    rendered = _drop_empty(
         {
             "resourceType": "ServiceRequest",
             "id": referral.id,
@@ -169,15 +173,94 @@ def service_request(
                 "identifier": organisation_identifier(referral.referring_org),
             },
             "performer": performer,
-            "reasonCode": [
-                {"coding": [coding(NEED_CODES, need, _words(need))], "text": _words(need)} for need in needs
-            ],
+            "reasonCode": [_need_concept(need) for need in needs],
             "supportingInfo": [{"reference": f"#{RISK_ASSESSMENT_ID}", "type": "RiskAssessment"}]
             if risks
             else [],
             "note": [{"text": details["needs_text"]}] if details.get("needs_text") else [],
         }
     )
+    return with_partner_elements(rendered, details.get("partner_elements") or {}, referral.source)
+
+
+def _need_concept(need: str) -> dict[str, Any]:
+    """A need as the suite's coding, with its SNOMED CT equivalent where the published map has one."""
+    codings = [coding(NEED_CODES, need, _words(need))]
+    snomed = equivalent_in(SNOMED_CT, NEED_CODES, need)
+    if snomed is not None:
+        codings.append(snomed)
+    return {"coding": codings, "text": _words(need)}
+
+
+def _with_suite_codings(concept: dict[str, Any], system: str) -> dict[str, Any]:
+    """A partner's CodeableConcept as sent, with what the published maps add beside it: the
+    suite's code for each SNOMED CT code, and the SNOMED CT equivalent of each suite code."""
+    codings = [c for c in concept.get("coding", []) if isinstance(c, dict)]
+    present = {(c.get("system"), c.get("code")) for c in codings}
+    added: list[dict[str, str]] = []
+    for item in codings:
+        if not isinstance(item.get("code"), str):
+            continue
+        if item.get("system") == SNOMED_CT:
+            added += [
+                coding(system, code, _words(code)) for code in translate(SNOMED_CT, item["code"], system)
+            ]
+        elif item.get("system") == system:
+            snomed = equivalent_in(SNOMED_CT, system, item["code"])
+            added += [snomed] if snomed is not None else []
+    for item in added:
+        if (item["system"], item["code"]) not in present:
+            present.add((item["system"], item["code"]))
+            codings.append(item)
+    return {**concept, "coding": codings}
+
+
+def with_partner_elements(resource: dict[str, Any], kept: dict[str, Any], source: str) -> dict[str, Any]:
+    """A rendered ServiceRequest with what the partner sent kept as sent: the elements the suite
+    does not read, the partner's own codings (each with the suite's translation beside it), its
+    extensions, and its requesting PractitionerRole. Without any, the UK Core source extension
+    is added from the suite's source where SNOMED CT has an equivalent."""
+    out = dict(resource)
+    for name, value in kept.items():
+        if name == "code":
+            partner = (
+                [c for c in (value.get("coding") or []) if isinstance(c, dict)]
+                if isinstance(value, dict)
+                else []
+            )
+            out["code"] = {**out["code"], "coding": out["code"]["coding"] + partner}
+        elif name in KEPT_ELEMENTS:
+            out[name] = value
+    if kept.get("reasonCode"):
+        out["reasonCode"] = [
+            _with_suite_codings(c, NEED_CODES) for c in kept["reasonCode"] if isinstance(c, dict)
+        ]
+    if kept.get("category"):
+        concepts = [_with_suite_codings(c, SOURCE_CODES) for c in kept["category"] if isinstance(c, dict)]
+        if not any(
+            c.get("system") == SOURCE_CODES for concept in concepts for c in concept.get("coding", [])
+        ):
+            concepts.append(out["category"][0])
+        out["category"] = concepts
+    extensions = list(out.get("extension", [])) + list(kept.get("extension", []))
+    if not any(e.get("url") == SOURCE_OF_SERVICE_REQUEST_EXTENSION for e in extensions):
+        snomed = equivalent_in(SNOMED_CT, SOURCE_CODES, source)
+        if snomed is not None:
+            extensions.append(
+                {"url": SOURCE_OF_SERVICE_REQUEST_EXTENSION, "valueCodeableConcept": {"coding": [snomed]}}
+            )
+    out["extension"] = extensions
+    role = (kept.get("requester") or {}).get("practitionerRole")
+    if role:
+        out["contained"] = [*out.get("contained", []), {**role, "id": REQUESTER_ID}]
+        out["requester"] = _drop_empty(
+            {
+                "reference": f"#{REQUESTER_ID}",
+                "type": "PractitionerRole",
+                "display": kept["requester"].get("display"),
+            }
+        )
+    return out
 
 
 def task_for_triage(referral: Referral, decisions: Sequence[Decision]) -> dict[str, Any]:

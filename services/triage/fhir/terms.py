@@ -5,13 +5,15 @@ sets and triage's native ones (priority, requested urgency, gender).
 Codes without a published FHIR code system (referral source, needs, risks, routes, the MHSDS
 clinical response priority) use the suite's code systems under `CMH_CODES`, named here once so the
 renderer, the parser, the API's searches, the gateway's CapabilityStatement and the tests name the
-same URLs. Also the search parameters each resource answers. Constants only: no functions, no I/O.
+same URLs. Also the search parameters each resource answers. Constants only: no functions; the
+maps from partners' codes are data (shared/terminology), read once.
 """
 
 from __future__ import annotations
 
 from services.triage.domain import RequestedUrgency
 from shared.fhir_terms import CMH_CODES, CMH_EXTENSIONS, CMH_IDS, UK_CORE
+from shared.terminology import REQUEST_PRIORITY, translate
 
 # --- systems, profiles and codes ------------------------------------------------------------------
 
@@ -58,12 +60,45 @@ RISK_ASSESSMENT_ID = "risk"
 
 # Triage priority (MHSDS code) <-> ServiceRequest.priority (request-priority).
 FHIR_PRIORITY: dict[int, str] = {1: "stat", 4: "asap", 2: "urgent", 3: "routine"}
+# ServiceRequest.priority -> the urgency asked for, from the published ConceptMap (data, not code).
 REQUESTED_URGENCY: dict[str, RequestedUrgency] = {
-    "routine": RequestedUrgency.ROUTINE,
-    "urgent": RequestedUrgency.URGENT,
-    "asap": RequestedUrgency.VERY_URGENT,
-    "stat": RequestedUrgency.EMERGENCY,
+    code: RequestedUrgency(translate(REQUEST_PRIORITY, code, CMH_CODES + "requested-urgency")[0])
+    for code in ("routine", "urgent", "asap", "stat")
 }
+
+# --- what a partner's ServiceRequest may carry ------------------------------------------------------
+# Every element of an incoming ServiceRequest is one of: read into the referral (MAPPED), kept as
+# sent and returned on every read (KEPT), or refused naming it (anything else, including elements
+# FHIR does not define); `Prefer: handling=lenient` accepts the refusable ones with a warning
+# instead. Nothing a partner sends disappears without a word.
+SOURCE_OF_SERVICE_REQUEST_EXTENSION = UK_CORE + "Extension-UKCore-SourceOfServiceRequest"
+PRACTITIONER_ROLE_PROFILE = UK_CORE + "UKCore-PractitionerRole"
+SDS_USER_SYSTEM = "https://fhir.nhs.uk/Id/sds-user-id"
+SDS_ROLE_PROFILE_SYSTEM = "https://fhir.nhs.uk/Id/sds-role-profile-id"
+REQUESTER_ID = "requester"  # the contained PractitionerRole's id on read
+MAPPED_ELEMENTS = frozenset(
+    {
+        "resourceType", "id", "meta", "contained", "extension", "identifier", "status", "intent",
+        "category", "priority", "doNotPerform", "subject", "authoredOn", "requester", "reasonCode",
+        "supportingInfo", "note",
+    }
+)  # fmt: skip
+KEPT_ELEMENTS = frozenset(
+    {
+        "text", "language", "instantiatesCanonical", "instantiatesUri", "basedOn", "replaces",
+        "requisition", "code", "orderDetail", "quantityQuantity", "quantityRatio", "quantityRange",
+        "encounter", "occurrenceDateTime", "occurrencePeriod", "occurrenceTiming", "asNeededBoolean",
+        "asNeededCodeableConcept", "locationCode", "locationReference", "reasonReference", "insurance",
+        "specimen", "bodySite", "patientInstruction", "relevantHistory",
+    }
+)  # fmt: skip
+# Elements that would contradict what triage decides, with why; refused (or dropped when lenient).
+DECIDED_BY_TRIAGE: dict[str, str] = {
+    "performer": "who provides care is triage's decision (returned on read once made)",
+    "performerType": "who provides care is triage's decision (returned on read once made)",
+}
+# Elements that change the meaning of the rest: never ignorable, refused even when lenient.
+MODIFIER_ELEMENTS = frozenset({"modifierExtension", "implicitRules"})
 # Person.sex (NHS person stated gender) <-> Patient.gender.
 FHIR_GENDER: dict[str, str] = {
     "male": "male",
