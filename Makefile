@@ -47,10 +47,12 @@ safety: $(STAMP)
 	$(BIN)/python -m tests.safety.hazard_log --write
 	$(BIN)/python -m pytest -q tests/safety
 
-# The directory's reference JSON (services/directory/reference/): regenerate it from the YAML and CSV
-# beside it. `make test` checks it is current (tests/directory/test_reference_current.py).
+# Generated reference data: the directory's reference JSON (services/directory/reference/, from the
+# YAML and CSV beside it) and the published terminology (shared/terminology/, from the enums and
+# tools/terminology_data/maps.yaml). `make test` checks both are current.
 reference: $(STAMP)
 	$(BIN)/python -m tools.directory_reference --write
+	$(BIN)/python -m tools.terminology --write
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .hypothesis .import_linter_cache .mypy_cache

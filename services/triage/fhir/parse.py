@@ -246,7 +246,8 @@ def partner_elements(resource: Any, *, lenient: bool = False) -> PartnerElements
                 status=422,
                 code="not-supported",
             )
-        if name in KEPT_ELEMENTS:
+        if name in KEPT_ELEMENTS or (name.startswith("_") and name[1:] in KEPT_ELEMENTS | MAPPED_ELEMENTS):
+            # Kept as sent; `_x` is FHIR JSON's id and extensions of the primitive x.
             kept[name] = resource[name]
         elif name in MAPPED_ELEMENTS:
             continue

@@ -229,7 +229,7 @@ def with_partner_elements(resource: dict[str, Any], kept: dict[str, Any], source
                 else []
             )
             out["code"] = {**out["code"], "coding": out["code"]["coding"] + partner}
-        elif name in KEPT_ELEMENTS:
+        elif name in KEPT_ELEMENTS or name.startswith("_"):
             out[name] = value
     if kept.get("reasonCode"):
         out["reasonCode"] = [
