@@ -114,7 +114,7 @@ SUPPORTED: dict[str, dict[str, Any]] = {
         ],
     },
     "Task": {
-        "profile": None,
+        "profile": _UK_CORE + "Task",
         "interactions": ["read", "search-type"],
         "documentation": "The triage of a referral: requested until decided; businessStatus names the decision.",
         "search": [
@@ -144,7 +144,7 @@ SUPPORTED: dict[str, dict[str, Any]] = {
         ],
     },
     "EpisodeOfCare": {
-        "profile": None,
+        "profile": _UK_CORE + "EpisodeOfCare",
         "interactions": ["read", "search-type"],
         "documentation": "The episode a routed referral opens with the team; finished at discharge.",
         "search": [
@@ -157,7 +157,7 @@ SUPPORTED: dict[str, dict[str, Any]] = {
         ],
     },
     "CarePlan": {
-        "profile": None,
+        "profile": _UK_CORE + "CarePlan",
         "interactions": ["read", "search-type"],
         "documentation": (
             "The personalised care plan of an episode: draft until agreed with the person, then active; "

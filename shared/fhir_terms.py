@@ -59,3 +59,12 @@ def coding(system: str, code: str, display: str | None = None) -> dict[str, str]
     if display:
         out["display"] = display
     return out
+
+
+# meta.tag on a resource served in part (a notification's focus, `_elements`, `_summary`): it
+# claims no profile, because a part cannot meet one (FHIR R4 §3.1.1.5.7, search §3.1.1.5.11).
+SUBSETTED_TAG: dict[str, str] = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+    "display": "subsetted",
+}

@@ -1,9 +1,10 @@
 """FHIR R4 (UK Core) views of episodes and their care plans, as pure functions (no I/O, no clock
 reads: the API layer fetches what a resource needs and passes it in, `now` included).
 
-UK Core publishes no EpisodeOfCare or CarePlan profile, so these resources claim none: `meta`
-carries only `versionId` (the episode's version, one more on every write, the ETag) and
-`lastUpdated`. Codes without a published code system (route, pathway, care plan category, clock
+Each resource claims its UK Core profile (UKCore-EpisodeOfCare, UKCore-CarePlan; their
+constraints are must-support flags on elements rendered here, checked by tests/shared/
+test_uk_core_profiles.py); `meta` also carries `versionId` (the episode's version, one more on
+every write, the ETag) and `lastUpdated`. Codes without a published code system (route, pathway, care plan category, clock
 states, how a plan was agreed) use the suite's own under `https://cmh-suite.nhs.uk/CodeSystem/`.
 Organisations, the named worker and the referral are referenced as the rest of the suite names
 them: ODS codes and staff ids as logical references, referrals as `ServiceRequest/<id>`.
@@ -23,6 +24,7 @@ from shared.fhir_terms import (
     CMH_IDS,
     EPISODE_OF_CARE_STATUS,
     ODS_SYSTEM,
+    UK_CORE,
     care_plan_status,
     coding,
     identifier,
@@ -78,8 +80,12 @@ def _drop_empty(resource: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in resource.items() if value not in (None, [], {}, "")}
 
 
-def _meta(episode: Episode, last_updated: datetime) -> dict[str, str]:
-    return {"versionId": str(episode.version), "lastUpdated": instant(last_updated)}
+EPISODE_OF_CARE_PROFILE = UK_CORE + "UKCore-EpisodeOfCare"
+CARE_PLAN_PROFILE = UK_CORE + "UKCore-CarePlan"
+
+
+def _meta(episode: Episode, last_updated: datetime, profile: str) -> dict[str, Any]:
+    return {"versionId": str(episode.version), "lastUpdated": instant(last_updated), "profile": [profile]}
 
 
 def _period(start: datetime | None, end: datetime | None) -> dict[str, str] | None:
@@ -145,7 +151,7 @@ def episode_of_care(
         {
             "resourceType": "EpisodeOfCare",
             "id": episode.id,
-            "meta": _meta(episode, last_updated),
+            "meta": _meta(episode, last_updated, EPISODE_OF_CARE_PROFILE),
             "extension": [plan_clock_extension(plan_clock)] if plan_clock is not None else [],
             "identifier": [identifier(EPISODE_SYSTEM, episode.id)],
             "status": status,
@@ -283,7 +289,7 @@ def care_plan(
         {
             "resourceType": "CarePlan",
             "id": episode.id,
-            "meta": _meta(episode, last_updated),
+            "meta": _meta(episode, last_updated, CARE_PLAN_PROFILE),
             "extension": [_agreement_extension(agreement)] if agreement else [],
             "status": status,
             "intent": "plan",

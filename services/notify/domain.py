@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.fhir_terms import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUS, instant
+from shared.fhir_terms import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUS, SUBSETTED_TAG, instant
 
 # --- criteria ------------------------------------------------------------------------------------
 
@@ -159,7 +159,7 @@ def focus_resource(focus: Focus) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": focus.resource_type,
         "id": focus.resource_id,
-        "meta": {"versionId": str(focus.version)},
+        "meta": {"versionId": str(focus.version), "tag": [SUBSETTED_TAG]},
         "status": focus.status,
     }
     if focus.resource_type == "ServiceRequest":

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fhir.resources.R4B import get_fhir_model_class
 from sqlalchemy import select
 
 from contracts.clocks import calendar_days
@@ -18,6 +17,7 @@ from services.careplan import fhir, store
 from services.careplan.models import Episode, EpisodeRecord
 from shared.events import make_event
 from tests.careplan.conftest import Careplan
+from tests.fhir_conformance import valid
 from tests.support import mint_token, outbox_events
 from tests.triage.support import registry_events
 
@@ -42,15 +42,6 @@ TEAM = next(
     if e.data["timeline"][0]["attributes"]["key"] == "central-lancashire-front-door-primary"
 )
 BASE = "http://careplan/careplan/fhir"
-
-
-def valid(resource: dict[str, Any]) -> dict[str, Any]:
-    """Validate with the FHIR model library (refuses unknown elements, bad codes and formats)."""
-    model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    assert model.id == resource.get("id")
-    if resource["resourceType"] in ("EpisodeOfCare", "CarePlan"):
-        assert "profile" not in resource["meta"]  # UK Core publishes no profile for either
-    return resource
 
 
 def outcome(response: Any, status: int) -> dict[str, Any]:

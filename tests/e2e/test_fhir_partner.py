@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from fhir.resources.R4B import get_fhir_model_class
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,16 +24,12 @@ from starlette.routing import Route
 from shared.fhir_terms import CMH_CODES, CMH_EXTENSIONS, NHS_NUMBER_SYSTEM, ODS_SYSTEM
 from shared.nats_server import free_port
 from tests.e2e.conftest import Suite
+from tests.fhir_conformance import valid
 from tests.support import eventually, serve
 
 FHIR_JSON = "application/fhir+json"
 NHS_NUMBER = "9434765919"
 PARTNER_SYSTEM = "https://gp-system.example.nhs.uk/referrals"
-
-
-def valid(resource: dict[str, Any]) -> dict[str, Any]:
-    get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    return resource
 
 
 @dataclass

@@ -27,6 +27,7 @@ from services.notify.domain import (
     sign,
     verify,
 )
+from shared.fhir_terms import SUBSETTED_TAG
 
 secrets_ = st.text(min_size=1, max_size=64)
 bodies = st.binary(max_size=2048)
@@ -224,7 +225,8 @@ def test_the_notification_is_a_valid_r4_history_bundle_of_ids_and_status(
     # Ids and status only: nothing else about the person or the care.
     allowed = {"resourceType", "id", "meta", "status", "intent", "subject", "patient"}
     assert set(changed) <= allowed
-    assert changed["meta"] == {"versionId": str(focus.version)} and changed["status"] == focus.status
+    assert changed["meta"] == {"versionId": str(focus.version), "tag": [SUBSETTED_TAG]}  # a part: no profile
+    assert changed["status"] == focus.status
     person = changed.get("subject") or changed.get("patient")
     assert person == {"reference": f"Patient/{focus.person_id}"}
 

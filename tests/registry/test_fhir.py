@@ -14,21 +14,11 @@ from hypothesis import strategies as st
 
 from services.registry import fhir
 from services.registry.schemas import WEEKDAYS
+from tests.fhir_conformance import valid
 from tests.registry.support import ADMIN, NETWORK, READ, Registry, team_attributes
 
 MINUTES_A_DAY = 24 * 60
 MINUTES_A_WEEK = 7 * MINUTES_A_DAY
-
-
-def valid(resource: dict[str, Any]) -> dict[str, Any]:
-    """Validate with the FHIR model library (refuses unknown elements, bad codes and formats)."""
-    model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    if resource["resourceType"] != "Bundle" and resource["resourceType"] != "OperationOutcome":
-        assert resource["meta"]["profile"][0].startswith(
-            "https://fhir.hl7.org.uk/StructureDefinition/UKCore-"
-        )
-    assert model.id == resource.get("id")
-    return resource
 
 
 # --- opening hours as availableTime (pure) -----------------------------------------------------

@@ -106,7 +106,7 @@ def test_every_r4_service_request_element_is_read_kept_or_refused_by_name() -> N
 
 
 @given(
-    st.sets(st.sampled_from(sorted(_r4_elements() - MAPPED_ELEMENTS) + ["favouriteColour", "x"]), max_size=6)
+    st.sets(st.sampled_from([*sorted(_r4_elements() - MAPPED_ELEMENTS), "favouriteColour", "x"]), max_size=6)
 )
 def test_partner_elements_keep_or_name_every_element(names: set[str]) -> None:
     resource = {"resourceType": "ServiceRequest", **dict.fromkeys(names, "value")}

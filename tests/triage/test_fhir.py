@@ -99,7 +99,7 @@ async def test_create_then_read_the_service_request_its_task_and_patient(triage:
     assert task["owner"]["reference"] == f"HealthcareService/{native['suggestion']['team']['id']}"
 
     patient = fhir_json(await get(triage, created["subject"]["reference"]))
-    assert patient["identifier"] == [{"system": NHS_NUMBER_SYSTEM, "value": "9434765919"}]
+    assert [(i["system"], i["value"]) for i in patient["identifier"]] == [(NHS_NUMBER_SYSTEM, "9434765919")]
     assert patient["name"][0]["given"] == ["Sam"] and patient["address"][0]["postalCode"] == "PR1 3BQ"
 
     # Through the gateway, links and fullUrls name its base.

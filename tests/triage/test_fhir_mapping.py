@@ -12,7 +12,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from fhir.resources.R4B import get_fhir_model_class
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,17 +21,11 @@ from services.triage.models import Decision, Person, Referral
 from services.triage.schemas import ReferralIn
 from shared.errors import Problem, operation_outcome
 from shared.fhir_terms import NHS_NUMBER_SYSTEM, ODS_SYSTEM
+from tests.fhir_conformance import valid
 from tests.triage.support import GP, nhs_number
 
 PARTNER_SYSTEM = "https://gp-system.example.org/Id/referral"
 RECEIVED = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
-
-
-def valid(resource: dict[str, Any]) -> dict[str, Any]:
-    """Validate with the FHIR R4B models (they refuse unknown elements, bad codes and formats)."""
-    model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    assert model.id == resource.get("id")
-    return resource
 
 
 def outcome(problem: Problem) -> dict[str, Any]:
@@ -247,7 +240,11 @@ def test_a_received_referral_as_service_request_task_and_patient() -> None:
 
     patient = valid(fhir.patient(person))
     assert patient["meta"]["profile"] == [fhir.PATIENT_PROFILE]
-    assert patient["identifier"] == [{"system": NHS_NUMBER_SYSTEM, "value": "9434765919"}]
+    assert [(i["system"], i["value"]) for i in patient["identifier"]] == [(NHS_NUMBER_SYSTEM, "9434765919")]
+    # Checked, not traced against PDS: UK Core's verification status says so.
+    (status,) = patient["identifier"][0]["extension"]
+    assert status["url"] == fhir.NHS_NUMBER_VERIFICATION_EXTENSION
+    assert status["valueCodeableConcept"]["coding"][0]["code"] == "02"
     assert patient["name"] == [{"use": "official", "family": "Example", "given": ["Sam"]}]
     assert patient["gender"] == "female" and patient["birthDate"] == "1990-04-02"
     assert patient["address"] == [{"use": "home", "postalCode": "PR1 3BQ"}]

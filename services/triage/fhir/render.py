@@ -31,7 +31,10 @@ from services.triage.fhir.terms import (
     IDENTITY_REVIEW_REASON_CODES,
     KEPT_ELEMENTS,
     NEED_CODES,
+    NHS_NUMBER_VERIFICATION_EXTENSION,
+    NHS_NUMBER_VERIFICATION_SYSTEM,
     NOT_DECISIONS,
+    NOT_TRACED,
     PATIENT_PROFILE,
     PRIORITY_CODES,
     PRIORITY_EXTENSION,
@@ -48,6 +51,7 @@ from services.triage.fhir.terms import (
     SPA_REFERRAL_CODE,
     SPA_REFERRAL_TEXT,
     TASK_CODES,
+    TASK_PROFILE,
     TRIAGE_INPUT_CODES,
     TRIAGE_OUTCOME_CODES,
     TRIAGE_OUTPUT_CODES,
@@ -308,6 +312,7 @@ def task_for_triage(referral: Referral, decisions: Sequence[Decision]) -> dict[s
             "meta": {
                 "versionId": str(referral.version),
                 "lastUpdated": _utc(referral.updated_at or referral.received_at),
+                "profile": [TASK_PROFILE],
             },
             "status": status,
             "statusReason": {"text": latest.reason} if latest is not None and latest.reason else None,
@@ -413,6 +418,20 @@ def provenance(referral: Referral, decision: Decision) -> dict[str, Any]:
     )
 
 
+def _nhs_number_identifier(nhs_number: str) -> dict[str, Any]:
+    """The NHS number with UK Core's verification status: the suite checks the check digit but
+    does not trace numbers against PDS, so it says so ("present but not traced")."""
+    return {
+        "extension": [
+            {
+                "url": NHS_NUMBER_VERIFICATION_EXTENSION,
+                "valueCodeableConcept": {"coding": [coding(NHS_NUMBER_VERIFICATION_SYSTEM, *NOT_TRACED)]},
+            }
+        ],
+        **identifier(NHS_NUMBER_SYSTEM, nhs_number),
+    }
+
+
 def patient(person: Person) -> dict[str, Any]:
     """The person as a UK Core Patient: NHS number when known, name, birth date, gender,
     postcode and contact details."""
@@ -441,7 +460,7 @@ def patient(person: Person) -> dict[str, Any]:
                     "profile": [PATIENT_PROFILE],
                 }
             ),
-            "identifier": [identifier(NHS_NUMBER_SYSTEM, person.nhs_number)] if person.nhs_number else [],
+            "identifier": [_nhs_number_identifier(person.nhs_number)] if person.nhs_number else [],
             "name": [name] if len(name) > 1 else [],
             "telecom": telecom,
             "gender": FHIR_GENDER.get(details.get("sex") or ""),

@@ -19,6 +19,13 @@ from shared.terminology import REQUEST_PRIORITY, translate
 
 SERVICE_REQUEST_PROFILE = UK_CORE + "UKCore-ServiceRequest"
 PATIENT_PROFILE = UK_CORE + "UKCore-Patient"
+TASK_PROFILE = UK_CORE + "UKCore-Task"
+# Patient.identifier (NHS number): UK Core's verification status (England's code system).
+NHS_NUMBER_VERIFICATION_EXTENSION = UK_CORE + "Extension-UKCore-NHSNumberVerificationStatus"
+NHS_NUMBER_VERIFICATION_SYSTEM = (
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland"
+)
+NOT_TRACED = ("02", "Number present but not traced")
 
 REFERRAL_SYSTEM = CMH_IDS + "referral"  # ServiceRequest.identifier: our referral id
 CHARITY_SYSTEM = CMH_IDS + "charity-number"  # requesters that have no ODS code
