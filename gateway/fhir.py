@@ -94,10 +94,17 @@ SUPPORTED: dict[str, dict[str, Any]] = {
         "conditionalCreate": True,
         "documentation": (
             "A referral to the single point of access. Create with the person as a contained Patient "
-            "(name, birthDate, postalCode, NHS number when known), requester = your organisation's ODS "
-            "code, category = referral source, reasonCode = needs, priority, supportingInfo = contained "
-            "RiskAssessment; idempotent with `If-None-Exist: identifier=<your system>|<value>` or an "
-            "`Idempotency-Key` header. status: active (awaiting triage), completed (triaged), revoked (closed)."
+            "(name, birthDate, postalCode, NHS number when known); requester = your organisation "
+            "(ODS code) or a contained PractitionerRole (SDS user and role profile ids at that "
+            "organisation); the source as the UK Core SourceOfServiceRequest extension (SNOMED CT) or "
+            "a category coding of the suite's referral-source; reasonCode = needs (SNOMED CT or the "
+            "suite's need codes), translated by the ConceptMaps at /fhir/ConceptMap (a code with no "
+            "map is refused, naming the element); priority; supportingInfo = contained RiskAssessment. "
+            "Your codings and every element the suite does not read are kept and returned on read; an "
+            "element it cannot take (performer, anything not R4) is refused by name, or with "
+            "`Prefer: handling=lenient` dropped and listed in a warning OperationOutcome. Idempotent "
+            "with `If-None-Exist: identifier=<your system>|<value>` or an `Idempotency-Key` header. "
+            "status: active (awaiting triage), completed (triaged), revoked (closed)."
         ),
         "search": [
             _param("_id", "token", "The referral id."),
