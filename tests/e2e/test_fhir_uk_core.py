@@ -153,12 +153,24 @@ async def test_nothing_a_partner_sends_disappears_silently(suite: Suite) -> None
         answer = await http.post("/fhir/ServiceRequest", json=modifier, headers=lenient)
         assert answer.status_code == 422  # a modifier is never ignorable, lenient or not
 
+        # The person: read, or refused by name; a recorded death is never dropped, lenient or not.
+        with_gp = gp_referral("P81001", "SNOMED-6")
+        with_gp["contained"][0]["generalPractitioner"] = [{"display": "Dr A Example"}]
+        await refused(with_gp, "ServiceRequest.contained[Patient].generalPractitioner")
+        deceased = gp_referral("P81001", "SNOMED-7")
+        deceased["contained"][0]["deceasedBoolean"] = True
+        assert (await http.post("/fhir/ServiceRequest", json=deceased, headers=lenient)).status_code == 422
+
         # Lenient: accepted, and the answer names exactly what was not kept.
-        answer = await http.post("/fhir/ServiceRequest", json=copy.deepcopy(invented), headers=lenient)
+        both = copy.deepcopy(invented)
+        both["contained"][0]["generalPractitioner"] = [{"display": "Dr A Example"}]
+        answer = await http.post("/fhir/ServiceRequest", json=both, headers=lenient)
         assert answer.status_code == 201, answer.text
         outcome = valid(answer.json())
         assert outcome["resourceType"] == "OperationOutcome"
-        assert [i["expression"] for i in outcome["issue"]] == [["ServiceRequest.favouriteColour"]]
+        assert [i["expression"] for i in outcome["issue"]] == [
+            ["ServiceRequest.favouriteColour"], ["ServiceRequest.contained[Patient].generalPractitioner"]
+        ]  # fmt: skip
         assert {i["severity"] for i in outcome["issue"]} == {"warning"}
         stored = await http.get(answer.headers["location"], headers=gp)
         assert stored.status_code == 200 and "favouriteColour" not in stored.json()

@@ -27,6 +27,8 @@ from services.triage.fhir.terms import (
     MAPPED_ELEMENTS,
     MODIFIER_ELEMENTS,
     NEED_CODES,
+    PATIENT_MAPPED_ELEMENTS,
+    PATIENT_NEVER_DROPPED,
     REFERRAL_SYSTEM,
     REQUESTED_URGENCY,
     RISK_CODES,
@@ -221,6 +223,29 @@ def _identifier_of(ref: Any, element: str, system: str | None, *, required: bool
     return value
 
 
+def _patient_elements(patient: dict[str, Any], *, lenient: bool) -> list[str]:
+    """The contained Patient's elements the suite does not read: refused by name, or (lenient)
+    listed as dropped; a modifier or a recorded death is refused even when lenient."""
+    dropped = []
+    for name in patient:
+        if name in PATIENT_MAPPED_ELEMENTS:
+            continue
+        element = f"{PATIENT_ELEMENT}.{name}"
+        if name in PATIENT_NEVER_DROPPED or not lenient:
+            raise invalid(
+                f"{element} is not an element the suite takes on the person"
+                + (
+                    ""
+                    if name in PATIENT_NEVER_DROPPED
+                    else "; send `Prefer: handling=lenient` to have it dropped with a warning"
+                ),
+                status=422,
+                code="not-supported",
+            )
+        dropped.append(element)
+    return dropped
+
+
 @dataclass(frozen=True)
 class PartnerElements:
     """What of a partner's ServiceRequest is kept as sent (returned on every read beside what the
@@ -260,6 +285,9 @@ def partner_elements(resource: Any, *, lenient: bool = False) -> PartnerElements
                     code="not-supported" if name in DECIDED_BY_TRIAGE else "structure",
                 )
             dropped.append(element)
+    for item in _list(resource.get("contained"), "ServiceRequest.contained"):
+        if isinstance(item, dict) and item.get("resourceType") == "Patient":
+            dropped += _patient_elements(item, lenient=lenient)
     # The partner's own codings and extensions, returned as sent beside the suite's.
     for name in ("category", "reasonCode"):
         if resource.get(name):

@@ -106,6 +106,13 @@ DECIDED_BY_TRIAGE: dict[str, str] = {
 }
 # Elements that change the meaning of the rest: never ignorable, refused even when lenient.
 MODIFIER_ELEMENTS = frozenset({"modifierExtension", "implicitRules"})
+# The contained Patient becomes the person on file (shared by all their referrals), so nothing of
+# it can be kept per referral: an element is read, or refused by name (dropped with a warning when
+# lenient). Modifiers, and a death recorded, are refused even then: never silently ignored.
+PATIENT_MAPPED_ELEMENTS = frozenset(
+    {"resourceType", "id", "meta", "identifier", "name", "telecom", "gender", "birthDate", "address"}
+)
+PATIENT_NEVER_DROPPED = MODIFIER_ELEMENTS | {"active", "deceasedBoolean", "deceasedDateTime"}
 # Person.sex (NHS person stated gender) <-> Patient.gender.
 FHIR_GENDER: dict[str, str] = {
     "male": "male",
