@@ -46,7 +46,7 @@ from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, Refusal, problems
 from shared.idempotency import RequiredIdempotency, create_once
 from shared.params import INT64_MAX, PageNumber, bounded_int
-from shared.preconditions import check_if_match
+from shared.preconditions import IfMatch, check_if_match
 from shared.preconditions import etag as etag_of
 from shared.settings import Settings
 
@@ -276,7 +276,7 @@ async def decide(
     db: DatabaseDep,
     state: TriageStateDep,
     caller: Caller = requires("triage:decide"),
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> Response:
     async with db.transaction() as session:
         referral = await _readable(session, caller, referral_id, lock=True)
