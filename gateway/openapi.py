@@ -73,6 +73,8 @@ def merge_documents(own: dict[str, Any], services: dict[str, dict[str, Any] | No
         }
         document = _rewrite_refs(document, renames)
         for schema, body in document.get("components", {}).get("schemas", {}).items():
+            if schema in renames and isinstance(body, dict):
+                body = {**body, "title": renames[schema]}  # a generated client names models by title
             schemas.setdefault(renames.get(schema, schema), body)
         merged["components"]["securitySchemes"].update(
             document.get("components", {}).get("securitySchemes", {})
@@ -88,7 +90,20 @@ def merge_documents(own: dict[str, Any], services: dict[str, dict[str, Any] | No
         merged["x-cmh-unavailable"] = unavailable
     add_fhir_base(merged)
     document_rate_limits(merged)
+    unique_titles(schemas)
     return merged
+
+
+def unique_titles(schemas: dict[str, Any]) -> None:
+    """No two schemas share a title (a generated client names its models by title): a title
+    shared by more than one schema becomes each one's own name."""
+    titles: dict[str, int] = {}
+    for body in schemas.values():
+        if isinstance(body, dict) and isinstance(body.get("title"), str):
+            titles[body["title"]] = titles.get(body["title"], 0) + 1
+    for name, body in schemas.items():
+        if isinstance(body, dict) and titles.get(body.get("title", ""), 0) > 1:
+            body["title"] = name
 
 
 def add_fhir_base(merged: dict[str, Any]) -> None:
