@@ -41,6 +41,55 @@ _ERROR_DESCRIPTIONS = {
     422: "The resource breaks a rule",
     429: "Too many requests",
 }
+# One realistic create per main journey, shown in the docs beside the request body.
+CREATE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "Subscription": {
+        "summary": "Be told when your referrals change status",
+        "value": {
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "Update our EHR when a referral is triaged or closed",
+            "criteria": "ServiceRequest?status=completed,revoked",
+            "channel": {
+                "type": "rest-hook",
+                "endpoint": "https://ehr.example-practice.nhs.uk/cmh/notifications",
+                "payload": "application/fhir+json",
+            },
+        },
+    },
+    "ServiceRequest": {
+        "summary": "A GP practice refers a patient to the single point of access",
+        "value": {
+            "resourceType": "ServiceRequest",
+            "identifier": [
+                {"system": "https://ehr.example-practice.nhs.uk/Id/referral", "value": "R-20261124-0042"}
+            ],
+            "status": "active",
+            "intent": "order",
+            "priority": "routine",
+            "category": [
+                {"coding": [{"system": "https://cmh-suite.nhs.uk/CodeSystem/referral-source", "code": "gp"}]}
+            ],
+            "subject": {"reference": "#patient"},
+            "requester": {
+                "identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "B86001"}
+            },
+            "reasonCode": [
+                {"coding": [{"system": "https://cmh-suite.nhs.uk/CodeSystem/need", "code": "low_mood"}]}
+            ],
+            "contained": [
+                {
+                    "resourceType": "Patient",
+                    "id": "patient",
+                    "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919"}],
+                    "name": [{"given": ["Amira"], "family": "Okafor"}],
+                    "birthDate": "1991-04-17",
+                    "address": [{"postalCode": "LS6 2AB"}],
+                }
+            ],
+        },
+    },
+}
 _TYPE_SEARCH = {"token": "string", "reference": "string", "date": "string", "number": "integer"}
 
 
@@ -178,6 +227,10 @@ def fhir_paths() -> dict[str, dict[str, Any]]:
                 },
             )  # fmt: skip
             create["requestBody"] = {"required": True, **_body("resource", f"A {resource_type}")}
+            if resource_type in CREATE_EXAMPLES:
+                create["requestBody"]["content"][FHIR_JSON]["examples"] = {
+                    "create": CREATE_EXAMPLES[resource_type]
+                }
             create["parameters"] = [
                 {
                     "name": "Idempotency-Key",

@@ -20,10 +20,13 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from cmh.serving import app_factory_path
 from gateway.fhir import capability_statement
 from gateway.openapi import merge_documents
+from services.careplan.schemas import ContactIn, PlanIn
+from services.triage.schemas import DecisionIn, ReferralIn
 from shared.errors import FHIR_JSON, PROBLEM_JSON, PROBLEM_REF, is_fhir_path
 from shared.idempotency import RequiredIdempotency
 from shared.settings import PROCESSES, SERVICES
@@ -226,3 +229,32 @@ def test_every_reference_resolves() -> None:
 
     walk(merged_document())
     assert not missing
+
+
+# --- the main caller journeys --------------------------------------------------------------------
+
+JOURNEYS: dict[tuple[str, str], type[BaseModel] | None] = {
+    ("post", "/oauth2/token"): None,
+    ("post", "/triage/referrals"): ReferralIn,
+    ("post", "/triage/referrals/{referral_id}/decisions"): DecisionIn,
+    ("post", "/careplan/episodes/{episode_id}/contacts"): ContactIn,
+    ("post", "/careplan/episodes/{episode_id}/plans"): PlanIn,
+    ("get", "/directory/services"): None,
+    ("post", "/fhir/Subscription"): None,
+    ("post", "/fhir/ServiceRequest"): None,
+}
+
+
+@pytest.mark.parametrize(("method", "path"), list(JOURNEYS))
+def test_each_main_journey_is_described_with_a_realistic_example(method: str, path: str) -> None:
+    operation = merged_document()["paths"][path][method]
+    assert len(operation.get("description", "")) > 80
+    if "requestBody" not in operation:
+        return
+    (media,) = operation["requestBody"]["content"].values()
+    examples = [example["value"] for example in media.get("examples", {}).values()]
+    assert examples, "no example request body"
+    model = JOURNEYS[(method, path)]
+    for example in examples:
+        if model is not None:
+            model.model_validate(example)  # the example is a request the route takes
