@@ -4,7 +4,7 @@ resource supports, with `application/fhir+json` bodies (a generic Resource, Bund
 OperationOutcome) and its errors as OperationOutcome.
 
 Each operation carries `x-fhir-interaction` (the CapabilityStatement's interaction code) and
-`x-fhir-type`, which is how `tests/gateway/test_openapi_fhir.py` matches the two.
+`x-fhir-type`, which is how `tests/shared/test_openapi_truth.py` matches the two.
 """
 
 from __future__ import annotations
