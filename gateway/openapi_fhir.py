@@ -159,7 +159,11 @@ def _operation(resource_type: str, interaction: str, summary: str, success: dict
         "summary": summary,
         "description": SUPPORTED[resource_type]["documentation"],
         "operationId": f"fhir_{interaction.replace('-', '_')}_{resource_type}",
-        "security": [{oauth2_client_credentials.scheme_name: sorted(AREA_SCOPES[owner])}],
+        # The gateway lets a token holding any one of the owner's scopes through (each a requirement
+        # of its own: OpenAPI's "any of"); the service then checks the one the interaction needs.
+        "security": [
+            {oauth2_client_credentials.scheme_name: [scope]} for scope in sorted(AREA_SCOPES[owner])
+        ],
         "responses": responses,
         "x-fhir-type": resource_type,
         "x-fhir-interaction": interaction,
@@ -251,7 +255,7 @@ def fhir_paths() -> dict[str, dict[str, Any]]:
                     }
                 )
             type_item["post"] = create
-        id_param = _path_param("id", f"The {resource_type}'s id")
+        id_param = _path_param("resource_id", f"The {resource_type}'s id")
         if "read" in interactions:
             instance["get"] = _operation(
                 resource_type, "read", f"Read a {resource_type}", {"200": _body("resource", resource_type)}
@@ -278,10 +282,10 @@ def fhir_paths() -> dict[str, dict[str, Any]]:
         if type_item:
             paths[f"/fhir/{resource_type}"] = type_item
         if instance:
-            paths[f"/fhir/{resource_type}/{{id}}"] = {"parameters": [id_param], **instance}
+            paths[f"/fhir/{resource_type}/{{resource_id}}"] = {"parameters": [id_param], **instance}
         if "vread" in interactions:
-            paths[f"/fhir/{resource_type}/{{id}}/_history/{{vid}}"] = {
-                "parameters": [id_param, _path_param("vid", "The version")],
+            paths[f"/fhir/{resource_type}/{{resource_id}}/_history/{{version_id}}"] = {
+                "parameters": [id_param, _path_param("version_id", "The version")],
                 "get": _operation(
                     resource_type, "vread", f"Read a version of a {resource_type}",
                     {"200": _body("resource", f"That version of the {resource_type}")},

@@ -147,10 +147,10 @@ def test_some_creates_require_an_idempotency_key() -> None:
 _INTERACTION_PATHS = {
     "search-type": ("get", "/fhir/{type}"),
     "create": ("post", "/fhir/{type}"),
-    "read": ("get", "/fhir/{type}/{{id}}"),
-    "update": ("put", "/fhir/{type}/{{id}}"),
-    "delete": ("delete", "/fhir/{type}/{{id}}"),
-    "vread": ("get", "/fhir/{type}/{{id}}/_history/{{vid}}"),
+    "read": ("get", "/fhir/{type}/{{resource_id}}"),
+    "update": ("put", "/fhir/{type}/{{resource_id}}"),
+    "delete": ("delete", "/fhir/{type}/{{resource_id}}"),
+    "vread": ("get", "/fhir/{type}/{{resource_id}}/_history/{{version_id}}"),
 }
 
 
