@@ -74,6 +74,7 @@ async def test_every_vendored_asset_answers() -> None:
             response = await client.get(f"/docs/assets/{name}")
             assert response.status_code == 200
             assert len(response.content) > 100
+            assert response.headers["cache-control"].startswith("public")  # not person data
 
 
 @pytest.mark.parametrize("service", SERVICES)
