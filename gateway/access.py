@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.docs import DOCS_PATHS
 from gateway.fhir import FHIR_RESOURCE_OWNERS
 from shared.auth import TokenVerifier, bearer_token
 from shared.errors import Problem, error_response
@@ -36,7 +37,7 @@ OPEN_PATHS = frozenset(
         "/health", "/ready", "/docs", "/openapi.json", "/oauth2/token", "/.well-known/jwks.json",
         "/fhir/metadata",  # a FHIR server's CapabilityStatement is public (FHIR R4 §3.1.0.13)
     }
-)  # fmt: skip
+) | DOCS_PATHS  # fmt: skip
 UNLIMITED_PATHS = frozenset({"/health", "/ready"})
 # Open Referral UK read endpoints are public by the standard (one pattern: shared/middleware.py).
 PUBLIC_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -17,12 +17,12 @@ from typing import Literal
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from gateway import audit, fhir, tokens
 from gateway.access import AccessControlMiddleware
 from gateway.clients import revoked_since
+from gateway.docs import docs_router
 from gateway.keys import KeyManager
 from gateway.openapi import OpenApiMerger
 from gateway.proxy import Upstreams, new_upstream_client, proxy_router
@@ -106,10 +106,6 @@ def operational_router() -> APIRouter:
     async def openapi(gateway: GatewayStateDep) -> JSONResponse:
         return JSONResponse(await gateway.openapi.document())
 
-    @router.get("/docs")
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="CMH Suite API")
-
     return router
 
 
@@ -186,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware, service="gateway")
     app.include_router(operational_router())
+    app.include_router(docs_router())
     app.include_router(tokens.router)
     app.include_router(audit.router)
     app.include_router(fhir.router)

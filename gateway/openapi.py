@@ -16,7 +16,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from gateway.access import UNLIMITED_PATHS
+from gateway.openapi_fhir import fhir_paths, fhir_schemas, outcome_response
 from gateway.state import gateway_state
+from shared.errors import add_problems, is_fhir_path
 from shared.settings import SERVICES, Settings
 
 CACHE_SECONDS = 30.0
@@ -70,6 +73,8 @@ def merge_documents(own: dict[str, Any], services: dict[str, dict[str, Any] | No
         }
         document = _rewrite_refs(document, renames)
         for schema, body in document.get("components", {}).get("schemas", {}).items():
+            if schema in renames and isinstance(body, dict):
+                body = {**body, "title": renames[schema]}  # a generated client names models by title
             schemas.setdefault(renames.get(schema, schema), body)
         merged["components"]["securitySchemes"].update(
             document.get("components", {}).get("securitySchemes", {})
@@ -83,7 +88,42 @@ def merge_documents(own: dict[str, Any], services: dict[str, dict[str, Any] | No
             merged["paths"].setdefault(path, {}).update(operations)
     if unavailable:
         merged["x-cmh-unavailable"] = unavailable
+    add_fhir_base(merged)
+    document_rate_limits(merged)
+    unique_titles(schemas)
     return merged
+
+
+def unique_titles(schemas: dict[str, Any]) -> None:
+    """No two schemas share a title (a generated client names its models by title): a title
+    shared by more than one schema becomes each one's own name."""
+    titles: dict[str, int] = {}
+    for body in schemas.values():
+        if isinstance(body, dict) and isinstance(body.get("title"), str):
+            titles[body["title"]] = titles.get(body["title"], 0) + 1
+    for name, body in schemas.items():
+        if isinstance(body, dict) and titles.get(body.get("title", ""), 0) > 1:
+            body["title"] = name
+
+
+def add_fhir_base(merged: dict[str, Any]) -> None:
+    """The `/fhir` base, from the CapabilityStatement's table (gateway/openapi_fhir.py)."""
+    merged["paths"].update(fhir_paths())
+    merged["components"]["schemas"].update(fhir_schemas())
+    merged["tags"].append({"name": "fhir", "description": "The FHIR R4 (UK Core) base, /fhir"})
+
+
+def document_rate_limits(merged: dict[str, Any]) -> None:
+    """Every call through the gateway is rate limited (gateway/access.py) but /health and /ready."""
+    for path, item in merged["paths"].items():
+        if path in UNLIMITED_PATHS:
+            continue
+        for method, operation in item.items():
+            if method in ("get", "put", "post", "delete", "patch") and isinstance(operation, dict):
+                if is_fhir_path(path):
+                    operation["responses"].setdefault("429", outcome_response("Too many requests"))
+                else:
+                    add_problems(operation, {429: "Too many requests (Retry-After says when to retry)"})
 
 
 class OpenApiMerger:

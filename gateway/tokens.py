@@ -411,6 +411,11 @@ class TokenService:
     "/oauth2/token",
     name="issue_token",
     summary="Issue an access token (OAuth2 client credentials)",
+    description=(
+        "Exchange a client's credentials (client secret, or a private_key_jwt assertion) for a "
+        "short-lived RS256 access token holding the scopes asked for that the client is registered for. "
+        "Send it as `Authorization: Bearer <token>` on every other call."
+    ),
     response_model=TokenOut,
     # Each carries RFC 6749's `error` code beside the problem's words.
     responses=problems(
@@ -438,7 +443,18 @@ class TokenService:
                             "client_assertion_type": {"type": "string", "enum": [CLIENT_ASSERTION_TYPE]},
                             "client_assertion": {"type": "string"},
                         },
-                    }
+                    },
+                    "examples": {
+                        "client-secret": {
+                            "summary": "A partner EHR asks for a token to submit and read referrals",
+                            "value": {
+                                "grant_type": "client_credentials",
+                                "client_id": "leeds-gp-ehr",
+                                "client_secret": "s3cr3t-from-cmh-clients-add",
+                                "scope": "referral:submit referral:read",
+                            },
+                        }
+                    },
                 }
             },
         }

@@ -99,6 +99,74 @@ def problems(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, A
     return out
 
 
+# A header parameter's schema carrying this is required (the route refuses its absence with a
+# problem of its own, 400 or 428, rather than FastAPI's 422): `complete_problems` marks it
+# `required: true` in the document. See shared/idempotency.py and shared/preconditions.py.
+REQUIRED_HEADER = "x-cmh-required"
+_OPERATION_METHODS = ("get", "put", "post", "delete", "patch")
+_FOR_HEADERS: dict[str, dict[int, str]] = {
+    "idempotency-key": {
+        400: "The Idempotency-Key is malformed (or missing where required)",
+        409: "The Idempotency-Key was used for a different request",
+    },
+    "if-match": {400: "If-Match is malformed", 412: _PROBLEM_DESCRIPTIONS[412]},
+}
+
+
+def _require_header(parameter: dict[str, Any]) -> bool:
+    """Mark a header `required: true` when its schema says so; whether it was marked."""
+    schema = parameter.get("schema", {})
+    if not schema.pop(REQUIRED_HEADER, False):
+        return False
+    parameter["required"] = True
+    options = [option for option in schema.pop("anyOf", []) if option.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    return True
+
+
+def derived_problems(operation: dict[str, Any]) -> dict[int, str]:
+    """The problems an operation answers by what it takes, whatever its route declared: 401 and
+    403 with a token; 422 for a checked path, query or JSON body; 400 and 409 with an
+    Idempotency-Key; 400 and 412 with If-Match, and 428 where If-Match is required."""
+    statuses: dict[int, str] = {}
+    if operation.get("security"):
+        statuses |= {401: _PROBLEM_DESCRIPTIONS[401], 403: _PROBLEM_DESCRIPTIONS[403]}
+    parameters: list[dict[str, Any]] = operation.get("parameters", [])
+    body = operation.get("requestBody", {}).get("content", {})
+    if any(p.get("in") in ("path", "query") for p in parameters) or "application/json" in body:
+        statuses[422] = _PROBLEM_DESCRIPTIONS[422]
+    for parameter in parameters:
+        name = str(parameter.get("name", "")).lower()
+        if parameter.get("in") != "header" or name not in _FOR_HEADERS:
+            continue
+        statuses |= _FOR_HEADERS[name]
+        if _require_header(parameter) and name == "if-match":
+            statuses[428] = _PROBLEM_DESCRIPTIONS[428]
+    return statuses
+
+
+def add_problems(operation: dict[str, Any], statuses: dict[int, str]) -> None:
+    """Add the problem answers an operation lacks (a route's own description of one stands)."""
+    responses = operation.setdefault("responses", {})
+    for status, description in sorted(statuses.items()):
+        if str(status) not in responses:
+            responses[str(status)] = problems(status, **{f"_{status}": description})[status]
+
+
+def complete_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """Every native operation of an OpenAPI document, with the problems it answers by what it
+    takes (`derived_problems`) and its required headers marked. FHIR paths answer
+    OperationOutcome instead, and are left as they are."""
+    for path, item in document.get("paths", {}).items():
+        if is_fhir_path(path):
+            continue
+        for method, operation in item.items():
+            if method in _OPERATION_METHODS and isinstance(operation, dict):
+                add_problems(operation, derived_problems(operation))
+    return document
+
+
 def problem_schemas() -> dict[str, Any]:
     """The Problem schema (and what it refers to) for `components/schemas`."""
     schema = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -107,12 +175,13 @@ def problem_schemas() -> dict[str, Any]:
 
 
 def document_problems(app: FastAPI) -> None:
-    """Put the Problem schema that `problems()` refers to in the app's OpenAPI document."""
+    """Put the Problem schema that `problems()` refers to in the app's OpenAPI document, and the
+    problems every operation answers by what it takes (`complete_problems`)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = build()
+            document = complete_problems(build())
             document.setdefault("components", {}).setdefault("schemas", {}).update(problem_schemas())
         return app.openapi_schema or build()
 

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import Caller
 from shared.deps import service_state
-from shared.errors import Problem
+from shared.errors import REQUIRED_HEADER, Problem
 from shared.messaging_models import IdempotencyRecord
 from shared.sqltypes import utcnow
 
@@ -82,33 +82,56 @@ def parse_key(raw: str | None) -> str | None:
     return key
 
 
+_KEY_DESCRIPTION = (
+    "A unique key per create (a UUID): a retry with it returns the first result; reused for a "
+    "different request, 409."
+)
+_KEY_EXAMPLE = "5f0c6e1e-8a3b-4c3e-9d5e-2b7f1c9a4d10"
+_OptionalKeyHeader = Annotated[
+    str | None, Header(alias=HEADER, description=_KEY_DESCRIPTION, examples=[_KEY_EXAMPLE])
+]
+# Absent is refused 400 (not FastAPI's 422), so the document marks it required itself.
+_RequiredKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description="Required. " + _KEY_DESCRIPTION,
+        examples=[_KEY_EXAMPLE],
+        json_schema_extra={REQUIRED_HEADER: True},
+    ),
+]
+
+
+async def _claim(request: Request, raw_key: str | None, *, required: bool) -> IdempotentRequest | None:
+    key = parse_key(raw_key)
+    if key is None:
+        if required:
+            raise Problem(
+                400,
+                "Idempotency-Key required",
+                "Send an Idempotency-Key header (a new UUID per create) so a retry cannot create twice.",
+                type_slug="idempotency-key-required",
+            )
+        return None
+    body = await request.body()
+    return IdempotentRequest(key, fingerprint(request.method, request.url.path, body))
+
+
 def idempotency(*, required: bool) -> Callable[..., Awaitable[IdempotentRequest | None]]:
     """A dependency reading the Idempotency-Key of a create; `required` makes it mandatory."""
+    if required:
 
-    async def dependency(
-        request: Request,
-        raw_key: Annotated[
-            str | None,
-            Header(
-                alias=HEADER,
-                description="A unique key per create (a UUID): a retry with it returns the first result.",
-            ),
-        ] = None,
-    ) -> IdempotentRequest | None:
-        key = parse_key(raw_key)
-        if key is None:
-            if required:
-                raise Problem(
-                    400,
-                    "Idempotency-Key required",
-                    "Send an Idempotency-Key header (a new UUID per create) so a retry cannot create twice.",
-                    type_slug="idempotency-key-required",
-                )
-            return None
-        body = await request.body()
-        return IdempotentRequest(key, fingerprint(request.method, request.url.path, body))
+        async def required_key(
+            request: Request, raw_key: _RequiredKeyHeader = None
+        ) -> IdempotentRequest | None:
+            return await _claim(request, raw_key, required=True)
 
-    return dependency
+        return required_key
+
+    async def optional_key(request: Request, raw_key: _OptionalKeyHeader = None) -> IdempotentRequest | None:
+        return await _claim(request, raw_key, required=False)
+
+    return optional_key
 
 
 OptionalIdempotency = Annotated[IdempotentRequest | None, Depends(idempotency(required=False))]

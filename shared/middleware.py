@@ -126,13 +126,18 @@ async def _send_internal_error(send: Send) -> None:
 PUBLIC_DIRECTORY_READ = re.compile(
     r"^/directory(/|/openapi\.json|/(services|organizations|taxonomies|taxonomy_terms|service_at_locations)(/[^/]+)?/?)?$"
 )
-CACHEABLE_PATHS = frozenset({"/docs", "/openapi.json", "/fhir/metadata", "/.well-known/jwks.json"})
+CACHEABLE_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/fhir/metadata", "/.well-known/jwks.json"})
+DOCS_ASSETS_PREFIX = "/docs/assets/"  # the docs pages' scripts and styles (gateway/docs.py)
 
 
 def is_cacheable_public_read(method: str, path: str) -> bool:
     if method not in ("GET", "HEAD"):
         return False
-    return path in CACHEABLE_PATHS or PUBLIC_DIRECTORY_READ.match(path) is not None
+    return (
+        path in CACHEABLE_PATHS
+        or path.startswith(DOCS_ASSETS_PREFIX)
+        or PUBLIC_DIRECTORY_READ.match(path) is not None
+    )
 
 
 class BodyTooLarge(Exception):

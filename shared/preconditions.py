@@ -11,11 +11,32 @@ carrying the current ETag so the client can read again. (FHIR interactions keep 
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
+from fastapi import Header
+
+from shared.errors import REQUIRED_HEADER
 from shared.problems import Problem
 
 ANY = -1  # `expected_version` of `If-Match: *`: any current version
 _TAG = re.compile(r'\s*(W/)?"?([0-9]{1,18})"?\s*')
+
+
+# The If-Match header of a route: `IfMatch` where it is optional, `RequiredIfMatch` where the
+# route refuses a write without it (428; the OpenAPI marks it required: shared/errors.py).
+IfMatch = Annotated[
+    str | None,
+    Header(alias="If-Match", description="The ETag you read: the write is refused (412) if it has changed."),
+]
+RequiredIfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description="Required. The ETag you read: 428 without it, 412 if it has changed.",
+        examples=['"3"'],
+        json_schema_extra={REQUIRED_HEADER: True},
+    ),
+]
 
 
 def etag(version: int) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +19,8 @@ from services.careplan import access, store
 from services.careplan.domain import RuleRefused, WorklistItem, check_named_worker
 from services.careplan.models import Episode, EpisodeRecord, JourneyEntry
 from services.careplan.schemas import (
+    CONTACT_EXAMPLE,
+    PLAN_EXAMPLE,
     AdviceIn,
     AgreementIn,
     AssessmentIn,
@@ -199,10 +201,14 @@ async def _write(
     response_model=EpisodeOut,
     responses=problems(404),
     summary="An attended or missed contact",
+    description=(
+        "Record a contact with the person in the episode: when, how, and whether they attended. The "
+        "first attended contact moves the episode's national clock; answers the episode with its clocks."
+    ),
 )
 async def add_contact(
     episode_id: str,
-    body: ContactIn,
+    body: Annotated[ContactIn, Body(openapi_examples={"attended": CONTACT_EXAMPLE})],
     db: DatabaseDep,
     now: NowDep,
     caller: Caller = requires("careplan:write"),
@@ -297,9 +303,18 @@ async def add_advice(
     response_model=EpisodeOut,
     responses=problems(404),
     summary="A personalised care plan",
+    description=(
+        "Write the person's personalised care plan: needs, goals in their own words, the crisis and "
+        "contingency plans, who does what and when it is reviewed. It stays a draft until the person "
+        "agrees it (`/plans/agreement`), which stops the plan clock."
+    ),
 )
 async def add_plan(
-    episode_id: str, body: PlanIn, db: DatabaseDep, now: NowDep, caller: Caller = requires("careplan:write")
+    episode_id: str,
+    body: Annotated[PlanIn, Body(openapi_examples={"plan": PLAN_EXAMPLE})],
+    db: DatabaseDep,
+    now: NowDep,
+    caller: Caller = requires("careplan:write"),
 ) -> dict[str, Any]:
     return await _write(
         db, now, caller, episode_id, lambda s, e, now: store.plan(s, e, body, store.Actor.of(caller), now)

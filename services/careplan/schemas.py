@@ -237,3 +237,23 @@ class JourneyEntryOut(BaseModel):
 class JourneyOut(_Out):
     person_id: str
     entries: list[JourneyEntryOut] = Field(description="By clinical time, each with when it was entered")
+
+
+# --- examples for the OpenAPI document (one realistic request per main journey) -----------------
+
+CONTACT_EXAMPLE: dict[str, Any] = {
+    "summary": "An attended first appointment at the team base",
+    "value": {"at": "2026-11-24T10:30:00+00:00", "attended": True, "mechanism": "face_to_face"},
+}
+PLAN_EXAMPLE: dict[str, Any] = {
+    "summary": "A personalised care plan written with the person",
+    "value": {
+        "at": "2026-11-26T14:00:00+00:00",
+        "needs": ["Low mood", "Sleep"],
+        "goals": ["Get back to walking the dog every morning", "Sleep through most nights"],
+        "crisis_plan": "Call the crisis line (0800 952 1181) or go to A&E; her sister Grace will stay with her.",
+        "contingency_plan": "If the named worker is away, the duty worker calls within one working day.",
+        "responsibilities": [{"who": "Named worker", "what": "Weekly call for the first month"}],
+        "review_date": "2027-02-26",
+    },
+}

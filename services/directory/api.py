@@ -172,7 +172,15 @@ async def openapi(request: Request) -> dict[str, Any]:
 
 
 @router.get(
-    "/services", response_model=OrukPage, responses={**STREAMED, **problems(422)}, summary="List services"
+    "/services",
+    response_model=OrukPage,
+    responses={**STREAMED, **problems(422)},
+    summary="List services",
+    description=(
+        "Search the directory of community and VCFSE services (Open Referral UK, public, no token): "
+        "free text (`search`), taxonomy, organisation, ages, opening day and times, paged. For "
+        "example `?search=bereavement&minimum_age=18&day=MO`."
+    ),
 )
 async def list_services(
     db: DatabaseDep,

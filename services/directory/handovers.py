@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +32,7 @@ from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem
 from shared.events import CloudEvent, make_event
 from shared.outbox import add_event
+from shared.preconditions import IfMatch
 from shared.sqltypes import utcnow
 
 log = logging.getLogger("cmh.directory.handovers")
@@ -206,7 +207,7 @@ async def accept(
     now: NowDep,
     body: HandoverDecision | None = None,
     caller: Caller = requires("handover:respond"),
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> HandoverOut:
     return await _respond(
         db, now, caller, handover_id, HandoverAction.ACCEPT, body or HandoverDecision(), if_match
@@ -220,7 +221,7 @@ async def decline(
     db: DatabaseDep,
     now: NowDep,
     caller: Caller = requires("handover:respond"),
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> HandoverOut:
     return await _respond(db, now, caller, handover_id, HandoverAction.DECLINE, body, if_match)
 
@@ -232,7 +233,7 @@ async def complete(
     now: NowDep,
     body: HandoverDecision | None = None,
     caller: Caller = requires("handover:respond"),
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> HandoverOut:
     return await _respond(
         db, now, caller, handover_id, HandoverAction.COMPLETE, body or HandoverDecision(), if_match

@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,7 +43,7 @@ from shared.db import Database
 from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, Refusal, problems
 from shared.idempotency import OptionalIdempotency, create_once
-from shared.preconditions import check_if_match, etag
+from shared.preconditions import RequiredIfMatch, check_if_match, etag
 
 partner = APIRouter(
     prefix="/directory/partner", tags=["directory partners"], responses=problems(401, 403, 422)
@@ -309,7 +309,7 @@ async def revise_edit(
     db: DatabaseDep,
     now: NowDep,
     caller: Caller = requires("directory:write"),
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: RequiredIfMatch = None,
 ) -> Response:
     async with db.transaction() as session:
         edit = await _own_edit(session, caller, edit_id, lock=True)

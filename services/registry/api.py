@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +31,7 @@ from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, problems, rule_broken
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.params import PageNumber
-from shared.preconditions import ANY, etag, expected_version, precondition_failed
+from shared.preconditions import ANY, RequiredIfMatch, etag, expected_version, precondition_failed
 
 router = APIRouter(prefix="/registry", tags=["registry"], responses=problems(401, 403, 422))
 
@@ -159,7 +159,7 @@ def _register(collection: str, kind: Kind) -> None:
         db: DatabaseDep,
         response: Response,
         caller: Caller = requires("registry:admin"),
-        if_match: Annotated[str | None, Header()] = None,
+        if_match: RequiredIfMatch = None,
     ) -> RecordOut:
         expected = expected_version(if_match, noun="record")
         async with db.transaction() as session:
@@ -183,7 +183,7 @@ def _register(collection: str, kind: Kind) -> None:
         db: DatabaseDep,
         response: Response,
         caller: Caller = requires("registry:admin"),
-        if_match: Annotated[str | None, Header()] = None,
+        if_match: RequiredIfMatch = None,
     ) -> RecordOut:
         expected = expected_version(if_match, noun="record")
         async with db.transaction() as session:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,8 @@ from contracts.vocabulary import PRIORITY_LABELS
 from services.triage import access, store
 from services.triage.models import CrisisChange, Decision, Person, Referral
 from services.triage.schemas import (
+    DECISION_EXAMPLE,
+    REFERRAL_EXAMPLE,
     ContactIn,
     CrisisQueueOut,
     DecisionIn,
@@ -46,7 +48,7 @@ from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, Refusal, problems
 from shared.idempotency import RequiredIdempotency, create_once
 from shared.params import INT64_MAX, PageNumber, bounded_int
-from shared.preconditions import check_if_match
+from shared.preconditions import IfMatch, check_if_match
 from shared.preconditions import etag as etag_of
 from shared.settings import Settings
 
@@ -156,9 +158,15 @@ async def _intake(
     response_model=ReferralOut,
     responses=IDEMPOTENT_CREATE,
     summary="Submit a referral",
+    description=(
+        "A referral to the single point of access: the person, who refers them, their needs and risks. "
+        "It is screened at once (priority and route suggested, identity matched) and joins the triage "
+        "worklist; answers 201 with the referral and its ETag. Send a new Idempotency-Key per referral: "
+        "a retry with the same key returns the first answer and creates nothing."
+    ),
 )
 async def submit_referral(
-    body: ReferralIn,
+    body: Annotated[ReferralIn, Body(openapi_examples={"gp-referral": REFERRAL_EXAMPLE})],
     request: Request,
     state: TriageStateDep,
     *,
@@ -266,17 +274,22 @@ async def worklist(
     "/referrals/{referral_id}/decisions",
     response_model=ReferralOut,
     summary="Accept, override, decline, close, transfer or reprioritise",
+    description=(
+        "A clinician's triage decision on a referral: accept the suggested priority and route, override "
+        "them (with a reason), decline, close, transfer to a team or reprioritise. Send If-Match with "
+        "the referral's ETag so a decision is not made on a referral that has changed since it was read."
+    ),
     responses=problems(
         400, 404, 409, 412, _409="The referral's status does not allow this decision", _400="Bad If-Match"
     ),
 )
 async def decide(
     referral_id: str,
-    body: DecisionIn,
+    body: Annotated[DecisionIn, Body(openapi_examples={"accept": DECISION_EXAMPLE})],
     db: DatabaseDep,
     state: TriageStateDep,
     caller: Caller = requires("triage:decide"),
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> Response:
     async with db.transaction() as session:
         referral = await _readable(session, caller, referral_id, lock=True)

@@ -19,7 +19,7 @@ import json
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,7 +43,7 @@ from shared.deps import DatabaseDep
 from shared.errors import Problem, problems
 from shared.events import make_event
 from shared.outbox import add_event
-from shared.preconditions import check_versions, expected_versions
+from shared.preconditions import RequiredIfMatch, check_versions, expected_versions
 from shared.preconditions import etag as etag_of
 from shared.sqltypes import utcnow
 from shared.text import SafeLine, SafeText
@@ -210,7 +210,7 @@ async def update_person(
     body: PersonUpdate,
     db: DatabaseDep,
     caller: Caller = requires("triage:decide"),
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: RequiredIfMatch = None,
 ) -> Response:
     expected = expected_versions(if_match, noun="person")
     async with db.transaction() as session:

@@ -361,3 +361,31 @@ class PersonVersionsOut(_Out):
     person_id: str
     version: int
     items: list[PersonVersionOut]
+
+
+# --- examples for the OpenAPI document (one realistic request per main journey) -----------------
+
+REFERRAL_EXAMPLE: dict[str, Any] = {
+    "summary": "A GP refers an adult with low mood and anxiety",
+    "value": {
+        "person": {
+            "nhs_number": "9434765919",
+            "given_name": "Amira",
+            "family_name": "Okafor",
+            "birth_date": "1991-04-17",
+            "postcode": "LS6 2AB",
+            "contact": {"phone": "07700 900123", "contact_preference": "text"},
+            "preferred_language": "English",
+        },
+        "source": "gp",
+        "needs": ["low_mood", "anxiety"],
+        "needs_text": "Low mood for three months since losing her job; sleeping badly; no plans to end her life.",
+        "risks": [],
+        "requested_urgency": "routine",
+        "consent_to_share": True,
+    },
+}
+DECISION_EXAMPLE: dict[str, Any] = {
+    "summary": "Accept the suggested route and priority",
+    "value": {"action": "accept", "reason": "Agree with the suggested route after a telephone screen."},
+}
