@@ -150,9 +150,12 @@ def outcome_response(description: str) -> dict[str, Any]:
 
 
 def _operation(resource_type: str, interaction: str, summary: str, success: dict[str, Any]) -> dict[str, Any]:
-    owner = FHIR_RESOURCE_OWNERS[resource_type]
+    # The gateway serves the terminology itself, to anyone (owned by no service, no token).
+    owner = FHIR_RESOURCE_OWNERS.get(resource_type)
     responses: dict[str, Any] = dict(success)
     for status in _ERRORS[interaction]:
+        if owner is None and status in (401, 403):
+            continue
         responses[str(status)] = _body("outcome", _ERROR_DESCRIPTIONS[status])
     return {
         "tags": ["fhir"],
@@ -161,9 +164,9 @@ def _operation(resource_type: str, interaction: str, summary: str, success: dict
         "operationId": f"fhir_{interaction.replace('-', '_')}_{resource_type}",
         # The gateway lets a token holding any one of the owner's scopes through (each a requirement
         # of its own: OpenAPI's "any of"); the service then checks the one the interaction needs.
-        "security": [
-            {oauth2_client_credentials.scheme_name: [scope]} for scope in sorted(AREA_SCOPES[owner])
-        ],
+        "security": [{oauth2_client_credentials.scheme_name: [scope]} for scope in sorted(AREA_SCOPES[owner])]
+        if owner is not None
+        else [],
         "responses": responses,
         "x-fhir-type": resource_type,
         "x-fhir-interaction": interaction,

@@ -40,7 +40,10 @@ NOT_PERSON_DATA = {
 }  # fmt: skip
 # FHIR types whose `{resource_id}` is not person data (the registry), or is bound by its own tests
 # (notify's Subscription).
-FHIR_NOT_PERSON_DATA = {"Organization", "HealthcareService", "Location", "PractitionerRole", "Subscription"}
+FHIR_NOT_PERSON_DATA = {
+    "Organization", "HealthcareService", "Location", "PractitionerRole", "Subscription",
+    "CodeSystem", "ValueSet", "ConceptMap",  # the published terminology, public
+}  # fmt: skip
 INTRUDERS = ("other-gp-ehr", "other-provider")
 DOCUMENTED_REFUSALS = {403, 404}
 
