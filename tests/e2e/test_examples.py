@@ -9,11 +9,12 @@ import asyncio
 import json
 import re
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import HTTPServer
 from pathlib import Path
 
 import pytest
-from standardwebhooks import WebhookVerificationError
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from examples import get_token, make_key, send_referral, subscribe, verify_webhook
 from gateway.clients import add_client
@@ -88,10 +89,23 @@ async def test_the_guides_examples_run_against_the_suite(
             server.shutdown()
         receiver.join(timeout=5)
 
-    # The verifier refuses a changed body and an old timestamp.
-    body = json.dumps({"entry": []}).encode()
-    headers = {"webhook-id": "msg-1", "webhook-timestamp": "1700000000", "webhook-signature": "v1,AAAA"}
+    # The verifier accepts what the secret signed, and refuses a changed body and an old timestamp.
+    body = json.dumps({"entry": []})
+    webhook = Webhook(secret)
+
+    def signed(at: datetime) -> dict[str, str]:
+        stamp = str(int(at.timestamp()))
+        return {
+            "webhook-id": "msg-1",
+            "webhook-timestamp": stamp,
+            "webhook-signature": webhook.sign("msg-1", at, body),
+        }
+
+    now = datetime.now(UTC)
+    assert verify_webhook.verify_notification(secret, body.encode(), signed(now)) == {"entry": []}
     with pytest.raises(WebhookVerificationError):
-        verify_webhook.verify_notification(secret, body, headers)
+        verify_webhook.verify_notification(secret, body.encode() + b" ", signed(now))
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        verify_webhook.verify_notification(secret, body.encode(), signed(now - timedelta(minutes=10)))
     # The referral body is the one file the guide names.
     assert Path(send_referral.__file__).with_name("fhir_referral.json") == send_referral.REFERRAL_FILE
