@@ -213,9 +213,9 @@ SUPPORTED: dict[str, dict[str, Any]] = {
         "documentation": (
             "rest-hook notifications about your organisation's own referrals. criteria: ServiceRequest, "
             "EpisodeOfCare or CarePlan, optionally ?status=<codes>. Each POST carries a Bundle (history) "
-            "naming the changed resource and its new status; it is signed: X-CMH-Webhook-Signature = "
-            "v1=hex(HMAC-SHA256(secret, X-CMH-Webhook-Timestamp + '.' + body)); the secret is returned "
-            "once, on create. Retried with exponential backoff; ordered per resource; repeated failure "
+            "naming the changed resource and its new status; it is signed per Standard Webhooks "
+            "(webhook-id, webhook-timestamp, webhook-signature: v1,base64(HMAC-SHA256(key, id.timestamp.body))); "
+            "the secret is returned once, on create, as whsec_<base64>. Retried with exponential backoff; ordered per resource; repeated failure "
             "puts the subscription in error (shown in Subscription.error) until you set it active again."
         ),
         "search": [_param("status", "token", "requested | active | error | off.")],

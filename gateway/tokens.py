@@ -4,7 +4,9 @@ Clients authenticate with client_secret_basic, client_secret_post, or private_ke
 client assertion, as NHS England's APIs use: signed by the client's registered key, `iss` = `sub` =
 client id, `aud` = this token endpoint as configured or the issuer, never a URL made from the
 request's Host header; short-lived, `jti` used once). Requested scopes are narrowed to those the
-client holds. Errors carry RFC 6749's `error` code inside a problem+json body.
+client holds. Errors are RFC 6749 §5.2 bodies, `application/json` `{"error", "error_description"}`
+(never problem+json here: OAuth client libraries read this shape), with WWW-Authenticate on a 401.
+A client assertion longer than `MAX_CLIENT_ASSERTION_CHARS` is refused before it is decoded.
 
 Against guessing and load: after `token_failure_limit` failed secrets for a client id within
 `token_failure_window_seconds`, that id is answered 429 before any hash is computed. Current
@@ -48,12 +50,13 @@ from gateway.models import Client, UsedAssertion
 from gateway.state import GatewayStateDep
 from shared.auth import TOKEN_ALGORITHM
 from shared.db import Database
-from shared.errors import Problem, problems
+from shared.errors import Problem
 from shared.http import client_address
 from shared.settings import Settings
 from shared.sqltypes import utcnow
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_CLIENT_ASSERTION_CHARS = 8192  # an RS512 JWT with a 4096-bit key and its claims is ~1.5 KiB
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -64,6 +67,24 @@ class TokenOut(BaseModel):
     token_type: Literal["Bearer"]
     expires_in: int = Field(description="Seconds")
     scope: str = Field(description="The scopes granted, space separated")
+
+
+class OAuthErrorOut(BaseModel):
+    """An OAuth2 error (RFC 6749 §5.2), as the token endpoint answers every refusal."""
+
+    model_config = ConfigDict(title="OAuthError")
+
+    error: Literal[
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "slow_down",
+        "temporarily_unavailable",
+    ]
+    error_description: str = Field(description="What was wrong, in words (never the credentials sent)")
 
 
 class JwkOut(BaseModel):
@@ -84,23 +105,51 @@ log = logging.getLogger("cmh.gateway.tokens")
 T = TypeVar("T")
 
 
+class OAuthError(Problem):
+    """A token request refused: answered by `issue_token` as an RFC 6749 §5.2 JSON body (a
+    `Problem`, so code that catches refusals in general still catches it)."""
+
+    def __init__(self, status: int, error: str, description: str, headers: dict[str, str]) -> None:
+        super().__init__(
+            status,
+            "Token request refused",
+            description,
+            type_slug=f"oauth2-{error.replace('_', '-')}",
+            headers=headers,
+            error=error,
+            error_description=description,
+        )
+        self.error = error
+        self.description = description
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": self.error, "error_description": self.description},
+            status_code=self.status,
+            headers=self.headers,
+        )
+
+
 def oauth_error(
     status: int, error: str, description: str, *, basic: bool = False, retry_after: float | None = None
-) -> Problem:
+) -> OAuthError:
     headers = dict(NO_STORE)
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="cmh-suite"' if basic else 'Bearer realm="cmh-suite"'
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return Problem(
-        status,
-        "Token request refused",
-        description,
-        type_slug=f"oauth2-{error.replace('_', '-')}",
-        headers=headers,
-        error=error,
-        error_description=description,
-    )
+    return OAuthError(status, error, description, headers)
+
+
+def oauth_errors(**descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for the token endpoint: each status as an RFC 6749 §5.2 JSON body."""
+    return {
+        int(status[1:]): {
+            "description": description,
+            "content": {"application/json": {"schema": OAuthErrorOut.model_json_schema()}},
+        }
+        for status, description in descriptions.items()
+    }
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -231,6 +280,12 @@ class TokenService:
             if assertion_type != CLIENT_ASSERTION_TYPE:
                 raise oauth_error(400, "invalid_request", "Unsupported client_assertion_type.")
             assertion = form.get("client_assertion", "")
+            if len(assertion) > MAX_CLIENT_ASSERTION_CHARS:
+                raise oauth_error(
+                    400,
+                    "invalid_request",
+                    f"client_assertion is too long ({MAX_CLIENT_ASSERTION_CHARS} characters at most).",
+                )
             try:
                 return await self._authenticate_assertion(assertion, form.get("client_id"))
             except Problem:
@@ -417,15 +472,14 @@ class TokenService:
         "Send it as `Authorization: Bearer <token>` on every other call."
     ),
     response_model=TokenOut,
-    # Each carries RFC 6749's `error` code beside the problem's words.
-    responses=problems(
-        400,
-        401,
-        429,
-        503,
-        _400="invalid_request, unsupported_grant_type or invalid_scope",
-        _401="invalid_client: the client could not be authenticated",
+    # RFC 6749 §5.2 bodies, application/json: {"error": <code>, "error_description": <words>}.
+    responses=oauth_errors(
+        _400=f"invalid_request (also a client_assertion over {MAX_CLIENT_ASSERTION_CHARS} characters), "
+        "unsupported_grant_type "
+        "or invalid_scope",
+        _401="invalid_client: the client could not be authenticated (WWW-Authenticate: Basic for secrets)",
         _429="slow_down: too many failed authentications (Retry-After)",
+        _503="temporarily_unavailable: too many authentications in progress (Retry-After)",
     ),
     openapi_extra={
         "requestBody": {
@@ -441,7 +495,7 @@ class TokenService:
                             "client_id": {"type": "string"},
                             "client_secret": {"type": "string"},
                             "client_assertion_type": {"type": "string", "enum": [CLIENT_ASSERTION_TYPE]},
-                            "client_assertion": {"type": "string"},
+                            "client_assertion": {"type": "string", "maxLength": MAX_CLIENT_ASSERTION_CHARS},
                         },
                     },
                     "examples": {
@@ -461,6 +515,13 @@ class TokenService:
     },
 )
 async def issue_token(request: Request, gateway: GatewayStateDep) -> JSONResponse:
+    try:
+        return await _issue_token(request, gateway)
+    except OAuthError as refused:
+        return refused.response()
+
+
+async def _issue_token(request: Request, gateway: GatewayStateDep) -> JSONResponse:
     service = gateway.token_service
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise oauth_error(

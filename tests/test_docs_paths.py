@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = ("bench", "cmh", "contracts", "deploy", "docs", "gateway", "services", "shared", "tests", "tools")
+TOP = (
+    "bench", "cmh", "contracts", "deploy", "docs", "examples", "gateway", "services", "shared", "tests", "tools",
+)  # fmt: skip
 SKIPPED_DIRS = {
     ".git", ".venv", "var", "node_modules", "__pycache__", "build", "dist",
     ".hypothesis", ".import_linter_cache", ".mypy_cache", ".pytest_cache", ".ruff_cache",

@@ -1,4 +1,4 @@
-"""The delivery worker: sends queued notifications to partners' endpoints, signed, retried, in order.
+"""The delivery worker: sends queued notifications to partners' endpoints, signed (Standard Webhooks), retried, in order.
 
 A pending delivery is sendable when its subscription is `active`, it is due (`next_attempt_at`), no
 other worker holds its lease, and it is the head of its (subscription, resource) queue: no earlier
@@ -50,7 +50,7 @@ from services.notify.domain import (
     next_attempt_delay,
     should_abandon,
     should_disable,
-    sign,
+    signature_headers,
 )
 from services.notify.models import (
     ABANDONED,
@@ -85,9 +85,8 @@ DELIVERY_ATTEMPTS = Counter(
     ["outcome"],
 )
 
-HEADER_ID = "X-CMH-Webhook-Id"
-HEADER_TIMESTAMP = "X-CMH-Webhook-Timestamp"
-HEADER_SIGNATURE = "X-CMH-Webhook-Signature"
+# Standard Webhooks' headers (webhook-id, webhook-timestamp, webhook-signature) come from
+# `signature_headers`; this one is ours.
 HEADER_EVENT_NUMBER = "X-CMH-Event-Number"
 FHIR_JSON = "application/fhir+json"
 
@@ -212,9 +211,7 @@ async def send(
     request_headers = {
         **channel_headers(headers),
         "Content-Type": FHIR_JSON,
-        HEADER_ID: delivery.id,
-        HEADER_TIMESTAMP: str(timestamp),
-        HEADER_SIGNATURE: sign(secret, timestamp, body),
+        **signature_headers(secret, delivery.id, timestamp, delivery.payload),
         HEADER_EVENT_NUMBER: str(delivery.event_number),
     }
     started = time.monotonic()

@@ -2,27 +2,31 @@
 Subscription may have, how a notification is signed and checked, when a failed delivery is retried,
 given up or pauses its subscription, what a notification carries, and which endpoints may receive one.
 
-Signature scheme (what a receiver checks): every POST carries
+Signature scheme: Standard Webhooks (https://www.standardwebhooks.com/), signed with its reference
+library `standardwebhooks`. Every POST carries
 
-    X-CMH-Webhook-Timestamp: <unix seconds>
-    X-CMH-Webhook-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." + raw body bytes)>
+    webhook-id: <the delivery's id, the same on every retry>
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>." + raw body)>
 
-A receiver recomputes the HMAC over the timestamp header's exact text, a full stop and the raw
-request body (before any JSON parsing), compares it in constant time with the `v1=` value, and
-refuses a timestamp more than five minutes from its own clock (a replayed request). The header may
-list several comma-separated signatures (reserved for secret rotation); one match is enough.
+The partner is handed the secret as `whsec_<base64 of the key>` and verifies with any Standard
+Webhooks library (`Webhook(secret).verify(body, headers)`), which also refuses a timestamp more
+than five minutes from its own clock (a replayed request). The stored secret is the key's text, as
+before the switch: the key is its UTF-8 bytes, so a subscription made earlier (whose partner holds
+the raw text) keeps its key, and its `whsec_` form is `whsec_` + base64(raw text) (`partner_secret`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
 import ipaddress
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+from standardwebhooks import Webhook
 
 from shared.fhir_terms import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUS, SUBSETTED_TAG, instant
 
@@ -72,38 +76,27 @@ def matches(resource_type: str, statuses: tuple[str, ...] | list[str] | None, fo
 
 # --- signatures ----------------------------------------------------------------------------------
 
-SIGNATURE_VERSION = "v1"
-SIGNATURE_TOLERANCE_SECONDS = 300
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 
 
-def sign(secret: str, timestamp: int | str, body: bytes) -> str:
-    """`v1=` + hex HMAC-SHA256 keyed by the secret over `"<timestamp>."` followed by the body."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"{SIGNATURE_VERSION}={mac.hexdigest()}"
+def partner_secret(stored: str) -> str:
+    """The stored secret (the key's text) as the partner is handed it: `whsec_<base64 of the key>`."""
+    return SECRET_PREFIX + base64.b64encode(stored.encode()).decode("ascii")
 
 
-def verify(
-    secret: str,
-    timestamp_header: str | None,
-    signature_header: str | None,
-    body: bytes,
-    now: float | datetime,
-    tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
-) -> bool:
-    """What a receiver does: the timestamp is recent (either way) and a `v1=` signature matches
-    (compared in constant time)."""
-    if not timestamp_header or not signature_header or not _TIMESTAMP.match(timestamp_header):
-        return False
-    moment = now.timestamp() if isinstance(now, datetime) else float(now)
-    if abs(moment - int(timestamp_header)) > tolerance:
-        return False
-    expected = sign(secret, timestamp_header, body).encode()
-    found = False
-    for candidate in re.split(r"[,\s]+", signature_header.strip()):
-        # Every candidate is compared (no early exit) so timing says nothing about which matched.
-        found |= hmac.compare_digest(candidate.encode("utf-8", "replace"), expected)
-    return found
+def sign(stored: str, message_id: str, timestamp: int, body: str) -> str:
+    """The `webhook-signature` value, `v1,<base64 HMAC-SHA256>`, over `"<id>.<timestamp>.<body>"`
+    keyed by the stored secret's UTF-8 bytes (the Standard Webhooks library signs it)."""
+    return Webhook(stored.encode()).sign(message_id, datetime.fromtimestamp(timestamp, UTC), body)
+
+
+def signature_headers(stored: str, message_id: str, timestamp: int, body: str) -> dict[str, str]:
+    """The three Standard Webhooks headers of one POST."""
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(stored, message_id, timestamp, body),
+    }
 
 
 # --- retries -------------------------------------------------------------------------------------
@@ -322,7 +315,7 @@ def parse_header(text: str) -> tuple[str, str]:
     if not _HEADER_VALUE.match(value):
         raise ValueError("header values are visible ASCII characters")
     lowered = name.lower()
-    if lowered in RESERVED_HEADERS or lowered.startswith("x-cmh-"):
+    if lowered in RESERVED_HEADERS or lowered.startswith(("x-cmh-", "webhook-")):
         raise ValueError("this header is set by the server and cannot be given")
     return name, value
 

@@ -3,7 +3,7 @@
 
 A Subscription is bound to the caller's organisation: another organisation's is 404 and never
 listed. The signing secret is made here and shown once, in the create response (extension
-`webhook-secret`); channel headers are shown with their values masked. Errors are OperationOutcomes
+`webhook-secret`, in the Standard Webhooks form `whsec_<base64>`, `domain.partner_secret`); channel headers are shown with their values masked. Errors are OperationOutcomes
 naming the element at fault and never echo what was sent.
 """
 
@@ -22,7 +22,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notify import access
-from services.notify.domain import MASK, MAX_HEADERS, endpoint_allowed, masked, parse_criteria, parse_header
+from services.notify.domain import (
+    MASK,
+    MAX_HEADERS,
+    endpoint_allowed,
+    masked,
+    parse_criteria,
+    parse_header,
+    partner_secret,
+)
 from services.notify.models import (
     ABANDONED,
     ACTIVE,
@@ -226,7 +234,7 @@ def subscription_resource(
         delivery.append({"url": "lastError", "valueString": row.last_error})
     extensions: list[dict[str, Any]] = [{"url": DELIVERY_STATE_EXTENSION, "extension": delivery}]
     if secret is not None:
-        extensions.append({"url": SECRET_EXTENSION, "valueString": secret})
+        extensions.append({"url": SECRET_EXTENSION, "valueString": partner_secret(secret)})
     resource: dict[str, Any] = {
         "resourceType": "Subscription",
         "id": row.id,

@@ -45,6 +45,9 @@ def _well_formed_refusal(path: str, response: httpx.Response) -> bool:
             kind.startswith("application/fhir+json")
             and response.json().get("resourceType") == "OperationOutcome"
         )
+    if path == "/oauth2/token" and kind.startswith("application/json"):
+        # A token request refused: RFC 6749 §5.2 (an undeclared method is still problem+json).
+        return {"error", "error_description"} <= set(response.json())
     return kind.startswith("application/problem+json")
 
 

@@ -104,6 +104,12 @@ async def test_private_key_jwt_client_assertion(stack: Stack) -> None:
         ):
             refused = await http.post("/oauth2/token", data=form(bad))
             assert refused.status_code == 401, refused.text
+            assert refused.headers["content-type"] == "application/json"
+            assert refused.headers["www-authenticate"] == 'Bearer realm="cmh-suite"'
+        too_long = await http.post("/oauth2/token", data=form(assertion(padding="x" * 9000)))
+        assert too_long.status_code == 400 and too_long.json()["error"] == "invalid_request"
+        assert "too long" in too_long.json()["error_description"]
+        assert "8192" in too_long.json()["error_description"]
         token = first.json()["access_token"]
         read = await http.get("/triage/probe/referrals/r-1", headers=bearer(token))
         assert read.status_code == 200
@@ -127,8 +133,11 @@ async def test_token_requests_refused(
     async with stack.client() as http:
         response = await http.post("/oauth2/token", data=data, auth=auth)
     assert response.status_code == status
-    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["content-type"] == "application/json"  # RFC 6749 §5.2, not problem+json
+    assert set(response.json()) == {"error", "error_description"}
     assert response.json()["error"] == error
+    if status == 401:
+        assert response.headers["www-authenticate"] == 'Basic realm="cmh-suite"'
     assert stack.secrets["gp-a81001"] not in response.text
 
 

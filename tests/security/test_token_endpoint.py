@@ -220,7 +220,7 @@ async def test_failed_attempts_are_refused_before_any_hash(
         for attempt in (guesses[3], stack.secrets["gp-a81001"]):  # locked: even the right secret
             refused = await _token(http, "gp-a81001", attempt)
             assert refused.status_code == 429
-            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.headers["content-type"] == "application/json"
             assert refused.json()["error"] == "slow_down"
             assert 1 <= int(refused.headers["retry-after"]) <= 60
             assert refused.headers["cache-control"] == "no-store"

@@ -21,6 +21,8 @@ METHODS = ("get", "post", "put", "patch", "delete")
 PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}
 # Operations whose answer is an open document by nature (an OpenAPI description).
 OPEN_DOCUMENTS = {("get", "/directory/openapi.json")}
+# The OAuth2 token endpoint answers refusals as RFC 6749 §5.2 JSON (error, error_description).
+OAUTH_ERRORS = {("post", "/oauth2/token")}
 
 
 @cache
@@ -77,6 +79,11 @@ def test_every_native_operation_declares_its_problems(process: str) -> None:
         if _takes_input(operation) and not problems:
             failures.append((method, path, "declares no problem"))
         for status, response in problems.items():
+            if (method, path) in OAUTH_ERRORS:
+                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                if set(schema.get("required", [])) != {"error", "error_description"}:
+                    failures.append((method, path, status, response.get("content")))
+                continue
             if response.get("content") != PROBLEM_CONTENT:
                 failures.append((method, path, status, response.get("content")))
         if operation.get("security") and not {"401", "403"} <= problems.keys():
