@@ -54,7 +54,7 @@ AREA_SCOPES: dict[str, frozenset[str]] = {
 }
 CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
-    (b"access-control-expose-headers", b"X-Request-ID"),
+    (b"access-control-expose-headers", b"X-Request-ID, X-Correlation-ID"),
 ]
 
 

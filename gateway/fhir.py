@@ -432,12 +432,17 @@ async def _resolve_chained_patient(request: Request) -> str | Response | None:
     """The query to send on, with `patient.identifier` replaced by the patients it names; a
     Response when there is nothing to find (or the lookup failed); None when nothing to resolve."""
     params = request.query_params.multi_items()
-    chained = [value for key, value in params if key in CHAINED_PATIENT_PARAMS]
+    chained = [(key, value) for key, value in params if key in CHAINED_PATIENT_PARAMS]
     if not chained or request.method != "GET":
         return None
     kept = [(key, value) for key, value in params if key not in CHAINED_PATIENT_PARAMS]
-    for value in chained:
+    for key, value in chained:
         found = await _patients_for(request, value)
+        if isinstance(found, Response) and found.status_code == 400:
+            # Triage refused the value (not an NHS number): say so in the caller's own terms.
+            raise invalid(
+                f"search parameter {key} is not a valid NHS number (10 digits, check digit)", code="value"
+            )
         if isinstance(found, Response):
             return found
         if not found:

@@ -42,6 +42,9 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+CORRELATION_ID_HEADER = "X-Correlation-ID"
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -53,6 +56,9 @@ class RequestContextMiddleware:
             return
         headers = Headers(scope=scope)
         request_id = valid_request_id(headers.get(REQUEST_ID_HEADER)) or new_request_id()
+        # NHS API convention: a caller's X-Correlation-ID comes back on the answer, unchanged
+        # (only when it is a plain token, as a request id must be; otherwise it is ignored).
+        correlation_id = valid_request_id(headers.get(CORRELATION_ID_HEADER))
         traceparent = child_traceparent(headers.get(TRACEPARENT_HEADER))
         rid_token = request_id_var.set(request_id)
         tp_token = traceparent_var.set(traceparent)
@@ -71,6 +77,8 @@ class RequestContextMiddleware:
                 response_started = True
                 response_headers = MutableHeaders(scope=message)
                 response_headers[REQUEST_ID_HEADER] = request_id
+                if correlation_id is not None:
+                    response_headers[CORRELATION_ID_HEADER] = correlation_id
             await send(message)
 
         try:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.triage import access, fhir, store
 from services.triage.api import SERVICE, _audit
+from services.triage.domain.identity import nhs_number_valid
 from services.triage.models import Decision, Person, Referral
 from shared.audit import AuditAction, record_access
 from shared.auth import Caller, requires
@@ -377,16 +378,23 @@ def _ids(value: str) -> list[str]:
     return ids
 
 
-def _nhs_number_token(value: str) -> str | None:
-    """The NHS number a token names, or None when the token is in another system (matches nothing)."""
+def _nhs_number_token(value: str, parameter: str) -> str | None:
+    """The NHS number a token names, or None when the token is in another system (matches nothing).
+    A value that cannot be an NHS number (not 10 digits with a good check digit) is refused with
+    400, naming the parameter: an empty Bundle would read as "no such person"."""
     system, code = split_token(value)
     if system not in (None, NHS_NUMBER_SYSTEM):
         return None
-    return code.replace(" ", "")
+    number = code.replace(" ", "")
+    if not nhs_number_valid(number):
+        raise invalid(
+            f"search parameter {parameter} is not a valid NHS number (10 digits, check digit)", code="value"
+        )
+    return number
 
 
-def _people_with_nhs_numbers(value: str) -> ColumnElement[bool]:
-    numbers = [n for n in (_nhs_number_token(v) for v in _any_of(value)) if n]
+def _people_with_nhs_numbers(value: str, parameter: str) -> ColumnElement[bool]:
+    numbers = [n for n in (_nhs_number_token(v, parameter) for v in _any_of(value)) if n]
     if not numbers:
         return false()
     return Referral.person_id.in_(select(Person.id).where(Person.nhs_number.in_(numbers)))
@@ -454,7 +462,7 @@ def _referral_conditions(
         elif name == "patient":
             conditions.append(Referral.person_id.in_([reference_id(v, "Patient") for v in _any_of(value)]))
         elif name in fhir.PATIENT_CHAIN_PARAMETERS:
-            conditions.append(_people_with_nhs_numbers(value))
+            conditions.append(_people_with_nhs_numbers(value, name))
         elif name == "focus":
             conditions.append(Referral.id.in_([reference_id(v, "ServiceRequest") for v in _any_of(value)]))
         elif name in ("requester.identifier", "requester:identifier"):
@@ -549,7 +557,7 @@ async def search_patients(
         if name == "_id":
             conditions.append(Person.id.in_(_ids(value)))
         else:  # identifier: the NHS number (unique, indexed)
-            numbers = [n for n in (_nhs_number_token(v) for v in _any_of(value)) if n]
+            numbers = [n for n in (_nhs_number_token(v, name) for v in _any_of(value)) if n]
             conditions.append(Person.nhs_number.in_(numbers) if numbers else false())
     async with db.transaction() as session:
         people, total, page = await _page(

@@ -200,3 +200,43 @@ async def test_the_maps_and_code_systems_are_served_and_listed(suite: Suite) -> 
         )
         assert (await http.get("/fhir/CodeSystem/no-such-thing")).status_code == 404
         assert (await http.get("/fhir/ConceptMap", params={"colour": "blue"})).status_code == 400
+
+
+async def test_an_invalid_nhs_number_in_a_search_is_refused_not_an_empty_bundle(suite: Suite) -> None:
+    async with httpx.AsyncClient(base_url=suite.url, timeout=15) as http:
+        auth = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
+        bad_check_digit = f"{NHS_NUMBER_SYSTEM}|9434765918"
+        for path, parameter in (
+            ("/fhir/Patient", "identifier"),
+            ("/fhir/ServiceRequest", "patient.identifier"),
+            ("/fhir/Task", "subject:identifier"),
+            ("/fhir/EpisodeOfCare", "patient.identifier"),  # resolved at the gateway's fan-in
+            ("/fhir/CarePlan", "patient.identifier"),
+        ):
+            for value in (bad_check_digit, "123", f"{NHS_NUMBER_SYSTEM}|94347659I9"):
+                answer = await http.get(path, params={parameter: value}, headers=auth)
+                assert answer.status_code == 400, (path, value, answer.text)
+                outcome = valid(answer.json())
+                assert parameter in outcome["issue"][0]["diagnostics"]
+        # A number in another system is not an NHS number: it matches nothing, as before.
+        other = await http.get(
+            "/fhir/Patient", params={"identifier": "https://other.example|123"}, headers=auth
+        )
+        assert other.status_code == 200 and other.json()["total"] == 0
+
+
+async def test_a_correlation_id_is_echoed_on_every_answer(suite: Suite) -> None:
+    async with httpx.AsyncClient(base_url=suite.url, timeout=15) as http:
+        auth = {"Authorization": f"Bearer {await suite.token('gp-ehr')}"}
+        for method, path, headers in (
+            ("GET", "/fhir/metadata", {}),
+            ("GET", "/fhir/ServiceRequest", {}),  # refused: no token
+            ("GET", "/fhir/ServiceRequest", auth),  # proxied to triage
+            ("GET", "/registry/organisations", auth),
+            ("GET", "/no-such-place", auth),
+        ):
+            answer = await http.request(method, path, headers={**headers, "X-Correlation-ID": "ehr-trace.42"})
+            assert answer.headers.get("x-correlation-id") == "ehr-trace.42", (path, answer.status_code)
+            assert answer.headers.get_list("x-correlation-id") == ["ehr-trace.42"]
+        ignored = await http.get("/fhir/metadata", headers={"X-Correlation-ID": "not a token!"})
+        assert "x-correlation-id" not in ignored.headers
