@@ -144,10 +144,9 @@ def oauth_error(
 def oauth_errors(**descriptions: str) -> dict[int | str, dict[str, Any]]:
     """`responses=` for the token endpoint: each status as an RFC 6749 §5.2 JSON body."""
     return {
-        int(status[1:]): {
-            "description": description,
-            "content": {"application/json": {"schema": OAuthErrorOut.model_json_schema()}},
-        }
+        # `model` puts the schema in components once, referenced by every status (an inline copy
+        # per status made generated clients build one duplicate model per status).
+        int(status[1:]): {"description": description, "model": OAuthErrorOut}
         for status, description in descriptions.items()
     }
 
