@@ -175,3 +175,19 @@ def test_last_modified_ignores_what_is_not_an_instant() -> None:
     assert last_modified("2026-03-01") is None
     assert last_modified("not a date") is None
     assert last_modified("2026-03-01T10:00:00Z") == "Sun, 01 Mar 2026 10:00:00 GMT"
+
+
+def test_operation_outcome_issues_name_the_element_as_fhirpath() -> None:
+    from shared.errors import fhirpath, operation_outcome
+
+    assert fhirpath(["body", "identifier", 0, "value"]) == "identifier[0].value"
+    assert fhirpath(["query", "status"]) == "status"
+    assert fhirpath(["body"]) is None
+    outcome = operation_outcome(
+        {
+            "status": 400,
+            "errors": [{"location": ["body", "subject", "reference"], "message": "m"}, {"message": "n"}],
+        }
+    )
+    assert outcome["issue"][1]["expression"] == ["subject.reference"]
+    assert "expression" not in outcome["issue"][2]
