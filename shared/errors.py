@@ -236,6 +236,21 @@ def is_fhir_path(path: str) -> bool:
     return path == "/fhir" or path.startswith("/fhir/") or "/fhir/" in path or path.endswith("/fhir")
 
 
+_LOCATION_KINDS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def fhirpath(location: list[Any]) -> str | None:
+    """The FHIRPath of the element an error names (`["body", "subject", "reference"]` ->
+    `subject.reference`, a list index as `[n]`), or the parameter's name for a query location."""
+    parts = [str(part) for part in location]
+    if parts and parts[0] in _LOCATION_KINDS:
+        parts = parts[1:]
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if part.isdigit() and path else (f".{part}" if path else part)
+    return path or None
+
+
 def operation_outcome(problem: dict[str, Any]) -> dict[str, Any]:
     """The OperationOutcome saying what a problem body says (same words, no input echoed)."""
     status = int(problem["status"])
@@ -248,13 +263,15 @@ def operation_outcome(problem: dict[str, Any]) -> dict[str, Any]:
     ]
     for error in problem.get("errors", []):
         where = ".".join(str(part) for part in error.get("location", []))
-        issues.append(
-            {
-                "severity": "error",
-                "code": "invalid" if status in (400, 422) and not problem.get("fhir_code") else code,
-                "diagnostics": f"{where}: {error.get('message')}" if where else str(error.get("message")),
-            }
-        )
+        issue: dict[str, Any] = {
+            "severity": "error",
+            "code": "invalid" if status in (400, 422) and not problem.get("fhir_code") else code,
+            "diagnostics": f"{where}: {error.get('message')}" if where else str(error.get("message")),
+        }
+        expression = fhirpath(error.get("location", []))
+        if expression:
+            issue["expression"] = [expression]
+        issues.append(issue)
     outcome: dict[str, Any] = {"resourceType": "OperationOutcome", "issue": issues}
     request_id = problem.get("request_id")
     if isinstance(request_id, str) and _FHIR_ID.match(request_id):

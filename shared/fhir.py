@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -93,9 +94,26 @@ def resource_response(
     meta = resource.get("meta", {})
     if "versionId" in meta:
         headers["ETag"] = f'W/"{meta["versionId"]}"'
+    modified = last_modified(meta.get("lastUpdated"))
+    if modified is not None:
+        headers["Last-Modified"] = modified
     if location:
         headers["Location"] = location
     return fhir_response(resource, status, headers)
+
+
+def last_modified(last_updated: Any) -> str | None:
+    """`meta.lastUpdated` (a FHIR instant) as an HTTP date for `Last-Modified` (RFC 9110 §5.6.7),
+    or None when it is absent or not an instant with a zone."""
+    if not isinstance(last_updated, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(last_updated.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
 
 
 def check_format(request: Request) -> None:

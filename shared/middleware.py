@@ -21,12 +21,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.errors import PROBLEM_JSON, error_response, problem_body, problem_type
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from shared.tracing import (
+    CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
     TRACEPARENT_HEADER,
     child_traceparent,
     new_request_id,
     request_id_var,
     traceparent_var,
+    valid_correlation_id,
     valid_request_id,
 )
 
@@ -42,9 +44,6 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
-CORRELATION_ID_HEADER = "X-Correlation-ID"
-
-
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -56,9 +55,7 @@ class RequestContextMiddleware:
             return
         headers = Headers(scope=scope)
         request_id = valid_request_id(headers.get(REQUEST_ID_HEADER)) or new_request_id()
-        # NHS API convention: a caller's X-Correlation-ID comes back on the answer, unchanged
-        # (only when it is a plain token, as a request id must be; otherwise it is ignored).
-        correlation_id = valid_request_id(headers.get(CORRELATION_ID_HEADER))
+        correlation_id = valid_correlation_id(headers.get(CORRELATION_ID_HEADER))
         traceparent = child_traceparent(headers.get(TRACEPARENT_HEADER))
         rid_token = request_id_var.set(request_id)
         tp_token = traceparent_var.set(traceparent)
@@ -79,6 +76,8 @@ class RequestContextMiddleware:
                 response_headers[REQUEST_ID_HEADER] = request_id
                 if correlation_id is not None:
                     response_headers[CORRELATION_ID_HEADER] = correlation_id
+                elif CORRELATION_ID_HEADER in response_headers:
+                    del response_headers[CORRELATION_ID_HEADER]
             await send(message)
 
         try:

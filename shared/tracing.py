@@ -26,6 +26,16 @@ def valid_request_id(value: str | None) -> str | None:
     return value if value and _REQUEST_ID.match(value) else None
 
 
+CORRELATION_ID_HEADER = "X-Correlation-ID"
+_CORRELATION_ID = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$")
+
+
+def valid_correlation_id(value: str | None) -> str | None:
+    """A caller's `X-Correlation-ID` (NHS API convention: echoed on the answer) when it is printable
+    ASCII of at most 128 characters; anything else is ignored."""
+    return value if value and _CORRELATION_ID.match(value) else None
+
+
 def new_traceparent(trace_id: str | None = None) -> str:
     """A fresh span in the given trace (or in a new trace)."""
     trace = trace_id or secrets.token_hex(16)

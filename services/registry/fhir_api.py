@@ -18,7 +18,16 @@ from services.registry.models import RegistryRow
 from services.registry.schemas import Kind, RecordOut
 from shared.auth import Caller, requires
 from shared.deps import DatabaseDep
-from shared.fhir import check_format, fhir_base, fhir_response, invalid, not_found, paging, searchset
+from shared.fhir import (
+    check_format,
+    fhir_base,
+    fhir_response,
+    invalid,
+    not_found,
+    paging,
+    resource_response,
+    searchset,
+)
 
 router = APIRouter(prefix="/registry/fhir", tags=["registry FHIR"])
 
@@ -79,7 +88,7 @@ async def read_organization(
         record = await _current(session, Kind.ORGANISATION, record_id)
     if record is None:
         raise not_found("Organization", record_id)
-    return fhir_response(fhir.organization(record))
+    return resource_response(fhir.organization(record))
 
 
 @router.get("/HealthcareService/{record_id}", summary="Read a HealthcareService (a team)")
@@ -92,7 +101,7 @@ async def read_healthcare_service(
         if team is None:
             raise not_found("HealthcareService", record_id)
         places = await _coverage_places(session, team, store.today())
-    return fhir_response(fhir.healthcare_service(team, coverage_place_ids=places))
+    return resource_response(fhir.healthcare_service(team, coverage_place_ids=places))
 
 
 @router.get("/Location/{record_id}", summary="Read a Location (a place)")
@@ -104,7 +113,7 @@ async def read_location(
         place = await _current(session, Kind.PLACE, record_id)
     if place is None:
         raise not_found("Location", record_id)
-    return fhir_response(fhir.location_for_place(place))
+    return resource_response(fhir.location_for_place(place))
 
 
 @router.get("/PractitionerRole/{record_id}", summary="Read a PractitionerRole")
@@ -119,7 +128,7 @@ async def read_practitioner_role(
         resource = await _role_resource(session, role) if role else None
     if resource is None:
         raise not_found("PractitionerRole", record_id)
-    return fhir_response(resource)
+    return resource_response(resource)
 
 
 SEARCHABLE: dict[str, tuple[Kind, dict[str, str | None]]] = {

@@ -152,3 +152,42 @@ def test_capability_statement_validates_and_lists_every_resource() -> None:
     service_request = next(e for e in statement["rest"][0]["resource"] if e["type"] == "ServiceRequest")
     assert service_request["conditionalCreate"] is True
     assert {"create", "read", "vread", "search-type"} == {i["code"] for i in service_request["interaction"]}
+
+
+def test_resource_response_carries_etag_and_last_modified() -> None:
+    from shared.fhir import resource_response
+
+    answer = resource_response(
+        {
+            "resourceType": "Task",
+            "id": "t1",
+            "meta": {"versionId": "3", "lastUpdated": "2026-03-01T10:15:30.123+01:00"},
+        }
+    )
+    assert answer.headers["ETag"] == 'W/"3"'
+    assert answer.headers["Last-Modified"] == "Sun, 01 Mar 2026 09:15:30 GMT"
+
+
+def test_last_modified_ignores_what_is_not_an_instant() -> None:
+    from shared.fhir import last_modified
+
+    assert last_modified(None) is None
+    assert last_modified("2026-03-01") is None
+    assert last_modified("not a date") is None
+    assert last_modified("2026-03-01T10:00:00Z") == "Sun, 01 Mar 2026 10:00:00 GMT"
+
+
+def test_operation_outcome_issues_name_the_element_as_fhirpath() -> None:
+    from shared.errors import fhirpath, operation_outcome
+
+    assert fhirpath(["body", "identifier", 0, "value"]) == "identifier[0].value"
+    assert fhirpath(["query", "status"]) == "status"
+    assert fhirpath(["body"]) is None
+    outcome = operation_outcome(
+        {
+            "status": 400,
+            "errors": [{"location": ["body", "subject", "reference"], "message": "m"}, {"message": "n"}],
+        }
+    )
+    assert outcome["issue"][1]["expression"] == ["subject.reference"]
+    assert "expression" not in outcome["issue"][2]

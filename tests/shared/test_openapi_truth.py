@@ -89,7 +89,10 @@ def _expected(path: str, operation: dict[str, Any], *, merged: bool) -> set[str]
 def _oauth_error(path: str, response: dict[str, Any]) -> bool:
     """The token endpoint answers its refusals as RFC 6749 §5.2 JSON, by that standard."""
     schema = response.get("content", {}).get("application/json", {}).get("schema", {})
-    return path == "/oauth2/token" and schema.get("$ref", "").rsplit("/", 1)[-1] in ("OAuthError", "OAuthErrorOut")
+    return path == "/oauth2/token" and schema.get("$ref", "").rsplit("/", 1)[-1] in (
+        "OAuthError",
+        "OAuthErrorOut",
+    )
 
 
 @pytest.mark.parametrize("name", DOCUMENTS)

@@ -81,6 +81,8 @@ def test_every_native_operation_declares_its_problems(process: str) -> None:
         for status, response in problems.items():
             if (method, path) in OAUTH_ERRORS:
                 schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                if "$ref" in schema:
+                    schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
                 if set(schema.get("required", [])) != {"error", "error_description"}:
                     failures.append((method, path, status, response.get("content")))
                 continue
