@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import format_datetime
@@ -114,6 +115,31 @@ def last_modified(last_updated: Any) -> str | None:
     if moment.tzinfo is None:
         return None
     return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
+
+
+def lenient_handling(request: Request) -> bool:
+    """`Prefer: handling=lenient` (FHIR's search and create leniency); strict otherwise."""
+    return any(
+        part.strip().lower() == "handling=lenient"
+        for value in request.headers.getlist("prefer")
+        for part in re.split(r"[;,]", value)
+    )
+
+
+def dropped_warning(elements: Sequence[str]) -> dict[str, Any]:
+    """The warning OperationOutcome of a lenient create: one issue per element not kept."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "warning",
+                "code": "not-supported",
+                "diagnostics": f"{element} was not kept (Prefer: handling=lenient)",
+                "expression": [element],
+            }
+            for element in elements
+        ],
+    }
 
 
 def check_format(request: Request) -> None:

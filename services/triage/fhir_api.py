@@ -34,9 +34,11 @@ from shared.errors import Problem
 from shared.fhir import (
     DateRange,
     check_format,
+    dropped_warning,
     fhir_base,
     fhir_response,
     invalid,
+    lenient_handling,
     not_found,
     paging,
     parse_date,
@@ -115,32 +117,6 @@ def _location(base: str, resource: dict[str, Any]) -> str:
 # --- create ---------------------------------------------------------------------------------------
 
 
-def _lenient(request: Request) -> bool:
-    """`Prefer: handling=lenient` (FHIR's search and create leniency); strict otherwise."""
-    return any(
-        part.strip().lower() == "handling=lenient"
-        for value in request.headers.getlist("prefer")
-        for part in value.split(";")
-        for part in part.split(",")
-    )
-
-
-def dropped_warning(elements: Sequence[str]) -> dict[str, Any]:
-    """The warning OperationOutcome of a lenient create: one issue per element not kept."""
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [
-            {
-                "severity": "warning",
-                "code": "not-supported",
-                "diagnostics": f"{element} was not kept (Prefer: handling=lenient)",
-                "expression": [element],
-            }
-            for element in elements
-        ],
-    }
-
-
 def _check_content_type(request: Request) -> None:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type not in FHIR_MEDIA_TYPES:
@@ -214,7 +190,7 @@ async def create_service_request(
     check_format(request)
     _check_content_type(request)
     resource = await _resource(request)
-    lenient = _lenient(request)
+    lenient = lenient_handling(request)
     body = fhir.referral_from_service_request(resource, access.owner_of(caller), lenient=lenient)
     identifiers = fhir.partner_identifiers(resource)
     elements = fhir.partner_elements(resource, lenient=lenient)

@@ -17,8 +17,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from shared.fhir_terms import CMH_CODES
-
 DATA_DIR = Path(__file__).parent
 SNOMED_CT = "http://snomed.info/sct"
 REQUEST_PRIORITY = "http://hl7.org/fhir/request-priority"
@@ -71,28 +69,25 @@ def translate(source_system: str, code: str, target_system: str) -> tuple[str, .
     return _maps().get((source_system, target_system), {}).get(code, ())
 
 
-def maps_between(source_system: str, target_system: str) -> bool:
-    return (source_system, target_system) in _maps()
+@cache
+def _equivalents() -> Mapping[tuple[str, str, str], dict[str, str]]:
+    """(system, code, target system) -> the equivalent target coding, from the reverse maps."""
+    out: dict[tuple[str, str, str], dict[str, str]] = {}
+    for concept_map in _resources()["ConceptMap"].values():
+        for group in concept_map["group"]:
+            for element in group["element"]:
+                for target in element.get("target", []):
+                    if target["equivalence"] == "equivalent":
+                        key = (group["source"], element["code"], group["target"])
+                        out.setdefault(
+                            key,
+                            {"system": group["target"], "code": target["code"], "display": target["display"]},
+                        )
+    return MappingProxyType(out)
 
 
 def equivalent_in(target_system: str, system: str, code: str) -> dict[str, str] | None:
     """The coding in `target_system` equivalent to one of the suite's codes, with its display, or
     None when the published reverse map has none."""
-    for concept_map in _resources()["ConceptMap"].values():
-        for group in concept_map["group"]:
-            if group["source"] != system or group["target"] != target_system:
-                continue
-            for element in group["element"]:
-                if element["code"] == code:
-                    for target in element.get("target", []):
-                        if target["equivalence"] == "equivalent":
-                            return {
-                                "system": target_system,
-                                "code": target["code"],
-                                "display": target["display"],
-                            }
-    return None
-
-
-def cmh_system(slug: str) -> str:
-    return CMH_CODES + slug
+    found = _equivalents().get((system, code, target_system))
+    return dict(found) if found is not None else None
