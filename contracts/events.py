@@ -64,6 +64,9 @@ class ReferralEvent(EventPayload):
     version: int | None = None
     status: str | None = None
     referring_organisation: str | None = None
+    # With status, what the ServiceRequest status is (`shared.fhir_terms.service_request_status`).
+    route: Route | None = None
+    care_ended_at: Instant | None = None
 
 
 class ReferralFacts(ReferralEvent):
@@ -174,6 +177,15 @@ class ReferralContacted(ReferralFacts, Accountable):
     response_minutes: int
     target_minutes: int | None = None
     met: bool = True
+
+
+class ReferralCompleted(ReferralFacts):
+    """The episode of care this routed referral was in has ended (careplan discharged it), so the
+    request is fulfilled: its ServiceRequest is now `completed`."""
+
+    SUBJECT = _subject("triage", "referral", "completed")
+    episode_id: str
+    care_ended_at: Instant
 
 
 class ReferralIdentitySettled(ReferralFacts, Accountable):

@@ -96,6 +96,10 @@ def _triage() -> list[EventContract]:
             note="`reason`: the clinician's free text, kept by careplan with the discharge it makes",
         ),
         referral(
+            "completed",
+            "The episode of care a routed referral was in has ended: the request is fulfilled.",
+        ),
+        referral(
             "signposted", "Offered partner services (which, and whether the person consented to share)."
         ),
         EventContract(

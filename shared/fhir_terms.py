@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from contracts.vocabulary import EPISODE_ROUTES
+
 UK_CORE = "https://fhir.hl7.org.uk/StructureDefinition/"
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
@@ -13,14 +15,27 @@ CMH_IDS = "https://cmh-suite.nhs.uk/Id/"
 CMH_CODES = "https://cmh-suite.nhs.uk/CodeSystem/"
 CMH_EXTENSIONS = "https://cmh-suite.nhs.uk/StructureDefinition/"
 
-# The FHIR status of each resource the suite derives from its own states: one mapping, used by the
-# services' FHIR views and by the notifications partners receive.
-SERVICE_REQUEST_STATUS: dict[str, str] = {
-    "received": "active",  # awaiting triage
-    "routed": "completed",  # triaged and accepted into a clinical team (the episode follows)
-    "signposted": "completed",  # triaged: the offer is partner services
-    "closed": "revoked",  # declined (always with an alternative) or closed by triage
-}
+# The FHIR status of each resource the suite derives from its own states: one home each, used by the
+# services' FHIR views, their searches and the notifications partners receive.
+SERVICE_REQUEST_STATUSES: tuple[str, ...] = ("active", "completed", "revoked")
+
+
+def service_request_status(referral_status: str, route: str | None, care_ended: bool) -> str:
+    """A referral's ServiceRequest status in FHIR's meaning: `active` while what was asked for is
+    under way (awaiting triage, then for as long as the episode of care it went to is open; a
+    referral linked to an open episode as new information follows that episode), `completed` once
+    it is done (the episode ended; or triage's answer was the whole of it: partner services, the
+    crisis line, another area), `revoked` when declined or closed. The Task carries what triage
+    decided; this says whether the request still stands."""
+    if referral_status == "received":
+        return "active"
+    if referral_status == "routed":
+        return "active" if route in EPISODE_ROUTES and not care_ended else "completed"
+    if referral_status == "signposted":
+        return "completed"
+    return "revoked"  # closed
+
+
 TRIAGE_TASK_STATUS: dict[str, str] = {
     "received": "requested",
     "routed": "completed",

@@ -28,14 +28,14 @@ from urllib.parse import urlsplit
 
 from standardwebhooks import Webhook
 
-from shared.fhir_terms import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUS, SUBSETTED_TAG, instant
+from shared.fhir_terms import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUSES, SUBSETTED_TAG, instant
 
 # --- criteria ------------------------------------------------------------------------------------
 
 # The FHIR status codes each resource's notifications can carry (so a filter naming anything else
 # could never match and is refused).
 NOTIFIED_STATUSES: dict[str, tuple[str, ...]] = {
-    "ServiceRequest": tuple(dict.fromkeys(SERVICE_REQUEST_STATUS.values())),  # active completed revoked
+    "ServiceRequest": SERVICE_REQUEST_STATUSES,
     "EpisodeOfCare": tuple(dict.fromkeys(EPISODE_OF_CARE_STATUS.values())),  # active finished
     "CarePlan": ("active", "completed"),  # agreed with the person; completed at discharge
 }

@@ -40,13 +40,16 @@ from services.notify.models import (
 )
 from shared.consumer import PermanentEventError
 from shared.events import CloudEvent
-from shared.fhir_terms import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUS, care_plan_status
+from shared.fhir_terms import EPISODE_OF_CARE_STATUS, care_plan_status, service_request_status
 from shared.settings import get_settings
 from shared.sqltypes import utcnow
 
 log = logging.getLogger("cmh.notify")
 
-TRIAGE_VERBS = ("received", "prioritised", "routed", "signposted", "closed", "contacted", "transferred")
+TRIAGE_VERBS = (
+    "received", "prioritised", "routed", "signposted", "closed", "contacted", "transferred", "completed",
+)  # fmt: skip
+TRIAGE_STATUSES = frozenset({"received", "routed", "signposted", "closed"})
 EVENT_SUBJECTS: tuple[str, ...] = (
     *(f"cmh.triage.referral.{verb}" for verb in TRIAGE_VERBS),
     "cmh.careplan.episode.opened",
@@ -119,9 +122,9 @@ def change_of(event: CloudEvent) -> Change | None:
     _, service, entity, verb = event.type.split(".")
     if service == "triage" and entity == "referral":
         referral = event.payload_as(ReferralEvent)
-        status = SERVICE_REQUEST_STATUS.get(referral.status or "")
-        if status is None:
+        if referral.status not in TRIAGE_STATUSES:
             return None
+        status = service_request_status(referral.status, referral.route, referral.care_ended_at is not None)
         focus = Focus("ServiceRequest", referral.referral_id, max(referral.version or 0, 0), status, "")
         return Change(referral.referring_organisation or None, (focus,), referral.person_id)
     if service != "careplan":

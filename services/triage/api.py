@@ -105,6 +105,8 @@ def referral_out(referral: Referral, person: Person | None = None, *, full: bool
         intake=referral.intake or "screened",
         awaiting_referral_id=referral.awaiting_referral_id,
         open_episode_id=referral.open_episode_id,
+        episode_id=referral.episode_id,
+        care_ended_at=referral.care_ended_at,
         identity_review=json.loads(referral.identity_review) if referral.identity_review else None,
     ).model_dump(mode="json")
     if person is not None or full:

@@ -22,8 +22,10 @@ from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.vocabulary import Route
 from services.triage import access, fhir, store
 from services.triage.api import SERVICE, _audit
+from services.triage.domain.decisions import ReferralStatus
 from services.triage.domain.identity import nhs_number_valid
 from services.triage.models import Decision, Person, Referral
 from shared.audit import AuditAction, record_access
@@ -48,7 +50,7 @@ from shared.fhir import (
     searchset,
     split_token,
 )
-from shared.fhir_terms import NHS_NUMBER_SYSTEM, SERVICE_REQUEST_STATUS, TRIAGE_TASK_STATUS
+from shared.fhir_terms import NHS_NUMBER_SYSTEM, TRIAGE_TASK_STATUS, service_request_status
 from shared.idempotency import OptionalIdempotency, create_once
 
 OWN_BASE = "/triage/fhir"
@@ -401,14 +403,48 @@ def _identifier(session: AsyncSession, value: str) -> ColumnElement[bool]:
     return or_(*matches) if matches else false()
 
 
-def _statuses(value: str, mapping: dict[str, str], codes: frozenset[str]) -> ColumnElement[bool]:
+def _wanted(value: str, codes: frozenset[str]) -> set[str]:
     wanted = set()
     for code in _any_of(value):
         _, code = split_token(code)
         if code not in codes:
             raise invalid("status is not a code of the resource's status value set", code="code-invalid")
-        wanted.update(status for status, fhir_code in mapping.items() if fhir_code == code)
-    return Referral.status.in_(sorted(wanted)) if wanted else false()
+        wanted.add(code)
+    return wanted
+
+
+def _task_statuses(value: str) -> ColumnElement[bool]:
+    wanted = _wanted(value, TASK_STATUS_CODES)
+    statuses = sorted(status for status, code in TRIAGE_TASK_STATUS.items() if code in wanted)
+    return Referral.status.in_(statuses) if statuses else false()
+
+
+def _request_statuses(value: str) -> ColumnElement[bool]:
+    """The referrals whose ServiceRequest status is one of those asked for: the SQL is generated
+    from `service_request_status` over every (status, route, care ended) it can be given, so the
+    search cannot disagree with what a read shows."""
+    wanted = _wanted(value, REQUEST_STATUS_CODES)
+    routes: list[str | None] = [None, *(route.value for route in Route)]
+    terms: list[ColumnElement[bool]] = []
+    for status in ReferralStatus:
+        for ended in (False, True):
+            matching = [
+                route for route in routes if service_request_status(status.value, route, ended) in wanted
+            ]
+            if not matching:
+                continue
+            care = Referral.care_ended_at.is_not(None) if ended else Referral.care_ended_at.is_(None)
+            if len(matching) == len(routes):
+                terms.append(and_(Referral.status == status.value, care))
+                continue
+            named = [route for route in matching if route is not None]
+            by_route = (
+                or_(Referral.route.in_(named), Referral.route.is_(None))
+                if None in matching
+                else (Referral.route.in_(named))
+            )
+            terms.append(and_(Referral.status == status.value, care, by_route))
+    return or_(*terms) if terms else false()
 
 
 def _authored(value: str) -> ColumnElement[bool]:
@@ -446,9 +482,9 @@ def _referral_conditions(
         elif name == "identifier":
             conditions.append(_identifier(session, value))
         elif name == "status" and resource_type == "Task":
-            conditions.append(_statuses(value, TRIAGE_TASK_STATUS, TASK_STATUS_CODES))
+            conditions.append(_task_statuses(value))
         elif name == "status":
-            conditions.append(_statuses(value, SERVICE_REQUEST_STATUS, REQUEST_STATUS_CODES))
+            conditions.append(_request_statuses(value))
         elif name == "authored":
             conditions.append(_authored(value))
     return conditions

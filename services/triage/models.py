@@ -104,6 +104,10 @@ class Referral(Base):
     # as context, so nobody triages the same person twice or opens a second episode unseen.
     awaiting_referral_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     open_episode_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The episode this referral's care is in (the one opened for it, or the open one it was linked
+    # to as new information), and when that episode ended: its ServiceRequest is then completed.
+    episode_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    care_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Identity. The person as this referral gave them (JSON: names, birth date, postcode, NHS

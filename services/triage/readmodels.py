@@ -31,15 +31,26 @@ from contracts.events import (
 from contracts.timezones import london_date
 from services.triage.domain import DirectoryIndex, DirectoryServiceView
 from services.triage.domain import Discharge as DischargeView
-from services.triage.models import DirectoryService, Discharge, Episode, ReadModelGeneration, RegistryRecord
+from services.triage.events import referral_facts
+from services.triage.models import (
+    DirectoryService,
+    Discharge,
+    Episode,
+    ReadModelGeneration,
+    Referral,
+    RegistryRecord,
+)
 from shared import registry_events
 from shared.background import BackgroundWorker
 from shared.broker import backoff_delay
 from shared.consumer import Subscription
 from shared.deps import service_state
-from shared.events import CloudEvent
+from shared.events import CloudEvent, make_event
+from shared.outbox import add_event
 from shared.service import refreeze_after_replacing
+from shared.sqltypes import utcnow
 
+SERVICE = "triage"
 log = logging.getLogger("cmh.triage.readmodels")
 
 REGISTRY_KINDS = ("place", "network", "pathway", "team")
@@ -241,21 +252,63 @@ async def apply_discharge_event(session: AsyncSession, event: CloudEvent) -> Non
 
 async def apply_episode_event(session: AsyncSession, event: CloudEvent) -> None:
     """Careplan's episodes as triage needs them: open or not, at which team, for whom. The
-    episode's `version` orders its events, so a late redelivery never undoes a newer state."""
+    episode's `version` orders its events, so a late redelivery never undoes a newer state. The
+    row is locked first: the discharge and the other episode events come on two consumers, and
+    which referrals an episode carries must not be missed between them."""
     facts = event.payload_as(EpisodeFacts)
-    episode = await session.get(Episode, facts.episode_id)
+    episode = await session.get(Episode, facts.episode_id, with_for_update=True)
     version = facts.version or 0
     if episode is None:
         episode = Episode(episode_id=facts.episode_id, version=-1)
         session.add(episode)
-    elif version and version < episode.version:
+    if not (version and version < episode.version):
+        episode.referral_id = facts.referral_id
+        episode.person_id = facts.person_id
+        episode.team_id = facts.team_id
+        episode.named_worker_id = facts.named_worker_id
+        episode.status = facts.status or "open"
+        episode.version = version
+    # Whatever its order, an event names a referral this episode carries: the one it was opened
+    # for, or one linked to it as new information.
+    carried = [facts.referral_id]
+    linked = (event.data or {}).get("linked_referral_id")
+    if isinstance(linked, str):
+        carried.append(linked)
+    await _follow_care(session, episode, carried)
+
+
+async def _follow_care(session: AsyncSession, episode: Episode, carried: list[str]) -> None:
+    """Tie the referrals to the episode their care is in, and once that episode has ended mark
+    each routed one's care ended (a new version, and `cmh.triage.referral.completed`): its
+    ServiceRequest is then `completed`, not `active` for ever."""
+    referrals = (
+        await session.scalars(select(Referral).where(Referral.id.in_(carried), Referral.episode_id.is_(None)))
+    ).all()
+    for referral in referrals:
+        referral.episode_id = episode.episode_id
+    if episode.status != "discharged":
         return
-    episode.referral_id = facts.referral_id
-    episode.person_id = facts.person_id
-    episode.team_id = facts.team_id
-    episode.named_worker_id = facts.named_worker_id
-    episode.status = facts.status or "open"
-    episode.version = version
+    await session.flush()
+    discharge = await session.get(Discharge, episode.episode_id)
+    ended_at = discharge.discharged_at if discharge is not None else utcnow()
+    ending = (
+        await session.scalars(
+            select(Referral)
+            .where(
+                Referral.episode_id == episode.episode_id,
+                Referral.care_ended_at.is_(None),
+                Referral.status == "routed",
+            )
+            .order_by(Referral.id)
+            .with_for_update()
+        )
+    ).all()
+    for referral in ending:
+        referral.care_ended_at = ended_at
+        referral.version += 1
+        referral.updated_at = utcnow()
+        data = {**referral_facts(referral), "episode_id": episode.episode_id}
+        add_event(session, make_event(SERVICE, "referral", "completed", data))
 
 
 async def previous_discharge(session: AsyncSession, person_id: str, at: datetime) -> DischargeView | None:

@@ -199,6 +199,13 @@ class ReferralOut(BaseModel):
     open_episode_id: str | None = Field(
         default=None, description="The person's open episode this referral is new information for"
     )
+    episode_id: str | None = Field(
+        default=None,
+        description="The episode of care this referral's care is in (opened for it, or linked to it)",
+    )
+    care_ended_at: datetime | None = Field(
+        default=None, description="When that episode ended: the request is then fulfilled (FHIR completed)"
+    )
     identity_review: IdentityReviewOut | None = Field(
         default=None, description="Why the person's identity is to be confirmed; null when nothing disagrees"
     )

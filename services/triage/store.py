@@ -45,6 +45,7 @@ from services.triage.domain import (
     next_step,
     screen,
 )
+from services.triage.events import referral_facts
 from services.triage.models import (
     CrisisChange,
     Decision,
@@ -333,7 +334,7 @@ async def settle_identity(
         session,
         make_event(
             SERVICE, "referral", "identity_settled",
-            {**_event_facts(referral), **_accountable(caller, now), "outcome": outcome,
+            {**referral_facts(referral), **_accountable(caller, now), "outcome": outcome,
              "previous_person_id": previous_person},
         ),
     )  # fmt: skip
@@ -382,28 +383,6 @@ def _crisis_change(session: AsyncSession, referral: Referral, change: str, *, fo
         session.add(
             CrisisChange(referral_id=referral.id, change=change, entry=json.dumps(queue_entry(referral)))
         )
-
-
-def _event_facts(referral: Referral) -> dict[str, Any]:
-    details = json.loads(referral.details)
-    return {
-        "sex": details.get("sex"),
-        "ethnicity": details.get("ethnicity"),
-        "referral_id": referral.id,
-        "person_id": referral.person_id,
-        "received_at": referral.received_at.isoformat(),
-        "source": referral.source,
-        "referring_organisation": referral.referring_org,
-        "crisis": referral.crisis,
-        "age": referral.age,
-        "place": referral.place_key,
-        "network_id": referral.network_id,
-        "team_id": referral.team_id,
-        "pathway": referral.pathway,
-        "priority": referral.priority,
-        "status": referral.status,
-        "version": referral.version,
-    }
 
 
 async def submit(
@@ -533,7 +512,7 @@ async def submit(
             end_user_role=caller.end_user_role,
         )
     )  # fmt: skip
-    facts_event = _event_facts(referral)
+    facts_event = referral_facts(referral)
     for verb in lifecycle_events:
         if verb == "received":
             data = {**facts_event, "possible_duplicate": bool(duplicates) or awaiting is not None}
@@ -574,7 +553,7 @@ def _routed_data(
     automatic: bool,
 ) -> dict[str, Any]:
     return {
-        **_event_facts(referral),
+        **referral_facts(referral),
         **_accountable(caller, decided_at),
         "route": referral.route,
         "automatic": automatic,
@@ -678,7 +657,7 @@ async def decide(session: AsyncSession, caller: Caller, referral: Referral, body
             end_user_role=caller.end_user_role,
         )
     )  # fmt: skip
-    facts = {**_event_facts(referral), **_accountable(caller, now), "decision": action.value}
+    facts = {**referral_facts(referral), **_accountable(caller, now), "decision": action.value}
     if priority != previous_priority and "prioritised" not in step.events:
         add_event(session, make_event(SERVICE, "referral", "prioritised", {**facts, "overridden": True}))
     for verb in step.events:
@@ -805,7 +784,7 @@ async def record_contact(
             "referral",
             "contacted",
             {
-                **_event_facts(referral),
+                **referral_facts(referral),
                 "first_contact_at": contact_at.isoformat(),
                 "response_minutes": referral.response_minutes,
                 "target_minutes": target,

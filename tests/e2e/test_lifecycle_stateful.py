@@ -41,7 +41,7 @@ from hypothesis.stateful import (
 )
 
 from services.registry.seed import REFERENCE, desired_records
-from shared.fhir_terms import SERVICE_REQUEST_STATUS, TRIAGE_TASK_STATUS
+from shared.fhir_terms import TRIAGE_TASK_STATUS, service_request_status
 from tests.e2e.conftest import Suite
 from tests.triage.support import nhs_number
 
@@ -228,15 +228,17 @@ class Lifecycle(RuleBasedStateMachine):
         found = self.runner.read("/careplan/episodes", "lscft-clinician", params={"person_id": person_id})
         return list(found["items"])
 
-    def _linked_to(self, referral_id: str, person_id: str) -> bool:
+    def _linked_to(self, referral_id: str, person_id: str) -> list[dict[str, Any]]:
+        """The person's episodes this referral was linked to as new information."""
+        linked = []
         for episode in self._person_episodes(person_id):
             records = self.runner.read(f"/careplan/episodes/{episode['id']}", "lscft-clinician")["records"]
             if any(
                 r["kind"] == "new_referral" and r["data"].get("linked_referral_id") == referral_id
                 for r in records
             ):
-                return True
-        return False
+                linked.append(episode)
+        return linked
 
     def _disagreements(self, nhs_numbers: set[str] | None = None) -> list[str]:
         """What the views disagree on, for the referrals of these people (everyone by default)."""
@@ -250,18 +252,32 @@ class Lifecycle(RuleBasedStateMachine):
             people.add(referral["person_id"])
             request = self.runner.read(f"/fhir/ServiceRequest/{referral_id}", "crisis-app")
             task = self.runner.read(f"/fhir/Task/{referral_id}", "crisis-app")
-            if request.get("status") != SERVICE_REQUEST_STATUS[status]:
-                problems.append(f"{referral_id}: ServiceRequest {request.get('status')} for {status}")
+            episodes = self._episodes(referral_id)
+            carrying = episodes or (
+                self._linked_to(referral_id, referral["person_id"])
+                if status == "routed" and route in EPISODE_ROUTES
+                else []
+            )
+            # Its care has ended once every episode carrying it is discharged.
+            ended = bool(carrying) and all(e["status"] == "discharged" for e in carrying)
+            wanted = service_request_status(status, route, ended)
+            if request.get("status") != wanted:
+                problems.append(
+                    f"{referral_id}: ServiceRequest {request.get('status')} for {status}, {route}"
+                )
+            if status == "routed" and (referral["care_ended_at"] is not None) != ended:
+                problems.append(
+                    f"{referral_id}: care_ended_at {referral['care_ended_at']}, episodes {carrying}"
+                )
             if task.get("status") != TRIAGE_TASK_STATUS[status]:
                 problems.append(f"{referral_id}: Task {task.get('status')} for {status}")
-            episodes = self._episodes(referral_id)
             if len(episodes) > 1:
                 problems.append(f"{referral_id}: {len(episodes)} episodes")
             if status == "closed" and any(e["status"] == "open" for e in episodes):
                 problems.append(f"{referral_id}: closed in triage, episode still open")
             if status == "routed" and route in EPISODE_ROUTES:
                 # Its own episode, or the person's episode it was linked to as new information.
-                if not episodes and not self._linked_to(referral_id, referral["person_id"]):
+                if not carrying:
                     problems.append(f"{referral_id}: routed to {route}, careplan has no episode")
                 for episode in episodes:
                     if episode["status"] == "open" and episode["team_id"] != task.get("owner", {}).get(

@@ -118,7 +118,7 @@ async def test_create_then_read_the_service_request_its_task_and_patient(triage:
     assert all("Sam" not in json.dumps(a) and "9434765919" not in json.dumps(a) for a in audits)
 
 
-async def test_decisions_complete_or_revoke_the_request_and_its_task(triage: Triage) -> None:
+async def test_decisions_complete_the_task_and_a_decline_revokes_the_request(triage: Triage) -> None:
     accepted = fhir_json(await post(triage, service_request_body()), 201)["id"]
     decided = await triage.client.post(
         f"/triage/referrals/{accepted}/decisions", json={"action": "accept"}, headers=CLINICIAN
@@ -126,7 +126,8 @@ async def test_decisions_complete_or_revoke_the_request_and_its_task(triage: Tri
     assert decided.status_code == 200, decided.text
     read = await get(triage, f"ServiceRequest/{accepted}")
     request = fhir_json(read)
-    assert request["status"] == "completed" and read.headers["etag"] == 'W/"2"'
+    # Routed to a team: the request stands while its episode of care is open (test_care_ended.py).
+    assert request["status"] == "active" and read.headers["etag"] == 'W/"2"'
     assert request["performer"] == [
         {"reference": f"HealthcareService/{decided.json()['suggestion']['team']['id']}"}
     ]
@@ -206,7 +207,9 @@ async def test_search_parameters(triage: Triage) -> None:
     r3 = await make("9434765919", "2025-06-10T23:30:00Z", None)  # 00:30 on 11 June in London (BST)
     r4 = await make(nhs_number("401023221"), "2025-04-01T09:00:00Z", "A-1", OTHER_EHR)
     decided = await triage.client.post(
-        f"/triage/referrals/{r2['id']}/decisions", json={"action": "accept"}, headers=CLINICIAN
+        f"/triage/referrals/{r2['id']}/decisions",
+        json={"action": "decline", "route": "staying_well", "reason": "Better met by staying well"},
+        headers=CLINICIAN,
     )
     assert decided.status_code == 200
     person_a, person_b = (r["subject"]["reference"] for r in (r1, r2))
@@ -233,7 +236,7 @@ async def test_search_parameters(triage: Triage) -> None:
     ]
     assert await found("ServiceRequest", **{"requester.identifier": f"{fhir.CHARITY_SYSTEM}|{GP}"}) == []
     assert await found("ServiceRequest", status="active") == [r3["id"], r1["id"]]
-    assert await found("ServiceRequest", status="completed") == [r2["id"]]
+    assert await found("ServiceRequest", status="completed") == []  # every state: test_care_ended.py
     assert await found("ServiceRequest", status="revoked,completed") == [r2["id"]]
     assert await found("Task", status="requested") == [r3["id"], r1["id"]]
     assert await found("Task", status="completed") == [r2["id"]]

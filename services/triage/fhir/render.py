@@ -60,12 +60,12 @@ from services.triage.fhir.terms import (
 from services.triage.models import Decision, Person, Referral
 from shared.fhir_terms import (
     NHS_NUMBER_SYSTEM,
-    SERVICE_REQUEST_STATUS,
     TRIAGE_TASK_STATUS,
     coding,
     identifier,
     instant,
     reference,
+    service_request_status,
 )
 from shared.terminology import SNOMED_CT, equivalent_in, translate
 
@@ -162,7 +162,9 @@ def service_request(
                 identifier(REFERRAL_SYSTEM, referral.id),
                 *(identifier(i["system"], i["value"]) for i in details.get("partner_identifiers", [])),
             ],
-            "status": SERVICE_REQUEST_STATUS[referral.status],
+            "status": service_request_status(
+                referral.status, referral.route, referral.care_ended_at is not None
+            ),
             "intent": "order",
             "category": [{"coding": [coding(SOURCE_CODES, referral.source, _words(referral.source))]}],
             "priority": FHIR_PRIORITY[referral.priority],
