@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.http import parse_trusted_proxies
+from shared.http import parse_trusted_proxies, public_base
 
 SERVICES: tuple[str, ...] = ("triage", "careplan", "registry", "directory", "reporting", "notify")
 # The gateway owns a store too (client registry, audit), migrated like a service.
@@ -261,7 +261,8 @@ class Settings(BaseSettings):
         return self.nats_credentials_dir is not None
 
     def public_gateway_url(self) -> str:
-        return (self.public_url or self.gateway_url()).rstrip("/")
+        """The public address with no request to go by (`shared.http.public_base`)."""
+        return public_base(self)
 
     def effective_jwks_url(self) -> str:
         return self.jwks_url or f"{self.gateway_url()}/.well-known/jwks.json"
