@@ -37,7 +37,7 @@ from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
 from shared.params import check_path_ids
 from shared.revocation import RevocationPublisher
 from shared.service import is_draining, start_draining, stop_background
-from shared.settings import SERVICES, Settings, get_settings
+from shared.settings import SERVICES, Settings, check_production, get_settings
 
 VERSION = "0.1.0"
 
@@ -117,6 +117,7 @@ def consumes() -> dict[str, list[str]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_production(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -3,7 +3,9 @@ resource.
 
 `GET /fhir/metadata` is the CapabilityStatement, listing exactly what is served. Every other
 `/fhir/<Type>[/...]` request goes on to the owning service's `/<service>/fhir/<Type>[/...]`, with
-`X-Forwarded-Fhir-Base` so the service's links and `fullUrl`s name this base. A search on a
+`X-Forwarded-Fhir-Base` so the service's links and `fullUrl`s name this base. Those service bases
+are internal: the proxy answers 404 for them (`gateway.proxy.is_internal_fhir_path`), and only this
+router reaches them, through `forward` and the upstream client directly. A search on a
 service that does not hold NHS numbers (EpisodeOfCare, CarePlan) by `patient.identifier` is
 resolved here, the only fan-in point: the NHS number is looked up as the caller (triage's
 `Patient` search, organisation binding and audit included) and sent on as `patient=Patient/<id>`.

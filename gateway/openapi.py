@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from gateway.access import UNLIMITED_PATHS
 from gateway.openapi_fhir import fhir_paths, fhir_schemas, outcome_response
+from gateway.proxy import is_internal_fhir_path
 from gateway.state import gateway_state
 from shared.errors import add_problems, is_fhir_path
 from shared.settings import SERVICES, Settings
@@ -80,6 +81,8 @@ def merge_documents(own: dict[str, Any], services: dict[str, dict[str, Any] | No
             document.get("components", {}).get("securitySchemes", {})
         )
         for path, operations in document.get("paths", {}).items():
+            if any(is_internal_fhir_path(service, path) for service in SERVICES):
+                continue  # internal: the public FHIR base is /fhir (add_fhir_base)
             for operation in operations.values():
                 if isinstance(operation, dict) and name != "gateway":
                     tags = operation.setdefault("tags", [])

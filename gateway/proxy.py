@@ -12,16 +12,17 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi import APIRouter, Request
 from starlette.background import BackgroundTask
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.state import gateway_state
-from shared.errors import error_response, problem_type
+from shared.errors import PROBLEM_JSON, error_response, problem_body, problem_type
 from shared.fhir import FORWARDED_BASE_HEADER
-from shared.http import UNKNOWN_ADDRESS, client_address
+from shared.http import UNKNOWN_ADDRESS, client_address, public_base
 from shared.metrics import UPSTREAM_ERRORS
 from shared.settings import SERVICES, Settings
 from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER
@@ -52,6 +53,10 @@ HOP_BY_HOP = frozenset(
         TRACEPARENT_HEADER,
     }
 )
+
+# Fields the gateway's server writes on every answer itself: the service's copies are dropped, so
+# each appears once.
+OWN_ANSWER_FIELDS = frozenset({"date", "server"})
 
 
 class Upstreams:
@@ -103,9 +108,11 @@ def _upstream_headers(request: Request) -> list[tuple[str, str]]:
     address = client_address(request.scope, gateway_state(request).settings)
     if address != UNKNOWN_ADDRESS:
         headers.append(("X-Forwarded-For", address))
-    headers.append(("X-Forwarded-Proto", request.url.scheme))
-    if "host" in request.headers:
-        headers.append(("X-Forwarded-Host", request.headers["host"]))
+    # The public address as the gateway believes it (`shared.http.public_base`), never the Host
+    # header the caller chose: a service that trusts the gateway builds its links from these.
+    public = urlsplit(public_base(gateway_state(request).settings, request.scope))
+    headers.append(("X-Forwarded-Proto", public.scheme))
+    headers.append(("X-Forwarded-Host", public.netloc))
     return headers
 
 
@@ -116,7 +123,9 @@ def _downstream_headers(upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
     return [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in upstream.headers.multi_items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in connection_tokens
+        if name.lower() not in HOP_BY_HOP
+        and name.lower() not in connection_tokens
+        and name.lower() not in OWN_ANSWER_FIELDS
     ]
 
 
@@ -218,8 +227,26 @@ def proxy_router() -> APIRouter:
     return router
 
 
+def is_internal_fhir_path(service: str, path: str) -> bool:
+    """A service's own FHIR routes (`/<service>/fhir[/...]`): internal, reached only through the
+    gateway's `/fhir` base, which forwards to them itself (`gateway/fhir.py`)."""
+    internal = f"/{service}/fhir"
+    return path == internal or path.startswith(internal + "/")
+
+
 def _handler_for(service: str):  # type: ignore[no-untyped-def]
     async def handler(request: Request) -> Response:
+        if is_internal_fhir_path(service, request.url.path):  # decoded: %2F cannot slip past
+            return JSONResponse(
+                problem_body(
+                    404,
+                    "Not found",
+                    "The FHIR base is /fhir (its CapabilityStatement: /fhir/metadata).",
+                    type_=problem_type("not-found"),
+                ),
+                status_code=404,
+                media_type=PROBLEM_JSON,
+            )
         return await forward(request, service)
 
     return handler

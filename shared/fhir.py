@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 
 from contracts.timezones import LONDON
 from shared.errors import FHIR_JSON, Problem
+from shared.http import request_public_url
 from shared.params import MAX_OFFSET, bounded_int
 
 DEFAULT_COUNT = 20
@@ -268,13 +269,15 @@ def _london_midnight(day: date) -> datetime:
 # --- resources and Bundles -----------------------------------------------------------------------
 
 
-def fhir_base(request: Request, own_base: str) -> str:
-    """The FHIR base URL the caller used: the gateway's (it says so in a header) or this service's
-    own `own_base` path (called directly, as in service tests)."""
+def fhir_base(request: Request) -> str:
+    """The FHIR base in links, fullUrls and Locations: the public `/fhir`, as the gateway names it
+    (it says so in a header), or, called directly (service tests), `/fhir` at the public address
+    (`shared.http.public_base`). Never the service's own `/<service>/fhir`, which is internal, nor
+    the caller's Host header."""
     forwarded = request.headers.get(FORWARDED_BASE_HEADER)
     if forwarded:
         return forwarded.rstrip("/")
-    return str(request.base_url).rstrip("/") + own_base
+    return request_public_url(request, "/fhir")
 
 
 def searchset(

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from starlette.types import Scope
 
 if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+
     from shared.settings import Settings
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -126,3 +128,16 @@ def public_base(settings: Settings, scope: Scope | None = None) -> str:
 def public_url(settings: Settings, path: str, scope: Scope | None = None) -> str:
     """An absolute URL for a path of the public API (`/reporting/$export/jobs/…`)."""
     return public_base(settings, scope) + "/" + path.lstrip("/")
+
+
+def request_public_base(request: HTTPConnection) -> str:
+    """`public_base` for the request being answered, with the settings of the app answering it."""
+    from shared.deps import service_state  # shared.deps imports shared.settings, which imports this
+
+    return public_base(service_state(request).settings, request.scope)
+
+
+def request_public_url(request: HTTPConnection, path: str) -> str:
+    """An absolute public URL for `path`, as handed out in answers to this request (`Location`,
+    `Content-Location`, links): never the service's own address or the caller's Host header."""
+    return request_public_base(request) + "/" + path.lstrip("/")

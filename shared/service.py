@@ -28,7 +28,7 @@ from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
 from shared.outbox import OutboxRelay
 from shared.params import check_path_ids
 from shared.revocation import RevocationListener
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, check_production, get_settings
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,7 @@ async def stop_background(
 
 def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_production(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

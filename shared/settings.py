@@ -12,11 +12,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.http import parse_trusted_proxies
+from shared.http import parse_trusted_proxies, public_base
 
 SERVICES: tuple[str, ...] = ("triage", "careplan", "registry", "directory", "reporting", "notify")
 # The gateway owns a store too (client registry, audit), migrated like a service.
@@ -140,8 +141,9 @@ class Settings(BaseSettings):
     notify_url: str | None = None
     public_url: str | None = Field(
         default=None,
-        description="The gateway's address as callers know it, for links sent out of band (webhook "
-        "notifications). Default: the gateway's own address.",
+        description="The gateway's address as callers know it: every absolute URL the suite hands out "
+        "starts with it (shared/http.py public_base). Required in production. Default: the gateway's own "
+        "address.",
     )
     upstream_connect_timeout_seconds: float = 3.0
     upstream_timeout_seconds: float = 30.0
@@ -232,6 +234,16 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="How long in-flight requests, events and the outbox get to finish."
     )
 
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("CMH_PUBLIC_URL is an http(s) address with no query: https://cmh.example.nhs.uk")
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_trusted_proxies(cls, value: str) -> str:
@@ -261,7 +273,8 @@ class Settings(BaseSettings):
         return self.nats_credentials_dir is not None
 
     def public_gateway_url(self) -> str:
-        return (self.public_url or self.gateway_url()).rstrip("/")
+        """The public address with no request to go by (`shared.http.public_base`)."""
+        return public_base(self)
 
     def effective_jwks_url(self) -> str:
         return self.jwks_url or f"{self.gateway_url()}/.well-known/jwks.json"
@@ -278,6 +291,21 @@ class Settings(BaseSettings):
     def database_schema_for(self, owner: str) -> str:
         """The PostgreSQL schema holding one service's tables (ignored on SQLite)."""
         return f"{self.database_schema_prefix}{owner}"
+
+
+def check_production(settings: Settings) -> None:
+    """What production refuses to start without, checked as each process's app is made (the
+    gateway's and every service's): the public address, so no absolute URL the suite hands out
+    (links, Locations, webhook notifications) is ever made from a guess. The bus is checked as it is
+    joined (`shared.broker.check_bus_settings`), the gateway's key-encryption key as its keys are
+    opened (`gateway.keys`)."""
+    if settings.environment != "production":
+        return
+    if not settings.public_url:
+        raise RuntimeError(
+            "production requires CMH_PUBLIC_URL: the address partners reach the gateway at "
+            "(every absolute URL the suite hands out starts with it)"
+        )
 
 
 @lru_cache

@@ -281,9 +281,7 @@ async def _search(
             episodes = (await session.scalars(query)).all()
         resources = await build(session, episodes, now)
         _audit(session, caller, AuditAction.SEARCH, episodes, resource_type)
-    return fhir_response(
-        searchset(request, resources, base=fhir_base(request, OWN_BASE), total=total, page=page)
-    )
+    return fhir_response(searchset(request, resources, base=fhir_base(request), total=total, page=page))
 
 
 @router.get("/EpisodeOfCare/{episode_id}", summary="Read an EpisodeOfCare (an episode)")

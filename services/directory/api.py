@@ -30,9 +30,9 @@ from services.directory.schemas import (
     OrukPage,
 )
 from shared.db import Database
-from shared.deps import DatabaseDep, SettingsDep
+from shared.deps import DatabaseDep
 from shared.errors import Problem, problems
-from shared.http import public_base
+from shared.http import request_public_url
 
 router = APIRouter(prefix="/directory", tags=["directory (Open Referral UK)"])
 MAX_PER_PAGE = 200
@@ -144,14 +144,13 @@ def _filters(
 
 @router.get("/", response_model=OrukAbout, summary="About this API (HSDS version, profile, publisher)")
 @router.get("", include_in_schema=False)
-async def about(request: Request, db: DatabaseDep, settings: SettingsDep) -> dict[str, Any]:
-    base = public_base(settings, request.scope)
+async def about(request: Request, db: DatabaseDep) -> dict[str, Any]:
     async with db.session() as session:
         services = int(await session.scalar(select(func.count()).select_from(Service)) or 0)
     return {
         "version": oruk.HSDS_VERSION,
         "profile": oruk.UK_PROFILE,
-        "openapi_url": f"{base}/directory/openapi.json",
+        "openapi_url": request_public_url(request, "/directory/openapi.json"),
         "publisher": PUBLISHER,
         "x_services": services,
     }

@@ -42,6 +42,7 @@ from shared.auth import Caller, requires
 from shared.db import Database
 from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, Refusal, problems
+from shared.http import request_public_url
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.preconditions import RequiredIfMatch, check_if_match, etag
 
@@ -75,12 +76,13 @@ def edit_out(edit: Edit) -> EditOut:
     )
 
 
-def _json(model: EditOut, status: int = 200) -> Response:
+def _json(model: EditOut, status: int = 200, *, created_for: Request | None = None) -> Response:
+    """The edit; a create (`created_for` its request) with the new edit's public `Location`."""
+    headers = {"ETag": etag(model.version)}
+    if created_for is not None:
+        headers["Location"] = request_public_url(created_for, f"/directory/partner/edits/{model.id}")
     return Response(
-        model.model_dump_json(),
-        status_code=status,
-        media_type="application/json",
-        headers={"ETag": etag(model.version), "Location": f"/directory/partner/edits/{model.id}"},
+        model.model_dump_json(), status_code=status, media_type="application/json", headers=headers
     )
 
 
@@ -188,7 +190,7 @@ async def propose_service(
         session.add(edit)
         await session.flush()
         _history(session, edit, "created", caller.client_id)
-        return _json(edit_out(edit), 201)
+        return _json(edit_out(edit), 201, created_for=request)
 
     return await create_once(request, caller, idempotency, create)
 
@@ -252,7 +254,7 @@ async def propose_change(
         session.add(edit)
         await session.flush()
         _history(session, edit, "created", caller.client_id)
-        return _json(edit_out(edit), 201)
+        return _json(edit_out(edit), 201, created_for=request)
 
     return await create_once(request, caller, idempotency, create)
 

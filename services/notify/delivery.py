@@ -67,6 +67,7 @@ from shared.background import BackgroundWorker, Every
 from shared.broker import backoff_delay
 from shared.db import Database
 from shared.deps import service_state
+from shared.http import public_url
 from shared.settings import Settings
 
 log = logging.getLogger("cmh.notify.delivery")
@@ -263,7 +264,7 @@ class DeliveryWorker(BackgroundWorker):
         is the service state's clock (shared/deps.py), the one the routes see."""
         state = service_state(app)
         wake = asyncio.Event()
-        base = state.settings.public_gateway_url() + "/fhir"  # where the partner reads what changed
+        base = public_url(state.settings, "/fhir")  # where the partner reads what changed
         register_context(state.db.engine, DeliveryContext(base, wake))
         return cls(state.db, state.settings, wake, state.now)
 

@@ -296,7 +296,7 @@ async def create_subscription(
     )
     if wanted.status not in (REQUESTED, ACTIVE):
         raise _bad("status", "a new Subscription is requested (or active)", code="code-invalid")
-    base = fhir_base(request, OWN_BASE)
+    base = fhir_base(request)
 
     async def create(session: AsyncSession) -> Response:
         secret = secrets.token_urlsafe(32)
@@ -405,7 +405,7 @@ async def search_subscriptions(
         ).all()
         states = await _delivery_states(session, [row.id for row in rows])
         _audit(session, caller, AuditAction.SEARCH, [row.id for row in rows])
-    base = fhir_base(request, OWN_BASE)
+    base = fhir_base(request)
     resources = [subscription_resource(row, states[row.id]) for row in rows]
     return fhir_response(searchset(request, resources, base=base, total=total, page=page))
 

@@ -41,6 +41,7 @@ from services.notify.models import (
 from shared.consumer import PermanentEventError
 from shared.events import CloudEvent
 from shared.fhir_terms import EPISODE_OF_CARE_STATUS, care_plan_status, service_request_status
+from shared.http import public_url
 from shared.settings import get_settings
 from shared.sqltypes import utcnow
 
@@ -183,7 +184,7 @@ async def on_event(session: AsyncSession, event: CloudEvent) -> None:
         for f in change.foci
     ]
     context = _context(session)
-    base = context.fhir_base if context else get_settings().public_gateway_url() + "/fhir"
+    base = context.fhir_base if context else public_url(get_settings(), "/fhir")
     queued = 0
     for subscription in subscriptions:
         if subscription.end is not None and subscription.end <= now:

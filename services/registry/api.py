@@ -29,6 +29,7 @@ from services.registry.state import RegistryStateDep
 from shared.auth import Caller, requires
 from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, problems, rule_broken
+from shared.http import request_public_url
 from shared.idempotency import OptionalIdempotency, create_once
 from shared.params import PageNumber
 from shared.preconditions import ANY, RequiredIfMatch, etag, expected_version, precondition_failed
@@ -148,7 +149,10 @@ def _register(collection: str, kind: Kind) -> None:
                 created.model_dump_json(),
                 status_code=201,
                 media_type="application/json",
-                headers={"ETag": etag(created.version), "Location": f"/registry/{collection}/{created.id}"},
+                headers={
+                    "ETag": etag(created.version),
+                    "Location": request_public_url(request, f"/registry/{collection}/{created.id}"),
+                },
             )
 
         return await create_once(request, caller, idempotency, create)

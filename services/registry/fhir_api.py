@@ -76,7 +76,7 @@ async def _role_resource(session: AsyncSession, role: RecordOut) -> dict[str, An
 
 
 def _base(request: Request) -> str:
-    return fhir_base(request, "/registry/fhir")
+    return fhir_base(request)
 
 
 @router.get("/Organization/{record_id}", summary="Read an Organization")

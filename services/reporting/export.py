@@ -45,7 +45,7 @@ from shared.background import BackgroundWorker
 from shared.db import Database
 from shared.deps import DatabaseDep, ServiceState, service_state, state_of
 from shared.errors import Problem, problems
-from shared.http import public_url
+from shared.http import request_public_url
 from shared.sqltypes import utcnow
 
 log = logging.getLogger("cmh.reporting.export")
@@ -148,12 +148,12 @@ def _record(type_name: str, row: Any, key: bytes) -> dict[str, Any]:
 def _public_request_url(request: Request) -> str:
     """The kick-off request as the client made it, at the public address (the manifest's `request`)."""
     query = f"?{request.url.query}" if request.url.query else ""
-    return public_url(service_state(request).settings, request.url.path + query, request.scope)
+    return request_public_url(request, request.url.path + query)
 
 
 def _job_url(request: Request, job_id: str) -> str:
     """The job's public address (the client polls it from outside: never this service's own)."""
-    return public_url(service_state(request).settings, f"/reporting/$export/jobs/{job_id}", request.scope)
+    return request_public_url(request, f"/reporting/$export/jobs/{job_id}")
 
 
 async def _own_job(session: AsyncSession, caller: Caller, job_id: str) -> ExportJob:

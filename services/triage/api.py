@@ -46,6 +46,7 @@ from shared.audit import AuditAction, record_access, record_access_to
 from shared.auth import Caller, requires
 from shared.deps import DatabaseDep, NowDep
 from shared.errors import Problem, Refusal, problems
+from shared.http import request_public_url
 from shared.idempotency import RequiredIdempotency, create_once
 from shared.params import INT64_MAX, PageNumber, bounded_int
 from shared.preconditions import IfMatch, check_if_match
@@ -128,10 +129,13 @@ def _audit(
     record_access_to(session, caller, records, service=SERVICE, action=action, resource_type=resource)
 
 
-def _json(body: dict[str, Any], status: int = 200, *, etag: int | None = None) -> Response:
+def _json(
+    body: dict[str, Any], status: int = 200, *, etag: int | None = None, created_for: Request | None = None
+) -> Response:
+    """A JSON answer; a create (`created_for` its request) with the new referral's public `Location`."""
     headers = {"ETag": etag_of(etag)} if etag is not None else {}
-    if status == 201:
-        headers["Location"] = f"/triage/referrals/{body['id']}"
+    if created_for is not None:
+        headers["Location"] = request_public_url(created_for, f"/triage/referrals/{body['id']}")
     return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -146,7 +150,7 @@ async def _intake(
         except store.Refused as refusal:
             raise _refused(refusal) from None
         _audit(session, caller, AuditAction.CREATE, [referral])
-        return _json(referral_out(referral), 201, etag=referral.version)
+        return _json(referral_out(referral), 201, etag=referral.version, created_for=request)
 
     response = await create_once(request, caller, idempotency, create)
     if crisis and response.status_code == 201:

@@ -197,7 +197,7 @@ async def create_service_request(
     identifiers = fhir.partner_identifiers(resource)
     elements = fhir.partner_elements(resource, lenient=lenient)
     wanted = _condition(if_none_exist, identifiers) if if_none_exist is not None else None
-    base = fhir_base(request, OWN_BASE)
+    base = fhir_base(request)
 
     async def create(session: AsyncSession) -> Response:
         if wanted is not None:
@@ -516,7 +516,7 @@ async def _search_referrals(request: Request, db: Database, caller: Caller, reso
             resources = await _tasks(session, referrals)
         else:
             resources = await _service_requests(session, referrals)
-    bundle = searchset(request, resources, base=fhir_base(request, OWN_BASE), total=total, page=page)
+    bundle = searchset(request, resources, base=fhir_base(request), total=total, page=page)
     return fhir_response(bundle)
 
 
@@ -555,7 +555,7 @@ async def search_provenance(
         resources = [fhir.provenance(referral, d) for d in decisions if referral is not None]
     page = paging(request)
     window = resources[page.offset : page.offset + page.count] if page.count else []
-    bundle = searchset(request, window, base=fhir_base(request, OWN_BASE), total=len(resources), page=page)
+    bundle = searchset(request, window, base=fhir_base(request), total=len(resources), page=page)
     return fhir_response(bundle)
 
 
@@ -580,5 +580,5 @@ async def search_patients(
         )
         _audit_people(session, caller, AuditAction.SEARCH, people)
         resources = [fhir.patient(person) for person in people]
-    bundle = searchset(request, resources, base=fhir_base(request, OWN_BASE), total=total, page=page)
+    bundle = searchset(request, resources, base=fhir_base(request), total=total, page=page)
     return fhir_response(bundle)

@@ -15,7 +15,9 @@ from sqlalchemy import select
 from contracts.clocks import calendar_days
 from services.careplan import fhir, store
 from services.careplan.models import Episode, EpisodeRecord
+from shared.deps import service_state
 from shared.events import make_event
+from shared.http import public_url
 from tests.careplan.conftest import Careplan
 from tests.fhir_conformance import valid
 from tests.support import mint_token, outbox_events
@@ -157,7 +159,8 @@ async def test_the_referrer_and_the_provider_read_the_episode_another_partner_fi
         assert (await _ok(careplan, "EpisodeOfCare", headers))["total"] == 0
     bundle = await _ok(careplan, "EpisodeOfCare", REFERRER, patient="Patient/person-seen")
     assert bundle["total"] == 1 and _ids(bundle) == [episode_id]
-    assert bundle["entry"][0]["fullUrl"] == f"{BASE}/EpisodeOfCare/{episode_id}"
+    public = public_url(service_state(careplan.app).settings, "/fhir")  # never careplan's own base
+    assert bundle["entry"][0]["fullUrl"] == f"{public}/EpisodeOfCare/{episode_id}"
 
     audits = [a["data"] for a in await outbox_events(careplan.app, "cmh.careplan.audit.recorded")]
     reads = [a for a in audits if a["resource_type"] == "EpisodeOfCare" and a["action"] == "read"]

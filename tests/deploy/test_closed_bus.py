@@ -22,6 +22,7 @@ from shared import broker
 from shared.broker import check_bus_settings, connect_options
 from shared.bus_access import ADMIN, password_file
 from shared.settings import PROCESSES as SERVED
+from shared.settings import check_production
 from tests.deploy.kustomize import KUBERNETES, MIGRATE_JOB, PRODUCTION, ROOT, Build, containers, pod_spec
 from tests.deploy.test_manifests import (
     BUS_IDENTITIES,
@@ -189,6 +190,7 @@ def test_production_settings_satisfy_the_closed_bus_check(
         settings = settings_from(env_of(production, container), monkeypatch)
         assert settings.environment == "production"
         check_bus_settings(settings)
+        check_production(settings)  # the public address is set (issue 20)
         assert settings.nats_url == NATS_URL
         directory = settings.nats_credentials_dir
         assert directory is not None

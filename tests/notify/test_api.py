@@ -290,7 +290,8 @@ async def test_subscriptions_are_bound_to_the_organisation_and_idempotent(
     assert first.status_code == again.status_code == 201
     assert again.headers.get("idempotent-replayed") == "true" and again.json() == first.json()
     created = first.json()
-    assert first.headers["location"].endswith(f"/notify/fhir/Subscription/{created['id']}")
+    # At the public FHIR base (CMH_PUBLIC_URL here), never notify's own /notify/fhir.
+    assert first.headers["location"] == f"https://api.cmh.example.nhs.uk/fhir/Subscription/{created['id']}"
     assert first.headers["etag"] == 'W/"1"'
     assert await count(notify, NotifySubscription) == 1
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, create_model
 
 from cmh.migrations import migrate_all
 from gateway.app import create_app as create_gateway
+from gateway.proxy import is_internal_fhir_path
 from services.careplan.app import create_app as create_careplan
 from services.directory.app import create_app as create_directory
 from services.notify.app import create_app as create_notify
@@ -78,6 +79,16 @@ def echo_app(service: str, delay: float = 0.0) -> FastAPI:
         return StreamingResponse(
             chunks(), media_type="application/octet-stream", headers={"X-Upstream": service}
         )
+
+    @app.get(f"/{service}/fhir/metadata")
+    async def own_fhir() -> Any:  # internal: the gateway's /fhir is the public base
+        return {"resourceType": "CapabilityStatement"}
+
+    @app.get(f"/{service}/stamped")
+    async def stamped() -> Any:
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"ok": True}, headers={"Date": "Mon, 01 Jan 2024 00:00:00 GMT", "Server": "up"})
 
     @app.get(f"/{service}/created")
     async def created() -> Any:
@@ -267,6 +278,8 @@ async def test_merged_openapi_lists_every_service_and_renames_clashes(
     assert ref == {"$ref": "#/components/schemas/CareplanThing"}
     assert "careplan" in schemas["CareplanThing"]["properties"]
     assert "x-cmh-unavailable" not in document
+    # Each service's own FHIR routes are internal: /fhir is the one FHIR base.
+    assert not [path for path in document["paths"] if "/fhir" in path and not path.startswith("/fhir")]
 
 
 async def test_real_services_are_merged_and_ready(
@@ -363,3 +376,41 @@ async def test_the_gateways_own_readiness_ignores_the_services(
         own = await client.get("/ready", params={"scope": "self"})
     assert suite.status_code == 503 and suite.json()["services"]["triage"] == "unreachable"
     assert own.status_code == 200 and "services" not in own.json()
+
+
+@pytest.mark.parametrize(
+    ("path", "internal"),
+    [
+        ("/triage/fhir", True),
+        ("/triage/fhir/", True),
+        ("/triage/fhir/metadata", True),
+        ("/triage/fhirish", False),
+        ("/triage/referrals/fhir", False),
+        ("/fhir/metadata", False),
+    ],
+)
+def test_only_a_services_own_fhir_prefix_is_internal(path: str, internal: bool) -> None:
+    assert is_internal_fhir_path("triage", path) is internal
+
+
+async def test_services_fhir_paths_are_internal_and_answers_carry_one_date_and_server(
+    running: Running, make_settings: Callable[..., Settings]
+) -> None:
+    client, settings, _ = await start_gateway(
+        running, make_settings, {"triage": echo_app("triage")}, public_url="https://api.cmh.example"
+    )
+    auth = await token_for(client, settings)
+    async with client:
+        for path in ("/triage/fhir/metadata", "/triage/fhir", "/triage/fhir%2Fmetadata"):
+            refused = await client.get(path, headers=auth)
+            assert refused.status_code == 404, path
+            assert refused.headers["content-type"].startswith("application/problem+json")
+        stamped = await client.get("/triage/stamped", headers=auth)
+        assert stamped.status_code == 200
+        for field in ("date", "server"):
+            assert len(stamped.headers.get_list(field)) <= 1, (field, stamped.headers)
+        assert stamped.headers.get("server") != "up" and "2024" not in stamped.headers.get("date", "")
+        # What the service is told of the public address is the gateway's belief, not the Host sent.
+        seen = (await client.get("/triage/echo/x", headers={**auth, "Host": "evil.example"})).json()
+        assert seen["headers"]["x-forwarded-host"] == "api.cmh.example"
+        assert seen["headers"]["x-forwarded-proto"] == "https"

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from services.registry import fhir
 from services.registry.schemas import WEEKDAYS
+from shared.deps import service_state
+from shared.http import public_url
 from tests.fhir_conformance import valid
 from tests.registry.support import ADMIN, NETWORK, READ, Registry, team_attributes
 
@@ -118,7 +120,8 @@ async def test_organisation_identifier_type_and_parent(registry: Registry) -> No
     trust = bundle["entry"][0]["resource"]
     assert trust["identifier"] == [{"system": fhir.ODS_SYSTEM, "value": "RW5"}] and trust["active"] is True
     assert {c["code"] for c in trust["type"][0]["coding"]} == {"prov", "provider_trust"}
-    assert bundle["entry"][0]["fullUrl"] == f"http://registry/registry/fhir/Organization/{trust['id']}"
+    public = public_url(service_state(registry.app).settings, "/fhir")  # never the registry's own base
+    assert bundle["entry"][0]["fullUrl"] == f"{public}/Organization/{trust['id']}"
     assert "partOf" not in trust  # a trust answers to no parent organisation
     # A sub-ICB location's parent link resolves to the ICB.
     _, sub_icb, _ = await _fhir(registry, "Organization", identifier=f"{fhir.ODS_SYSTEM}|00Q")

@@ -4,12 +4,16 @@ header a caller chose."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from gateway.app import create_app as create_gateway
+from services.registry.app import create_app as create_registry
 from shared.http import public_base, public_url
-from shared.settings import Settings
+from shared.settings import Settings, check_production
 
 
 def _scope(peer: str, **headers: str) -> dict[str, Any]:
@@ -52,3 +56,24 @@ def test_anything_else_gives_the_gateways_own_address(peer: str, headers: dict[s
     settings = Settings(trusted_proxies="10.0.0.0/8", gateway_port=8443)
     assert public_base(settings, _scope(peer, **headers)) == settings.gateway_url()
     assert public_base(settings) == settings.gateway_url()
+
+
+def test_production_refuses_to_start_without_the_public_address() -> None:
+    with pytest.raises(RuntimeError, match="CMH_PUBLIC_URL"):
+        check_production(Settings(environment="production"))
+    check_production(Settings(environment="production", public_url="https://api.cmh.example.nhs.uk"))
+    check_production(Settings())  # development: the gateway's own address will do
+
+
+@pytest.mark.parametrize("factory", [create_gateway, create_registry], ids=["gateway", "a service"])
+def test_no_production_app_is_made_without_the_public_address(factory: Callable[[Settings], Any]) -> None:
+    with pytest.raises(RuntimeError, match="CMH_PUBLIC_URL"):
+        factory(Settings(environment="production"))
+
+
+@pytest.mark.parametrize(
+    "value", ["api.cmh.example.nhs.uk", "javascript:alert(1)", "https://", "https://cmh.example/?next=evil"]
+)
+def test_the_public_address_is_an_http_address(value: str) -> None:
+    with pytest.raises(ValidationError, match="CMH_PUBLIC_URL"):
+        Settings(public_url=value)

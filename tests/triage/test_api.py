@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import func, select
 
 from services.triage.models import Person, Referral
+from shared.deps import service_state
 from shared.events import make_event
+from shared.http import public_url
 from tests.triage.support import CLINICIAN, EHR, OTHER_EHR, Triage, nhs_number, referral
 
 
@@ -30,7 +32,8 @@ async def test_a_referral_is_screened_with_its_rules(triage: Triage) -> None:
     assert suggestion["route"] == "front_door_primary" and suggestion["pathway"] == "adult-mh"
     assert suggestion["place"]["key"] == "lancashire" and suggestion["team"]["offer"] == "front_door_primary"
     assert body["rules"] and all(rule["id"] and rule["text"] for rule in body["rules"])
-    assert response.headers["location"] == f"/triage/referrals/{body['id']}"
+    public = public_url(service_state(triage.app).settings, f"/triage/referrals/{body['id']}")
+    assert response.headers["location"] == public  # absolute, at the public address
     subjects = [e["type"] for e in await triage.events() if ".audit." not in e["type"]]
     assert subjects == ["cmh.triage.referral.received", "cmh.triage.referral.prioritised"]
     received = (await triage.events("cmh.triage.referral.received"))[0]["data"]

@@ -50,7 +50,7 @@ async def _careplan(triage: Triage, verb: str, **data: Any) -> None:
 def _episode(referral: dict[str, Any], episode_id: str, version: int, status: str) -> dict[str, Any]:
     return {
         "episode_id": episode_id, "referral_id": referral["id"], "person_id": referral["person_id"],
-        "team_id": referral["team_id"] if "team_id" in referral else "team-x", "status": status, "version": version,
+        "team_id": referral.get("team_id", "team-x"), "status": status, "version": version,
     }  # fmt: skip
 
 
@@ -65,7 +65,9 @@ async def test_routed_care_is_active_until_its_episode_ends_and_then_completed(t
     assert request["status"] == "active" and etag == 'W/"2"'
 
     await _careplan(triage, "opened", **_episode(routed, "episode-1", 1, "open"))
-    await _careplan(triage, "linked", **_episode(routed, "episode-1", 2, "open"), linked_referral_id=linked["id"])
+    await _careplan(
+        triage, "linked", **_episode(routed, "episode-1", 2, "open"), linked_referral_id=linked["id"]
+    )
     assert (await _request(triage, routed["id"]))[0]["status"] == "active"
 
     at = datetime.now(UTC).replace(microsecond=0)
@@ -95,7 +97,9 @@ async def test_the_discharge_may_arrive_before_the_episode_events(triage: Triage
     at = datetime.now(UTC).replace(microsecond=0)
     await _careplan(triage, "discharged", **_episode(routed, "episode-2", 3, "discharged"), **_discharge(at))
     await _careplan(triage, "opened", **_episode(routed, "episode-2", 1, "open"))
-    await _careplan(triage, "linked", **_episode(routed, "episode-2", 2, "open"), linked_referral_id=linked["id"])
+    await _careplan(
+        triage, "linked", **_episode(routed, "episode-2", 2, "open"), linked_referral_id=linked["id"]
+    )
     for referral_id in (routed["id"], linked["id"]):
         assert (await _request(triage, referral_id))[0]["status"] == "completed"
 
@@ -144,4 +148,8 @@ async def test_a_search_by_status_finds_exactly_what_a_read_shows(triage: Triage
     for referral_id, (status, route, ended) in zip(ids, states, strict=True):
         wanted = service_request_status(status, route, ended)
         assert (await _request(triage, referral_id))[0]["status"] == wanted
-        assert {s for s, members in found.items() if referral_id in members} == {wanted}, (status, route, ended)
+        assert {s for s, members in found.items() if referral_id in members} == {wanted}, (
+            status,
+            route,
+            ended,
+        )

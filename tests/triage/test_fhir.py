@@ -14,7 +14,9 @@ from sqlalchemy import func, select
 
 from services.triage import fhir
 from services.triage.models import Person, Referral
+from shared.deps import service_state
 from shared.fhir_terms import NHS_NUMBER_SYSTEM, ODS_SYSTEM
+from shared.http import public_url
 from tests.support import mint_token
 from tests.triage.support import CLINICIAN, EHR, GP, OTHER_EHR, OTHER_GP, Triage, nhs_number
 from tests.triage.test_fhir_mapping import PARTNER_SYSTEM, contained_patient, service_request_body, valid
@@ -37,8 +39,20 @@ async def post(triage: Triage, body: Any, headers: dict[str, str] = EHR, **extra
     )
 
 
+def public_fhir(triage: Triage) -> str:
+    """The FHIR base links and Locations name, called directly: the public `/fhir`, never triage's
+    own `/triage/fhir` (internal) nor the Host header."""
+    return public_url(service_state(triage.app).settings, "/fhir")
+
+
 async def get(triage: Triage, path: str, headers: dict[str, str] = EHR, **params: Any) -> httpx.Response:
-    url = path if "://" in path else f"{BASE}/{path}"
+    """A path under triage's FHIR base, or a link it gave (at the public base, which the gateway
+    would send on to triage's own)."""
+    if "://" in path:
+        assert path.startswith(public_fhir(triage) + "/"), path
+        url = BASE + path.removeprefix(public_fhir(triage))
+    else:
+        url = f"{BASE}/{path}"
     return await triage.client.get(url, params=params or None, headers=headers)  # a link keeps its query
 
 
@@ -70,7 +84,7 @@ async def test_create_then_read_the_service_request_its_task_and_patient(triage:
     created = fhir_json(response, 201)
     referral_id = created["id"]
     assert created["meta"]["profile"] == [fhir.SERVICE_REQUEST_PROFILE]
-    assert response.headers["location"] == f"http://triage{BASE}/ServiceRequest/{referral_id}/_history/1"
+    assert response.headers["location"] == f"{public_fhir(triage)}/ServiceRequest/{referral_id}/_history/1"
     assert response.headers["etag"] == 'W/"1"'
     assert created["status"] == "active" and created["requester"]["identifier"] == {
         "system": ODS_SYSTEM,
