@@ -213,7 +213,8 @@ async def test_a_partner_ehr_refers_reads_and_is_notified_through_fhir(suite: Su
         )
         assert decided.status_code == 200, decided.text
         read = await http.get(f"/fhir/ServiceRequest/{referral['id']}", headers=gp)
-        assert valid(read.json())["status"] == "completed" and read.headers["etag"] == 'W/"2"'
+        # The request stands while its care is under way; the Task carries triage's outcome.
+        assert valid(read.json())["status"] == "active" and read.headers["etag"] == 'W/"2"'
         task = valid((await http.get(f"/fhir/Task/{referral['id']}", headers=gp)).json())
         assert task["status"] == "completed"
 
@@ -244,6 +245,20 @@ async def test_a_partner_ehr_refers_reads_and_is_notified_through_fhir(suite: Su
         assert plans["total"] == 1 and valid(plans["entry"][0]["resource"])["status"] == "active"
         assert plans["entry"][0]["fullUrl"].startswith(f"{suite.url}/fhir/CarePlan/")
 
+        # The episode ends: the request is fulfilled, as a new version.
+        discharged = await http.post(
+            f"{path}/discharge",
+            json={"at": now.isoformat(), "reason": "treatment_complete"},
+            headers=tokens["lscft-clinician"],
+        )
+        assert discharged.status_code == 200, discharged.text
+
+        async def fulfilled() -> bool:
+            read = await http.get(f"/fhir/ServiceRequest/{referral['id']}", headers=gp)
+            return bool(read.json()["status"] == "completed" and read.headers["etag"] == 'W/"3"')
+
+        await eventually(fulfilled, timeout=15)
+
         # Another partner reads none of it.
         for url in (f"/fhir/ServiceRequest/{referral['id']}", f"/fhir/Task/{referral['id']}",
                     f"/fhir/CarePlan/{episode_of_care['id']}", f"/fhir/EpisodeOfCare/{episode_of_care['id']}",
@@ -262,7 +277,7 @@ async def test_a_partner_ehr_refers_reads_and_is_notified_through_fhir(suite: Su
             return [status for focus, status, _ in map(focus_of, (b for _, b in hooks.delivered()))
                     if focus == f"ServiceRequest/{referral['id']}"]  # fmt: skip
 
-        await eventually(lambda: referral_statuses() == ["active", "completed"], timeout=20)
+        await eventually(lambda: referral_statuses() == ["active", "active", "completed"], timeout=20)
         await eventually(
             lambda: (
                 (f"CarePlan/{episode_of_care['id']}", "active")
