@@ -53,6 +53,7 @@ safety: $(STAMP)
 reference: $(STAMP)
 	$(BIN)/python -m tools.directory_reference --write
 	$(BIN)/python -m tools.terminology --write
+	$(BIN)/python -m tools.fhir_elements --write
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .hypothesis .import_linter_cache .mypy_cache

@@ -13,12 +13,16 @@ resolved here, the only fan-in point: the NHS number is looked up as the caller 
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from fastapi.routing import APIRoute
+from starlette.responses import Response, StreamingResponse
 
 from gateway.proxy import METHODS, _upstream_headers, forward
 from gateway.state import gateway_state
@@ -30,10 +34,18 @@ from shared.fhir import (
     check_format,
     fhir_response,
     invalid,
+    lenient_handling,
     not_found,
     paging,
     resource_response,
     searchset,
+)
+from shared.fhir_results import (
+    RESULT_PARAMETERS,
+    ResultParameterError,
+    result_shape,
+    shape_answer,
+    unknown_parameters,
 )
 from shared.fhir_terms import NHS_NUMBER_SYSTEM
 from shared.http import public_base as shared_public_base
@@ -62,7 +74,114 @@ CHAINED_PATIENT_PARAMS = (
 RESOLVED_BY_PATIENT = frozenset({"EpisodeOfCare", "CarePlan"})
 MAX_RESOLVED_PATIENTS = 100
 
-router = APIRouter(prefix="/fhir", include_in_schema=False)
+
+# --- result parameters and unknown search parameters, once for every /fhir answer ---------------
+
+CONTROL_PARAMETERS = frozenset({"_count", "_offset", "_format"})
+# Other spellings a search accepts for a parameter the CapabilityStatement lists once.
+PARAMETER_ALIASES: dict[str, tuple[str, ...]] = {
+    "patient.identifier": CHAINED_PATIENT_PARAMS,
+    "requester.identifier": ("requester:identifier",),
+}
+
+
+def known_parameters(resource_type: str) -> frozenset[str]:
+    """Every parameter a search of this type takes: those the CapabilityStatement lists (and their
+    other spellings), paging and format, and the result parameters."""
+    names = {p["name"] for p in SUPPORTED[resource_type]["search"]}
+    for name in list(names):
+        names.update(PARAMETER_ALIASES.get(name, ()))
+    return frozenset(names | CONTROL_PARAMETERS | RESULT_PARAMETERS)
+
+
+def _searched_type(request: Request) -> str | None:
+    parts = request.url.path.removeprefix("/fhir/").strip("/").split("/")
+    if (
+        request.method == "GET"
+        and len(parts) == 1
+        and "search-type" in SUPPORTED.get(parts[0], {}).get("interactions", ())
+    ):
+        return parts[0]
+    return None
+
+
+async def _answer_json(response: Response) -> dict[str, Any] | None:
+    """A successful FHIR JSON answer's body (a streamed one read whole), or None to pass it on."""
+    if response.status_code != 200 or "json" not in response.headers.get("content-type", ""):
+        return None
+    if isinstance(response, StreamingResponse):
+        chunks = [chunk async for chunk in response.body_iterator]
+        if response.background is not None:
+            await response.background()
+        raw = b"".join(chunk if isinstance(chunk, bytes) else str(chunk).encode() for chunk in chunks)
+    else:
+        raw = bytes(response.body)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class FhirRoute(APIRoute):
+    """Every `/fhir` route: `_summary`, `_elements`, `_total` and `_pretty` answered here (the
+    services never see them), and a search parameter the CapabilityStatement does not list refused
+    by name, or under `Prefer: handling=lenient` left out and named in an outcome entry of the
+    Bundle (FHIR R4 search §3.1.1.3)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def shaped(request: Request) -> Response:
+            if request.method != "GET":
+                return await handler(request)
+            params = request.query_params.multi_items()
+            searched = _searched_type(request)
+            try:
+                shape = result_shape(params, searched)
+            except ResultParameterError as exc:
+                raise invalid(str(exc), expression=exc.parameter, outcome_code="MSG_PARAM_INVALID") from None
+            forwarded = [(name, value) for name, value in params if name not in RESULT_PARAMETERS]
+            ignored: list[str] = []
+            if searched is not None:
+                forwarded, unknown = unknown_parameters(forwarded, known_parameters(searched))
+                if unknown and not lenient_handling(request):
+                    name = unknown[0]
+                    usable = bool(_PARAMETER_NAME.match(name))
+                    raise invalid(
+                        f"search parameter{f' {name}' if usable else ''} is not supported for {searched}; "
+                        "see /fhir/metadata (or send Prefer: handling=lenient to have it ignored)",
+                        code="not-supported",
+                        expression=name if usable else None,
+                        outcome_code="MSG_PARAM_UNKNOWN",
+                    )
+                ignored = [name if _PARAMETER_NAME.match(name) else "(unnamed)" for name in unknown]
+                if shape.summary == "count":
+                    forwarded = [(n, v) for n, v in forwarded if n != "_count"] + [("_count", "0")]
+            if forwarded != params:
+                scope = dict(request.scope, query_string=urlencode(forwarded).encode("latin-1"))
+                request = Request(scope, request.receive)
+            response = await handler(request)
+            if shape.plain and not ignored:
+                return response
+            body = await _answer_json(response)
+            if body is None:
+                return response
+            content = json.dumps(
+                shape_answer(body, shape, ignored), indent=2 if shape.pretty else None, ensure_ascii=False
+            ).encode()
+            answer = Response(content, status_code=200)
+            answer.raw_headers = [
+                *((k, v) for k, v in response.raw_headers if k.lower() != b"content-length"),
+                (b"content-length", str(len(content)).encode()),
+            ]
+            return answer
+
+        return shaped
+
+
+_PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+router = APIRouter(prefix="/fhir", include_in_schema=False, route_class=FhirRoute)
 
 
 def public_base(request: Request) -> str:
@@ -106,7 +225,9 @@ SUPPORTED: dict[str, dict[str, Any]] = {
             "element it cannot take (performer, anything not R4) is refused by name, or with "
             "`Prefer: handling=lenient` dropped and listed in a warning OperationOutcome. Idempotent "
             "with `If-None-Exist: identifier=<your system>|<value>` or an `Idempotency-Key` header. "
-            "status: active (awaiting triage), completed (triaged), revoked (closed)."
+            "status: active while awaiting triage and, once routed, while the episode of care is "
+            "open; completed when that episode ends (at once for partner services, the crisis line "
+            "or another area); revoked when declined or closed. The Task carries triage's decision."
         ),
         "search": [
             _param("_id", "token", "The referral id."),
@@ -292,13 +413,8 @@ async def _terminology_search(request: Request) -> Response:
     supported = {p["name"] for p in SUPPORTED[kind]["search"]}
     found = terminology.resources(kind)
     for name, value in request.query_params.multi_items():
-        if name in ("_format", "_count", "_offset"):
-            continue
         if name not in supported:
-            raise invalid(
-                f"search parameter {name} is not supported for {kind}; see /fhir/metadata",
-                code="not-supported",
-            )
+            continue  # paging and format; an unknown parameter never gets here (FhirRoute)
         found = [r for r in found if _terminology_matches(r, name, value)]
     page = paging(request)
     shown = found[page.offset : page.offset + page.count]
@@ -366,8 +482,13 @@ def capability_statement(base: str, software_version: str) -> dict[str, Any]:
             {
                 "mode": "server",
                 "documentation": (
-                    "JSON only. Errors are OperationOutcome. Reads and searches of person data are "
-                    "audited and bound to the caller's organisation."
+                    "JSON only. Errors are OperationOutcome, each issue with coded details (the suite's "
+                    "problem type and HL7's operation-outcome code where one applies) and the element "
+                    "or parameter at fault as its expression. Every read and search takes _summary "
+                    "(true, text, data, count, false), _elements, _total (none, estimate, accurate) and "
+                    "_pretty; a search parameter not listed here is refused by name, or with Prefer: "
+                    "handling=lenient ignored and named in an OperationOutcome entry of the Bundle. "
+                    "Reads and searches of person data are audited and bound to the caller's organisation."
                 ),
                 "security": {
                     "cors": False,
@@ -467,7 +588,7 @@ async def _route(request: Request) -> Response:
     if service is None:
         raise Problem(
             404, "Not supported", f"{resource_type or 'That'} is not served here; see /fhir/metadata.",
-            type_slug="not-supported", fhir_code="not-supported",
+            type_slug="not-supported", fhir_code="not-supported", outcome_code="MSG_UNKNOWN_TYPE",
         )  # fmt: skip
     query: str | None = None
     if resource_type in RESOLVED_BY_PATIENT:

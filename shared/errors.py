@@ -251,6 +251,52 @@ def fhirpath(location: list[Any]) -> str | None:
     return path or None
 
 
+# HL7's OperationOutcome message codes (http://terminology.hl7.org/CodeSystem/operation-outcome)
+# for the answers that have one: a partner's system can act on the code, not parse the words.
+OUTCOME_CODES = "http://terminology.hl7.org/CodeSystem/operation-outcome"
+OUTCOME_DISPLAYS: dict[str, str] = {
+    "MSG_AUTH_REQUIRED": "You must authenticate before you can use this service",
+    "MSG_BAD_FORMAT": "Bad Syntax",
+    "MSG_CANT_PARSE_CONTENT": "Unable to parse feed",
+    "MSG_NO_EXIST": "Resource Id does not exist",
+    "MSG_OP_NOT_ALLOWED": "Operation not allowed for resource",
+    "MSG_PARAM_INVALID": "Parameter content is invalid",
+    "MSG_PARAM_UNKNOWN": "Parameter is not understood",
+    "MSG_UNKNOWN_TYPE": "Resource Type is not recognised",
+    "MSG_VERSION_AWARE_CONFLICT": "Version conflict",
+}
+_OUTCOME_BY_STATUS = {
+    401: "MSG_AUTH_REQUIRED", 404: "MSG_NO_EXIST", 405: "MSG_OP_NOT_ALLOWED", 406: "MSG_BAD_FORMAT",
+    412: "MSG_VERSION_AWARE_CONFLICT", 415: "MSG_BAD_FORMAT",
+}  # fmt: skip
+
+
+def _issue_details(problem: dict[str, Any], status: int) -> dict[str, Any] | None:
+    """An issue's coded `details`: the suite's problem type (system + code make its `type` URI)
+    and HL7's message code where one applies."""
+    codings = []
+    type_ = str(problem.get("type") or "")
+    if type_.startswith(PROBLEM_BASE):
+        codings.append(
+            {
+                "system": PROBLEM_BASE.rstrip("/"),
+                "code": type_.removeprefix(PROBLEM_BASE),
+                "display": str(problem.get("title") or ""),
+            }
+        )
+    outcome = problem.get("outcome_code")
+    if outcome is None and problem.get("fhir_code") != "not-supported":
+        outcome = _OUTCOME_BY_STATUS.get(status)
+    if outcome in OUTCOME_DISPLAYS:
+        codings.append({"system": OUTCOME_CODES, "code": outcome, "display": OUTCOME_DISPLAYS[outcome]})
+    if not codings:
+        return None
+    return {
+        "coding": [{k: v for k, v in c.items() if v} for c in codings],
+        "text": str(problem.get("title") or HTTPStatus(status).phrase),
+    }
+
+
 def operation_outcome(problem: dict[str, Any]) -> dict[str, Any]:
     """The OperationOutcome saying what a problem body says (same words, no input echoed)."""
     status = int(problem["status"])
@@ -258,9 +304,14 @@ def operation_outcome(problem: dict[str, Any]) -> dict[str, Any]:
     diagnostics = str(problem.get("title") or HTTPStatus(status).phrase)
     if problem.get("detail"):
         diagnostics = f"{diagnostics}: {problem['detail']}"
-    issues: list[dict[str, Any]] = [
-        {"severity": "error" if status < 500 else "fatal", "code": code, "diagnostics": diagnostics}
-    ]
+    first: dict[str, Any] = {"severity": "error" if status < 500 else "fatal", "code": code}
+    details = _issue_details(problem, status)
+    if details:
+        first["details"] = details
+    first["diagnostics"] = diagnostics
+    if isinstance(problem.get("expression"), str):
+        first["expression"] = [problem["expression"]]
+    issues: list[dict[str, Any]] = [first]
     for error in problem.get("errors", []):
         where = ".".join(str(part) for part in error.get("location", []))
         issue: dict[str, Any] = {

@@ -64,12 +64,26 @@ def parse_json_body(raw: bytes, *, what: str = "the body") -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise invalid(f"{what} is not JSON") from None
+        raise invalid(f"{what} is not JSON", outcome_code="MSG_CANT_PARSE_CONTENT") from None
 
 
-def invalid(diagnostics: str, *, status: int = 400, code: str = "invalid") -> Problem:
-    """A request FHIR rules refuse (answered as an OperationOutcome on FHIR paths)."""
-    return Problem(status, "Invalid FHIR request", diagnostics, type_slug="fhir-invalid", fhir_code=code)
+def invalid(
+    diagnostics: str,
+    *,
+    status: int = 400,
+    code: str = "invalid",
+    expression: str | None = None,
+    outcome_code: str | None = None,
+) -> Problem:
+    """A request FHIR rules refuse (answered as an OperationOutcome on FHIR paths): `code` the
+    IssueType, `expression` the element or parameter at fault, `outcome_code` HL7's message code
+    (`shared.errors.OUTCOME_DISPLAYS`) for the issue's coded details."""
+    extensions: dict[str, str] = {"fhir_code": code}
+    if expression:
+        extensions["expression"] = expression
+    if outcome_code:
+        extensions["outcome_code"] = outcome_code
+    return Problem(status, "Invalid FHIR request", diagnostics, type_slug="fhir-invalid", **extensions)
 
 
 def not_found(resource_type: str, resource_id: str) -> Problem:

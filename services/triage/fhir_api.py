@@ -330,13 +330,18 @@ def _parameters(request: Request, resource_type: str) -> list[tuple[str, str]]:
         if name in fhir.CONTROL_PARAMETERS:
             continue
         if name not in supported:
-            named = f" {name}" if _PARAMETER_NAME.match(name) else ""
+            usable = bool(_PARAMETER_NAME.match(name))
             raise invalid(
-                f"search parameter{named} is not supported for {resource_type}; see the CapabilityStatement",
+                f"search parameter{f' {name}' if usable else ''} is not supported for {resource_type}; "
+                "see the CapabilityStatement",
                 code="not-supported",
+                expression=name if usable else None,
+                outcome_code="MSG_PARAM_UNKNOWN",
             )
         if not value.strip():
-            raise invalid(f"search parameter {name} needs a value")
+            raise invalid(
+                f"search parameter {name} needs a value", expression=name, outcome_code="MSG_PARAM_INVALID"
+            )
         given.append((name, value.strip()))
     return given
 

@@ -10,6 +10,7 @@ SNOMED CT equivalent of its own codes with `equivalent_in`. Read once, then held
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from functools import cache
@@ -34,8 +35,20 @@ def _resources() -> Mapping[str, Mapping[str, dict[str, Any]]]:
     by_type: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in TERMINOLOGY_TYPES}
     for path in sorted(DATA_DIR.glob("*.json")):
         resource = json.loads(path.read_text())
-        by_type[resource["resourceType"]][resource["id"]] = resource
+        by_type[resource["resourceType"]][resource["id"]] = _with_meta(resource)
     return MappingProxyType(by_type)
+
+
+def _with_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    """Version and last change for every read (ETag, Last-Modified): the version is a digest of
+    the content, so it changes exactly when a regenerated resource does; the change is its
+    publication date."""
+    content = json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
+    meta = {
+        "versionId": hashlib.sha256(content).hexdigest()[:16],
+        "lastUpdated": f"{resource['date']}T00:00:00Z",
+    }
+    return {"resourceType": resource["resourceType"], "id": resource["id"], "meta": meta, **resource}
 
 
 def resources(resource_type: str) -> list[dict[str, Any]]:

@@ -136,7 +136,15 @@ async def gp_referral(suite: Suite, http: httpx.AsyncClient, idempotency_key: st
 
 
 @pytest.fixture
-async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
+def suite_overrides() -> dict[str, Any]:
+    """Settings a test module changes for its suite (override this fixture in the module)."""
+    return {}
+
+
+@pytest.fixture
+async def suite(
+    make_settings: Callable[..., Settings], suite_overrides: dict[str, Any]
+) -> AsyncIterator[Suite]:
     owners = ("gateway", "registry", "directory", "triage", "careplan", "notify")
     ports = {name: free_port() for name in owners}
     settings = make_settings(
@@ -154,6 +162,7 @@ async def suite(make_settings: Callable[..., Settings]) -> AsyncIterator[Suite]:
         webhook_poll_seconds=0.1,
         jwks_url=f"http://127.0.0.1:{ports['gateway']}/.well-known/jwks.json",
         jwks_min_refresh_seconds=0,
+        **suite_overrides,
     )
     # Services only bind to their durables on a closed bus: the admin makes them first.
     await provision_bus(settings, bus_plan())

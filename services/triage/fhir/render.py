@@ -458,6 +458,8 @@ def patient(person: Person) -> dict[str, Any]:
             "id": person.id,
             "meta": _drop_empty(
                 {
+                    # The person's details are versioned (If-Match on PATCH): the ETag is that version.
+                    "versionId": str(person.version),
                     "lastUpdated": _utc(person.updated_at) if person.updated_at else None,
                     "profile": [PATIENT_PROFILE],
                 }
