@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url_for("gateway"),
             schema=settings.database_schema_for("gateway"),
             pool_size=settings.database_pool_size,
+            busy_timeout=settings.database_busy_timeout_seconds,
         )
         keys = KeyManager(db, settings)
         await keys.ensure_active()

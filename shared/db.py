@@ -18,9 +18,16 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Without a setting (the command-line tools, migrations): SQLite's wait for a lock.
+DEFAULT_BUSY_TIMEOUT_SECONDS = 15.0
+# PostgreSQL conditions that end as soon as the other work does: a lock not granted in time, a
+# deadlock or serialization victim, no connection slot, the server starting or stopping.
+_RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001", "53300", "57P01", "57P02", "57P03"})
+_SQLITE_BUSY = ("database is locked", "database table is locked")
 
 
 def normalise_url(url: str) -> URL:
@@ -46,7 +53,24 @@ def check_schema_name(schema: str) -> str:
     return schema
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def database_busy(exc: BaseException) -> bool:
+    """Whether a failure is the database being busy or briefly away, so the same request a moment
+    later may well succeed: answered 503 with Retry-After (RequestContextMiddleware), not 500."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PoolTimeout | ConnectionRefusedError):
+            return True
+        if getattr(current, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+            return True
+        if type(current).__name__ == "OperationalError" and str(current).startswith(_SQLITE_BUSY):
+            return True
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return False
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so that every transaction can start with
@@ -56,7 +80,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -65,20 +89,33 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, schema: str | None = None, pool_size: int = 10, busy_timeout: float | None = None
+) -> AsyncEngine:
+    """`busy_timeout`: how long a statement waits for a lock and a checkout for a connection
+    (serving processes set it, so a locked database is a prompt 503); None keeps the defaults
+    (migrations wait for their locks)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(parsed)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, busy_timeout or DEFAULT_BUSY_TIMEOUT_SECONDS)
         return engine
-    connect_args: dict[str, Any] = {}
+    server_settings: dict[str, str] = {}
     if schema:
-        connect_args["server_settings"] = {"search_path": check_schema_name(schema)}
+        server_settings["search_path"] = check_schema_name(schema)
+    pool_options: dict[str, Any] = {}
+    if busy_timeout is not None:
+        server_settings["lock_timeout"] = str(int(busy_timeout * 1000))
+        pool_options["pool_timeout"] = busy_timeout
     engine = create_async_engine(
-        parsed, pool_size=pool_size, max_overflow=pool_size, connect_args=connect_args
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args={"server_settings": server_settings} if server_settings else {},
+        **pool_options,
     )
     _ping_when_idle(engine)
     return engine
@@ -131,10 +168,12 @@ class RefusedWithRecord(Exception, abc.ABC):
 class Database:
     """One service's engine and session factory."""
 
-    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, schema: str | None = None, pool_size: int = 10, busy_timeout: float | None = None
+    ) -> None:
         self.url = url
         self.schema = schema if not is_sqlite(url) else None
-        self.engine = create_engine(url, schema=self.schema, pool_size=pool_size)
+        self.engine = create_engine(url, schema=self.schema, pool_size=pool_size, busy_timeout=busy_timeout)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property

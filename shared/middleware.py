@@ -18,6 +18,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.db import database_busy
 from shared.errors import PROBLEM_JSON, error_response, problem_body, problem_type
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from shared.tracing import (
@@ -90,7 +91,10 @@ class RequestContextMiddleware:
             )
             if response_started:
                 raise
-            await _send_internal_error(send_with_context)
+            if database_busy(exc):
+                await _send_database_busy(send_with_context)
+            else:
+                await _send_internal_error(send_with_context)
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
@@ -109,17 +113,39 @@ class RequestContextMiddleware:
             traceparent_var.reset(tp_token)
 
 
+# A busy database clears in moments (a lock released, a connection freed): worth one retry soon.
+DATABASE_BUSY_RETRY_AFTER = 2
+
+
 async def _send_internal_error(send: Send) -> None:
-    body = json.dumps(
-        problem_body(500, "Internal Server Error", "The error has been logged with the request id.")
-    ).encode()
+    body = problem_body(500, "Internal Server Error", "The error has been logged with the request id.")
+    await _send_json_problem(send, 500, body)
+
+
+async def _send_database_busy(send: Send) -> None:
+    # Nothing was written (the transaction rolled back), so the same request may simply be sent
+    # again: with its Idempotency-Key, a retried referral is never doubled.
+    body = problem_body(
+        503,
+        "Service Unavailable",
+        "The database is busy; nothing was changed. Try again after the Retry-After interval.",
+        type_=problem_type("database-busy"),
+    )
+    await _send_json_problem(send, 503, body, [(b"retry-after", str(DATABASE_BUSY_RETRY_AFTER).encode())])
+
+
+async def _send_json_problem(
+    send: Send, status: int, problem: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps(problem).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": status,
             "headers": [
                 (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(body)).encode()),
+                *(headers or []),
             ],
         }
     )

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         default="", description="PostgreSQL only: prefix of each service's schema name (isolates test runs)."
     )
     database_pool_size: int = 10
+    database_busy_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long a request waits for a database lock or a pooled connection before it is "
+        "answered 503 with Retry-After (SQLite's busy timeout, PostgreSQL's lock_timeout, the pool's).",
+    )
 
     # --- messaging ---------------------------------------------------------------------------
     nats_url: str | None = Field(
