@@ -48,9 +48,10 @@ class DrainingServer(uvicorn.Server):
         self.app: FastAPI | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.app is not None:
+            start_draining(self.app)  # /ready says so, and open event streams end at once
         if self.drain_until is None and self.drain_seconds > 0 and not self.should_exit and self.app:
             self.drain_until = time.monotonic() + self.drain_seconds
-            start_draining(self.app)
             self._captured_signals.append(sig)  # re-raised after shutdown, as uvicorn does
             return
         super().handle_exit(sig, frame)

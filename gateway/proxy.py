@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,7 +23,7 @@ from gateway.state import gateway_state
 from shared.errors import PROBLEM_JSON, error_response, problem_body, problem_type
 from shared.fhir import FORWARDED_BASE_HEADER
 from shared.http import UNKNOWN_ADDRESS, client_address, public_base
-from shared.metrics import UPSTREAM_ERRORS
+from shared.metrics import UPSTREAM_ERRORS, UPSTREAM_RETRIES
 from shared.settings import SERVICES, Settings
 from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER
 
@@ -129,6 +129,19 @@ def _downstream_headers(upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
     ]
 
 
+# RFC 9110 §9.2.2: a request with one of these methods means the same sent once or twice.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def may_send_again(method: str, headers: Mapping[str, str], content: object) -> bool:
+    """Whether a request that got no answer may be sent once more: idempotent by its method, or
+    made so by its Idempotency-Key (the service answers a repeat with the first answer), and its
+    body held whole (a streamed upload cannot be read twice)."""
+    if content is not None and not isinstance(content, bytes):
+        return False
+    return method in IDEMPOTENT_METHODS or "idempotency-key" in {name.lower() for name in headers}
+
+
 def is_unsafe_path(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
@@ -158,6 +171,7 @@ async def forward(
         # chunked upload streams through.
         content = await request.body() if "content-length" in request.headers else request.stream()
     replicas = gateway.upstreams.in_turn(service)
+    replayable = may_send_again(request.method, request.headers, content)
     try:
         for index, base in enumerate(replicas):
             url = base + raw_path + (f"?{query}" if query else "")
@@ -169,6 +183,19 @@ async def forward(
                 if index == len(replicas) - 1:
                     raise
                 log.info("upstream replica refused; trying the next", extra={"upstream": service})
+            except httpx.RemoteProtocolError:
+                # A pooled keep-alive connection the service closed as the request went out (its
+                # idle timeout): no answer began. Sent once more, on a fresh connection, when that
+                # cannot do the work twice.
+                if not replayable:
+                    raise
+                UPSTREAM_RETRIES.labels(service).inc()
+                log.info(
+                    "upstream closed the connection before answering; sent again", extra={"upstream": service}
+                )
+                retry = client.build_request(request.method, url, headers=headers, content=content)
+                upstream = await client.send(retry, stream=True)
+                break
     except httpx.TransportError as exc:
         return _failed(request, service, exc)
     # Raw pairs keep repeated fields (Set-Cookie, Link) as the service sent them.

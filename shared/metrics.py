@@ -36,6 +36,11 @@ EVENTS_CONSUMED = Counter(
 UPSTREAM_ERRORS = Counter(
     "cmh_gateway_upstream_errors_total", "Gateway requests that failed upstream", ["upstream", "kind"]
 )
+UPSTREAM_RETRIES = Counter(
+    "cmh_gateway_upstream_retries_total",
+    "Requests the gateway sent again after a service closed the connection before answering",
+    ["upstream"],
+)
 
 
 def render_metrics() -> tuple[bytes, str]:

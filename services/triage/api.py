@@ -51,6 +51,7 @@ from shared.idempotency import RequiredIdempotency, create_once
 from shared.params import INT64_MAX, PageNumber, bounded_int
 from shared.preconditions import IfMatch, check_if_match
 from shared.preconditions import etag as etag_of
+from shared.service import is_draining
 from shared.settings import Settings
 
 router = APIRouter(prefix="/triage", tags=["triage"], responses=problems(401, 403, 422))
@@ -485,8 +486,13 @@ async def crisis_stream(
         yield b"retry: 1000\n\n"
         quiet = 0.0
         # The stream ends with its token: expired, or its client disabled (the app reconnects
-        # with a new token, from Last-Event-ID).
-        while verifier.still_valid(caller) and not await request.is_disconnected():
+        # with a new token, from Last-Event-ID); and when this process starts to stop, so the
+        # app reconnects to a replica that stays and the graceful stop is not held open.
+        while (
+            verifier.still_valid(caller)
+            and not is_draining(request.app)
+            and not await request.is_disconnected()
+        ):
             # Cleared before the read, so a change committed while we read still wakes the wait
             # below (cleared after it, that wake-up was lost until the next poll).
             changed.clear()
