@@ -45,6 +45,7 @@ from gateway.models import Base as GatewayBase
 from gateway.state import gateway_state
 from gateway.tokens import CLIENT_ASSERTION_TYPE
 from shared.db import Database
+from shared.messaging_models import MessagingBase
 from shared.migrations import is_managed
 from shared.nats_server import free_port
 from shared.settings import Settings
@@ -519,9 +520,11 @@ async def test_gateway_migrations_match_models_and_roll_back(make_settings: Call
                 context = MigrationContext.configure(
                     sync_connection, opts={"compare_type": True, "include_name": is_managed}
                 )
-                return list(compare_metadata(context, GatewayBase.metadata))
+                return list(compare_metadata(context, [GatewayBase.metadata, MessagingBase.metadata]))
 
             assert await connection.run_sync(diff) == []
+        # Down through 0007 (with no client using a jwks_uri), then up to 0006 and to the head again.
+        await migrate("gateway", url, schema=schema, revision="base")
         await migrate("gateway", url, schema=schema, revision="0006")
         async with db.engine.connect() as connection:
             columns = await connection.run_sync(
