@@ -1,5 +1,6 @@
 """Make a partner's signing key: the private key (PEM, keep it) and the public JWKS (send it to the
-CMH operator, who registers it with `cmh clients add --jwks-file`).
+CMH operator, who registers it with `cmh clients add --jwks-file`; or publish it at an https URL
+of yours, registered with `cmh clients add --jwks-uri`, and rotate your keys yourself).
 
     python examples/make_key.py partner-key-1 private.pem jwks.json
 """

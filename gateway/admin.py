@@ -27,6 +27,7 @@ from gateway.clients import (
     list_clients,
     replace_jwks,
     rotate_secret,
+    set_jwks_uri,
 )
 from gateway.keys import KeyManager
 from gateway.models import MIGRATIONS, Client
@@ -202,16 +203,27 @@ def register(commands: Any) -> None:
     add.add_argument("--kind", required=True, choices=[kind.value for kind in ClientKind])
     add.add_argument("--scopes", required=True, help="space separated")
     add.add_argument("--client-id")
-    add.add_argument("--jwks-file", type=Path, help="public JWKS for private_key_jwt (no secret is made)")
+    keys_source = add.add_mutually_exclusive_group()
+    keys_source.add_argument(
+        "--jwks-file", type=Path, help="public JWKS for private_key_jwt (no secret is made)"
+    )
+    keys_source.add_argument(
+        "--jwks-uri",
+        help="https URL where the partner publishes its JWKS for private_key_jwt (no secret is made)",
+    )
     add.add_argument("--rate-limit", type=int, help="requests per minute")
     clients.add_parser("list", help="list clients")
     for action in ("disable", "enable"):
         sub = clients.add_parser(action, help=f"{action} a client")
         sub.add_argument("client_id")
-    rotate = clients.add_parser("rotate", help="new secret (or new JWKS with --jwks-file)")
+    rotate = clients.add_parser(
+        "rotate", help="new secret (or new keys: a static JWKS with --jwks-file, a URL with --jwks-uri)"
+    )
     rotate.add_argument("client_id")
     rotate.add_argument("--grace-hours", type=float, default=24.0, help="how long the old secret still works")
-    rotate.add_argument("--jwks-file", type=Path)
+    new_keys = rotate.add_mutually_exclusive_group()
+    new_keys.add_argument("--jwks-file", type=Path, help="replace the keys by this static JWKS")
+    new_keys.add_argument("--jwks-uri", help="fetch the keys from this URL from now on (drops a static JWKS)")
     keys = commands.add_parser("keys", help="token signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("list", help="list signing keys")
     keys.add_parser("rotate", help="publish a new signing key; it signs after the lead time")
@@ -258,7 +270,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     scopes=args.scopes,
                     client_id=args.client_id,
                     jwks=jwks,
+                    jwks_uri=args.jwks_uri,
                     rate_limit_per_minute=args.rate_limit,
+                    environment=settings.environment,
                 )
                 print(json.dumps({"client_id": created.client_id, "client_secret": created.secret}))
             elif args.action == "list":
@@ -271,6 +285,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             elif args.action == "rotate":
                 if args.jwks_file:
                     await replace_jwks(session, args.client_id, json.loads(args.jwks_file.read_text()))
+                elif args.jwks_uri:
+                    await set_jwks_uri(
+                        session, args.client_id, args.jwks_uri, environment=settings.environment
+                    )
                 else:
                     grace = timedelta(hours=args.grace_hours)
                     secret = await rotate_secret(session, args.client_id, grace=grace)

@@ -6,6 +6,11 @@ endpoint dearly under load: new hashes are `hmac-sha256$<salt>$<hex>`, HMAC-SHA2
 random per-secret salt. Argon2id hashes from before still verify (the token endpoint upgrades
 them on a successful check). Rotating a secret keeps the previous one valid for a grace period so
 a partner can roll it out without downtime.
+
+A private_key_jwt client registers either a static JWKS (replaced by the operator, `replace_jwks`)
+or a `jwks_uri` where it publishes its own keys (`set_jwks_uri`; fetched and cached by
+gateway/jwks_fetch.py), never both. A `jwks_uri` is https, or http to a loopback host outside
+production (a partner's test double on the same machine), with no userinfo and no fragment.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import jwt
 from argon2 import PasswordHasher
@@ -43,6 +49,11 @@ ORGANISATION_PATTERNS: dict[str, re.Pattern[str]] = {
 _CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{2,63}$")
 AUTH_METHODS = ("client_secret", "private_key_jwt")
 ASSERTION_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS512")
+# JWK members that are private (RFC 7518 §6.2.2, §6.3.2) or a shared secret (§6.4.1).
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+MAX_JWKS_URI_LENGTH = 2048  # the column's size
+Environment = Literal["development", "production"]
 
 
 class ClientRegistryError(ValueError):
@@ -63,17 +74,55 @@ def parse_scopes(scopes: str | list[str]) -> list[str]:
     return sorted(set(values))
 
 
-def check_jwks(jwks: dict[str, Any]) -> str:
+def check_jwks(jwks: Any) -> str:
+    """The JWKS as stored (JSON), or ClientRegistryError: public keys only, each with a kid."""
+    members = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(members, list) or not members:
+        raise ClientRegistryError("not a usable JWKS: a JSON object with a non-empty list of keys is needed")
+    # The raw members, not the parsed set: PyJWKSet skips keys it cannot use, so its positions do
+    # not line up with these, and a private key behind an unusable one would slip through.
+    for member in members:
+        if not isinstance(member, dict):
+            raise ClientRegistryError("not a usable JWKS: every key must be a JSON object")
+        if PRIVATE_JWK_MEMBERS & member.keys():
+            raise ClientRegistryError("the JWKS must hold public keys only")
     try:
         key_set = jwt.PyJWKSet.from_dict(jwks)
     except (jwt.PyJWKSetError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
         raise ClientRegistryError(f"not a usable JWKS: {exc}") from None
-    for key in key_set.keys:
-        if not key.key_id:
-            raise ClientRegistryError("every key in the JWKS needs a kid")
-        if "d" in jwks["keys"][key_set.keys.index(key)]:
-            raise ClientRegistryError("the JWKS must hold public keys only")
+    if any(not key.key_id for key in key_set.keys):
+        raise ClientRegistryError("every key in the JWKS needs a kid")
     return json.dumps(jwks)
+
+
+def check_jwks_uri(url: str, *, environment: Environment) -> str:
+    """The URL as stored, or ClientRegistryError. https only: the keys it serves decide who may
+    get tokens, so they must come from the partner unaltered. http is allowed to a loopback host
+    outside production only (a test double on the same machine). Userinfo would put a credential
+    in our store and logs; a fragment means nothing to a fetch and hides what is really asked."""
+    url = url.strip()
+    if not url or len(url) > MAX_JWKS_URI_LENGTH or any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise ClientRegistryError(f"jwks_uri: an absolute URL of at most {MAX_JWKS_URI_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        raise ClientRegistryError("jwks_uri is not a valid URL") from None
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise ClientRegistryError("jwks_uri needs a host")
+    if "@" in parts.netloc:
+        raise ClientRegistryError("jwks_uri must not hold a user name or password")
+    if "#" in url:
+        raise ClientRegistryError("jwks_uri must not have a fragment")
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        return url
+    if scheme == "http" and host in LOOPBACK_HOSTS and environment != "production":
+        return url
+    if scheme == "http" and host in LOOPBACK_HOSTS:
+        raise ClientRegistryError("jwks_uri must be https in production")
+    raise ClientRegistryError("jwks_uri must be https (http only to a loopback host, outside production)")
 
 
 def _hmac_hex(salt: str, secret: str) -> str:
@@ -104,9 +153,14 @@ async def add_client(
     scopes: str | list[str],
     client_id: str | None = None,
     jwks: dict[str, Any] | None = None,
+    jwks_uri: str | None = None,
     secret: str | None = None,
     rate_limit_per_minute: int | None = None,
+    environment: Environment = "production",
 ) -> NewClient:
+    """Register a client: with `jwks` or `jwks_uri` (one of them) it is private_key_jwt and no
+    secret is made; otherwise it gets a secret. `environment` decides whether an http loopback
+    `jwks_uri` is allowed; production unless told, so a caller that forgets cannot loosen it."""
     kind = ClientKind(kind)
     organisation = organisation.strip().upper()
     pattern = ORGANISATION_PATTERNS.get(organisation_system)
@@ -123,8 +177,15 @@ async def add_client(
         raise ClientRegistryError(f"client {client_id} exists already")
     if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
         raise ClientRegistryError("rate limit must be at least 1 request a minute")
-    if jwks is not None:
-        method, stored_jwks, shown_secret, secret_hash = "private_key_jwt", check_jwks(jwks), None, None
+    if jwks is not None and jwks_uri is not None:
+        raise ClientRegistryError("give either a JWKS or a jwks_uri, not both")
+    stored_uri: str | None = None
+    if jwks is not None or jwks_uri is not None:
+        if secret is not None:
+            raise ClientRegistryError("a private_key_jwt client has no secret")
+        stored_jwks = check_jwks(jwks) if jwks is not None else None
+        stored_uri = check_jwks_uri(jwks_uri, environment=environment) if jwks_uri is not None else None
+        method, shown_secret, secret_hash = "private_key_jwt", None, None
     else:
         if secret is not None and len(secret) < MIN_SECRET_LENGTH:
             raise ClientRegistryError(f"a given secret needs at least {MIN_SECRET_LENGTH} random characters")
@@ -142,6 +203,7 @@ async def add_client(
             auth_method=method,
             secret_hash=secret_hash,
             jwks=stored_jwks,
+            jwks_uri=stored_uri,
             rate_limit_per_minute=rate_limit_per_minute,
             created_at=now,
             updated_at=now,
@@ -202,11 +264,29 @@ async def rotate_secret(session: AsyncSession, client_id: str, *, grace: timedel
     return secret
 
 
-async def replace_jwks(session: AsyncSession, client_id: str, jwks: dict[str, Any]) -> None:
+async def _key_client(session: AsyncSession, client_id: str) -> Client:
     client = await get_client(session, client_id)
     if client.auth_method != "private_key_jwt":
         raise ClientRegistryError("this client authenticates with a secret: rotate it instead")
+    return client
+
+
+async def replace_jwks(session: AsyncSession, client_id: str, jwks: dict[str, Any]) -> None:
+    """A new static JWKS; a jwks_uri the client had is dropped (one source of keys only)."""
+    client = await _key_client(session, client_id)
     client.jwks = check_jwks(jwks)
+    client.jwks_uri = None
+    client.updated_at = utcnow()
+
+
+async def set_jwks_uri(
+    session: AsyncSession, client_id: str, jwks_uri: str, *, environment: Environment = "production"
+) -> None:
+    """Keys from the partner's own URL from now on; a static JWKS the client had is dropped.
+    Every gateway replica reads the client per request, so the switch takes effect at once."""
+    client = await _key_client(session, client_id)
+    client.jwks_uri = check_jwks_uri(jwks_uri, environment=environment)
+    client.jwks = None
     client.updated_at = utcnow()
 
 
@@ -258,6 +338,7 @@ def client_summary(client: Client) -> dict[str, Any]:
         "kind": client.kind,
         "scopes": client.scopes.split(),
         "auth_method": client.auth_method,
+        "jwks_uri": client.jwks_uri,
         "rate_limit_per_minute": client.rate_limit_per_minute,
         "disabled": client.disabled_at is not None,
         "previous_secret_valid_until": (

@@ -34,7 +34,10 @@ class Client(Base):
     secret_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     previous_secret_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # private_key_jwt: exactly one of a static JWKS (JSON) or a URL the partner publishes its keys
+    # at, fetched and cached by gateway/jwks_fetch.py (so the partner rotates keys on its own).
     jwks: Mapped[str | None] = mapped_column(Text, nullable=True)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Tokens issued at or before this are refused everywhere (shared/revocation.py).

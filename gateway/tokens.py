@@ -3,7 +3,9 @@
 Clients authenticate with client_secret_basic, client_secret_post, or private_key_jwt (RFC 7523
 client assertion, as NHS England's APIs use: signed by the client's registered key, `iss` = `sub` =
 client id, `aud` = this token endpoint as configured or the issuer, never a URL made from the
-request's Host header; short-lived, `jti` used once). Requested scopes are narrowed to those the
+request's Host header; short-lived, `jti` used once). The key comes from the client's static JWKS
+or from the JWKS it publishes at its `jwks_uri` (gateway/jwks_fetch.py: cached, refetched for an
+unknown kid at most every 30 s; a fetch that fails is `invalid_client`). Requested scopes are narrowed to those the
 client holds. Errors are RFC 6749 §5.2 bodies, `application/json` `{"error", "error_description"}`
 (never problem+json here: OAuth client libraries read this shape), with WWW-Authenticate on a 401.
 A client assertion longer than `MAX_CLIENT_ASSERTION_CHARS` is refused before it is decoded.
@@ -45,6 +47,7 @@ from gateway.clients import (
     match_secret,
     secret_candidates,
 )
+from gateway.jwks_fetch import JwksUnavailable, PartnerKeys, UnknownKey
 from gateway.keys import KeyManager
 from gateway.models import Client, UsedAssertion
 from gateway.state import GatewayStateDep
@@ -256,6 +259,7 @@ class TokenService:
         self.settings = settings
         self.failures = FailedAttempts(settings.token_failure_limit, settings.token_failure_window_seconds)
         self.pool = VerificationPool(settings.token_verify_workers, settings.token_verify_queue)
+        self.partner_keys = PartnerKeys(settings.environment)
 
     def token_endpoint_urls(self) -> set[str]:
         """Audiences a client assertion may name: configuration only, never the Host header (a
@@ -388,9 +392,15 @@ class TokenService:
             raise failed
         if header.get("alg") not in ASSERTION_ALGORITHMS:
             raise failed
+        kid = header.get("kid", "")
+        if not isinstance(kid, str):
+            raise failed
         try:
-            key = jwt.PyJWKSet.from_json(client.jwks or "{}")[header.get("kid", "")]
-        except (KeyError, jwt.PyJWKSetError):
+            key = await self.partner_keys.key(client, kid)
+        except (UnknownKey, JwksUnavailable):
+            # The same refusal either way: the caller learns nothing of the partner's server. The
+            # fetcher has logged why a fetch failed; `authenticate` logs the refusal (never the
+            # assertion itself).
             raise failed from None
         try:
             claims = jwt.decode(

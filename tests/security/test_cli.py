@@ -31,6 +31,7 @@ def test_clients_lifecycle(cmh) -> None:  # type: ignore[no-untyped-def]
             "kind": "partner_ehr",
             "scopes": ["referral:read", "referral:submit"],
             "auth_method": "client_secret",
+            "jwks_uri": None,
             "rate_limit_per_minute": 120,
             "disabled": False,
             "previous_secret_valid_until": None,
