@@ -34,6 +34,7 @@ import jwt
 
 from gateway.clients import ClientRegistryError, Environment, check_jwks, check_jwks_uri
 from gateway.models import Client
+from shared.outbound import REFUSED_ADDRESS, RefusedAddress, guarded_client
 
 FETCH_TIMEOUT_SECONDS = 3.0
 MAX_JWKS_BYTES = 64 * 1024  # a JWKS of a few keys is 1-5 KiB
@@ -76,7 +77,9 @@ async def fetch_jwks(url: str, *, environment: Environment) -> tuple[jwt.PyJWKSe
         # server dribbling a byte a second would hold the token request for as long as it liked.
         async with (
             asyncio.timeout(FETCH_TIMEOUT_SECONDS),
-            httpx.AsyncClient(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False) as http,
+            # Only public addresses in production, whatever the name resolves to when fetched:
+            # a jwks_uri must not reach into our own network (SSRF).
+            guarded_client(allow_private=environment != "production", timeout=FETCH_TIMEOUT_SECONDS) as http,
             http.stream("GET", url, headers=headers) as response,
         ):
             body = await _capped_body(response)
@@ -84,6 +87,8 @@ async def fetch_jwks(url: str, *, environment: Environment) -> tuple[jwt.PyJWKSe
     except TimeoutError:
         raise JwksUnavailable(f"no answer within {FETCH_TIMEOUT_SECONDS:.0f} s") from None
     except httpx.HTTPError as exc:
+        if isinstance(exc.__cause__, RefusedAddress):
+            raise JwksUnavailable(f"fetch refused: {REFUSED_ADDRESS}") from None
         raise JwksUnavailable(f"fetch failed: {type(exc).__name__}") from None
     try:
         document: Any = json.loads(body)

@@ -25,18 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import random
-import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-import httpcore
 import httpx
 from fastapi import FastAPI
 from prometheus_client import Counter
@@ -44,8 +40,6 @@ from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import aliased
 
 from services.notify.domain import (
-    REFUSED_ADDRESS,
-    address_allowed,
     failure_summary,
     next_attempt_delay,
     should_abandon,
@@ -68,6 +62,7 @@ from shared.broker import backoff_delay
 from shared.db import Database
 from shared.deps import service_state
 from shared.http import public_url
+from shared.outbound import RefusedAddress, guarded_client
 from shared.settings import Settings
 
 log = logging.getLogger("cmh.notify.delivery")
@@ -92,92 +87,12 @@ HEADER_EVENT_NUMBER = "X-CMH-Event-Number"
 FHIR_JSON = "application/fhir+json"
 
 
-# --- the HTTP client: connections only to allowed addresses ---------------------------------------
-
-
-class RefusedAddress(httpcore.ConnectError):
-    """The endpoint's name resolved to an address notifications may not go to."""
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, resolving names itself and connecting only to addresses that
-    pass `address_allowed` (all of a name's addresses must, or none is used)."""
-
-    def __init__(self, allow_private: bool) -> None:
-        self.allow_private = allow_private
-        self.inner = httpcore.AnyIOBackend()
-
-    async def resolve(self, host: str, port: int, seconds: float | None) -> list[str]:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(seconds):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout("name resolution timed out") from None
-        except OSError:
-            raise httpcore.ConnectError("name not resolved") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if not addresses:
-            raise httpcore.ConnectError("name not resolved")
-        if not self.allow_private and not all(
-            address_allowed(ipaddress.ip_address(address.split("%")[0])) for address in addresses
-        ):
-            raise RefusedAddress(REFUSED_ADDRESS)
-        return addresses
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        last: Exception = httpcore.ConnectError("no address")
-        for address in await self.resolve(host, port, timeout):
-            try:
-                return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        raise last
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise RefusedAddress("unix sockets are not endpoints")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over `GuardedBackend`, with no proxy from the environment (a proxy would
-    connect on our behalf, unchecked)."""
-
-    def __init__(self, *, allow_private: bool, limits: httpx.Limits) -> None:
-        super().__init__(trust_env=False, limits=limits)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(allow_private),
-        )
-
-
 def webhook_client(settings: Settings) -> httpx.AsyncClient:
     """The one client every delivery of a process goes through."""
-    return httpx.AsyncClient(
-        transport=GuardedTransport(
-            allow_private=settings.webhook_allow_private_addresses,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30),
-        ),
-        timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-        follow_redirects=False,
-        trust_env=False,
+    return guarded_client(
+        allow_private=settings.webhook_allow_private_addresses,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30),
+        timeout=settings.webhook_timeout_seconds,
         headers={"User-Agent": USER_AGENT},
     )
 

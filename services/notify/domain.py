@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from standardwebhooks import Webhook
 
 from shared.fhir_terms import EPISODE_OF_CARE_STATUS, SERVICE_REQUEST_STATUSES, SUBSETTED_TAG, instant
+from shared.outbound import address_allowed
 
 # --- criteria ------------------------------------------------------------------------------------
 
@@ -227,14 +228,6 @@ def notification_bundle(
 MAX_ENDPOINT_LENGTH = 2048
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 REFUSED_ADDRESS = "the endpoint's address is loopback, private, link-local or reserved"
-
-
-def address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Only globally routable unicast addresses receive notifications (no SSRF into our network)."""
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return bool(address.is_global) and not address.is_multicast
 
 
 def endpoint_allowed(url: str, allow_private: bool) -> str | None:

@@ -539,3 +539,13 @@ async def test_gateway_migrations_match_models_and_roll_back(make_settings: Call
         assert "jwks_uri" in columns
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "10.0.0.1", "169.254.169.254"])
+async def test_a_production_gateway_never_fetches_keys_from_our_own_network(host: str) -> None:
+    """A jwks_uri naming (or resolving to) a loopback, private or link-local address is refused
+    before any connection is made: no server-side request forgery through the token endpoint."""
+    from gateway.jwks_fetch import JwksUnavailable, fetch_jwks
+
+    with pytest.raises(JwksUnavailable, match="fetch refused"):
+        await fetch_jwks(f"https://{host}:8443/jwks.json", environment="production")
