@@ -4,7 +4,9 @@ Starts the bundled nats-server (unless CMH_NATS_URL names one) with a user per p
 provisions the event bus (shared/bus_access.py), applies every service's migrations
 (cmh/migrations.py), starts each service and the gateway as its own uvicorn process (`python -m
 cmh.cli serve NAME`, cmh/serving.py), waits until the gateway reports everything ready, and keeps
-them running: a child that dies is reported loudly and restarted with backoff. Ctrl-C or SIGTERM stops the children (gateway first, broker last).
+them running: a child that dies is reported loudly and restarted with backoff, the bundled
+nats-server too (on its own port and store, so every client reconnects to the same address and
+finds its stream and durables). Ctrl-C or SIGTERM stops the children (gateway first, broker last).
 Children live in their own process group, so only this supervisor decides their shutdown order,
 and they are told by the kernel to exit should the supervisor itself be killed.
 """
@@ -18,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -53,8 +56,9 @@ def _child_popen_options() -> dict[str, object]:
     return {"start_new_session": True}
 
 
-def say(message: str, stream: IO[str] = sys.stdout) -> None:
-    print(f"cmh | {message}", file=stream, flush=True)
+def say(message: str, stream: IO[str] | None = None) -> None:
+    # sys.stdout looked up per call, not bound at import (a test capturing output replaces it).
+    print(f"cmh | {message}", file=stream or sys.stdout, flush=True)
 
 
 @dataclass
@@ -111,6 +115,48 @@ class Child:
             return ""
 
 
+@dataclass
+class BrokerChild:
+    """The bundled nats-server (or one node of the bundled cluster), watched like every child: a
+    death is reported with its exit code and the server's last log lines, and it is started again
+    with the same backoff, on the same port with the same store and configuration, so the stream,
+    the durable consumers and the users are as they were and the services (nats-py reconnects
+    for ever, every half second: shared/broker.py) find it where they left it."""
+
+    name: str
+    server: EmbeddedNatsServer
+    started_at: float = 0.0
+    restarts: int = 0
+    next_start: float = 0.0
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def start(self, _env: dict[str, str] | None = None) -> None:
+        # The server's own start waits until it listens (tens of milliseconds).
+        self.server.start(**_child_popen_options())
+        self.started_at = time.monotonic()
+
+    def exited(self) -> int | None:
+        process = self.server.process
+        if process is None:
+            return -1  # a restart that did not listen in time (start() stopped it)
+        return process.poll()
+
+    def wait_or_kill(self, _deadline: float) -> None:
+        """Nothing to wait for: exited() has reaped it."""
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.server.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+Supervised = Child | BrokerChild
+
+
 @dataclass(frozen=True)
 class Topology:
     """How many processes of each service, and how many NATS nodes (`cmh run`: one of each;
@@ -138,7 +184,11 @@ class Supervisor:
         self.var_dir = settings.var_dir.resolve()
         self.stopping = False
         self.nats: EmbeddedNatsServer | NatsCluster | None = None
+        self.brokers: list[BrokerChild] = []  # the bundled nats-server's processes, watched too
         self.children: list[Child] = []
+        self.env: dict[str, str] = {}
+        # Made again after the bundled broker restarts (idempotent), None with an external NATS.
+        self._provision: Callable[[], Awaitable[int]] | None = None
         self.demo_lines: list[str] = []
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -181,13 +231,19 @@ class Supervisor:
             )
             self.nats.connect_options = {"user": ADMIN, "password": read_password(credentials, ADMIN)}
             self.nats.start(**_child_popen_options())
+            self.brokers = [
+                BrokerChild(f"nats-node-{index}", node, started_at=time.monotonic())
+                for index, node in enumerate(self.nats.nodes, start=1)
+            ]
             nats_url = self.nats.url
             env["CMH_STREAM_REPLICAS"] = str(min(3, self.topology.nats_nodes))
             bus_update["stream_replicas"] = min(3, self.topology.nats_nodes)
             say(f"NATS JetStream cluster of {self.topology.nats_nodes} nodes at {nats_url}")
         elif not nats_url:
             self.nats = EmbeddedNatsServer(self.var_dir / BUNDLED_BUS_DIR, config_file=config)
-            self.nats.start(**_child_popen_options())
+            broker = BrokerChild("nats-server", self.nats)
+            broker.start()
+            self.brokers = [broker]
             nats_url = self.nats.url
             say(
                 f"nats-server (bundled, JetStream, a user per process) at {nats_url}, store {self.nats.store_dir}"
@@ -200,6 +256,8 @@ class Supervisor:
             # Services may only bind to their durables: the admin makes the stream and all of them.
             durables = asyncio.run(provision_bus(bus_settings, plan))
             say(f"event bus provisioned: stream {bus_settings.stream_name}, {durables} durable consumers")
+            if self.brokers:
+                self._provision = lambda: provision_bus(bus_settings, plan)
         if self.topology.replicas > 1:
             # The gateway spreads requests over every replica of a service.
             for service in SERVICES:
@@ -256,7 +314,7 @@ class Supervisor:
         last = "no answer yet"
         with httpx.Client(timeout=2.0) as client:
             while not self.stopping:
-                for child in self.children:
+                for child in self._supervised():
                     code = child.exited()
                     if code is not None:
                         raise RuntimeError(
@@ -286,30 +344,57 @@ class Supervisor:
             say(f"  {line}")
         say("Press Ctrl-C to stop.")
 
+    def _supervised(self) -> list[Supervised]:
+        return [*self.brokers, *self.children]
+
     def _watch(self) -> None:
         while not self.stopping:
             now = time.monotonic()
-            for child in self.children:
-                code = child.exited()
-                if code is None:
-                    if child.restarts and now - child.started_at > STABLE_AFTER:
-                        child.restarts = 0
-                    continue
-                if child.next_start == 0.0:
-                    child.restarts += 1
-                    delay = min(RESTART_BACKOFF_MAX, 2 ** (child.restarts - 1))
-                    child.next_start = now + delay
-                    say(
-                        f"!!! {child.name} DIED (exit code {code}); restarting in {delay:.0f}s "
-                        f"(restart #{child.restarts}). Last log lines:\n{child.log_tail()}",
-                        sys.stderr,
-                    )
-                elif now >= child.next_start and not port_open("127.0.0.1", child.port):
-                    child.next_start = 0.0
-                    child.wait_or_kill(now)
-                    child.start(self.env)
-                    say(f"{child.name} restarted on port {child.port}")
+            for child in self._supervised():
+                self._tend(child, now)
             time.sleep(0.2)
+
+    def _tend(self, child: Supervised, now: float) -> None:
+        """One look at one child: note a death (loudly, once), restart it when its backoff is over."""
+        code = child.exited()
+        if code is None:
+            if child.restarts and now - child.started_at > STABLE_AFTER:
+                child.restarts = 0
+            return
+        if child.next_start == 0.0:
+            child.restarts += 1
+            delay = min(RESTART_BACKOFF_MAX, 2 ** (child.restarts - 1))
+            child.next_start = now + delay
+            say(
+                f"!!! {child.name} DIED (exit code {code}); restarting in {delay:.0f}s "
+                f"(restart #{child.restarts}). Last log lines:\n{child.log_tail()}",
+                sys.stderr,
+            )
+        elif now >= child.next_start and not port_open("127.0.0.1", child.port):
+            child.next_start = 0.0
+            child.wait_or_kill(now)
+            try:
+                child.start(self.env)
+            except Exception as exc:
+                # Still dead as far as exited() is concerned: the next try waits a longer backoff.
+                say(f"!!! {child.name} did not start again: {exc}", sys.stderr)
+                return
+            say(f"{child.name} restarted on port {child.port}")
+            if isinstance(child, BrokerChild):
+                self._reprovision(child)
+
+    def _reprovision(self, broker: BrokerChild) -> None:
+        """The store normally brings the stream and the durables back with the server; should it
+        have been lost with the process, the services (which may not make them on a closed bus)
+        would wait for ever. Provisioning is idempotent, so it is simply done again."""
+        if self._provision is None:
+            return
+        try:
+            durables = asyncio.run(self._provision())
+        except Exception as exc:
+            say(f"!!! event bus not provisioned after {broker.name} restarted: {exc!r}", sys.stderr)
+            return
+        say(f"event bus checked after {broker.name} restarted: {durables} durable consumers")
 
     def _stop_all(self) -> None:
         # Gateway first (no new work), then services, broker last (relays flush to it).

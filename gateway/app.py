@@ -47,16 +47,27 @@ async def _replica_state(client: httpx.AsyncClient, base: str) -> str:
         response = await client.get(f"{base}/ready", timeout=2.0)
     except httpx.HTTPError:
         return "unreachable"
-    return "ready" if response.status_code == 200 else "not_ready"
+    if response.status_code != 200:
+        return "not_ready"
+    try:
+        checks = response.json().get("checks", {})
+    except (ValueError, AttributeError):
+        checks = {}
+    # Ready, but something it leans on is away (NATS): it takes work, events wait in its outbox.
+    return "degraded" if any(value != "ok" for value in checks.values()) else "ready"
 
 
 async def _service_state(client: httpx.AsyncClient, settings: Settings, service: str) -> str:
-    """Ready when any replica is (the proxy skips the others)."""
+    """The best of its replicas (the proxy skips the ones that do not answer)."""
     states = await asyncio.gather(*(_replica_state(client, base) for base in settings.service_urls(service)))
-    for state in ("ready", "not_ready"):
+    for state in ("ready", "degraded", "not_ready"):
         if state in states:
             return state
     return "unreachable"
+
+
+# What may be reported without making the gateway unready: taking work, with something degraded.
+_SERVING = frozenset({"ready", "degraded"})
 
 
 def operational_router() -> APIRouter:
@@ -64,14 +75,19 @@ def operational_router() -> APIRouter:
 
     @router.get("/health")
     async def health() -> dict[str, str]:
+        """Liveness only: the process is up and its event loop answers."""
         return {"status": "alive", "service": "gateway"}
 
     @router.get("/ready")
     async def ready(request: Request, scope: Literal["suite", "self"] = "suite") -> Response:
-        """`scope=suite` (the default, what `cmh run` waits for): the gateway and every service.
-        `scope=self`: only what this gateway needs to serve (its database and NATS), which is what
-        an orchestrator's readiness probe should ask, so one service being down does not take the
-        whole API out of its load balancer."""
+        """`scope=self`, what an orchestrator's readiness probe asks: can this gateway serve? Its
+        database (clients, audit) and an active signing key (tokens) must be there. NATS is not
+        needed to serve (the audit consumer and the revocation snapshot catch up when it is back;
+        the gateway refuses revoked clients from its own database), so its loss is reported as
+        `degraded` and the answer stays 200. `scope=suite` (the default, what `cmh run` and
+        the compose file wait for) asks every service's `/ready` as well: a service unreachable
+        or answering 503 makes it 503; a service that is ready but degraded is reported, not fatal.
+        """
         if is_draining(request.app):
             return problem_response(
                 503, "Draining", "The gateway is shutting down.", type_=problem_type("draining")
@@ -83,20 +99,25 @@ def operational_router() -> APIRouter:
                 *(_service_state(state.upstream, state.settings, service) for service in SERVICES)
             )
             services = dict(zip(SERVICES, states, strict=True))
-        nats = "ready" if await state.broker.ready() else "unreachable"
+        nats = "ready" if await state.broker.ready() else "degraded"
         try:
             await asyncio.wait_for(state.db.ping(), timeout=2)
             database = "ready"
         except Exception:
             database = "unreachable"
-        body: dict[str, object] = {"nats": nats, "database": database}
+        try:
+            await asyncio.wait_for(state.key_manager.signing_key(), timeout=2)
+            keys = "ready"
+        except Exception:
+            keys = "unavailable"
+        body: dict[str, object] = {"nats": nats, "database": database, "keys": keys}
         if scope == "suite":
             body["services"] = services
-        if all(value == "ready" for value in (*services.values(), nats, database)):
+        if database == "ready" and keys == "ready" and set(services.values()) <= _SERVING:
             return JSONResponse({"status": "ready", **body})
         return problem_response(
             503,
-            "Suite not ready",
+            "Suite not ready" if scope == "suite" else "Gateway not ready",
             "A service or dependency is not ready.",
             type_=problem_type("not-ready"),
             **body,

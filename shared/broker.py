@@ -2,7 +2,10 @@
 
 A service must start, answer `/health` and keep accepting work while NATS is unreachable: the
 outbox holds events until the broker is back. So connecting is a background task that retries
-with backoff, and `ready()` reports whether JetStream is usable right now.
+with backoff, and `ready()` reports whether JetStream is usable right now (`/ready` reports it as
+degraded, never as unready: shared/service.py). nats-py reconnects by itself, for ever, every
+half second; whoever backs off while the broker is away (the outbox relay, the consumers) waits on
+`next_reconnect()` too, so work resumes the moment NATS is back rather than when the backoff ends.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import NotFoundError
 
 from shared.bus_access import ADMIN, inbox_prefix, read_password
+from shared.metrics import BROKER_CONNECTED
 from shared.settings import Settings
 
 log = logging.getLogger("cmh.broker")
@@ -119,12 +123,15 @@ class Broker:
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.connected = asyncio.Event()
+        # Set (and replaced by a fresh one) each time the connection is made or made again.
+        self._back = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     def start(self) -> None:
         """Connect in the background; callers wait on `connected` when they need JetStream."""
         if self._task is None:
+            BROKER_CONNECTED.labels(self.identity).set(0)  # a process that never connects is seen too
             self._task = asyncio.create_task(self._connect_until_done(), name=f"broker-{self.identity}")
 
     async def _connect_until_done(self) -> None:
@@ -151,6 +158,7 @@ class Broker:
                     await ensure_stream(js, self.settings)
                 self.nc, self.js = nc, js
                 self.connected.set()
+                self._announce_back()
                 log.info("connected to NATS", extra={"attempt": attempt})
                 return
             except Exception as exc:
@@ -169,6 +177,7 @@ class Broker:
 
     async def _on_disconnected(self) -> None:
         if not self._closing:
+            BROKER_CONNECTED.labels(self.identity).set(0)
             log.warning("disconnected from NATS")
 
     async def _on_reconnected(self) -> None:
@@ -178,6 +187,26 @@ class Broker:
         if self.js is not None and not self.settings.bus_closed:
             with contextlib.suppress(Exception):
                 await ensure_stream(self.js, self.settings)
+        self._announce_back()
+
+    def _announce_back(self) -> None:
+        BROKER_CONNECTED.labels(self.identity).set(1)
+        back, self._back = self._back, asyncio.Event()
+        back.set()
+
+    def next_reconnect(self) -> asyncio.Event:
+        """An event set the next time the connection is (re)established. Take it before trying
+        the broker, then wait on it while backing off: a reconnect in between is not missed."""
+        return self._back
+
+    async def pause(self, delay: float, back: asyncio.Event) -> bool:
+        """Back off for `delay` seconds, or until `back` (from `next_reconnect()`) is set; True
+        when NATS came back (the caller's backoff starts over: the outage is over)."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await back.wait()
+        return back.is_set()
 
     def is_connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected

@@ -185,6 +185,7 @@ class EventConsumer(BackgroundWorker):
     async def run(self) -> None:
         failures = 0
         while not self.stopping:
+            back = self.broker.next_reconnect()  # before the attempt, as the outbox relay does
             try:
                 js = await self.broker.wait_connected()
                 if self.settings.bus_closed:
@@ -224,7 +225,8 @@ class EventConsumer(BackgroundWorker):
                         "retry_in": round(delay, 2),
                     },
                 )
-                await asyncio.sleep(delay)
+                if await self.broker.pause(delay, back):
+                    failures = 0  # NATS is back: consume again now, not when the backoff ends
 
     def _check(self, event: CloudEvent) -> None:
         """The event's payload against its contract and the model(s) the handler reads."""

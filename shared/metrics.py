@@ -27,6 +27,9 @@ OUTBOX_PUBLISHED = Counter("cmh_outbox_published_total", "Events published by th
 OUTBOX_PUBLISH_FAILURES = Counter(
     "cmh_outbox_publish_failures_total", "Event publishes not acknowledged by JetStream", ["service"]
 )
+# 0 while a process has lost NATS: /ready stays 200 then (the outbox buffers), so this is what
+# an alert watches (deploy/README.md, Probes).
+BROKER_CONNECTED = Gauge("cmh_broker_connected", "1 while connected to NATS, 0 while not", ["service"])
 OUTBOX_BACKLOG = Gauge("cmh_outbox_backlog", "Events committed but not yet published", ["service"])
 EVENTS_CONSUMED = Counter(
     "cmh_events_consumed_total",

@@ -4,7 +4,8 @@
 if the state change that produced it commits. The relay publishes pending rows in commit order with
 `Nats-Msg-Id` = event id (JetStream drops a re-publish inside its duplicate window; the consumers'
 inbox drops anything later). It is woken as soon as a session that added events commits, polls as
-a fallback for rows committed by other processes, and backs off while NATS is unreachable. On
+a fallback for rows committed by other processes, and backs off while NATS is unreachable until
+the broker reconnects (`Broker.next_reconnect`), which ends the backoff at once. On
 PostgreSQL rows are claimed with `FOR UPDATE SKIP LOCKED`, so every replica can run a relay.
 """
 
@@ -91,6 +92,8 @@ class OutboxRelay(BackgroundWorker):
         await self.broker.connected.wait()
         failures = 0
         while not self.stopping:
+            # Taken before the attempt: a reconnect while it fails still ends the backoff below.
+            back = self.broker.next_reconnect()
             try:
                 self.wake.clear()
                 with self.busy():  # database work: a stop lets it end rather than cut it
@@ -115,7 +118,11 @@ class OutboxRelay(BackgroundWorker):
                     "outbox relay paused",
                     extra={"service": self.service, "error": type(exc).__name__, "retry_in": round(delay, 2)},
                 )
-                await asyncio.sleep(delay)
+                # Not woken by commits (each would be one more failed try while NATS is away), only
+                # by NATS coming back: then at once, and the backoff starts over, so a JetStream
+                # still recovering its stream is tried again within a fraction of a second.
+                if await self.broker.pause(delay, back):
+                    failures = 0
 
     async def flush(self, within: float) -> int:
         """Shutting down: publish what is still pending (committed by requests that finished while

@@ -235,8 +235,9 @@ def container(name: str, port: int) -> dict[str, Any]:
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
-        # /ready checks the database and NATS (2 s each). The gateway's asks only about itself:
-        # one service being down must not take the whole API out of the load balancer.
+        # /ready: can this pod take work (its database; NATS away is only "degraded", or a broker
+        # outage would take every pod out). The gateway's asks only about itself: one service
+        # being down must not take the whole API out of the load balancer (deploy/README.md).
         "readinessProbe": {
             **http_get("/ready?scope=self" if name == "gateway" else "/ready"),
             "periodSeconds": 5,

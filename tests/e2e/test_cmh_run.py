@@ -1,6 +1,6 @@
 """`cmh run` (what `make run` calls) on a fresh var directory: the bundled nats-server, SQLite,
-every service and the gateway ready within 60 s; a child that dies is restarted; Ctrl-C leaves no
-process behind."""
+every service and the gateway ready within 60 s; a child that dies is restarted, the nats-server
+too; Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
@@ -106,12 +106,20 @@ def suite(tmp_path: Path) -> Iterator[RunningSuite]:
             os.kill(pid, signal.SIGKILL)
 
 
-def wait_ready(client: httpx.Client, timeout: float = 30) -> httpx.Response:
+def wait_ready(
+    client: httpx.Client, timeout: float = 30, *, nothing_degraded: bool = False
+) -> httpx.Response:
+    """Until the gateway's /ready is 200 (and, asked for, every process reports NATS ok: a
+    broker outage leaves them ready, only degraded)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             response = client.get("/ready")
-            if response.status_code == 200:
+            body = response.json() if response.status_code == 200 else {}
+            if body and (
+                not nothing_degraded
+                or (body["nats"] == "ready" and set(body["services"].values()) == {"ready"})
+            ):
                 return response
         except httpx.HTTPError:
             pass
@@ -161,6 +169,20 @@ def test_cmh_run_starts_everything_restarts_the_dead_and_stops_cleanly(suite: Ru
         suite.wait_for_line("triage DIED", timeout=15)
         suite.wait_for_line("triage restarted", timeout=30)
         assert wait_ready(client).json()["services"]["triage"] == "ready"
+
+        # The bundled broker too (issue 21): reported, restarted on its port and store, the bus
+        # checked, and every process connected to it again by itself.
+        broker = [
+            pid
+            for pid in processes_with_env(suite.marker)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")[0].endswith(b"nats-server")
+        ]
+        assert len(broker) == 1
+        os.kill(broker[0], signal.SIGKILL)
+        suite.wait_for_line("nats-server DIED (exit code -9)", timeout=15)
+        suite.wait_for_line("nats-server restarted on port", timeout=30)
+        suite.wait_for_line("event bus checked after nats-server restarted", timeout=30)
+        wait_ready(client, nothing_degraded=True)
 
     assert processes_with_env(suite.marker), "the suite's processes are running"
     assert suite.stop(signal.SIGINT) == 0

@@ -1,6 +1,7 @@
 """The gateway as a reverse proxy (issue 2, must-show 3): request id and trace propagation,
 streaming both ways, one merged OpenAPI over every service, 502/504 problem+json for a service that
-is stopped or slow, and readiness that names what is not ready."""
+is stopped or slow, and readiness that names what is not ready (and what is only degraded: a broker
+outage leaves every process ready)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from services.notify.app import create_app as create_notify
 from services.registry.app import create_app as create_registry
 from services.reporting.app import create_app as create_reporting
 from services.triage.app import create_app as create_triage
-from shared.nats_server import free_port
+from shared.nats_server import EmbeddedNatsServer, free_port
 from shared.settings import SERVICES, Settings
-from tests.support import eventually, serve
+from tests.support import eventually, published, serve
+from tests.triage.support import GP, referral
 
 REAL_SERVICES = {
     "triage": create_triage,
@@ -139,7 +141,7 @@ async def start_gateway(
         urls[f"{service}_url"] = f"http://127.0.0.1:{port}"
     settings = make_settings(**{**urls, **overrides})
     await migrate_all(settings, ("gateway",))
-    gateway_port = free_port()
+    gateway_port = overrides.get("gateway_port") or free_port()  # given: services fetch its JWKS
     await running.start(create_gateway(settings), gateway_port)
     return (
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway_port}", timeout=30),
@@ -296,6 +298,81 @@ async def test_real_services_are_merged_and_ready(
         document = (await client.get("/openapi.json")).json()
         assert {tag["name"] for tag in document["tags"]} >= set(SERVICES)
         assert "x-cmh-unavailable" not in document
+
+
+async def test_a_broker_outage_leaves_the_suite_ready_and_taking_referrals(
+    running: Running, make_settings: Callable[..., Settings], nats_server: EmbeddedNatsServer
+) -> None:
+    """Issue 21, item 3: NATS stopped under the whole suite. Every process stays ready (a load
+    balancer keeps them all) and says NATS is degraded, the gateway's own readiness and the
+    suite's alike; a referral is accepted through the gateway, and once NATS is back everything
+    reports it ok and the referral's event reaches the stream from the outbox."""
+    gateway_port = free_port()
+    settings = make_settings(jwks_url=f"http://127.0.0.1:{gateway_port}/.well-known/jwks.json")
+    await migrate_all(settings)
+    apps = {name: factory(settings) for name, factory in REAL_SERVICES.items()}
+    client, settings, _ = await start_gateway(running, make_settings, apps, gateway_port=gateway_port)
+    ehr = await partner_token(settings)
+    async with client:
+        await eventually(lambda: _suite_says(client, nats="ready", services="ready"), timeout=30)
+
+        nats_server.stop()
+        suite = await eventually(
+            lambda: _suite_says(client, nats="degraded", services="degraded"), timeout=30
+        )
+        assert suite.status_code == 200 and suite.json()["status"] == "ready"
+        assert suite.json()["database"] == "ready" and suite.json()["keys"] == "ready"
+        own = await client.get("/ready", params={"scope": "self"})
+        assert own.status_code == 200 and own.json()["nats"] == "degraded"
+        async with httpx.AsyncClient(timeout=5) as direct:
+            triage = await direct.get(f"{settings.triage_url}/ready")
+        assert triage.status_code == 200
+        assert triage.json()["checks"] == {"database": "ok", "nats": "degraded"}
+        assert (await client.get("/health")).status_code == 200  # liveness never asks about NATS
+
+        submitted = await client.post(
+            "/triage/referrals", json=referral(), headers={**ehr, "Idempotency-Key": "during-the-outage"}
+        )
+        assert submitted.status_code == 201, submitted.text
+        referral_id = submitted.json()["id"]
+
+        nats_server.start()
+        await eventually(lambda: _suite_says(client, nats="ready", services="ready"), timeout=30)
+
+        async def received() -> bool:
+            events = await published(settings, "cmh.triage.referral.received")
+            return any(event["data"]["referral_id"] == referral_id for event in events)
+
+        assert await eventually(received, timeout=15)
+
+
+async def _suite_says(client: httpx.AsyncClient, *, nats: str, services: str) -> httpx.Response | None:
+    """The gateway's /ready when it reports `nats` for itself and `services` for every service."""
+    response = await client.get("/ready")
+    body = response.json()
+    if body.get("nats") == nats and set(body.get("services", {}).values()) == {services}:
+        return response
+    return None
+
+
+async def partner_token(settings: Settings) -> dict[str, str]:
+    from gateway.admin import mint_token
+    from gateway.clients import add_client
+    from shared.db import Database
+
+    db = Database(settings.database_url_for("gateway"))
+    async with db.transaction() as session:
+        await add_client(
+            session,
+            client_id="gp-ehr",
+            name="GP EHR",
+            organisation=GP,
+            organisation_system="ods",
+            kind="partner_ehr",
+            scopes="referral:submit referral:read",
+        )
+    await db.dispose()
+    return {"Authorization": f"Bearer {await mint_token(settings, 'gp-ehr')}"}
 
 
 async def test_stopped_service_gives_502_and_slow_one_504(

@@ -112,7 +112,9 @@ class _HeldPass(OutboxRelay):
     """A relay whose pass holds a write transaction until released, noting whether it was cut."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
-        broker: Any = SimpleNamespace(connected=asyncio.Event(), is_connected=lambda: False)
+        broker: Any = SimpleNamespace(
+            connected=asyncio.Event(), is_connected=lambda: False, next_reconnect=asyncio.Event
+        )
         broker.connected.set()
         super().__init__(db, broker, settings, "test")
         self.entered = asyncio.Event()

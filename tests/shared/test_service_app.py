@@ -1,16 +1,21 @@
-"""The service app factory: problem+json errors, request context, health, readiness, metrics,
-and an outbox relay woken by the commit itself."""
+"""The service app factory: problem+json errors, request context, health, readiness (still ready,
+NATS degraded, while the broker is away), metrics, and an outbox relay woken by the commit itself
+and by the broker coming back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field
 
 from cmh.migrations import migrate
@@ -23,7 +28,7 @@ from shared.nats_server import EmbeddedNatsServer, free_port
 from shared.outbox import add_event
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
-from tests.support import eventually
+from tests.support import eventually, published
 
 NHS_NUMBER = "9434765919"
 
@@ -85,13 +90,19 @@ async def test_health_ready_and_metrics(settings: Settings, nats_server: Embedde
         assert (await client.get("/health")).json()["status"] == "alive"
         ready = await eventually(lambda: _ready(client))
         assert ready.json()["checks"] == {"database": "ok", "nats": "ok"}
+        assert _broker_connected("triage") == 1.0
 
+        # The broker away: still ready (the outbox buffers), NATS reported degraded, and the
+        # gauge an alert watches says so; /health is liveness and never asks.
         nats_server.stop()
-        not_ready = await eventually(lambda: _not_ready(client))
-        assert not_ready.headers["content-type"] == "application/problem+json"
-        assert not_ready.json()["checks"] == {"database": "ok", "nats": "unavailable"}
+        degraded = await eventually(lambda: _checks(client, nats="degraded"))
+        assert degraded.status_code == 200 and degraded.json()["status"] == "ready"
+        assert degraded.json()["checks"] == {"database": "ok", "nats": "degraded"}
+        assert _broker_connected("triage") == 0.0
+        assert (await client.get("/health")).status_code == 200
         nats_server.start()
-        await eventually(lambda: _ready(client), timeout=30)
+        await eventually(lambda: _checks(client, nats="ok"), timeout=30)
+        assert _broker_connected("triage") == 1.0
 
         assert (await client.get("/metrics")).status_code == 404  # not on the API port (issue 18)
         assert (
@@ -157,14 +168,60 @@ async def test_commit_wakes_the_relay_without_waiting_for_the_poll(settings: Set
         await watcher.close()
 
 
+async def test_the_relay_resumes_when_nats_is_back_not_when_its_backoff_ends(
+    make_settings: Callable[..., Settings], nats_server: EmbeddedNatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NATS stopped, an event committed: the relay fails and backs off longer each time. Once one
+    pause is long (3 s or more), NATS is started again on the same port; the event is on the
+    stream before that pause would have ended, within a couple of seconds of the broker being
+    back: the reconnect ended the backoff (issue 21: it used to sleep up to 15 s more)."""
+    settings = make_settings(outbox_poll_seconds=60, broker_backoff_max_seconds=15)
+    await migrate(
+        "triage", settings.database_url_for("triage"), schema=settings.database_schema_for("triage")
+    )
+    caplog.set_level(logging.WARNING, logger="cmh.outbox")
+    async with running(probe_app(settings)) as client:
+        await eventually(lambda: _checks(client, nats="ok"))
+        nats_server.stop()
+        await eventually(lambda: _checks(client, nats="degraded"))
+        event_id = (await client.post("/triage/probe/events")).json()["event_id"]  # 200: accepted
+
+        def long_pause() -> logging.LogRecord | None:
+            pauses = [r for r in caplog.records if r.getMessage() == "outbox relay paused"]
+            return next((r for r in pauses if getattr(r, "retry_in", 0) >= 3), None)
+
+        pause = await eventually(long_pause, timeout=20)
+        backoff_ends = pause.created + pause.retry_in  # type: ignore[attr-defined]
+        nats_server.start()
+        back_at = time.time()
+        message = await eventually(lambda: _on_stream(settings, event_id), timeout=15, interval=0.1)
+        arrived = time.time()
+    assert message["id"] == event_id
+    assert arrived < backoff_ends, f"arrived {arrived - backoff_ends:.1f}s after the backoff would have ended"
+    assert arrived - back_at < 3, f"{arrived - back_at:.1f}s after NATS was back"
+
+
+async def _on_stream(settings: Settings, event_id: str) -> dict[str, Any] | None:
+    with contextlib.suppress(Exception):  # NATS may still be recovering its stream
+        for message in await published(settings, "cmh.triage.referral.received"):
+            if message["id"] == event_id:
+                return message
+    return None
+
+
+async def _checks(client: httpx.AsyncClient, **expected: str) -> httpx.Response | None:
+    response = await client.get("/ready")
+    checks = response.json().get("checks", {})
+    return response if all(checks.get(name) == value for name, value in expected.items()) else None
+
+
+def _broker_connected(service: str) -> float | None:
+    return REGISTRY.get_sample_value("cmh_broker_connected", {"service": service})
+
+
 async def _ready(client: httpx.AsyncClient) -> httpx.Response | None:
     response = await client.get("/ready")
     return response if response.status_code == 200 else None
-
-
-async def _not_ready(client: httpx.AsyncClient) -> httpx.Response | None:
-    response = await client.get("/ready")
-    return response if response.status_code == 503 else None
 
 
 def test_metrics_have_a_port_of_their_own() -> None:
