@@ -113,6 +113,15 @@ def cmd_bus_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from cmh.reconcile import run
+    from shared.broker import beside_the_suite
+
+    return run(
+        beside_the_suite(get_settings()), hours=args.hours, repair=args.repair, processes=args.process or None
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmh", description="CMH Suite command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--dir", type=Path, required=True, metavar="DIR")
     prepare.set_defaults(func=cmd_bus_prepare)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare every outbox and consumer inbox with the event stream; report (exit 1) or "
+        "--repair what is missing (event ids only)",
+    )
+    reconcile.add_argument("--hours", type=float, default=24.0, help="how far back to look (default 24)")
+    reconcile.add_argument("--process", action="append", choices=PROCESSES, help="only these processes")
+    reconcile.add_argument("--repair", action="store_true", help="publish each missing event again")
+    reconcile.set_defaults(func=cmd_reconcile)
 
     # The gateway owns clients, keys and tokens; its commands are registered by it.
     from gateway.admin import register

@@ -104,8 +104,13 @@ class EmbeddedNatsServer:
         routes: list[str] | None = None,
         cluster_name: str = "cmh",
         config_file: Path | None = None,
+        sync_always: bool = True,
     ) -> None:
         self.store_dir = Path(store_dir)
+        # Every JetStream write reaches the disk before it is acknowledged (`sync_interval: always`),
+        # so an event the outbox marked published survives power loss or an OS crash. The default,
+        # a sync every two minutes, loses up to that much of what was acknowledged.
+        self.sync_always = sync_always
         # Users and permissions (shared/bus_access.py) when the bus is closed.
         self.config_file = config_file
         self.host = host
@@ -121,10 +126,30 @@ class EmbeddedNatsServer:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def server_config_file(self) -> Path:
+        """The configuration the server is started with (written by `write_server_config`)."""
+        return self.store_dir / "server.conf"
+
+    def server_config(self) -> str:
+        """The JetStream block (nats-server has no command-line flag for the sync interval) and
+        the users, included from `config_file`: nats-server resolves an include relative to the
+        including file, so the path is made relative to it."""
+        lines = ["jetstream {", *(["  sync_interval: always"] if self.sync_always else []), "}"]
+        if self.config_file is not None:
+            relative = os.path.relpath(Path(self.config_file).resolve(), self.store_dir.resolve())
+            lines.append(f'include "{relative}"')
+        return "\n".join(lines) + "\n"
+
+    def write_server_config(self) -> Path:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.server_config_file.write_text(self.server_config())
+        return self.server_config_file
+
     def command(self) -> list[str]:
         return [
             find_nats_server(),
-            *(["--config", str(self.config_file)] if self.config_file else []),
+            "--config", str(self.server_config_file),
             "--addr", self.host,
             "--port", str(self.port),
             "--jetstream",
@@ -141,7 +166,7 @@ class EmbeddedNatsServer:
         ]  # fmt: skip
 
     def start(self, timeout: float = 15.0, **popen: Any) -> None:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.write_server_config()
         self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
             self.command(),
             stdin=subprocess.DEVNULL,
@@ -204,6 +229,9 @@ class NatsCluster:
                 cluster_port=cluster_ports[index],
                 routes=[route for other, route in enumerate(routes) if other != index],
                 config_file=config_file,
+                # A write is acknowledged once a quorum of nodes holds it: replication, not each
+                # node's fsync, is what makes it survive the loss of one machine (README, Durability).
+                sync_always=False,
             )
             for index in range(size)
         ]
