@@ -340,6 +340,26 @@ def markdown(report: dict[str, Any], source: Path, svgs: list[Path]) -> str:
         ]
     else:
         out += [f"*not measured: {reporting.get('error', 'missing')}*", ""]
+    durability = results.get("durability", {})
+    out += ["## Durability cost", ""]
+    if "before" in durability and "after" in durability:
+        before, after = durability["before"], durability["after"]
+        out += [
+            "Intake in process (bench/triage_intake.py --durability, SQLite, one referral at a time), "
+            "without and with the durability defaults (issue 21 §1):",
+            "",
+            "| Settings | referrals/s | p50 ms | p99 ms | outbox drained after (s) |",
+            "|---|---|---|---|---|",
+            *(
+                f"| SQLite synchronous={row['sqlite_synchronous']}, JetStream sync always: "
+                f"{'yes' if row['jetstream_sync_always'] else 'no'} | {_fmt(row['intake_per_second'])} | "
+                f"{_fmt(row['p50_ms'])} | {_fmt(row['p99_ms'])} | {_fmt(row['outbox_drained_after_s'])} |"
+                for row in (before, after)
+            ),
+            "",
+        ]
+    else:
+        out += [f"*not measured: {durability.get('error', 'missing')}*", ""]
     failed = [name for name, value in results.items() if isinstance(value, dict) and "error" in value]
     missed = [row["figure"] for row in report.get("summary", []) if row.get("met") is False]
     out += [

@@ -351,6 +351,18 @@ class Run:
             )
         return {"insert_sweep": sweep, "insert_saturation": saturation, "select1_at_50": ping}
 
+    async def durability(self) -> dict[str, Any]:
+        """What durability costs: intake in process with SQLite synchronous=NORMAL and JetStream's
+        default sync, then with the defaults (FULL, sync_interval: always), in its own process
+        (bench/triage_intake.py --durability)."""
+        referrals = "200" if self.args.quick else "1000"
+        answer = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bench.triage_intake", "--durability", "--referrals", referrals],
+            cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800,
+        )  # fmt: skip
+        return dict(json.loads(answer.stdout))
+
     async def intake(self) -> dict[str, Any]:
         token = self.tok["demo-partner-ehr"]
         await self.settle(GATEWAY, "/triage/referrals", token)  # an earlier stage's backlog
@@ -662,6 +674,7 @@ async def stages(run: Run) -> None:
         ("crisis_stream", run.crisis),
         ("event_lag", run.event_lag),
         ("intake", run.intake),
+        ("durability", run.durability),
     ]
     for name, work in plan:
         if wanted is None or name in wanted:

@@ -22,6 +22,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# FULL: see _configure_sqlite. Only `bench.triage_intake --durability` sets NORMAL, to measure
+# what durability costs; nothing else may.
+SQLITE_SYNCHRONOUS = "FULL"
 # Without a setting (the command-line tools, migrations): SQLite's wait for a lock.
 DEFAULT_BUSY_TIMEOUT_SECONDS = 15.0
 # PostgreSQL conditions that end as soon as the other work does: a lock not granted in time, a
@@ -83,7 +86,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         # FULL: a commit is on disk before it is acknowledged (NORMAL, under WAL, can lose the
         # last commits on power loss or an OS crash: an answered 201 gone).
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
