@@ -73,7 +73,10 @@ def database_busy(exc: BaseException) -> bool:
     return False
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
+_SYNCHRONOUS_PRAGMAS = {"FULL": "PRAGMA synchronous=FULL", "NORMAL": "PRAGMA synchronous=NORMAL"}
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so that every transaction can start with
@@ -83,10 +86,9 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         # FULL: a commit is on disk before it is acknowledged (NORMAL, under WAL, can lose the
         # last commits on power loss or an OS crash: an answered 201 gone).
-        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        cursor.execute(_SYNCHRONOUS_PRAGMAS[SQLITE_SYNCHRONOUS])
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -105,8 +107,11 @@ def create_engine(
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed)
-        _configure_sqlite(engine, busy_timeout or DEFAULT_BUSY_TIMEOUT_SECONDS)
+        # The driver's timeout is SQLite's busy handler: how long a statement waits for a lock.
+        engine = create_async_engine(
+            parsed, connect_args={"timeout": busy_timeout or DEFAULT_BUSY_TIMEOUT_SECONDS}
+        )
+        _configure_sqlite(engine)
         return engine
     server_settings: dict[str, str] = {}
     if schema:

@@ -83,7 +83,9 @@ def invalid(
         extensions["expression"] = expression
     if outcome_code:
         extensions["outcome_code"] = outcome_code
-    return Problem(status, "Invalid FHIR request", diagnostics, type_slug="fhir-invalid", **extensions)
+    return Problem(
+        status, "Invalid FHIR request", diagnostics, type_slug="fhir-invalid", **dict[str, Any](extensions)
+    )
 
 
 def not_found(resource_type: str, resource_id: str) -> Problem:

@@ -116,11 +116,13 @@ def shape_resource(resource: dict[str, Any], shape: ResultShape) -> dict[str, An
         kept = {name: value for name, value in resource.items() if name != "text"}
     else:
         if shape.elements is not None:
-            wanted = shape.elements | facts["mandatory"] | {"modifierExtension"}
+            wanted = shape.elements | facts["mandatory"]
         elif shape.summary == "text":
             wanted = facts["mandatory"] | {"text"}
         else:  # true
             wanted = facts["summary"] | facts["mandatory"]
+        # A modifier changes what the rest means: a part without it could be read wrongly.
+        wanted |= {"modifierExtension"}
         wanted |= {f"_{name}" for name in wanted}  # a primitive's own extensions go with it
         kept = {name: value for name, value in resource.items() if name in _ALWAYS or name in wanted}
     meta = {key: value for key, value in dict(kept.get("meta") or {}).items() if key != "profile"}

@@ -1,4 +1,4 @@
-"""FHIR's result parameters and the unknown-parameter rule as pure functions (shared/fhir_results):
+"""FHIR's result parameters and the unknown-parameter rule as pure functions (shared/fhir_results.py):
 the element facts are current, a subset is marked and keeps what FHIR says must stay, a value
 FHIR does not define is refused by name, and `_summary=count` / `_total=none` shape a Bundle."""
 
@@ -68,7 +68,16 @@ def test_summary_true_keeps_summary_and_mandatory_elements_marked_without_profil
 
 def test_summary_text_and_data() -> None:
     text = shape_resource(SERVICE_REQUEST, result_shape([("_summary", "text")], "ServiceRequest"))
-    assert set(text) == {"resourceType", "id", "meta", "text", "status", "intent", "subject"}
+    assert set(text) == {
+        "resourceType",
+        "id",
+        "meta",
+        "text",
+        "status",
+        "intent",
+        "subject",
+        "modifierExtension",
+    }
     data = shape_resource(SERVICE_REQUEST, result_shape([("_summary", "data")], "ServiceRequest"))
     assert "text" not in data and data["note"] == SERVICE_REQUEST["note"]
     whole = shape_resource(SERVICE_REQUEST, result_shape([("_summary", "false")], "ServiceRequest"))
