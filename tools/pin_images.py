@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="write the pins in place")
     args = parser.parse_args(argv)
     for path, pattern in PINNED:
-        text, pinned = pin(path.read_text(), pattern, registry_digest)
+        try:
+            text, pinned = pin(path.read_text(), pattern, registry_digest)
+        except (OSError, subprocess.SubprocessError, RuntimeError) as error:
+            detail = getattr(error, "stderr", None) or error
+            print(f"pin_images: cannot read a digest (Docker with buildx, and the registry): {detail}")
+            return 1
         for reference in pinned:
             print(f"{path.relative_to(ROOT)}: {reference}")
         if args.write:
