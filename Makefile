@@ -7,14 +7,18 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every dependency at an exact version (runtime and the `test` extra), and the runtime part alone
+# (what deploy/Dockerfile builds with): `make lock` (deploy/README.md, "Reproducible builds").
+LOCK := requirements/lock.txt
+RUNTIME_LOCK := requirements/runtime.txt
 
-.PHONY: run test test-unit lint format install clean soak bench safety reference
+.PHONY: run test test-unit lint format install clean soak bench safety reference lock pin-image
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (none found on PATH)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -67,3 +71,29 @@ soak: $(STAMP)
 # bench/results/<date>.json and docs/benchmarks.md. BENCH_ARGS=--quick for a ~10 minute run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The lock files, from pyproject.toml by uv (pinned below, in its own venv: never in .venv), for
+# CI's Python (3.11) on every platform (--universal: markers, not one machine's wheels). Versions
+# already in the lock are kept; LOCK_ARGS=--upgrade moves everything to the newest allowed,
+# LOCK_ARGS='--upgrade-package fastapi' one package. Then `make install` and `make test`, and commit.
+UV_VERSION := 0.13.9
+TOOLS := .toolvenv
+UV := $(TOOLS)/bin/uv
+UV_COMPILE := $(UV) pip compile pyproject.toml --universal --python-version 3.11 \
+	--custom-compile-command "make lock" --quiet
+
+$(TOOLS)/.uv-$(UV_VERSION):
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (none found on PATH)"; exit 1; }
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	@touch $@
+
+lock: $(TOOLS)/.uv-$(UV_VERSION)
+	$(UV_COMPILE) --extra test $(LOCK_ARGS) -o $(LOCK)
+	$(UV_COMPILE) -c $(LOCK) -o $(RUNTIME_LOCK)
+
+# The base image by digest: resolves deploy/Dockerfile's python tag (and compose's nats and postgres
+# tags) on the registry and writes `tag@sha256:...` in place. Needs Docker with buildx and the
+# registry; commit the result.
+pin-image:
+	$(PYTHON) -m tools.pin_images --write

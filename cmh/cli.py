@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from shared.settings import DATABASE_OWNERS, PROCESSES, get_settings
@@ -124,6 +125,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmh", description="CMH Suite command line")
+    # The installed distribution's version (pyproject.toml's [project] version): `cmh-suite 0.1.0`.
+    parser.add_argument("--version", action="version", version=f"cmh-suite {version('cmh-suite')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="start the whole suite (bundled NATS, SQLite under var/)")

@@ -93,7 +93,7 @@ def test_three_jetstream_servers_routed_to_each_other() -> None:
     cluster_names = set()
     for node in NATS_NODES:
         service = SERVICES_[node]
-        assert service["image"].startswith("nats:2.10")
+        assert service["image"].startswith("nats:2.")  # the minor version: test_versions.py
         options = flags(service["command"])
         assert options["server_name"] == node
         assert "jetstream" in options
@@ -111,7 +111,7 @@ def test_three_jetstream_servers_routed_to_each_other() -> None:
 
 def test_postgres_has_a_volume_and_a_health_check() -> None:
     postgres = SERVICES_["postgres"]
-    assert postgres["image"] == "postgres:15"
+    assert postgres["image"].startswith("postgres:15")  # CI's (test_versions.py), a digest at most
     assert postgres["healthcheck"]["test"][0] == "CMD-SHELL"
     assert postgres["healthcheck"]["test"][1].startswith("pg_isready")
     assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
@@ -139,7 +139,7 @@ def test_migrate_runs_once_before_every_process() -> None:
         assert depends_on["migrate"] == {"condition": "service_completed_successfully"}
         assert depends_on[BUS_JOB] == {"condition": "service_completed_successfully"}
         for node in NATS_NODES:
-            assert depends_on[node] == {"condition": "service_started"}  # no shell in nats:2.10
+            assert depends_on[node] == {"condition": "service_started"}  # no shell in the nats image
 
 
 @pytest.mark.parametrize("name", sorted(PROCESSES))

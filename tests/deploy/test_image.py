@@ -1,7 +1,8 @@
 """deploy/Dockerfile and its build-context filter, read as text (no Docker here): two stages on
-python:3.12-slim, the package installed from the first stage's wheels without the test extra, a
-numeric non-root user, no HEALTHCHECK, `cmh` as the entrypoint, and a context holding the package
-sources and nothing else (no .venv, var/, tests, .git or secrets).
+python:3.11-slim (pinned by digest once `make pin-image` has run; the version: test_versions.py),
+the package installed from the first stage's wheels without the test extra, a numeric non-root
+user, no HEALTHCHECK, `cmh` as the entrypoint, and a context holding the package sources and the
+runtime lock and nothing else (no .venv, var/, tests, .git or secrets).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def ignored(path: str) -> bool:
 def test_two_stages_on_python_slim() -> None:
     steps = instructions()
     default_image = next(args for name, args in steps if name == "ARG" and args.startswith("PYTHON_IMAGE="))
-    assert default_image == "PYTHON_IMAGE=python:3.12-slim"
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.\d+-slim(@sha256:[0-9a-f]{64})?", default_image)
     stages = [args for name, args in steps if name == "FROM"]
     assert stages == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
 
@@ -82,7 +83,7 @@ def test_two_stages_on_python_slim() -> None:
 def test_the_package_is_installed_from_the_built_wheel_without_test_extras() -> None:
     text = DOCKERFILE.read_text()
     runs = [args for name, args in instructions() if name == "RUN"]
-    assert any(run.startswith("pip wheel --wheel-dir /wheels .") for run in runs)
+    assert any(run.startswith("pip wheel --wheel-dir /wheels -c requirements/runtime.txt .") for run in runs)
     install = next(run for run in runs if "pip install" in run)
     assert "--mount=type=bind,from=build,source=/wheels,target=/wheels" in install
     assert "--no-index --find-links=/wheels cmh-suite" in install
@@ -124,10 +125,13 @@ def test_environment_is_settings_and_ports_are_the_processes() -> None:
 def test_the_build_context_holds_the_package_sources_only() -> None:
     copies = [args.split()[:-1] for name, args in instructions() if name == "COPY"]
     sources = [source for words in copies for source in words]
-    assert sources == ["pyproject.toml", "README.md", "cmh", "shared", "gateway", "services"]
+    assert sources == [
+        "pyproject.toml", "README.md", "requirements/runtime.txt", "cmh", "shared", "gateway", "services",
+    ]  # fmt: skip
     for path in [
         "pyproject.toml",
         "README.md",
+        "requirements/runtime.txt",
         "cmh/cli.py",
         "shared/settings.py",
         "gateway/app.py",
@@ -148,5 +152,6 @@ def test_the_build_context_holds_the_package_sources_only() -> None:
         "shared/__pycache__/settings.cpython-312.pyc",
         "cmh_suite.egg-info/PKG-INFO",
         "Makefile",
+        "requirements/lock.txt",
     ]:
         assert ignored(path), path

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import jwt
+import pytest
 
 from gateway.admin import DEMO_CLIENTS, mint_token, seed_demo_clients
 from shared.settings import Settings
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_version_is_the_package_version(cmh, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    project_version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as exit_:
+        cmh("--version")
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"cmh-suite {project_version}\n"
+    # The command as a process: exit status 0, the same line.
+    done = subprocess.run(
+        [sys.executable, "-m", "cmh.cli", "--version"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"cmh-suite {project_version}\n", "")
 
 
 def test_clients_lifecycle(cmh) -> None:  # type: ignore[no-untyped-def]
