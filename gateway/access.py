@@ -75,6 +75,19 @@ def is_public_directory_read(method: str, path: str) -> bool:
 PUBLIC_TERMINOLOGY_READ = re.compile(r"^/fhir/(CodeSystem|ValueSet|ConceptMap)(/[A-Za-z0-9\-.]{1,64})?/?$")
 
 
+# Directory paths that hold partners' and moderators' work: closed to other origins.
+PRIVATE_DIRECTORY_PREFIXES = ("/directory/partner", "/directory/moderation", "/directory/handovers")
+
+
+def cors_open(path: str) -> bool:
+    """Whether answers on `path` carry the open CORS headers, whatever the method and status (a
+    browser app must be able to read a 404, a 405 or a 429 as well as a page): the public
+    directory and the published terminology, never a path that needs a token for its data."""
+    if path == "/directory" or path.startswith("/directory/"):
+        return not any(path == p or path.startswith(p + "/") for p in PRIVATE_DIRECTORY_PREFIXES)
+    return PUBLIC_TERMINOLOGY_READ.match(path) is not None
+
+
 def is_public_read(method: str, path: str) -> bool:
     """Reads anyone may make without a token: the directory's ORUK feed and the terminology."""
     return is_public_directory_read(method, path) or (
@@ -135,7 +148,7 @@ class AccessControlMiddleware:
         headers = Headers(scope=scope)
         public_read = is_public_read(method, path)
 
-        if public_read:
+        if cors_open(path):
             if method == "OPTIONS" and "access-control-request-method" in headers:
                 await self._preflight(scope, receive, send)
                 return

@@ -33,7 +33,12 @@ from shared.broker import Broker
 from shared.consumer import EventConsumer
 from shared.db import Database
 from shared.errors import install_problem_handlers, problem_response, problem_type
-from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
+from shared.middleware import (
+    ConditionalPublicReads,
+    HeadAsGetMiddleware,
+    RequestContextMiddleware,
+    RequestLimitsMiddleware,
+)
 from shared.params import check_path_ids
 from shared.revocation import RevocationPublisher
 from shared.service import is_draining, start_draining, stop_background
@@ -196,7 +201,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state = GatewayState()  # typed: gateway/state.py
     install_problem_handlers(app)
     # Added last runs first: the request context wraps everything, access control wraps routing.
+    app.add_middleware(ConditionalPublicReads)
     app.add_middleware(AccessControlMiddleware, settings=settings)
+    app.add_middleware(HeadAsGetMiddleware)  # outside access control: a HEAD is judged as its GET
     # Header hygiene, body size and read time, no-store/nosniff: before authentication.
     app.add_middleware(
         RequestLimitsMiddleware,

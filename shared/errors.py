@@ -379,6 +379,13 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if errors and all(tuple(error.get("loc", ()))[:1] == ("path",) for error in errors):
+            # An id that cannot be one this API issues names nothing: not found, like any other
+            # id that is not there (a 422 would say the request's form was wrong).
+            return error_response(
+                request.url.path, 404, "Not found", "Nothing has this id.", type_=problem_type("not-found")
+            )
         return error_response(
             request.url.path,
             422 if not is_fhir_path(request.url.path) else 400,

@@ -8,6 +8,7 @@ raw path or query string, which can carry identifiers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -315,3 +316,112 @@ async def _send_problem(send: Send, path: str, status: int, title: str, detail: 
     response = error_response(path, status, title, detail, type_=problem_type(slug))
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+# --- HTTP semantics every route gets (issue 20 §5) -----------------------------------------------
+
+
+class HeadAsGetMiddleware:
+    """HEAD wherever GET is (RFC 9110 §9.3.2): the request runs as GET and the answer goes out
+    with the same status and headers and no body; a 405's Allow lists HEAD beside GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, _with_head_allowed(send))
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if not message.get("more_body", False):
+                    await send({"type": "http.response.body", "body": b""})
+                return
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, _with_head_allowed(send_headers_only))
+
+
+def _with_head_allowed(send: Send) -> Send:
+    async def send_allowing_head(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 405:
+            headers = MutableHeaders(scope=message)
+            allowed = [m.strip() for m in headers.get("allow", "").split(",") if m.strip()]
+            if "GET" in allowed and "HEAD" not in allowed:
+                headers["Allow"] = ", ".join([*allowed, "HEAD"])
+        await send(message)
+
+    return send_allowing_head
+
+
+class DropEmptyQueryParameters:
+    """`?search=&page=` means no search and the first page: a parameter with an empty value is
+    taken as absent (callers build query strings from empty form fields), never a 422."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query: bytes = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if query:
+            pairs = query.split(b"&")
+            kept = [pair for pair in pairs if pair and not pair.endswith(b"=")]
+            if len(kept) != len(pairs):
+                scope = {**scope, "query_string": b"&".join(kept)}
+        await self.app(scope, receive, send)
+
+
+PUBLIC_MAX_AGE_SECONDS = 60
+
+
+class ConditionalPublicReads:
+    """Public reads (`is_cacheable_public_read`) carry a strong ETag of their body and a
+    Cache-Control a shared cache may use; If-None-Match naming the current ETag is a 304 with no
+    body. Streamed answers (ndjson exports) are passed through as they are."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_cacheable_public_read(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        asked = Headers(scope=scope).get("if-none-match")
+
+        async def send_validated(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            held, start = start, None
+            headers = MutableHeaders(scope=held)
+            if held["status"] != 200 or message.get("more_body", False) or "etag" in headers:
+                await send(held)
+                await send(message)
+                return
+            tag = '"' + hashlib.sha256(message.get("body", b"")).hexdigest()[:32] + '"'
+            headers["ETag"] = tag
+            if "cache-control" not in headers:
+                headers["Cache-Control"] = f"public, max-age={PUBLIC_MAX_AGE_SECONDS}"
+            if asked is not None and (
+                asked.strip() == "*" or tag in [t.strip().removeprefix("W/") for t in asked.split(",")]
+            ):
+                for name in ("content-length", "content-type"):
+                    if name in headers:
+                        del headers[name]
+                held["status"] = 304
+                await send(held)
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await send(held)
+            await send(message)
+
+        await self.app(scope, receive, send_validated)

@@ -24,7 +24,12 @@ from shared.consumer import EventConsumer, Subscription
 from shared.db import Database
 from shared.deps import ServiceState, service_state
 from shared.errors import install_problem_handlers, problem_response, problem_type
-from shared.middleware import RequestContextMiddleware, RequestLimitsMiddleware
+from shared.middleware import (
+    ConditionalPublicReads,
+    HeadAsGetMiddleware,
+    RequestContextMiddleware,
+    RequestLimitsMiddleware,
+)
 from shared.outbox import OutboxRelay
 from shared.params import check_path_ids
 from shared.revocation import RevocationListener
@@ -203,6 +208,9 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
     app.state = spec.state()  # typed: shared/deps.py ServiceState (or the service's subclass)
     install_problem_handlers(app)
     # Each service defends itself (issue 18): the same limits as the gateway, inside the context.
+    # HTTP semantics for every route (issue 20 §5): validators on public reads, HEAD where GET is.
+    app.add_middleware(ConditionalPublicReads)
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(
         RequestLimitsMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -248,6 +248,12 @@ async def list_organizations(
     page: Page = 1,
     per_page: PerPage = 50,
     full: bool = False,
+    full_service: Annotated[
+        bool,
+        Query(
+            description="Each organisation with its services, each fully nested (as one organisation's read)"
+        ),
+    ] = False,
     format: Format = "json",
 ) -> Any:
     query = select(Organization.document)
@@ -266,9 +272,20 @@ async def list_organizations(
     async with db.session() as session:
         total = int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
         documents = (await session.scalars(query.offset((page - 1) * per_page).limit(per_page))).all()
-    return oruk.page(
-        [shape(json.loads(d)) for d in documents], total=total, page_number=page, per_page=per_page
-    )
+        items = [shape(json.loads(d)) for d in documents]
+        if full_service and items:
+            # One statement for the page's organisations, not one per organisation.
+            nested: dict[str, list[dict[str, Any]]] = {item["id"]: [] for item in items}
+            rows = await session.execute(
+                select(Service.organization_id, Service.document)
+                .where(Service.organization_id.in_(list(nested)))
+                .order_by(Service.name)
+            )
+            for organization_id, document in rows:
+                nested[organization_id].append(json.loads(document))
+            for item in items:
+                item["services"] = nested[item["id"]]
+    return oruk.page(items, total=total, page_number=page, per_page=per_page)
 
 
 @router.get(
@@ -298,8 +315,13 @@ async def read_organization(
 
 
 @router.get("/taxonomies", response_model=OrukPage, responses=problems(422), summary="List taxonomies")
-async def list_taxonomies(db: DatabaseDep, page: Page = 1, per_page: PerPage = 50) -> dict[str, Any]:
-    query = select(Taxonomy.document).order_by(Taxonomy.name, Taxonomy.id)
+async def list_taxonomies(
+    db: DatabaseDep, page: Page = 1, per_page: PerPage = 50, search: Search = None
+) -> dict[str, Any]:
+    query = select(Taxonomy.document)
+    if search:
+        query = query.where(func.lower(Taxonomy.name).contains(search.strip().lower()))
+    query = query.order_by(Taxonomy.name, Taxonomy.id)
     return await _document_page(db, query, page=page, per_page=per_page)
 
 
@@ -322,9 +344,12 @@ async def list_taxonomy_terms(
     per_page: PerPage = 50,
     taxonomy_id: uuid.UUID | None = None,
     parent_id: uuid.UUID | None = None,
+    top_only: Annotated[bool, Query(description="Only terms that are not a child of another term")] = False,
     search: Search = None,
 ) -> dict[str, Any]:
     query = select(TaxonomyTerm.document)
+    if top_only:
+        query = query.where(TaxonomyTerm.parent_id.is_(None))
     if taxonomy_id:
         query = query.where(TaxonomyTerm.taxonomy_id == str(taxonomy_id))
     if parent_id:

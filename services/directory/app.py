@@ -9,6 +9,7 @@ from services.directory import api, handovers, partner_api
 from services.directory.events import SUBSCRIPTIONS
 from services.directory.models import Base
 from shared.errors import problems
+from shared.middleware import DropEmptyQueryParameters
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
 
@@ -43,4 +44,7 @@ SPEC = ServiceSpec(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SPEC, settings)
+    app = create_service_app(SPEC, settings)
+    # Open Referral UK callers build query strings from forms: an empty parameter is an absent one.
+    app.add_middleware(DropEmptyQueryParameters)
+    return app

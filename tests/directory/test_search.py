@@ -165,7 +165,7 @@ async def test_taxonomy_organisation_and_modified_filters(directory: Directory) 
         ("/services", {"day": "someday"}, 422),
         ("/services", {"start_time": "25:00"}, 422),
         ("/services", {"format": "xml"}, 422),
-        ("/services/not-a-uuid", {}, 422),
+        ("/services/not-a-uuid", {}, 404),  # an id this API cannot have issued names nothing
         ("/services/00000000-0000-4000-8000-000000000000", {}, 404),
         ("/organizations/00000000-0000-4000-8000-000000000000", {}, 404),
         ("/taxonomy_terms/00000000-0000-4000-8000-000000000000", {}, 404),

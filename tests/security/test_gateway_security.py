@@ -305,6 +305,21 @@ async def test_cors_open_only_for_public_directory_reads(stack: Stack) -> None:
         assert "access-control-allow-origin" not in private.headers
         token = await http.post("/oauth2/token", data={"grant_type": "client_credentials"}, headers=origin)
         assert "access-control-allow-origin" not in token.headers
+        # Every answer on a public path, the gateway's own refusals included, is readable by a
+        # browser app: a 401 for a method the feed does not take, a 404, a 429.
+        for method, path in (
+            ("POST", "/directory/services"),
+            ("GET", "/directory/no-such-feed"),
+            ("GET", "/fhir/CodeSystem/no-such-system"),
+        ):
+            answer = await http.request(method, path, headers=origin)
+            assert answer.status_code >= 400 and answer.headers["access-control-allow-origin"] == "*", (
+                method,
+                path,
+                answer.status_code,
+            )
+        partner = await http.get("/directory/partner/services", headers=origin)
+        assert partner.status_code == 401 and "access-control-allow-origin" not in partner.headers
 
 
 # --- audit ----------------------------------------------------------------------------------------
