@@ -240,7 +240,8 @@ def term_object(taxonomy: Taxonomy, term: Term, *, with_mappings: bool) -> JSON:
     obj["taxonomy_id"] = taxonomy.id
     obj["term_uri"] = TERM_URI_BASE + term.code
     if with_mappings:
-        obj["mappings"] = [dict(m) for m in term.mappings]
+        # Not an HSDS field: published under the extension prefix the standard reserves (x_).
+        obj["x_mappings"] = [dict(m) for m in term.mappings]
     return obj
 
 
@@ -664,7 +665,7 @@ def local_checks(
             errors.append(f"term {t['code']}: id is not uuid5(namespace, 'needs-taxonomy:<code>')")
         if "parent_id" in t and t["parent_id"] not in ids:
             errors.append(f"term {t['code']}: parent_id is not a term in this taxonomy")
-        for m in t["mappings"]:
+        for m in t["x_mappings"]:
             if m["relation"] not in RELATIONS:
                 errors.append(f"term {t['code']}: unknown mapping relation {m['relation']}")
             if m["vocabulary"] == "openEligibility":
@@ -711,7 +712,7 @@ def local_checks(
             if term is None:
                 errors.append(f"{name}: attribute term {attr['taxonomy_term_id']} is not in the taxonomy")
                 continue
-            expected = {k: v for k, v in term.items() if k != "mappings"}
+            expected = {k: v for k, v in term.items() if k != "x_mappings"}
             if attr["taxonomy_term"] != expected:
                 errors.append(f"{name}: nested taxonomy_term differs from the taxonomy file")
         if "maximum_age" in svc and svc["maximum_age"] < svc.get("minimum_age", 0):
