@@ -53,6 +53,7 @@ async def test_a_removed_stream_message_is_found_and_repaired(make_settings: Cal
         connection = await connect_bus(settings)
         js = connection.jetstream()
         stored = await js.get_last_msg(settings.stream_name, rows[0].subject)
+        assert stored.seq is not None
         await js.delete_msg(settings.stream_name, stored.seq)
         await connection.close()
 
