@@ -40,7 +40,7 @@ from shared.bus_access import ADMIN
 from shared.db import Database
 from shared.events import CloudEvent, ContractBroken, dead_letter_subject
 from shared.messaging_models import InboxMessage
-from shared.metrics import EVENTS_CONSUMED
+from shared.metrics import CONSUMER_PENDING, CONSUMER_PROGRESS, DEAD_LETTERS, EVENTS_CONSUMED
 from shared.settings import Settings
 from shared.sqltypes import utcnow
 from shared.tracing import traceparent_var
@@ -154,7 +154,18 @@ def _safe_reason(exc: BaseException) -> str:
     return f"{type(exc).__module__}.{type(exc).__qualname__}"[:500]
 
 
+async def dead_letter_depth(js: Any, stream: str, durable: str) -> int:
+    """How many dead letters of a durable the stream holds (one stream-info call, filtered to its
+    dead-letter subject, which every identity may make for its own durables)."""
+    info = await js.stream_info(stream, subjects_filter=dead_letter_subject(durable))
+    return int(sum((info.state.subjects or {}).values()))
+
+
 class EventConsumer(BackgroundWorker):
+    # How often the lag gauges are refreshed from JetStream (a consumer-info and a stream-info
+    # call): cheap against a fetch loop that runs every second while idle.
+    metrics_interval: float = 10.0
+
     def __init__(
         self, db: Database, broker: Broker, settings: Settings, service: str, subscription: Subscription
     ) -> None:
@@ -167,6 +178,7 @@ class EventConsumer(BackgroundWorker):
         self.subscription = subscription
         self._pull: Any = None
         self._prune = Every(3600)
+        self.gauges_due = Every(self.metrics_interval)
 
     @property
     def durable(self) -> str:
@@ -197,7 +209,10 @@ class EventConsumer(BackgroundWorker):
                     durable=self.durable, stream=self.settings.stream_name
                 )
                 failures = 0
+                CONSUMER_PROGRESS.labels(self.service, self.durable).set_to_current_time()
                 while not self.stopping:
+                    if self.gauges_due.due():
+                        await self.refresh_gauges(js)
                     try:
                         messages = await pull.fetch(batch=50, timeout=1)
                     except TimeoutError:
@@ -227,6 +242,27 @@ class EventConsumer(BackgroundWorker):
                 )
                 if await self.broker.pause(delay, back):
                     failures = 0  # NATS is back: consume again now, not when the backoff ends
+
+    async def refresh_gauges(self, js: Any) -> None:
+        """The consumer's lag and dead-letter depth from JetStream; never fails the loop."""
+        try:
+            async with asyncio.timeout(2):
+                info = await js.consumer_info(self.settings.stream_name, self.durable)
+                pending = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+                CONSUMER_PENDING.labels(self.service, self.durable).set(pending)
+                if pending == 0:  # caught up: no lag, whenever it last had something to apply
+                    CONSUMER_PROGRESS.labels(self.service, self.durable).set_to_current_time()
+                depth = await dead_letter_depth(js, self.settings.stream_name, self.durable)
+                DEAD_LETTERS.labels(self.service, self.durable).set(depth)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug(
+                "consumer gauges not refreshed", extra={"consumer": self.durable, "error": type(exc).__name__}
+            )
+
+    def _progressed(self) -> None:
+        CONSUMER_PROGRESS.labels(self.service, self.durable).set_to_current_time()
 
     def _check(self, event: CloudEvent) -> None:
         """The event's payload against its contract and the model(s) the handler reads."""
@@ -283,6 +319,7 @@ class EventConsumer(BackgroundWorker):
             return Outcome.RETRIED
         await message.ack()
         EVENTS_CONSUMED.labels(self.service, self.durable, outcome).inc()
+        self._progressed()
         return outcome
 
     async def handle_together(self, messages: Sequence[Msg]) -> bool:
@@ -337,6 +374,7 @@ class EventConsumer(BackgroundWorker):
         for message, outcome in zip(messages, outcomes, strict=True):
             await message.ack()
             EVENTS_CONSUMED.labels(self.service, self.durable, outcome).inc()
+        self._progressed()
         return True
 
     async def apply(self, event: CloudEvent) -> Outcome:
@@ -398,6 +436,7 @@ class EventConsumer(BackgroundWorker):
             },
         )
         EVENTS_CONSUMED.labels(self.service, self.durable, Outcome.DEAD_LETTERED).inc()
+        self._progressed()  # parked, and the consumer goes on: not a stall (cmh_dead_letters says it)
         return Outcome.DEAD_LETTERED
 
     async def _maybe_prune(self) -> None:

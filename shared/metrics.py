@@ -31,6 +31,40 @@ OUTBOX_PUBLISH_FAILURES = Counter(
 # an alert watches (deploy/README.md, Probes).
 BROKER_CONNECTED = Gauge("cmh_broker_connected", "1 while connected to NATS, 0 while not", ["service"])
 OUTBOX_BACKLOG = Gauge("cmh_outbox_backlog", "Events committed but not yet published", ["service"])
+# The pipeline's health (issue 21, operations 4): what deploy/prometheus/alerts.yaml watches and
+# `cmh status` prints. Labels name processes and durables only, never a person or a resource.
+OUTBOX_OLDEST_UNPUBLISHED = Gauge(
+    "cmh_outbox_oldest_unpublished_seconds",
+    "Age of the oldest event committed but not yet published (0 when none), set by each relay pass",
+    ["service"],
+)
+CONSUMER_PENDING = Gauge(
+    "cmh_consumer_pending",
+    "Events a durable consumer has still to apply (JetStream num_pending + num_ack_pending)",
+    ["service", "durable"],
+)
+CONSUMER_PROGRESS = Gauge(
+    "cmh_consumer_last_progress_timestamp_seconds",
+    "When a durable consumer last applied an event or was found caught up (Unix time)",
+    ["service", "durable"],
+)
+DEAD_LETTERS = Gauge(
+    "cmh_dead_letters",
+    "Dead-lettered events of a durable consumer held on the stream (cmh.deadletter.<durable>)",
+    ["service", "durable"],
+)
+WEBHOOK_BACKLOG = Gauge("cmh_webhook_backlog", "Webhook deliveries pending (notify)")
+WEBHOOK_OLDEST_PENDING = Gauge(
+    "cmh_webhook_oldest_pending_seconds", "Age of the oldest pending webhook delivery (0 when none)"
+)
+CLOCK_SCAN_LAST_SUCCESS = Gauge(
+    "cmh_clock_scan_last_success_timestamp_seconds",
+    "When careplan last completed a scan of the plan clocks (Unix time)",
+)
+CLOCK_SCAN_INTERVAL = Gauge(
+    "cmh_clock_scan_interval_seconds",
+    "How often careplan scans the plan clocks (CMH_CAREPLAN_CLOCK_SCAN_SECONDS)",
+)
 EVENTS_CONSUMED = Counter(
     "cmh_events_consumed_total",
     "Events handled by durable consumers, by outcome (applied, duplicate, retried, dead_lettered)",

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.js.api import Header
@@ -31,7 +31,12 @@ from shared.broker import Broker, backoff_delay, ensure_stream
 from shared.db import Database
 from shared.events import CloudEvent
 from shared.messaging_models import IdempotencyRecord, OutboxMessage
-from shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
+from shared.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_UNPUBLISHED,
+    OUTBOX_PUBLISH_FAILURES,
+    OUTBOX_PUBLISHED,
+)
 from shared.settings import Settings
 from shared.sqltypes import utcnow
 
@@ -71,6 +76,29 @@ def _forget_after_rollback(session: Session, _previous: Any) -> None:
     session.info.pop(_PENDING_FLAG, None)
 
 
+def age_seconds(since: datetime | None) -> float:
+    """Seconds from `since` (UTC; naive is read as UTC, as SQLite gives it back) to now; 0 for None."""
+    if since is None:
+        return 0.0
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return max(0.0, (utcnow() - since).total_seconds())
+
+
+async def outbox_summary(db: Database) -> tuple[int, datetime | None]:
+    """A database's outbox: events not yet published, and the commit time of the oldest (also
+    read by `cmh status`)."""
+    async with db.session() as session:
+        count, oldest = (
+            await session.execute(
+                select(func.count(), func.min(OutboxMessage.created_at)).where(
+                    OutboxMessage.published_at.is_(None)
+                )
+            )
+        ).one()
+    return int(count or 0), oldest
+
+
 class BrokerUnavailable(Exception):
     """JetStream cannot be reached right now; the relay backs off."""
 
@@ -88,8 +116,14 @@ class OutboxRelay(BackgroundWorker):
         self._prune = Every(3600)
 
     async def run(self) -> None:
-        # Nothing to do until the broker has been reached once; commits keep waiting in the table.
-        await self.broker.connected.wait()
+        # Nothing to do until the broker has been reached once; commits keep waiting in the table,
+        # and the gauges say how many and since when (a broker never reached is a stall too).
+        while not self.broker.connected.is_set() and not self.stopping:
+            with self.busy(), contextlib.suppress(Exception):
+                await self.refresh_gauges()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(self.settings.outbox_poll_seconds, 1.0)):
+                    await self.broker.connected.wait()
         failures = 0
         while not self.stopping:
             # Taken before the attempt: a reconnect while it fails still ends the backoff below.
@@ -112,7 +146,7 @@ class OutboxRelay(BackgroundWorker):
             except Exception as exc:
                 failures += 1
                 with self.busy(), contextlib.suppress(Exception):
-                    OUTBOX_BACKLOG.labels(self.service).set(await self.backlog())
+                    await self.refresh_gauges()
                 delay = backoff_delay(failures, cap=self.settings.broker_backoff_max_seconds)
                 log.warning(
                     "outbox relay paused",
@@ -146,8 +180,9 @@ class OutboxRelay(BackgroundWorker):
             async with self.db.transaction() as session:
                 rows = await self._pending(session, lock=True)
                 if not rows:
-                    OUTBOX_BACKLOG.labels(self.service).set(0)
+                    self._set_gauges(0, None)
                     return 0
+                self._set_gauges(None, rows[0].created_at)
                 acked, failed = await self._publish(rows)
                 await self._mark(session, acked, failed)
         else:
@@ -156,12 +191,15 @@ class OutboxRelay(BackgroundWorker):
             async with self.db.transaction() as session:
                 rows = await self._pending(session, lock=False)
                 if not rows:
-                    OUTBOX_BACKLOG.labels(self.service).set(0)
+                    self._set_gauges(0, None)
                     return 0
+                self._set_gauges(None, rows[0].created_at)
             acked, failed = await self._publish(rows)
             async with self.db.transaction() as session:
                 await self._mark(session, acked, failed)
         OUTBOX_PUBLISHED.labels(self.service).inc(len(acked))
+        if not failed and len(rows) < self.settings.outbox_batch_size:
+            self._set_gauges(0, None)  # all it found went out (a later commit wakes it again)
         if failed:
             OUTBOX_PUBLISH_FAILURES.labels(self.service).inc(len(failed))
             if not acked:
@@ -225,11 +263,22 @@ class OutboxRelay(BackgroundWorker):
             )
 
     async def backlog(self) -> int:
-        async with self.db.session() as session:
-            count = await session.scalar(
-                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
-            )
-        return int(count or 0)
+        return (await self.pending_summary())[0]
+
+    async def pending_summary(self) -> tuple[int, datetime | None]:
+        """How many events wait, and when the oldest of them was committed (one query)."""
+        return await outbox_summary(self.db)
+
+    async def refresh_gauges(self) -> None:
+        count, oldest = await self.pending_summary()
+        self._set_gauges(count, oldest)
+
+    def _set_gauges(self, count: int | None, oldest: datetime | None) -> None:
+        """The backlog (None: unchanged, as after a pass that saw only one batch) and the age of the
+        oldest pending event (0 when there is none)."""
+        if count is not None:
+            OUTBOX_BACKLOG.labels(self.service).set(count)
+        OUTBOX_OLDEST_UNPUBLISHED.labels(self.service).set(age_seconds(oldest))
 
     async def _maybe_prune(self) -> None:
         if self._prune.due():

@@ -15,6 +15,7 @@ from services.careplan.models import Base
 from shared.background import BackgroundWorker
 from shared.consumer import Subscription
 from shared.deps import service_state
+from shared.metrics import CLOCK_SCAN_INTERVAL, CLOCK_SCAN_LAST_SUCCESS
 from shared.service import ServiceSpec, create_service_app
 from shared.settings import Settings
 
@@ -35,10 +36,13 @@ class ClockScheduler(BackgroundWorker):
     async def run(self) -> None:
         state = service_state(self.app)
         interval = state.settings.careplan_clock_scan_seconds
+        CLOCK_SCAN_INTERVAL.set(interval)
         while not self.stopping:
             try:
                 with self.busy():
                     await store.scan_clocks(state.db, state.now())
+                # What `ClockScanStale` (deploy/prometheus/alerts.yaml) ages against time().
+                CLOCK_SCAN_LAST_SUCCESS.set_to_current_time()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

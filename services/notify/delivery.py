@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 import httpx
 from fastapi import FastAPI
 from prometheus_client import Counter
-from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from services.notify.domain import (
@@ -62,7 +62,9 @@ from shared.broker import backoff_delay
 from shared.db import Database
 from shared.deps import service_state
 from shared.http import public_url
+from shared.metrics import WEBHOOK_BACKLOG, WEBHOOK_OLDEST_PENDING
 from shared.outbound import RefusedAddress, guarded_client
+from shared.outbox import age_seconds
 from shared.settings import Settings
 
 log = logging.getLogger("cmh.notify.delivery")
@@ -95,6 +97,20 @@ def webhook_client(settings: Settings) -> httpx.AsyncClient:
         timeout=settings.webhook_timeout_seconds,
         headers={"User-Agent": USER_AGENT},
     )
+
+
+async def webhook_summary(db: Database) -> tuple[int, datetime | None]:
+    """Deliveries pending (whatever their subscription's status), and when the oldest was queued
+    (also read by `cmh status`)."""
+    async with db.session() as session:
+        count, oldest = (
+            await session.execute(
+                select(func.count(), func.min(NotifyDelivery.created_at)).where(
+                    NotifyDelivery.state == PENDING
+                )
+            )
+        ).one()
+    return int(count or 0), oldest
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,7 @@ async def send(
 
 class DeliveryWorker(BackgroundWorker):
     task_name = "notify-delivery"
+    metrics_interval: float = 10.0  # how often the backlog gauges are counted (one query)
 
     def __init__(
         self, db: Database, settings: Settings, wake: asyncio.Event, clock: Callable[[], datetime]
@@ -172,6 +189,7 @@ class DeliveryWorker(BackgroundWorker):
         self.client: httpx.AsyncClient | None = None
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self._prune = Every(3600)
+        self.gauges_due = Every(self.metrics_interval)
 
     @classmethod
     def for_app(cls, app: FastAPI) -> DeliveryWorker:
@@ -190,6 +208,8 @@ class DeliveryWorker(BackgroundWorker):
             while not self.stopping:
                 try:
                     self.wake.clear()
+                    if self.gauges_due.due():
+                        await self.refresh_gauges()
                     await self.dispatch()
                     await self._maybe_prune()
                     failures = 0
@@ -222,6 +242,12 @@ class DeliveryWorker(BackgroundWorker):
                     if tasks:
                         await asyncio.wait(tasks, timeout=2)
                     await self.client.aclose()
+
+    async def refresh_gauges(self) -> None:
+        """`cmh_webhook_backlog` and the age of its oldest delivery, from the table."""
+        count, oldest = await webhook_summary(self.db)
+        WEBHOOK_BACKLOG.set(count)
+        WEBHOOK_OLDEST_PENDING.set(age_seconds(oldest))
 
     async def dispatch(self) -> int:
         """Claim heads for as many subscriptions as there are free slots and start sending them."""

@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from fhir.resources.R4B.subscription import Subscription
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from services.notify.delivery import DeliveryWorker
@@ -99,3 +100,20 @@ async def test_a_stop_lets_the_send_under_way_finish_or_hands_its_deliveries_bac
     # At least once: the cut-short one went again under the same id; a receiver drops the repeat.
     first_seen = list(dict.fromkeys((r.delivery_id, r.version) for r in receiver.requests))
     assert [version for _, version in first_seen] == [1, 2, 3]
+
+
+async def test_the_webhook_backlog_gauges_count_pending_deliveries(
+    notify: Notify, receiver: Receiver
+) -> None:
+    """`cmh_webhook_backlog` and the oldest pending delivery's age, counted by the running worker:
+    up while the partner answers 503, back to 0 once it takes them."""
+    worker: DeliveryWorker = notify.app.state.workers[0]
+    worker.gauges_due.seconds = 0.05
+    receiver.down = True
+    await notify.subscribe(receiver.url)
+    await notify.publish(*(referral("received", f"ref-{i}", 1, "received") for i in range(3)))
+    await eventually(lambda: REGISTRY.get_sample_value("cmh_webhook_backlog") == 3)
+    await eventually(lambda: (REGISTRY.get_sample_value("cmh_webhook_oldest_pending_seconds") or 0) > 0)
+    receiver.down = False
+    await eventually(lambda: REGISTRY.get_sample_value("cmh_webhook_backlog") == 0)
+    assert REGISTRY.get_sample_value("cmh_webhook_oldest_pending_seconds") == 0

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
 from nats.js.api import Header
+from prometheus_client import REGISTRY
 from sqlalchemy import Column, MetaData, String, Table, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -429,3 +431,62 @@ async def _dead_letter(broker: Broker, event_id: str):  # type: ignore[no-untype
             await sub.unsubscribe()
 
     return await eventually(find, timeout=30)
+
+
+# --- the pipeline's gauges (deploy/prometheus/alerts.yaml), set by the real relay and consumer ---
+
+
+async def _drained(suite: Suite) -> bool:
+    return await suite.unpublished() == 0
+
+
+def _gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+async def test_the_relay_reports_its_backlog_and_the_age_of_its_oldest_event(
+    suite: Suite, nats_server: EmbeddedNatsServer
+) -> None:
+    relay = suite.start_relay("gauged")
+    await relay.broker.wait_connected()
+    await suite.emit("ref-gauged-0")
+    await eventually(lambda: _drained(suite))
+    await eventually(lambda: _gauge("cmh_outbox_oldest_unpublished_seconds", service="gauged") == 0)
+
+    nats_server.stop()
+    await suite.emit("ref-gauged-1")
+    await suite.emit("ref-gauged-2")
+    # Each failed pass counts what waits, and how long the oldest has (it only grows while away).
+    await eventually(lambda: _gauge("cmh_outbox_backlog", service="gauged") == 2)
+    first = await eventually(lambda: _gauge("cmh_outbox_oldest_unpublished_seconds", service="gauged"))
+    await eventually(lambda: (_gauge("cmh_outbox_oldest_unpublished_seconds", service="gauged") or 0) > first)
+
+    nats_server.start()
+    await eventually(lambda: _drained(suite), timeout=30)
+    await eventually(lambda: _gauge("cmh_outbox_oldest_unpublished_seconds", service="gauged") == 0)
+    assert _gauge("cmh_outbox_backlog", service="gauged") == 0
+
+
+async def test_the_consumer_reports_its_lag_progress_and_dead_letters(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(EventConsumer, "metrics_interval", 0.3)
+    suite.start_relay()
+    events = [await suite.emit(f"ref-lag-{i}") for i in range(3)]
+    await eventually(lambda: _drained(suite))
+    poison = await suite.emit("ref-lag-poison")
+    suite.poison.add(poison.id)
+    await eventually(lambda: _drained(suite))
+
+    before = time.time()
+    consumer = suite.start_consumer()
+    labels = {"service": "careplan", "durable": DURABLE}
+    # Its first look, before the first fetch: all four wait (JetStream's own count).
+    await eventually(lambda: _gauge("cmh_consumer_pending", **labels) == 4, interval=0.02)
+    for event in events:
+        await eventually(lambda event=event: suite.applications(event.id))
+    # The poison one parked: nothing pending, one dead letter, progress recorded after the start.
+    await eventually(lambda: _gauge("cmh_dead_letters", **labels) == 1, timeout=30)
+    await eventually(lambda: _gauge("cmh_consumer_pending", **labels) == 0)
+    assert (_gauge("cmh_consumer_last_progress_timestamp_seconds", **labels) or 0) >= before
+    assert await stream_messages(consumer.broker, dead_letter_subject(DURABLE)) == 1
