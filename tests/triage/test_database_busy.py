@@ -68,7 +68,8 @@ async def test_a_locked_database_is_a_prompt_503_and_the_retry_is_accepted_once(
         assert refused.headers["content-type"].startswith("application/problem+json")
         problem = refused.json()
         assert problem["type"].endswith("/database-busy") and problem["request_id"]
-        assert "943" not in refused.text  # no request value in the answer
+        # No request value in the answer (the person's NHS number, their name).
+        assert "9434765919" not in refused.text and "Sam" not in refused.text
         # The wait is the configured busy timeout, not the 15 s a request used to hang for.
         assert waited < BUSY_TIMEOUT + 5
     accepted = await triage.submit(referral(), key="busy-1")
