@@ -136,7 +136,8 @@ def test_cmh_run_starts_everything_restarts_the_dead_and_stops_cleanly(suite: Ru
     assert "curl -s -u demo-crisis-app:" in output
 
     with httpx.Client(base_url=suite.base, timeout=10) as client:
-        ready = client.get("/ready")
+        # Ready once it can take work; every process reports NATS ok a moment later.
+        ready = wait_ready(client, nothing_degraded=True)
         assert ready.status_code == 200, ready.text
         body = ready.json()
         assert body["services"] == {name: "ready" for name in SERVICES}

@@ -88,7 +88,7 @@ def probe_app(settings: Settings) -> FastAPI:
 async def test_health_ready_and_metrics(settings: Settings, nats_server: EmbeddedNatsServer) -> None:
     async with running(probe_app(settings)) as client:
         assert (await client.get("/health")).json()["status"] == "alive"
-        ready = await eventually(lambda: _ready(client))
+        ready = await eventually(lambda: _ready(client, nats_ok=True))  # ready first, NATS a moment later
         assert ready.json()["checks"] == {"database": "ok", "nats": "ok"}
         assert _broker_connected("triage") == 1.0
 
@@ -219,9 +219,11 @@ def _broker_connected(service: str) -> float | None:
     return REGISTRY.get_sample_value("cmh_broker_connected", {"service": service})
 
 
-async def _ready(client: httpx.AsyncClient) -> httpx.Response | None:
+async def _ready(client: httpx.AsyncClient, *, nats_ok: bool = False) -> httpx.Response | None:
     response = await client.get("/ready")
-    return response if response.status_code == 200 else None
+    if response.status_code != 200 or (nats_ok and response.json()["checks"].get("nats") != "ok"):
+        return None
+    return response
 
 
 def test_metrics_have_a_port_of_their_own() -> None:
