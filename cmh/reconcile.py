@@ -22,12 +22,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from nats.js.errors import NotFoundError
 from sqlalchemy import select
 
 from shared.consumer import DEAD_LETTER_CONSUMER_HEADER
 from shared.db import Database
+from shared.event_catalogue import subject_matches
 from shared.events import DEAD_LETTER_TOKEN, SUBJECT_PREFIX
 from shared.messaging_models import InboxMessage, OutboxMessage
 from shared.settings import Settings
@@ -47,17 +49,6 @@ class StreamEvent:
     seq: int
     subject: str
     event_id: str
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: `*` is one token, `>` one or more at the end."""
-    wanted, tokens = pattern.split("."), subject.split(".")
-    for index, part in enumerate(wanted):
-        if part == ">":
-            return len(tokens) > index
-        if index >= len(tokens) or (part != "*" and part != tokens[index]):
-            return False
-    return len(tokens) == len(wanted)
 
 
 def missing_from_stream(published: Iterable[str], in_stream: set[str]) -> list[str]:
@@ -109,12 +100,9 @@ class StreamMessage:
     consumer: str | None  # for a dead letter: the durable that set it aside
 
 
-async def read_stream(js: object, stream: str, since: datetime) -> list[StreamMessage]:
+async def read_stream(js: JetStreamContext, stream: str, since: datetime) -> list[StreamMessage]:
     """Every message stored since `since`, through an ephemeral consumer that acknowledges
     nothing (reading changes no consumer's position)."""
-    from nats.js import JetStreamContext
-
-    assert isinstance(js, JetStreamContext)
     subscription = await js.pull_subscribe(
         f"{SUBJECT_PREFIX}.>",
         stream=stream,

@@ -14,7 +14,6 @@ resolved here, the only fan-in point: the NHS number is looked up as the caller 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlencode
@@ -39,6 +38,8 @@ from shared.fhir import (
     paging,
     resource_response,
     searchset,
+    shown_parameter,
+    unknown_search_parameter,
 )
 from shared.fhir_results import (
     RESULT_PARAMETERS,
@@ -146,16 +147,12 @@ class FhirRoute(APIRoute):
             if searched is not None:
                 forwarded, unknown = unknown_parameters(forwarded, known_parameters(searched))
                 if unknown and not lenient_handling(request):
-                    name = unknown[0]
-                    usable = bool(_PARAMETER_NAME.match(name))
-                    raise invalid(
-                        f"search parameter{f' {name}' if usable else ''} is not supported for {searched}; "
+                    raise unknown_search_parameter(
+                        unknown[0],
+                        searched,
                         "see /fhir/metadata (or send Prefer: handling=lenient to have it ignored)",
-                        code="not-supported",
-                        expression=name if usable else None,
-                        outcome_code="MSG_PARAM_UNKNOWN",
                     )
-                ignored = [name if _PARAMETER_NAME.match(name) else "(unnamed)" for name in unknown]
+                ignored = [shown_parameter(name) or "(unnamed)" for name in unknown]
                 if shape.summary == "count":
                     forwarded = [(n, v) for n, v in forwarded if n != "_count"] + [("_count", "0")]
             if forwarded != params:
@@ -180,7 +177,6 @@ class FhirRoute(APIRoute):
         return shaped
 
 
-_PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 router = APIRouter(prefix="/fhir", include_in_schema=False, route_class=FhirRoute)
 
 

@@ -88,6 +88,27 @@ def invalid(
     )
 
 
+# A parameter name worth echoing back (a name a caller could have meant), not arbitrary input.
+SEARCH_PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+
+def shown_parameter(name: str) -> str | None:
+    """The parameter's name as an answer may show it, or None when it is not a plausible name."""
+    return name if SEARCH_PARAMETER_NAME.match(name) else None
+
+
+def unknown_search_parameter(name: str, resource_type: str, hint: str) -> Problem:
+    """400 naming a search parameter the server does not support (MSG_PARAM_UNKNOWN, the name as
+    the issue's expression), the same from the gateway and from a service."""
+    shown = shown_parameter(name)
+    return invalid(
+        f"search parameter{f' {shown}' if shown else ''} is not supported for {resource_type}; {hint}",
+        code="not-supported",
+        expression=shown,
+        outcome_code="MSG_PARAM_UNKNOWN",
+    )
+
+
 def not_found(resource_type: str, resource_id: str) -> Problem:
     return Problem(
         404,

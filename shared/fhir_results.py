@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from shared.errors import OUTCOME_CODES, OUTCOME_DISPLAYS
 from shared.fhir_terms import SUBSETTED_TAG
 
 ELEMENTS_FILE = Path(__file__).with_name("fhir_elements.json")
@@ -145,9 +146,9 @@ def outcome_entry(ignored: Sequence[str]) -> dict[str, Any]:
                     "details": {
                         "coding": [
                             {
-                                "system": "http://terminology.hl7.org/CodeSystem/operation-outcome",
+                                "system": OUTCOME_CODES,
                                 "code": "MSG_PARAM_UNKNOWN",
-                                "display": "Parameter is not understood",
+                                "display": OUTCOME_DISPLAYS["MSG_PARAM_UNKNOWN"],
                             }
                         ],
                         "text": "Search parameter not supported",

@@ -13,7 +13,6 @@ Answers are `application/fhir+json`; errors are OperationOutcome (shared.errors,
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -49,6 +48,7 @@ from shared.fhir import (
     resource_response,
     searchset,
     split_token,
+    unknown_search_parameter,
 )
 from shared.fhir_terms import NHS_NUMBER_SYSTEM, TRIAGE_TASK_STATUS, service_request_status
 from shared.idempotency import OptionalIdempotency, create_once
@@ -56,7 +56,6 @@ from shared.idempotency import OptionalIdempotency, create_once
 OWN_BASE = "/triage/fhir"
 router = APIRouter(prefix=OWN_BASE, tags=["triage FHIR"])
 FHIR_MEDIA_TYPES = ("application/fhir+json", "application/json")
-_PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 # FHIR codes of each status value set, and the triage statuses each one means.
 REQUEST_STATUS_CODES = frozenset(
     {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
@@ -330,14 +329,7 @@ def _parameters(request: Request, resource_type: str) -> list[tuple[str, str]]:
         if name in fhir.CONTROL_PARAMETERS:
             continue
         if name not in supported:
-            usable = bool(_PARAMETER_NAME.match(name))
-            raise invalid(
-                f"search parameter{f' {name}' if usable else ''} is not supported for {resource_type}; "
-                "see the CapabilityStatement",
-                code="not-supported",
-                expression=name if usable else None,
-                outcome_code="MSG_PARAM_UNKNOWN",
-            )
+            raise unknown_search_parameter(name, resource_type, "see the CapabilityStatement")
         if not value.strip():
             raise invalid(
                 f"search parameter {name} needs a value", expression=name, outcome_code="MSG_PARAM_INVALID"
