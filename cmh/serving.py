@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from shared.metrics import metrics_port, serve_metrics
 from shared.service import freeze_long_lived, start_draining
 from shared.settings import PROCESSES, Settings
+from shared.tracing import configure_tracing, flush_spans
 
 
 def app_factory_path(name: str) -> str:
@@ -60,6 +61,12 @@ class DrainingServer(uvicorn.Server):
         await super().startup(sockets)
         freeze_long_lived()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Here, not after run(): uvicorn re-raises the stopping signal as run() ends, and the
+        # default handler ends the process before anything after it runs.
+        flush_spans()  # the last requests' spans
+
     async def on_tick(self, counter: int) -> bool:
         if self.drain_until is not None and time.monotonic() >= self.drain_until:
             self.should_exit = True
@@ -94,6 +101,7 @@ def serve(name: str, settings: Settings, *, host: str, port: int) -> None:
         proxy_headers=False,
     )
     server = DrainingServer(config, drain_seconds=settings.shutdown_drain_seconds)
+    configure_tracing(settings)  # spans exported only when an OTLP endpoint is set
     scrape_port = metrics_port(port, settings.metrics_port_offset)
     metrics_server = serve_metrics(host, scrape_port) if scrape_port else None
     try:

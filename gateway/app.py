@@ -152,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             schema=settings.database_schema_for("gateway"),
             pool_size=settings.database_pool_size,
             busy_timeout=settings.database_busy_timeout_seconds,
+            process="gateway",
         )
         keys = KeyManager(db, settings)
         await keys.ensure_active()

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from fastapi import APIRouter, Request
+from opentelemetry.trace import Span, SpanKind
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -25,7 +26,7 @@ from shared.fhir import FORWARDED_BASE_HEADER
 from shared.http import UNKNOWN_ADDRESS, client_address, public_base
 from shared.metrics import UPSTREAM_ERRORS, UPSTREAM_RETRIES
 from shared.settings import SERVICES, Settings
-from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER
+from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER, current_traceparent, set_status_code, span
 
 log = logging.getLogger("cmh.gateway.proxy")
 
@@ -103,7 +104,6 @@ def _upstream_headers(request: Request) -> list[tuple[str, str]]:
     ]
     state = request.scope.get("state", {})
     headers.append((REQUEST_ID_HEADER, state["request_id"]))
-    headers.append((TRACEPARENT_HEADER, state["traceparent"]))
     # One address, the caller's as the gateway believes it; earlier hops a caller claims are dropped.
     address = client_address(request.scope, gateway_state(request).settings)
     if address != UNKNOWN_ADDRESS:
@@ -156,15 +156,36 @@ async def forward(
 ) -> Response:
     """Send the request on to `service`, at the same path (or `path`, already percent-encoded) and
     query (or `query`), with `extra_headers` the gateway adds."""
-    gateway = gateway_state(request)
-    client = gateway.upstream
     raw_path = path or request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
     if is_unsafe_path(request.url.path):
         return error_response(
             request.url.path, 400, "Bad path", "Dot segments are not allowed.", type_=problem_type("bad-path")
         )
     query = request.scope.get("query_string", b"").decode("latin-1") if query is None else query
+    with span("gateway", f"{request.method} {service}", kind=SpanKind.CLIENT) as client_span:
+        answer = await _send_upstream(request, service, raw_path, query, extra_headers, client_span)
+        set_status_code(client_span, answer.status_code)
+        return answer
+
+
+async def _send_upstream(
+    request: Request,
+    service: str,
+    raw_path: str,
+    query: str,
+    extra_headers: Sequence[tuple[str, str]],
+    client_span: Span,
+) -> Response:
+    gateway = gateway_state(request)
+    client = gateway.upstream
+    # The service's server span is a child of this client span (the hop).
     headers = [*_upstream_headers(request), *extra_headers]
+    traceparent = current_traceparent()
+    if traceparent is not None:
+        headers.append((TRACEPARENT_HEADER, traceparent))
+    if client_span.is_recording():
+        client_span.set_attribute("http.request.method", request.method)
+        client_span.set_attribute("cmh.upstream", service)
     content: bytes | AsyncIterator[bytes] | None = None
     if _has_body(request):
         # A declared body (already held under the gateway's size limit) goes as it is; only a

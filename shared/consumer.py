@@ -21,6 +21,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -28,6 +29,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
+from opentelemetry.trace import Span, SpanKind
 from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -43,7 +45,7 @@ from shared.messaging_models import InboxMessage
 from shared.metrics import CONSUMER_PENDING, CONSUMER_PROGRESS, DEAD_LETTERS, EVENTS_CONSUMED
 from shared.settings import Settings
 from shared.sqltypes import utcnow
-from shared.tracing import traceparent_var
+from shared.tracing import span
 
 log = logging.getLogger("cmh.consumer")
 
@@ -363,11 +365,8 @@ class EventConsumer(BackgroundWorker):
                     if id(event) not in applying:
                         outcomes.append(Outcome.DUPLICATE)
                         continue
-                    token = traceparent_var.set(event.traceparent)
-                    try:
+                    with self._span(event):
                         await self.subscription.handler(session, event)
-                    finally:
-                        traceparent_var.reset(token)
                     outcomes.append(Outcome.APPLIED)
         except Exception:
             return False  # rolled back: one by one, each with its own outcome
@@ -379,7 +378,27 @@ class EventConsumer(BackgroundWorker):
 
     async def apply(self, event: CloudEvent) -> Outcome:
         """Run the handler and record the inbox row in one transaction, unless already applied."""
-        token = traceparent_var.set(event.traceparent)
+        with self._span(event):
+            return await self._apply(event)
+
+    def _span(self, event: CloudEvent) -> AbstractContextManager[Span]:
+        """The consumer's span for one event: a child of the span that made it (the event's
+        `traceparent`), so the trace runs on from the request across the bus."""
+        return span(
+            self.service,
+            f"process {event.type}",
+            kind=SpanKind.CONSUMER,
+            parent=event.traceparent,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": event.nats_subject,
+                "messaging.consumer.group.name": self.durable,
+                "messaging.message.id": event.id,
+            },
+        )
+
+    async def _apply(self, event: CloudEvent) -> Outcome:
         try:
             async with self.db.transaction() as session:
                 if await self._applied(session, event.id):
@@ -398,8 +417,6 @@ class EventConsumer(BackgroundWorker):
                 if await self._applied(session, event.id):
                     return Outcome.DUPLICATE
             raise
-        finally:
-            traceparent_var.reset(token)
 
     async def _applied(self, session: AsyncSession, event_id: str) -> bool:
         found = await session.scalar(

@@ -21,6 +21,8 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from shared.tracing import instrument_engine
+
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # FULL: see _configure_sqlite. Only `bench.triage_intake --durability` sets NORMAL, to measure
 # what durability costs; nothing else may.
@@ -179,11 +181,21 @@ class Database:
     """One service's engine and session factory."""
 
     def __init__(
-        self, url: str, *, schema: str | None = None, pool_size: int = 10, busy_timeout: float | None = None
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 10,
+        busy_timeout: float | None = None,
+        process: str | None = None,
     ) -> None:
+        """`process`: the serving process whose traces its statements belong to (database spans,
+        when spans are recorded: shared/tracing.py)."""
         self.url = url
         self.schema = schema if not is_sqlite(url) else None
         self.engine = create_engine(url, schema=self.schema, pool_size=pool_size, busy_timeout=busy_timeout)
+        if process is not None:
+            instrument_engine(self.engine, process)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property

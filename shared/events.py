@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.events import EventPayload, model_for
-from shared.tracing import child_traceparent, parse_traceparent, traceparent_var
+from shared.tracing import current_traceparent, new_traceparent, parse_traceparent
 
 P = TypeVar("P", bound=EventPayload)
 
@@ -163,14 +163,15 @@ def make_event(
     event_id: str | None = None,
     time: datetime | None = None,
 ) -> CloudEvent:
-    """Build an event in the current trace (a new span of the request that caused it), its data
-    checked against the subject's contract."""
+    """Build an event in the current trace, its data checked against the subject's contract. Its
+    `traceparent` (CloudEvents distributed tracing) is the span that made it (the request or the
+    consumer handling an event), so a consumer's span is that span's child."""
     event_type = event_subject(service, entity, verb)
     fields: dict[str, Any] = {
         "source": f"/cmh/{service}",
         "type": event_type,
         "subject": subject,
-        "traceparent": child_traceparent(traceparent_var.get()),
+        "traceparent": current_traceparent() or new_traceparent(),
         "data": _wire(event_type, data),
     }
     if event_id is not None:

@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.tracing import request_id_var, trace_id_of, traceparent_var
+from shared.tracing import current_trace_id, request_id_var
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -34,7 +34,7 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
-        trace_id = trace_id_of(traceparent_var.get())
+        trace_id = current_trace_id()
         if trace_id:
             entry["trace_id"] = trace_id
         for key, value in vars(record).items():

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,10 +27,10 @@ from shared.tracing import (
     CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
     TRACEPARENT_HEADER,
-    child_traceparent,
     new_request_id,
     request_id_var,
-    traceparent_var,
+    set_status_code,
+    span,
     valid_correlation_id,
     valid_request_id,
 )
@@ -58,13 +59,30 @@ class RequestContextMiddleware:
         headers = Headers(scope=scope)
         request_id = valid_request_id(headers.get(REQUEST_ID_HEADER)) or new_request_id()
         correlation_id = valid_correlation_id(headers.get(CORRELATION_ID_HEADER))
-        traceparent = child_traceparent(headers.get(TRACEPARENT_HEADER))
         rid_token = request_id_var.set(request_id)
-        tp_token = traceparent_var.set(traceparent)
-        # Downstream code (the gateway proxy) reads the effective values from the scope.
+        # Downstream code (the gateway proxy) reads the effective request id from the scope.
         scope.setdefault("state", {})
         scope["state"]["request_id"] = request_id
-        scope["state"]["traceparent"] = traceparent
+        try:
+            if scope.get("path") in QUIET_PATHS:  # probes every few seconds: no span, no log line
+                await self._handle(scope, receive, send, INVALID_SPAN, request_id, correlation_id)
+                return
+            # The server span continues the caller's trace; named by the route template once routed.
+            traceparent = headers.get(TRACEPARENT_HEADER)
+            with span(self.service, "HTTP", kind=SpanKind.SERVER, parent=traceparent) as server:
+                await self._handle(scope, receive, send, server, request_id, correlation_id)
+        finally:
+            request_id_var.reset(rid_token)
+
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        server: Span,
+        request_id: str,
+        correlation_id: str | None,
+    ) -> None:
         status = 500
         response_started = False
         started = time.perf_counter()
@@ -90,6 +108,8 @@ class RequestContextMiddleware:
             error_log.error(
                 "unhandled error", extra={"error": f"{type(exc).__module__}.{type(exc).__qualname__}"}
             )
+            if server.is_recording():
+                server.set_attribute("error.type", f"{type(exc).__module__}.{type(exc).__qualname__}")
             if response_started:
                 raise
             if database_busy(exc):
@@ -102,6 +122,11 @@ class RequestContextMiddleware:
             method = scope.get("method", "GET")
             HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
             HTTP_LATENCY.labels(self.service, method, route).observe(elapsed)
+            if server.is_recording():
+                server.update_name(f"{method} {route}")
+                server.set_attribute("http.request.method", method)
+                server.set_attribute("http.route", route)
+                set_status_code(server, status)
             if scope.get("path") not in QUIET_PATHS:
                 extra: dict[str, Any] = {
                     "method": method,
@@ -110,8 +135,6 @@ class RequestContextMiddleware:
                     "duration_ms": round(elapsed * 1000, 2),
                 }
                 access_log.info("request", extra=extra)
-            request_id_var.reset(rid_token)
-            traceparent_var.reset(tp_token)
 
 
 # A busy database clears in moments (a lock released, a connection freed): worth one retry soon.

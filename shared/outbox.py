@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import weakref
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.js.api import Header
 from nats.js.errors import NoStreamResponseError
+from opentelemetry.trace import SpanKind
 from sqlalchemy import delete, func, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +42,7 @@ from shared.metrics import (
 )
 from shared.settings import Settings
 from shared.sqltypes import utcnow
+from shared.tracing import recording, span
 
 log = logging.getLogger("cmh.outbox")
 
@@ -225,12 +229,13 @@ class OutboxRelay(BackgroundWorker):
         try:
             for row in rows:
                 # Sent in commit order on one connection, so the stream keeps that order.
-                future = await js.publish_async(
-                    row.subject,
-                    row.payload.encode(),
-                    headers={Header.MSG_ID.value: row.event_id},
-                    wait_stall=5,
-                )
+                with self._publish_span(row):
+                    future = await js.publish_async(
+                        row.subject,
+                        row.payload.encode(),
+                        headers={Header.MSG_ID.value: row.event_id},
+                        wait_stall=5,
+                    )
                 futures.append((row.seq, future))
         except Exception as exc:
             for row in rows[len(futures) :]:
@@ -249,6 +254,24 @@ class OutboxRelay(BackgroundWorker):
                 else:
                     acked.append(seq)
         return acked, failed
+
+    def _publish_span(self, row: OutboxMessage) -> AbstractContextManager[object]:
+        """The relay's span for sending one event, in the trace of the span that made it (read
+        from the event's `traceparent` only when spans are recorded)."""
+        if not recording():
+            return contextlib.nullcontext()
+        return span(
+            self.service,
+            f"publish {row.subject}",
+            kind=SpanKind.PRODUCER,
+            parent=json.loads(row.payload).get("traceparent"),
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": row.subject,
+                "messaging.message.id": row.event_id,
+            },
+        )
 
     async def _mark(self, session: AsyncSession, acked: list[int], failed: dict[int, str]) -> None:
         if acked:

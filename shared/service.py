@@ -160,6 +160,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
             schema=settings.database_schema_for(spec.name),
             pool_size=settings.database_pool_size,
             busy_timeout=settings.database_busy_timeout_seconds,
+            process=spec.name,
         )
         broker = Broker(settings, spec.name)
         relay = OutboxRelay(db, broker, settings, spec.name)

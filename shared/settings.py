@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.http import parse_trusted_proxies, public_base
@@ -36,7 +36,7 @@ DEFAULT_SERVICE_PORTS: dict[str, int] = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CMH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CMH_", extra="ignore", populate_by_name=True)
 
     # --- where things live -------------------------------------------------------------------
     var_dir: Path = Field(default=Path("var"), description="Runtime files: SQLite databases, NATS store.")
@@ -159,6 +159,19 @@ class Settings(BaseSettings):
         default="",
         description="Addresses or CIDRs (comma separated) of the proxies whose X-Forwarded-For is "
         "believed; never `*`. Default: none, the TCP peer is the caller.",
+    )
+
+    # --- traces (shared/tracing.py): off unless an OTLP endpoint is given ----------------------
+    traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CMH_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces): spans are exported there. "
+        "Also read from the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT. Unset: no span is recorded.",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="The standard OTLP base URL; traces go to its /v1/traces unless CMH_TRACES_ENDPOINT is set.",
     )
 
     # --- security ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from shared.events import (
     event_subject,
     make_event,
 )
-from shared.tracing import child_traceparent, parse_traceparent, trace_id_of, traceparent_var
+from shared.tracing import context_from, parse_traceparent, span, trace_id_of
 
 token = st.text(alphabet=string.ascii_lowercase + string.digits + "_", min_size=0, max_size=20).map(
     lambda rest: "a" + rest
@@ -74,13 +74,11 @@ ROUTED = {"referral_id": "r-1", "person_id": "p-1"}
 
 def test_event_continues_the_current_trace() -> None:
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    token_ = traceparent_var.set(parent)
-    try:
+    with span("triage", "POST /triage/referrals", parent=parent) as current:
         event = make_event("triage", "referral", "routed", ROUTED)
-    finally:
-        traceparent_var.reset(token_)
     assert trace_id_of(event.traceparent) == "0af7651916cd43dd8448eb211c80319c"
-    assert event.traceparent != parent  # a new span of the same trace
+    assert event.traceparent != parent  # the span that made it, a child of the caller's
+    assert parse_traceparent(event.traceparent)[1] == format(current.get_span_context().span_id, "016x")  # type: ignore[index]
 
 
 def test_event_outside_a_request_starts_a_trace() -> None:
@@ -105,9 +103,11 @@ def test_malformed_envelopes_are_rejected(fields: dict[str, object]) -> None:
 
 
 @given(st.text(max_size=60))
-def test_child_traceparent_is_always_valid(parent: str) -> None:
-    child = child_traceparent(parent)
-    assert parse_traceparent(child) is not None
+def test_any_incoming_traceparent_gives_a_valid_span_of_its_trace_or_a_new_one(parent: str) -> None:
+    assert (context_from(parent) is None) == (parse_traceparent(parent) is None)
+    with span("gateway", "GET /x", parent=parent):
+        event = make_event("triage", "referral", "routed", ROUTED)
+    assert parse_traceparent(event.traceparent) is not None
     parsed = parse_traceparent(parent)
     if parsed:
-        assert trace_id_of(child) == parsed[0]
+        assert trace_id_of(event.traceparent) == parsed[0]
