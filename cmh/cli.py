@@ -123,6 +123,18 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from cmh.status import run
+
+    return run(
+        get_settings(),
+        urls=args.url or (),
+        replicas=args.replicas,
+        timeout=args.timeout,
+        as_json_output=args.json,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmh", description="CMH Suite command line")
     # The installed distribution's version (pyproject.toml's [project] version): `cmh-suite 0.1.0`.
@@ -186,6 +198,30 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--process", action="append", choices=PROCESSES, help="only these processes")
     reconcile.add_argument("--repair", action="store_true", help="publish each missing event again")
     reconcile.set_defaults(func=cmd_reconcile)
+
+    status = commands.add_parser(
+        "status",
+        help="scrape every process's /metrics and print the pipeline's health and the alert rules "
+        "true now (exit 1 while one is, or a process does not answer)",
+    )
+    status.add_argument(
+        "--url",
+        action="append",
+        metavar="NAME=URL",
+        help="scrape this process at this /metrics address instead (repeat for each); with it, only "
+        "the processes given are scraped",
+    )
+    status.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        choices=range(1, 10),
+        metavar="N",
+        help="the processes `cmh cluster --replicas N` runs (default 1: `cmh run`)",
+    )
+    status.add_argument("--timeout", type=float, default=3.0, help="seconds a scrape may take (default 3)")
+    status.add_argument("--json", action="store_true", help="print it as JSON, for scripts")
+    status.set_defaults(func=cmd_status)
 
     # The gateway owns clients, keys and tokens; its commands are registered by it.
     from gateway.admin import register

@@ -53,17 +53,24 @@ DEAD_LETTERS = Gauge(
     "Dead-lettered events of a durable consumer held on the stream (cmh.deadletter.<durable>)",
     ["service", "durable"],
 )
-WEBHOOK_BACKLOG = Gauge("cmh_webhook_backlog", "Webhook deliveries pending (notify)")
+# Labelled by service like the rest, so only the process that sets them exports them: a gauge
+# without labels is exported (as 0) by every process, and a clock-scan timestamp of 0 would make
+# CmhClockScanStale true in each of them.
+WEBHOOK_BACKLOG = Gauge("cmh_webhook_backlog", "Webhook deliveries pending (notify)", ["service"])
 WEBHOOK_OLDEST_PENDING = Gauge(
-    "cmh_webhook_oldest_pending_seconds", "Age of the oldest pending webhook delivery (0 when none)"
+    "cmh_webhook_oldest_pending_seconds",
+    "Age of the oldest pending webhook delivery (0 when none)",
+    ["service"],
 )
 CLOCK_SCAN_LAST_SUCCESS = Gauge(
     "cmh_clock_scan_last_success_timestamp_seconds",
-    "When careplan last completed a scan of the plan clocks (Unix time)",
+    "When careplan last completed a scan of the plan clocks, or started scanning (Unix time)",
+    ["service"],
 )
 CLOCK_SCAN_INTERVAL = Gauge(
     "cmh_clock_scan_interval_seconds",
     "How often careplan scans the plan clocks (CMH_CAREPLAN_CLOCK_SCAN_SECONDS)",
+    ["service"],
 )
 EVENTS_CONSUMED = Counter(
     "cmh_events_consumed_total",

@@ -90,8 +90,8 @@ def age_seconds(since: datetime | None) -> float:
 
 
 async def outbox_summary(db: Database) -> tuple[int, datetime | None]:
-    """A database's outbox: events not yet published, and the commit time of the oldest (also
-    read by `cmh status`)."""
+    """A database's outbox: events not yet published, and the commit time of the oldest (the
+    gauges `cmh status` scrapes)."""
     async with db.session() as session:
         count, oldest = (
             await session.execute(

@@ -36,13 +36,15 @@ class ClockScheduler(BackgroundWorker):
     async def run(self) -> None:
         state = service_state(self.app)
         interval = state.settings.careplan_clock_scan_seconds
-        CLOCK_SCAN_INTERVAL.set(interval)
+        CLOCK_SCAN_INTERVAL.labels("careplan").set(interval)
+        # The age counts from the start until a first scan completes: one that never does is seen.
+        CLOCK_SCAN_LAST_SUCCESS.labels("careplan").set_to_current_time()
         while not self.stopping:
             try:
                 with self.busy():
                     await store.scan_clocks(state.db, state.now())
                 # What `ClockScanStale` (deploy/prometheus/alerts.yaml) ages against time().
-                CLOCK_SCAN_LAST_SUCCESS.set_to_current_time()
+                CLOCK_SCAN_LAST_SUCCESS.labels("careplan").set_to_current_time()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -101,7 +101,7 @@ def webhook_client(settings: Settings) -> httpx.AsyncClient:
 
 async def webhook_summary(db: Database) -> tuple[int, datetime | None]:
     """Deliveries pending (whatever their subscription's status), and when the oldest was queued
-    (also read by `cmh status`)."""
+    (the gauges `cmh status` scrapes)."""
     async with db.session() as session:
         count, oldest = (
             await session.execute(
@@ -246,8 +246,8 @@ class DeliveryWorker(BackgroundWorker):
     async def refresh_gauges(self) -> None:
         """`cmh_webhook_backlog` and the age of its oldest delivery, from the table."""
         count, oldest = await webhook_summary(self.db)
-        WEBHOOK_BACKLOG.set(count)
-        WEBHOOK_OLDEST_PENDING.set(age_seconds(oldest))
+        WEBHOOK_BACKLOG.labels("notify").set(count)
+        WEBHOOK_OLDEST_PENDING.labels("notify").set(age_seconds(oldest))
 
     async def dispatch(self) -> int:
         """Claim heads for as many subscriptions as there are free slots and start sending them."""

@@ -112,8 +112,12 @@ async def test_the_webhook_backlog_gauges_count_pending_deliveries(
     receiver.down = True
     await notify.subscribe(receiver.url)
     await notify.publish(*(referral("received", f"ref-{i}", 1, "received") for i in range(3)))
-    await eventually(lambda: REGISTRY.get_sample_value("cmh_webhook_backlog") == 3)
-    await eventually(lambda: (REGISTRY.get_sample_value("cmh_webhook_oldest_pending_seconds") or 0) > 0)
+    await eventually(lambda: REGISTRY.get_sample_value("cmh_webhook_backlog", {"service": "notify"}) == 3)
+    await eventually(
+        lambda: (
+            (REGISTRY.get_sample_value("cmh_webhook_oldest_pending_seconds", {"service": "notify"}) or 0) > 0
+        )
+    )
     receiver.down = False
-    await eventually(lambda: REGISTRY.get_sample_value("cmh_webhook_backlog") == 0)
-    assert REGISTRY.get_sample_value("cmh_webhook_oldest_pending_seconds") == 0
+    await eventually(lambda: REGISTRY.get_sample_value("cmh_webhook_backlog", {"service": "notify"}) == 0)
+    assert REGISTRY.get_sample_value("cmh_webhook_oldest_pending_seconds", {"service": "notify"}) == 0
