@@ -43,7 +43,11 @@ NOT_IN_THE_REPOSITORY = (
 def prose_files(root: Path = ROOT) -> Iterator[Path]:
     for directory, subdirectories, names in os.walk(root):
         subdirectories[:] = sorted(
-            d for d in subdirectories if d not in SKIPPED_DIRS and not d.endswith(".egg-info")
+            d
+            for d in subdirectories
+            if d not in SKIPPED_DIRS
+            and not d.endswith(".egg-info")
+            and not (Path(directory) / d / "pyvenv.cfg").exists()  # any virtualenv (`make lock`'s)
         )
         for name in sorted(names):
             path = Path(directory) / name
