@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 
 from cmh.serving import app_factory_path
@@ -110,7 +110,7 @@ def test_every_native_operation_documents_the_problems_it_answers(name: str) -> 
     assert not failures, failures
 
 
-def _dependency_calls(route: APIRoute) -> set[Any]:
+def _dependency_calls(route: Any) -> set[Any]:
     calls: set[Any] = set()
     pending = list(route.dependant.dependencies)
     while pending:
@@ -128,13 +128,16 @@ def test_required_headers_are_marked_required(process: str) -> None:
     document = app.openapi()
     required_key = RequiredIdempotency.__metadata__[0].dependency
     failures = []
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    checked = set()
+    # Every route, those of included routers too (`app.routes` holds those as one entry each).
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             operation = document["paths"][route.path_format].get(method.lower())
             if operation is None:
                 continue
+            checked.add((method.lower(), route.path_format))
             header = _headers(operation).get("idempotency-key")
             needs_key = required_key in _dependency_calls(route)
             if needs_key and not (header and header["required"] and header["schema"].get("type") == "string"):
@@ -144,6 +147,13 @@ def test_required_headers_are_marked_required(process: str) -> None:
             if_match = _headers(operation).get("if-match")
             if if_match and if_match["required"] and "428" not in operation["responses"]:
                 failures.append((method, route.path, "If-Match is required but 428 is not declared"))
+    documented = {
+        (method, path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    assert checked == documented  # nothing the document holds went unchecked
     assert not failures, failures
 
 
