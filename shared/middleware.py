@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
+from fastapi.routing import iter_route_contexts
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import database_busy
@@ -346,7 +348,8 @@ async def _send_problem(send: Send, path: str, status: int, title: str, detail: 
 
 class HeadAsGetMiddleware:
     """HEAD wherever GET is (RFC 9110 §9.3.2): the request runs as GET and the answer goes out
-    with the same status and headers and no body; a 405's Allow lists HEAD beside GET."""
+    with the same status and headers and no body. A 405's Allow names every method some route
+    of the path takes (Starlette names only the first such route's), HEAD beside GET."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -356,7 +359,7 @@ class HeadAsGetMiddleware:
             await self.app(scope, receive, send)
             return
         if scope["method"] != "HEAD":
-            await self.app(scope, receive, _with_head_allowed(send))
+            await self.app(scope, receive, _with_allow(scope, send))
             return
 
         async def send_headers_only(message: Message) -> None:
@@ -366,19 +369,42 @@ class HeadAsGetMiddleware:
                 return
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, _with_head_allowed(send_headers_only))
+        await self.app({**scope, "method": "GET"}, receive, _with_allow(scope, send_headers_only))
 
 
-def _with_head_allowed(send: Send) -> Send:
-    async def send_allowing_head(message: Message) -> None:
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: Any, scope: Scope) -> list[str] | None:
+    """Every method the routes of `scope`'s path take (included routers' too), HEAD where GET;
+    None when a route takes this very method (its handler answered the 405 itself, e.g. the
+    gateway passing on a service's, whose Allow is the service's to say)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(getattr(app, "routes", ())):
+        route_methods = route.methods
+        match = route.matches(scope)[0] if route_methods else Match.NONE
+        if match is Match.FULL:
+            return None
+        if match is Match.PARTIAL and route_methods:
+            methods |= route_methods
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods, key=lambda m: (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else 99, m))
+
+
+def _with_allow(scope: Scope, send: Send) -> Send:
+    async def send_with_allow(message: Message) -> None:
         if message["type"] == "http.response.start" and message["status"] == 405:
             headers = MutableHeaders(scope=message)
-            allowed = [m.strip() for m in headers.get("allow", "").split(",") if m.strip()]
-            if "GET" in allowed and "HEAD" not in allowed:
-                headers["Allow"] = ", ".join([*allowed, "HEAD"])
+            allowed = allowed_methods(scope.get("app"), scope)
+            if allowed is None:
+                named = [m.strip() for m in headers.get("allow", "").split(",") if m.strip()]
+                allowed = [*named, "HEAD"] if "GET" in named and "HEAD" not in named else named
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
         await send(message)
 
-    return send_allowing_head
+    return send_with_allow
 
 
 class DropEmptyQueryParameters:

@@ -14,9 +14,11 @@ gateway's merged document, so a new route is covered without editing this:
 from __future__ import annotations
 
 import importlib
+import re
 from functools import cache
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -279,3 +281,52 @@ def test_each_main_journey_is_described_with_a_realistic_example(method: str, pa
     for example in examples:
         if model is not None:
             model.model_validate(example)  # the example is a request the route takes
+
+
+# --- 405 and Allow -------------------------------------------------------------------------------
+
+_ANY_ID = "00000000-0000-4000-8000-000000000000"
+
+
+def _concrete(template: str) -> str:
+    return re.sub(r"\{[^}]+\}", _ANY_ID, template)
+
+
+def _matches(template: str, path: str) -> bool:
+    pattern = re.sub(r"\\\{[^}]+:path\\\}", ".+", re.escape(template))
+    return re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", pattern), path) is not None
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_a_method_no_route_of_a_path_takes_is_405_with_every_method_it_takes_in_allow(
+    service: str,
+) -> None:
+    """Generated from each service's document: for every path, a method none of the routes that
+    match it takes is refused 405 (problem+json, an OperationOutcome under /fhir), and Allow names every method they do take (HEAD
+    beside GET), not only the first matching route's as Starlette would."""
+    app = _app(service)
+    paths = app.openapi()["paths"]
+    failures = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as http:
+        for template in paths:
+            concrete = _concrete(template)
+            taken = {
+                method.upper()
+                for other, item in paths.items()
+                if _matches(other, concrete)
+                for method in item
+            } & {m.upper() for m in METHODS}
+            refused = next((m for m in ("PATCH", "PUT", "DELETE", "POST") if m not in taken), None)
+            if refused is None:
+                continue
+            answer = await http.request(refused, concrete)
+            expected = taken | ({"HEAD"} if "GET" in taken else set())
+            allow = {m.strip() for m in answer.headers.get("allow", "").split(",") if m.strip()}
+            if (
+                answer.status_code != 405
+                or allow != expected
+                or (FHIR_JSON if is_fhir_path(concrete) else PROBLEM_JSON)  # OperationOutcome under /fhir
+                not in answer.headers.get("content-type", "")
+            ):
+                failures.append((refused, template, answer.status_code, sorted(allow), sorted(expected)))
+    assert not failures, failures
