@@ -14,10 +14,7 @@ import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from tests.faults.conftest import Cluster
-
-
-def report(name: str, text: str) -> None:
-    print(f"[fault] {name}: {text}")  # shown with -s; the closing note quotes these
+from tests.faults.traffic import report
 
 
 def test_baseline_no_fault(cluster: Cluster) -> None:
