@@ -77,11 +77,15 @@ class RunningSuite:
         for line in self.process.stdout:
             self.lines.append(line.rstrip())
 
+    def printed(self, text: str, *, after: int = 0) -> bool:
+        """Whether a line holding `text` was printed (among the lines from index `after` on)."""
+        return any(text in line for line in self.lines[after:])
+
     def wait_for_line(self, text: str, timeout: float, *, after: int = 0) -> float:
         """Until a line holding `text` is printed (among the lines from index `after` on)."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            if any(text in line for line in self.lines[after:]):
+            if self.printed(text, after=after):
                 return time.monotonic() - started
             assert self.process is not None
             if self.process.poll() is not None:
