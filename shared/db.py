@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -32,6 +32,8 @@ DEFAULT_BUSY_TIMEOUT_SECONDS = 15.0
 # PostgreSQL conditions that end as soon as the other work does: a lock not granted in time, a
 # deadlock or serialization victim, no connection slot, the server starting or stopping.
 _RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001", "53300", "57P01", "57P02", "57P03"})
+# Class 08, connection exception: the connection went (a restart, a failover) as the work ran.
+_CONNECTION_SQLSTATES = "08"
 _SQLITE_BUSY = ("database is locked", "database table is locked")
 
 
@@ -65,9 +67,12 @@ def database_busy(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, PoolTimeout | ConnectionRefusedError):
-            return True
-        if getattr(current, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        if isinstance(current, PoolTimeout | ConnectionError):
+            return True  # no connection slot, or the server refused or dropped the connection
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True  # SQLAlchemy saw a disconnect (it replaces the pool's connections)
+        sqlstate = getattr(current, "sqlstate", None)
+        if sqlstate in _RETRYABLE_SQLSTATES or str(sqlstate).startswith(_CONNECTION_SQLSTATES):
             return True
         if type(current).__name__ == "OperationalError" and str(current).startswith(_SQLITE_BUSY):
             return True

@@ -149,12 +149,14 @@ async def _send_internal_error(send: Send) -> None:
 
 
 async def _send_database_busy(send: Send) -> None:
-    # Nothing was written (the transaction rolled back), so the same request may simply be sent
-    # again: with its Idempotency-Key, a retried referral is never doubled.
+    # A lock not granted or no connection: nothing was written (the transaction rolled back). A
+    # connection lost as the work ran leaves it undone, or, lost during its commit, done: either
+    # way the same request may be sent again, and with its Idempotency-Key a retried referral is
+    # never doubled (an If-Match decision is refused as already made).
     body = problem_body(
         503,
         "Service Unavailable",
-        "The database is busy; nothing was changed. Try again after the Retry-After interval.",
+        "The database is busy or briefly unreachable. Try again after the Retry-After interval.",
         type_=problem_type("database-busy"),
     )
     await _send_json_problem(send, 503, body, [(b"retry-after", str(DATABASE_BUSY_RETRY_AFTER).encode())])

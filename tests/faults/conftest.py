@@ -13,10 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from shared.nats_server import NatsCluster, free_port
 from shared.settings import Settings
 from tests.conftest import POSTGRES_URL, drop_schemas
 from tests.faults.netproxy import FaultyLink
+from tests.faults.traffic import TEAMS_IN_REFERENCE, ReferralTraffic, wait_until
 from tests.support import prepare_databases
 
 # Processes started, and how many of each.
@@ -39,20 +38,6 @@ CLIENTS = {
     "ehr": ("P81001", "ods", "partner_ehr", "referral:submit referral:read", 100_000),
     "clinician": ("RW5", "ods", "crisis_app", "referral:read triage:decide", 100_000),
 }
-TEAMS_IN_REFERENCE = 45
-
-_DIGITS_AS_LETTERS = str.maketrans("0123456789", "abcdefghij")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(interval)
 
 
 @dataclass
@@ -111,24 +96,7 @@ class Process:
 
 
 @dataclass
-class Outcome:
-    """What clients saw for one batch of referrals."""
-
-    accepted: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)  # never accepted within the deadline
-    refused_answers: int = 0  # non-2xx answers and connection errors, retried
-    elapsed: float = 0.0
-    last_failure: dict[str, str] = field(default_factory=dict)  # path -> what it last got
-
-    def summary(self) -> str:
-        return (
-            f"{len(self.accepted)} accepted, {len(self.failed)} never accepted, "
-            f"{self.refused_answers} failed answers retried, {self.elapsed:.1f}s"
-        )
-
-
-@dataclass
-class Cluster:
+class Cluster(ReferralTraffic):
     settings: Settings  # direct to PostgreSQL, for checks from the test
     nats: NatsCluster
     nats_links: list[FaultyLink]
@@ -148,87 +116,6 @@ class Cluster:
         for process in processes or self.processes:
             wait_until(process.ready, timeout, f"{process.name} ready\n{process.log_tail()}")
 
-    # --- traffic --------------------------------------------------------------------------------
-
-    def referrals(self, count: int, label: str, *, during: Callable[[], None] | None = None) -> Outcome:
-        """Submit and accept `count` referrals through the gateway, 6 at a time, as a careful client
-        would: a failed answer is retried with the same Idempotency-Key (and the decision with
-        If-Match) until accepted or 90 s pass. `during` runs in parallel (the fault)."""
-        outcome = Outcome()
-        started = time.monotonic()
-        run = uuid.uuid4().hex[:8]
-        with (
-            ThreadPoolExecutor(max_workers=7) as pool,
-            httpx.Client(base_url=self.gateway, timeout=10) as http,
-        ):
-            fault = pool.submit(during) if during else None
-            results = list(pool.map(lambda i: self._one(http, f"{label}-{run}-{i}", outcome), range(count)))
-            if fault is not None:
-                fault.result()
-        for key, referral_id in results:
-            (outcome.accepted if referral_id else outcome.failed).append(referral_id or key)
-        self.accepted.extend(outcome.accepted)
-        outcome.elapsed = time.monotonic() - started
-        return outcome
-
-    def _one(self, http: httpx.Client, key: str, outcome: Outcome) -> tuple[str, str | None]:
-        deadline = time.monotonic() + 90
-        body = {
-            "person": {
-                # One person per referral: names match on letters alone (digits are dropped), so the
-                # key's digits become letters; the same person twice would be linked, not opened twice.
-                "given_name": f"Fault{key.replace('-', '').translate(_DIGITS_AS_LETTERS)[:40]}", "family_name": "Tester",
-                "birth_date": "1980-02-02", "postcode": "PR1 3BQ",
-            },
-            "source": "gp", "needs": ["low_mood"], "consent_to_share": False,
-        }  # fmt: skip
-        referral_id = None
-        while referral_id is None and time.monotonic() < deadline:
-            answer = self._send(
-                http, "POST", "/triage/referrals", outcome, self.tokens["ehr"], key, body=body
-            )
-            if answer is not None and answer.status_code == 201:
-                referral_id = answer.json()["id"]
-        while referral_id is not None and time.monotonic() < deadline:
-            decided = self._send(
-                http, "POST", f"/triage/referrals/{referral_id}/decisions", outcome, self.tokens["clinician"],
-                None, body={"action": "accept"}, if_match='"1"',
-            )  # fmt: skip
-            if decided is not None and decided.status_code == 200:
-                return key, referral_id
-            if decided is not None and decided.status_code == 412:  # an earlier try got through
-                read = self._send(
-                    http, "GET", f"/triage/referrals/{referral_id}", outcome, self.tokens["clinician"]
-                )
-                if read is not None and read.status_code == 200 and read.json()["status"] == "routed":
-                    return key, referral_id
-        return key, None
-
-    def _send(
-        self, http: httpx.Client, method: str, path: str, outcome: Outcome, auth: dict[str, str],
-        key: str | None = None, *, body: dict[str, Any] | None = None, if_match: str | None = None,
-    ) -> httpx.Response | None:  # fmt: skip
-        headers = dict(auth)
-        if key:
-            headers["Idempotency-Key"] = key
-        if if_match:
-            headers["If-Match"] = if_match
-        try:
-            answer = http.request(method, path, json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            outcome.refused_answers += 1
-            outcome.last_failure[f"{method} {path}"] = type(exc).__name__
-            time.sleep(0.2)
-            return None
-        if answer.status_code >= 500 or answer.status_code == 429:
-            outcome.refused_answers += 1
-            outcome.last_failure[f"{method} {path}"] = f"{answer.status_code} {answer.text[:200]}"
-            time.sleep(0.2)
-            return None
-        if answer.status_code >= 400 and answer.status_code != 412:
-            raise AssertionError(f"{method} {path}: {answer.status_code} {answer.text}")
-        return answer
-
     # --- what the stores hold -------------------------------------------------------------------
 
     def query(self, owner: str, sql: str) -> list[Any]:
@@ -243,53 +130,6 @@ class Cluster:
                 await engine.dispose()
 
         return asyncio.run(run())
-
-    def holdings(self) -> dict[str, dict[str, int]]:
-        """For each store, how many rows each referral has."""
-        return {
-            "triage": dict(self.query("triage", "SELECT id, 1 FROM triage_referrals")),
-            "careplan": dict(
-                self.query(
-                    "careplan", "SELECT referral_id, count(*) FROM careplan_episodes GROUP BY referral_id"
-                )
-            ),
-            "reporting": dict(
-                self.query(
-                    "reporting", "SELECT referral_id, count(*) FROM reporting_referrals GROUP BY referral_id"
-                )
-            ),
-            "reporting_episodes": dict(
-                self.query(
-                    "reporting", "SELECT referral_id, count(*) FROM reporting_episodes GROUP BY referral_id"
-                )
-            ),
-        }
-
-    def assert_nothing_lost_or_doubled(self, timeout: float = 90) -> str:
-        """Every accepted referral once in triage, its episode once in careplan, counted once in
-        reporting (referral and episode); and nothing stored that no client saw accepted."""
-        expected = set(self.accepted)
-        last: dict[str, dict[str, int]] = {}
-        started = time.monotonic()
-
-        def settled() -> bool:
-            last.update(self.holdings())
-            return all(set(last[store]) == expected and set(last[store].values()) <= {1} for store in last)
-
-        try:
-            wait_until(settled, timeout, "every store holds each accepted referral once", interval=0.5)
-        except AssertionError:
-            report = {
-                store: {
-                    "missing": len(expected - set(rows)),
-                    "unexpected": len(set(rows) - expected),
-                    "doubled": sum(1 for n in rows.values() if n > 1),
-                }
-                for store, rows in last.items()
-            }
-            raise AssertionError(f"stores disagree with what clients saw: {report}") from None
-        counts = ", ".join(f"{store} {sum(rows.values())}" for store, rows in last.items())
-        return f"settled {time.monotonic() - started:.1f}s after the last answer: {counts}"
 
 
 def _env(

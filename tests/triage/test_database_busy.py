@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from services.triage.app import create_app
 from shared.db import database_busy
@@ -95,3 +96,15 @@ def test_what_counts_as_the_database_being_busy() -> None:
         sqlstate = "23505"
 
     assert database_busy(LockNotAvailable()) and not database_busy(UniqueViolation())
+
+    # PostgreSQL restarting or failing over: the connection refused, or dropped as the work ran
+    # (the cluster fault suite's restart answered 500 for these until they were counted here).
+    class ConnectionDoesNotExist(Exception):
+        sqlstate = "08003"
+
+    assert database_busy(ConnectionRefusedError()) and database_busy(ConnectionResetError())
+    assert database_busy(ConnectionError("unexpected connection_lost() call"))
+    assert database_busy(ConnectionDoesNotExist())
+    dropped = DBAPIError("SELECT 1", {}, RuntimeError("connection was closed"), connection_invalidated=True)
+    assert database_busy(dropped)
+    assert not database_busy(DBAPIError("SELECT 1", {}, RuntimeError("syntax error")))
