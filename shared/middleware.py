@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 from fastapi.routing import iter_route_contexts
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send

@@ -74,8 +74,5 @@ async def test_a_body_that_is_not_json_is_refused(suite: Suite) -> None:
                 )
                 if not refused_cleanly(path, answer):
                     failures.append((method, path, answer.status_code, answer.text[:160]))
-                allow = {m.strip().lower() for m in answer.headers.get("allow", "").split(",")}
-                if answer.status_code == 405 and not set(declared) <= allow:  # every route's methods
-                    failures.append((method, path, 405, f"Allow: {answer.headers.get('allow')}"))
     assert tried > 20, tried
     assert not failures, failures
