@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.migrations import migrations_beside, new_metadata
@@ -110,3 +110,41 @@ class AuditPerson(Base):
 
     audit_id: Mapped[int] = mapped_column(ForeignKey("audit_records.id"), primary_key=True)
     person_id: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+
+
+class Person(Base):
+    """A person who signs in (gateway/web/people.py): the provider's identity (issuer and
+    subject) mapped to the organisation they act for and their roles."""
+
+    __tablename__ = "people"
+    __table_args__ = (UniqueConstraint("issuer", "subject", name="uq_people_identity"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    organisation: Mapped[str] = mapped_column(String(16), index=True)
+    organisation_system: Mapped[str] = mapped_column(String(16))  # ods | charity | company
+    roles: Mapped[str] = mapped_column(String(500))  # space separated (gateway/web/roles.py)
+    team_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Tokens issued for this person at or before this are refused everywhere (as for a client).
+    tokens_revoked_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    last_signed_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebSessionRow(Base):
+    """A browser's session (gateway/web/sessions.py), under the SHA-256 of its cookie's key."""
+
+    __tablename__ = "web_sessions"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    id_token: Mapped[str | None] = mapped_column(Text, nullable=True)  # the provider's, for sign-out
+    data: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the OIDC state while signing in
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

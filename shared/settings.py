@@ -174,6 +174,29 @@ class Settings(BaseSettings):
         description="The standard OTLP base URL; traces go to its /v1/traces unless CMH_TRACES_ENDPOINT is set.",
     )
 
+    # --- people signing in (gateway/web): an OpenID Connect provider ------------------------
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="The OpenID Connect provider people sign in with (its issuer URL; discovery at "
+        "/.well-known/openid-configuration). `cmh run` starts a development one. Unset: no sign-in.",
+    )
+    oidc_client_id: str = Field(default="cmh-suite", description="The suite's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(default=None, description="The suite's client secret there.")
+    oidc_scopes: str = Field(default="openid profile email", description="Scopes asked of the provider.")
+    oidc_provider_name: str = Field(
+        default="your organisation's account", description="How the sign-in page names the provider."
+    )
+    dev_oidc_provider: bool = Field(
+        default=False,
+        description="Set by `cmh run`: the provider is the development one (demo people); production refuses it.",
+    )
+    session_idle_minutes: int = Field(
+        default=30, ge=1, le=24 * 60, description="A person's session ends after this long without a request."
+    )
+    session_absolute_hours: float = Field(
+        default=12.0, gt=0, le=24, description="A person's session ends this long after sign-in, whatever happens."
+    )
+
     # --- security ----------------------------------------------------------------------------
     token_issuer: str = Field(default="https://cmh-suite.local/oauth2", description="`iss` of access tokens.")
     token_audience: str = Field(default="cmh-suite-api", description="`aud` of access tokens.")
@@ -321,6 +344,13 @@ def check_production(settings: Settings) -> None:
     opened (`gateway.keys`)."""
     if settings.environment != "production":
         return
+    if settings.dev_oidc_provider:
+        raise RuntimeError(
+            "production refuses the development OpenID Connect provider (CMH_DEV_OIDC_PROVIDER): "
+            "configure the organisation's provider with CMH_OIDC_ISSUER"
+        )
+    if settings.oidc_issuer and not settings.oidc_issuer.startswith("https://"):
+        raise RuntimeError("production requires an https CMH_OIDC_ISSUER")
     if not settings.public_url:
         raise RuntimeError(
             "production requires CMH_PUBLIC_URL: the address partners reach the gateway at "
