@@ -31,7 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.models import Client
+from gateway.models import PERSON_CLIENT_PREFIX, Client, Person
 from shared.auth import SCOPES, ClientKind
 from shared.sqltypes import utcnow
 
@@ -233,11 +233,19 @@ async def disable_client(session: AsyncSession, client_id: str) -> None:
 
 
 async def revoked_since(session: AsyncSession, cutoff: datetime) -> dict[str, float]:
-    """Client id → epoch seconds of the revocation, for revocations after `cutoff`."""
+    """Client id → epoch seconds of the revocation, for revocations after `cutoff`: clients', and
+    people's (a disabled person's tokens carry `person:<id>` as their client id)."""
     rows = await session.execute(
         select(Client.client_id, Client.tokens_revoked_before).where(Client.tokens_revoked_before >= cutoff)
     )
-    return {client_id: revoked.timestamp() for client_id, revoked in rows.all()}
+    revoked = {client_id: when.timestamp() for client_id, when in rows.all()}
+    people = await session.execute(
+        select(Person.id, Person.tokens_revoked_before).where(Person.tokens_revoked_before >= cutoff)
+    )
+    revoked.update(
+        {f"{PERSON_CLIENT_PREFIX}{person_id}": when.timestamp() for person_id, when in people.all()}
+    )
+    return revoked
 
 
 async def enable_client(session: AsyncSession, client_id: str) -> None:

@@ -112,6 +112,9 @@ class AuditPerson(Base):
     person_id: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
 
 
+PERSON_CLIENT_PREFIX = "person:"  # a person's tokens' `sub` (and client id): revocable like a client's
+
+
 class Person(Base):
     """A person who signs in (gateway/web/people.py): the provider's identity (issuer and
     subject) mapped to the organisation they act for and their roles."""

@@ -26,7 +26,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -446,29 +446,42 @@ class TokenService:
         return sorted(granted)
 
     async def issue(self, client: Client, scopes: list[str]) -> dict[str, Any]:
-        key = await self.keys.signing_key()
-        now = int(time.time())
-        claims = {
-            "iss": self.settings.token_issuer,
-            "aud": self.settings.token_audience,
-            "sub": client.client_id,
-            "client_id": client.client_id,
-            "iat": now,
-            "nbf": now,
-            "exp": now + self.settings.token_lifetime_seconds,
-            "jti": secrets.token_urlsafe(16),
-            "scope": " ".join(scopes),
-            "cmh_org": client.organisation,
-            "cmh_kind": client.kind,
-            "cmh_rate": client.rate_limit_per_minute or self.settings.rate_limit_per_minute,
-        }
-        token = jwt.encode(claims, key.private_key, algorithm=TOKEN_ALGORITHM, headers={"kid": key.kid})
+        token = await self.sign(
+            client.client_id,
+            organisation=client.organisation,
+            kind=client.kind,
+            scopes=scopes,
+            rate=client.rate_limit_per_minute,
+        )
         return {
             "access_token": token,
             "token_type": "Bearer",
             "expires_in": self.settings.token_lifetime_seconds,
             "scope": " ".join(scopes),
         }
+
+    async def sign(
+        self, subject: str, *, organisation: str, kind: str, scopes: Sequence[str], rate: int | None = None
+    ) -> str:
+        """An access token: for a client (`issue`) or for a person signed in to the pages, who
+        reaches the API with the scopes of their roles exactly as a client of that kind does."""
+        key = await self.keys.signing_key()
+        now = int(time.time())
+        claims = {
+            "iss": self.settings.token_issuer,
+            "aud": self.settings.token_audience,
+            "sub": subject,
+            "client_id": subject,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.settings.token_lifetime_seconds,
+            "jti": secrets.token_urlsafe(16),
+            "scope": " ".join(scopes),
+            "cmh_org": organisation,
+            "cmh_kind": kind,
+            "cmh_rate": rate or self.settings.rate_limit_per_minute,
+        }
+        return jwt.encode(claims, key.private_key, algorithm=TOKEN_ALGORITHM, headers={"kid": key.kid})
 
 
 @router.post(

@@ -7,12 +7,13 @@ validation error names the field and the rule it broke, not the input.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -339,14 +340,30 @@ def error_response(
     type_: str = "about:blank",
     headers: dict[str, str] | None = None,
     **extensions: Any,
-) -> JSONResponse:
-    """problem+json, or an OperationOutcome on FHIR paths: the one way every error is answered."""
+) -> Response:
+    """problem+json, an OperationOutcome on FHIR paths, or a page for people on the pages' paths
+    (`answer_errors_as_pages`): the one way every error is answered."""
     body = problem_body(status, title, detail, type_=type_, **extensions)
+    for prefix, render in _PAGE_RENDERERS.items():
+        if path == prefix or path.startswith(f"{prefix}/"):
+            return render(body, headers)
     if is_fhir_path(path):
         return JSONResponse(
             operation_outcome(body), status_code=status, media_type=FHIR_JSON, headers=headers
         )
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+# Path prefix → how a problem is shown to a person there (the gateway's pages, gateway/web).
+_PAGE_RENDERERS: dict[str, Callable[[dict[str, Any], dict[str, str] | None], Response]] = {}
+
+
+def answer_errors_as_pages(
+    prefix: str, render: Callable[[dict[str, Any], dict[str, str] | None], Response]
+) -> None:
+    """Under `prefix`, every error (raised, validation, routing, a middleware's) is answered by
+    `render(problem body, headers)`: an HTML page for people, not JSON."""
+    _PAGE_RENDERERS[prefix.rstrip("/")] = render
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -371,14 +388,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     document_problems(app)
 
     @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+    async def _problem(request: Request, exc: Problem) -> Response:
         return error_response(
             request.url.path, exc.status, exc.title, exc.detail, type_=exc.type, headers=exc.headers,
             **exc.extensions,
         )  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
         if errors and all(tuple(error.get("loc", ()))[:1] == ("path",) for error in errors):
             # An id that cannot be one this API issues names nothing: not found, like any other
@@ -396,7 +413,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         detail = (
             exc.detail
             if isinstance(exc.detail, str) and exc.detail != HTTPStatus(exc.status_code).phrase

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import re
 import time
@@ -19,11 +18,12 @@ from typing import Any
 from fastapi.routing import iter_route_contexts
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import database_busy
-from shared.errors import PROBLEM_JSON, error_response, problem_body, problem_type
+from shared.errors import error_response, problem_type
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from shared.tracing import (
     CORRELATION_ID_HEADER,
@@ -114,10 +114,11 @@ class RequestContextMiddleware:
                 server.set_attribute("error.type", f"{type(exc).__module__}.{type(exc).__qualname__}")
             if response_started:
                 raise
+            path = scope.get("path", "")
             if database_busy(exc):
-                await _send_database_busy(send_with_context)
+                await _send_database_busy(send_with_context, path)
             else:
-                await _send_internal_error(send_with_context)
+                await _send_internal_error(send_with_context, path)
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
@@ -143,41 +144,35 @@ class RequestContextMiddleware:
 DATABASE_BUSY_RETRY_AFTER = 2
 
 
-async def _send_internal_error(send: Send) -> None:
-    body = problem_body(500, "Internal Server Error", "The error has been logged with the request id.")
-    await _send_json_problem(send, 500, body)
+async def _send_internal_error(send: Send, path: str) -> None:
+    # Through error_response: an OperationOutcome under /fhir, a page on the people's pages.
+    response = error_response(
+        path, 500, "Internal Server Error", "The error has been logged with the request id."
+    )
+    await _send_response(send, response)
 
 
-async def _send_database_busy(send: Send) -> None:
+async def _send_database_busy(send: Send, path: str) -> None:
     # A lock not granted or no connection: nothing was written (the transaction rolled back). A
     # connection lost as the work ran leaves it undone, or, lost during its commit, done: either
     # way the same request may be sent again, and with its Idempotency-Key a retried referral is
     # never doubled (an If-Match decision is refused as already made).
-    body = problem_body(
+    response = error_response(
+        path,
         503,
         "Service Unavailable",
         "The database is busy or briefly unreachable. Try again after the Retry-After interval.",
         type_=problem_type("database-busy"),
+        headers={"Retry-After": str(DATABASE_BUSY_RETRY_AFTER)},
     )
-    await _send_json_problem(send, 503, body, [(b"retry-after", str(DATABASE_BUSY_RETRY_AFTER).encode())])
+    await _send_response(send, response)
 
 
-async def _send_json_problem(
-    send: Send, status: int, problem: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = json.dumps(problem).encode()
+async def _send_response(send: Send, response: Response) -> None:
     await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
+        {"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers}
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 # --- issue 18 §6: every process defends itself (gateway and services alike) ----------------------
@@ -340,9 +335,7 @@ class RequestLimitsMiddleware:
 
 
 async def _send_problem(send: Send, path: str, status: int, title: str, detail: str, slug: str) -> None:
-    response = error_response(path, status, title, detail, type_=problem_type(slug))
-    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
-    await send({"type": "http.response.body", "body": response.body})
+    await _send_response(send, error_response(path, status, title, detail, type_=problem_type(slug)))
 
 
 # --- HTTP semantics every route gets (issue 20 §5) -----------------------------------------------

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.models import Person
+from gateway.models import PERSON_CLIENT_PREFIX, Person
 from gateway.web.roles import Role, RolesConflict, kind_of, needs_team, scopes_of
 from shared.auth import ClientKind
 from shared.sqltypes import utcnow
 
-PERSON_CLIENT_PREFIX = "person:"  # a person's tokens' `sub`: revocable like a client's
 _ORGANISATION = re.compile(r"^[A-Z0-9]{3,16}$")
 ORGANISATION_SYSTEMS = ("ods", "charity", "company")
 
