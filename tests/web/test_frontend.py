@@ -13,9 +13,11 @@ import httpx
 import pytest
 from starlette.requests import Request
 
+from gateway.access import is_public_read
 from gateway.app import create_app
 from gateway.web import static
 from gateway.web.render import Renderer, content_security_policy, problem_page
+from shared.settings import Settings
 from tools import vendor_frontend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,9 +191,16 @@ async def test_only_the_files_pages_load_are_served(path: str) -> None:
         assert response.headers["content-type"] == "application/problem+json"
 
 
-def test_the_open_static_rule_lets_only_reads_of_plain_paths_through() -> None:
-    from gateway.access import is_public_read
+async def test_static_files_are_rate_limited_per_address_like_the_other_open_paths() -> None:
+    # Six a minute: a burst of one, then 429 until the bucket refills.
+    transport = httpx.ASGITransport(app=create_app(Settings(public_rate_limit_per_minute=6)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        assert (await client.get(f"/app/static/{static.INIT_SCRIPT}")).status_code == 200
+        refused = await client.get(f"/app/static/{static.INIT_SCRIPT}")
+        assert refused.status_code == 429 and "retry-after" in refused.headers
 
+
+def test_the_open_static_rule_lets_only_reads_of_plain_paths_through() -> None:
     assert is_public_read("GET", "/app/static/cmh-init.js")
     assert is_public_read("HEAD", "/app/static/nhsuk/assets/images/favicon.ico")
     assert not is_public_read("POST", "/app/static/cmh-init.js")
