@@ -2,7 +2,7 @@
 
 1. CORS: open (`*`) for the public directory reads only; closed (no CORS headers) elsewhere.
 2. Authentication: every route except health, readiness, metrics, docs, the token endpoint, the
-   JWKS and the public directory reads needs a valid bearer token, and at least one scope of the
+   JWKS, the public directory reads and the pages' static files needs a valid bearer token, and at least one scope of the
    area it calls (services check the exact scope again). 401/403 problem+json otherwise.
 3. Rate limits: a token bucket per client (its registered rate, carried in the token) or, for
    unauthenticated routes, per caller address (shared/http.py: X-Forwarded-For only from
@@ -29,7 +29,7 @@ from gateway.fhir import FHIR_RESOURCE_OWNERS
 from shared.auth import TokenVerifier, bearer_token
 from shared.errors import Problem, error_response
 from shared.http import client_address
-from shared.middleware import PUBLIC_DIRECTORY_READ
+from shared.middleware import PUBLIC_DIRECTORY_READ, WEB_STATIC_PREFIX
 from shared.settings import Settings
 
 OPEN_PATHS = frozenset(
@@ -88,10 +88,24 @@ def cors_open(path: str) -> bool:
     return PUBLIC_TERMINOLOGY_READ.match(path) is not None
 
 
+def is_web_static(method: str, path: str) -> bool:
+    """A read of the people's pages' stylesheets, scripts and icons (gateway/web/static.py): no
+    person data, loaded before anyone signs in. Not a path with dot segments: it names no file
+    the static directory serves, so it gets no pass either."""
+    return (
+        method in PUBLIC_METHODS
+        and path.startswith(WEB_STATIC_PREFIX)
+        and not any(segment in (".", "..") for segment in path.split("/"))
+    )
+
+
 def is_public_read(method: str, path: str) -> bool:
-    """Reads anyone may make without a token: the directory's ORUK feed and the terminology."""
-    return is_public_directory_read(method, path) or (
-        method in PUBLIC_METHODS and PUBLIC_TERMINOLOGY_READ.match(path) is not None
+    """Reads anyone may make without a token: the directory's ORUK feed, the terminology and the
+    pages' static files."""
+    return (
+        is_public_directory_read(method, path)
+        or (method in PUBLIC_METHODS and PUBLIC_TERMINOLOGY_READ.match(path) is not None)
+        or is_web_static(method, path)
     )
 
 

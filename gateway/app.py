@@ -28,6 +28,7 @@ from gateway.openapi import OpenApiMerger
 from gateway.proxy import Upstreams, new_upstream_client, proxy_router
 from gateway.state import GatewayState, GatewayStateDep, gateway_state
 from gateway.tokens import TokenService
+from gateway.web.static import mount_static
 from shared.auth import TokenVerifier
 from shared.broker import Broker
 from shared.consumer import EventConsumer
@@ -214,6 +215,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, service="gateway")
     app.include_router(operational_router())
     app.include_router(docs_router())
+    mount_static(app)  # the pages' stylesheets, scripts and icons at /app/static (gateway/web/static.py)
     app.include_router(tokens.router)
     app.include_router(audit.router)
     app.include_router(fhir.router)

@@ -184,6 +184,8 @@ PUBLIC_DIRECTORY_READ = re.compile(
 )
 CACHEABLE_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/fhir/metadata", "/.well-known/jwks.json"})
 DOCS_ASSETS_PREFIX = "/docs/assets/"  # the docs pages' scripts and styles (gateway/docs.py)
+# The people's pages' stylesheets, scripts and icons (gateway/web/static.py): open and cacheable.
+WEB_STATIC_PREFIX = "/app/static/"
 
 
 def is_cacheable_public_read(method: str, path: str) -> bool:
@@ -191,7 +193,7 @@ def is_cacheable_public_read(method: str, path: str) -> bool:
         return False
     return (
         path in CACHEABLE_PATHS
-        or path.startswith(DOCS_ASSETS_PREFIX)
+        or path.startswith((DOCS_ASSETS_PREFIX, WEB_STATIC_PREFIX))
         or PUBLIC_DIRECTORY_READ.match(path) is not None
     )
 
