@@ -20,12 +20,15 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from starlette.datastructures import Headers
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.docs import DOCS_PATHS
 from gateway.fhir import FHIR_RESOURCE_OWNERS
+from gateway.web.paths import SIGN_IN, browser_navigation, is_page, page_for
 from shared.auth import TokenVerifier, bearer_token
 from shared.errors import Problem, error_response
 from shared.http import client_address
@@ -169,7 +172,18 @@ class AccessControlMiddleware:
             send = _with_cors(send)
 
         try:
-            if path in OPEN_PATHS or public_read:
+            if is_page(path):
+                # The pages authenticate by session (gateway/web/signin.py); each API call they
+                # make for the person comes back through here with the person's token.
+                self._rate_limit(
+                    f"peer:{client_address(scope, self.settings)}", self.settings.rate_limit_per_minute
+                )
+            elif browser_navigation(method, headers) and path not in OPEN_PATHS and not public_read:
+                # A person opening an API address from a plain link: sign in, then its page.
+                location = f"{SIGN_IN}?{urlencode({'next': page_for(path)})}"
+                await RedirectResponse(location, status_code=303)(scope, receive, send)
+                return
+            elif path in OPEN_PATHS or public_read:
                 if path not in UNLIMITED_PATHS:
                     address = client_address(scope, self.settings)
                     self._rate_limit(f"peer:{address}", self.settings.public_rate_limit_per_minute)

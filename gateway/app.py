@@ -28,7 +28,9 @@ from gateway.openapi import OpenApiMerger
 from gateway.proxy import Upstreams, new_upstream_client, proxy_router
 from gateway.state import GatewayState, GatewayStateDep, gateway_state
 from gateway.tokens import TokenService
-from gateway.web.static import mount_static
+from gateway.web.pages import PAGE_ROUTERS
+from gateway.web.sessions import SessionMiddleware
+from gateway.web.site import install_pages
 from shared.auth import TokenVerifier
 from shared.broker import Broker
 from shared.consumer import EventConsumer
@@ -202,6 +204,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state = GatewayState()  # typed: gateway/state.py
     install_problem_handlers(app)
+    # The pages' server-side sessions, innermost: the pages pass access control by path.
+    app.add_middleware(SessionMiddleware, settings=settings)
     # Added last runs first: the request context wraps everything, access control wraps routing.
     app.add_middleware(ConditionalPublicReads)
     app.add_middleware(AccessControlMiddleware, settings=settings)
@@ -215,7 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, service="gateway")
     app.include_router(operational_router())
     app.include_router(docs_router())
-    mount_static(app)  # the pages' stylesheets, scripts and icons at /app/static (gateway/web/static.py)
+    install_pages(app, PAGE_ROUTERS)  # the front door for people at /app (gateway/web/site.py)
     app.include_router(tokens.router)
     app.include_router(audit.router)
     app.include_router(fhir.router)

@@ -194,7 +194,10 @@ class Settings(BaseSettings):
         default=30, ge=1, le=24 * 60, description="A person's session ends after this long without a request."
     )
     session_absolute_hours: float = Field(
-        default=12.0, gt=0, le=24, description="A person's session ends this long after sign-in, whatever happens."
+        default=12.0,
+        gt=0,
+        le=24,
+        description="A person's session ends this long after sign-in, whatever happens.",
     )
 
     # --- security ----------------------------------------------------------------------------

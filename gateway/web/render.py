@@ -224,3 +224,25 @@ def problem_page(
 ) -> HTMLResponse:
     """An error page for a person: see Renderer.problem_page."""
     return _renderer.problem_page(request, status, title, detail, context=context, **extra)
+
+
+def problem_response(problem: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> HTMLResponse:
+    """error.html for a problem body where there is no request to hand (an error answered by a
+    middleware or a handler of the whole app: `shared.errors.answer_errors_as_pages`)."""
+    status = int(problem.get("status", 500))
+    needed = _scopes(problem.get("required_scopes"))
+    html = _renderer.templates.env.get_template("error.html").render(
+        {
+            **LAYOUT_DEFAULTS,
+            "problem": dict(problem),
+            "status": status,
+            "required_scopes": needed,
+            "granted_by": sorted({role for scope in needed for role in roles_granting(scope)}),
+        }
+    )
+    kept = {
+        name: value
+        for name, value in (headers or {}).items()
+        if name.lower() in ("retry-after", "allow", "www-authenticate")
+    }
+    return HTMLResponse(html, status_code=status, headers={**page_headers(), **kept})

@@ -25,12 +25,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.models import WebSessionRow
+from gateway.web.paths import WEB_PREFIX
 from shared.db import Database
+from shared.middleware import WEB_STATIC_PREFIX
 from shared.settings import Settings
 from shared.sqltypes import utcnow
-
-WEB_PREFIX = "/app"
-STATIC_PREFIX = f"{WEB_PREFIX}/static/"
 
 
 def cookie_name(settings: Settings) -> str:
@@ -96,7 +95,7 @@ class SessionMiddleware:
         return (
             scope["type"] == "http"
             and (path == WEB_PREFIX or path.startswith(f"{WEB_PREFIX}/"))
-            and not path.startswith(STATIC_PREFIX)
+            and not path.startswith(WEB_STATIC_PREFIX)
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

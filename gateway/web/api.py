@@ -1,0 +1,99 @@
+"""Every page action is an API call made through the gateway as the signed-in person: a token
+for them (their organisation, the client kind and scopes of their roles, `person:<id>` as the
+client id) and their id and role as the end user, sent through the gateway's own front door
+in process. So organisation binding, scopes, audit and rate limits apply to a person exactly as
+to a partner system, and a page can show no more than the API would give them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import Request
+
+from gateway.state import gateway_state
+from gateway.web.people import SignedInPerson
+from gateway.web.roles import Role
+from shared.auth import END_USER_ID_HEADER, END_USER_ROLE_HEADER
+from shared.http import public_base
+from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER, current_traceparent
+
+# A token is reused while it has this long left (tokens live CMH_TOKEN_LIFETIME_SECONDS).
+TOKEN_REUSE_MARGIN_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    status: int
+    body: Any
+    headers: httpx.Headers
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    @property
+    def problem(self) -> dict[str, Any]:
+        return self.body if isinstance(self.body, dict) else {"title": "Error", "status": self.status}
+
+
+class PersonApi:
+    def __init__(self, request: Request, person: SignedInPerson, role: Role | None = None) -> None:
+        self.request = request
+        self.person = person
+        self.role = role or person.roles[0]
+
+    async def _token(self) -> str:
+        state = gateway_state(self.request)
+        cache: dict[str, tuple[str, float]] = state._state.setdefault("person_tokens", {})
+        held = cache.get(self.person.id)
+        if held is not None and held[1] - time.time() > TOKEN_REUSE_MARGIN_SECONDS:
+            return held[0]
+        token = await state.token_service.sign(
+            self.person.client_id,
+            organisation=self.person.organisation,
+            kind=self.person.kind.value,
+            scopes=sorted(self.person.scopes),
+        )
+        cache[self.person.id] = (token, time.time() + state.settings.token_lifetime_seconds)
+        return token
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> ApiAnswer:
+        sent = {
+            "Authorization": f"Bearer {await self._token()}",
+            END_USER_ID_HEADER: self.person.client_id,
+            END_USER_ROLE_HEADER: self.role.value,
+            "Accept": "application/json",
+            **(headers or {}),
+        }
+        request_id = self.request.scope.get("state", {}).get("request_id")
+        if request_id:
+            sent[REQUEST_ID_HEADER] = request_id  # the page's request and its API calls log as one
+        traceparent = current_traceparent()
+        if traceparent:
+            sent[TRACEPARENT_HEADER] = traceparent
+        base = public_base(gateway_state(self.request).settings, self.request.scope)
+        transport = httpx.ASGITransport(app=self.request.app, client=("127.0.0.1", 0))
+        async with httpx.AsyncClient(transport=transport, base_url=base, timeout=30) as client:
+            answer = await client.request(method, path, params=params, json=json, headers=sent)
+        try:
+            body: Any = answer.json() if answer.content else None
+        except ValueError:
+            body = answer.text
+        return ApiAnswer(answer.status_code, body, answer.headers)
+
+    async def get(self, path: str, **kwargs: Any) -> ApiAnswer:
+        return await self.call("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> ApiAnswer:
+        return await self.call("POST", path, **kwargs)
