@@ -59,7 +59,7 @@ class RelyingParty:
             "timeout": 5.0,
         }
         if secret is None:
-            client_kwargs["token_endpoint_auth_method"] = "none"  # a public client: PKCE alone
+            client_kwargs["token_endpoint_auth_method"] = "none"  # noqa: S105 - a public client: PKCE alone
         oauth = OAuth()
         oauth.register(
             PROVIDER,
