@@ -172,7 +172,7 @@ class AccessControlMiddleware:
             send = _with_cors(send)
 
         try:
-            if is_page(path):
+            if is_page(path) and not is_web_static(method, path):
                 # The pages authenticate by session (gateway/web/signin.py); each API call they
                 # make for the person comes back through here with the person's token.
                 self._rate_limit(

@@ -28,7 +28,7 @@ from gateway.openapi import OpenApiMerger
 from gateway.proxy import Upstreams, new_upstream_client, proxy_router
 from gateway.state import GatewayState, GatewayStateDep, gateway_state
 from gateway.tokens import TokenService
-from gateway.web.pages import PAGE_ROUTERS
+from gateway.web.pages import PAGE_MODULES
 from gateway.web.sessions import SessionMiddleware
 from gateway.web.site import install_pages
 from shared.auth import TokenVerifier
@@ -219,7 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, service="gateway")
     app.include_router(operational_router())
     app.include_router(docs_router())
-    install_pages(app, PAGE_ROUTERS)  # the front door for people at /app (gateway/web/site.py)
+    install_pages(app, PAGE_MODULES)  # the front door for people at /app (gateway/web/site.py)
     app.include_router(tokens.router)
     app.include_router(audit.router)
     app.include_router(fhir.router)

@@ -19,6 +19,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -226,15 +227,34 @@ def problem_page(
     return _renderer.problem_page(request, status, title, detail, context=context, **extra)
 
 
+PEOPLES_TITLES = {
+    404: "Page not found",
+    405: "This cannot be done here",
+    429: "Too many requests",
+    500: "Sorry, there is a problem with the service",
+    503: "Sorry, the service is unavailable",
+}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 def problem_response(problem: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> HTMLResponse:
     """error.html for a problem body where there is no request to hand (an error answered by a
     middleware or a handler of the whole app: `shared.errors.answer_errors_as_pages`)."""
     status = int(problem.get("status", 500))
     needed = _scopes(problem.get("required_scopes"))
+    shown = dict(problem)
+    if status in PEOPLES_TITLES and shown.get("title") in (None, "", _phrase(status)):
+        shown["title"] = PEOPLES_TITLES[status]  # NHS.UK's words for the standard errors
     html = _renderer.templates.env.get_template("error.html").render(
         {
             **LAYOUT_DEFAULTS,
-            "problem": dict(problem),
+            "problem": shown,
             "status": status,
             "required_scopes": needed,
             "granted_by": sorted({role for scope in needed for role in roles_granting(scope)}),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ class Task:
     roles: frozenset[Role]
 
 
+# Every page module's tasks, in the order of gateway.web.pages.PAGE_MODULES (install_pages).
 TASKS: list[Task] = []
 
 
@@ -99,7 +101,10 @@ def person_problem(
     )
 
 
-def install_pages(app: FastAPI, routers: Iterable[Any] = ()) -> None:
+def install_pages(app: FastAPI, modules: Iterable[ModuleType] = ()) -> None:
+    """The static files, error pages, sign-in, home, and every page module's router and tasks."""
+    modules = list(modules)
+    TASKS[:] = [task for module in modules for task in module.TASKS]
     mount_static(app)
     answer_errors_as_pages(WEB_PREFIX, render.problem_response)
 
@@ -112,8 +117,8 @@ def install_pages(app: FastAPI, routers: Iterable[Any] = ()) -> None:
         return render.problem_page(request, 403, "This form could not be accepted", str(exc))
 
     app.include_router(signin_router)
-    for router in routers:
-        app.include_router(router)
+    for module in modules:
+        app.include_router(module.router)
 
     @app.get(WEB_PREFIX, include_in_schema=False)
     async def _bare(_request: Request) -> Response:

@@ -188,7 +188,8 @@ async def test_only_the_files_pages_load_are_served(path: str) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
         response = await client.get(f"/app/static/{path}")
         assert response.status_code == 404
-        assert response.headers["content-type"] == "application/problem+json"
+        # Under /app every error is a page for people (shared.errors.answer_errors_as_pages).
+        assert response.headers["content-type"].startswith("text/html") and "Page not found" in response.text
 
 
 async def test_static_files_are_rate_limited_per_address_like_the_other_open_paths() -> None:

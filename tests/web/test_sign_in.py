@@ -6,11 +6,9 @@ and a browser opening an API address sent to sign in rather than given a 401."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -27,10 +25,11 @@ from shared.nats_server import free_port
 from shared.settings import Settings
 from shared.sqltypes import utcnow
 from tests.support import prepare_databases, serve
+from tests.web.support import BROWSER_HEADERS as BROWSER
+from tests.web.support import SECRET, Browser, csrf_of
 
 ANALYST = "sam.analyst@lsc-icb.example"
 STRANGER = "nobody@elsewhere.example"
-BROWSER = {"Accept": "text/html,application/xhtml+xml", "Sec-Fetch-Mode": "navigate"}
 
 
 @pytest.fixture
@@ -41,52 +40,6 @@ def provider() -> Iterator[str]:
     ]
     with oidc_provider_mock.run_server_in_thread(require_nonce=True, user_claims=users) as server:
         yield f"http://127.0.0.1:{server.server_port}"
-
-
-@dataclass
-class Browser:
-    """A browser's cookie jar, by hand: the session cookie is Secure, which a browser sends to
-    http://127.0.0.1 (a secure context) but httpx's jar would not."""
-
-    http: httpx.AsyncClient
-    cookies: dict[str, str] = field(default_factory=dict)
-
-    def _keep(self, answer: httpx.Response) -> None:
-        for header in answer.headers.get_list("set-cookie"):
-            name, _, rest = header.partition("=")
-            value = rest.split(";", 1)[0]
-            if "Max-Age=0" in header:
-                self.cookies.pop(name, None)
-            else:
-                self.cookies[name] = value
-            assert all(flag in header for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/")), header
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        headers = {**BROWSER, **kwargs.pop("headers", {})}
-        if self.cookies and urlsplit(url).netloc in ("", urlsplit(str(self.http.base_url)).netloc):
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        answer = await self.http.request(method, url, headers=headers, **kwargs)
-        self._keep(answer)
-        return answer
-
-    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.request("GET", url, **kwargs)
-
-    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.request("POST", url, **kwargs)
-
-    async def sign_in(self, subject: str, next_path: str = "/app/") -> httpx.Response:
-        start = await self.get(f"/app/sign-in/start?next={next_path}")
-        assert start.status_code == 302, start.text
-        authorize = start.headers["location"]
-        query = parse_qs(urlsplit(authorize).query)
-        assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
-        assert query["nonce"][0] and query["state"][0] and query["response_type"] == ["code"]
-        chosen = await self.http.post(authorize, data={"sub": subject})  # the provider's form
-        assert chosen.status_code == 302, chosen.text
-        callback = chosen.headers["location"]
-        assert callback.startswith(f"{str(self.http.base_url).rstrip('/')}/app/auth/callback?"), callback
-        return await self.get(callback)
 
 
 @dataclass
@@ -103,7 +56,7 @@ async def signin_suite(make_settings: Callable[..., Settings], provider: str) ->
     settings = make_settings(
         gateway_port=port,
         oidc_issuer=provider,
-        oidc_client_secret="a-development-secret",
+        oidc_client_secret=SECRET,
         public_url=f"http://127.0.0.1:{port}",
     )
     await prepare_databases(settings, ("gateway",), {})
@@ -132,12 +85,6 @@ async def signin_suite(make_settings: Callable[..., Settings], provider: str) ->
 async def browser(signin_suite: SignInSuite) -> AsyncIterator[Browser]:
     async with httpx.AsyncClient(base_url=signin_suite.url, timeout=15) as http:
         yield Browser(http)
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no CSRF field on the page"
-    return found.group(1)
 
 
 async def test_sign_in_with_pkce_and_a_nonce_maps_the_person_and_starts_a_new_session(

@@ -1,8 +1,10 @@
-"""The people's pages, one module per kind of work; each registers its router here (`ROUTERS`)
-and its entries for the home page and the navigation (`TASKS`). `site.py` wires them all."""
+"""The people's pages, one module per kind of work. Each module has a `router` (prefix
+`/app/<area>`, `include_in_schema=False`, `dependencies=[Depends(check_csrf)]`) and `TASKS`: the
+entries the home page and the navigation show to the roles that do that work. Add a module to
+`PAGE_MODULES` and it is served, listed and covered by the tests generated from the route table."""
 
 from __future__ import annotations
 
-from typing import Any
+from types import ModuleType
 
-PAGE_ROUTERS: list[Any] = []
+PAGE_MODULES: tuple[ModuleType, ...] = ()
