@@ -111,7 +111,7 @@ async def seed_demo_people(settings: Settings, issuer: str) -> tuple[DemoPerson,
 def demo_people_lines(people: tuple[DemoPerson, ...], sign_in_url: str) -> list[str]:
     """For the ready banner: where to sign in, and whom to sign in as."""
     lines = [
-        f"sign in      {sign_in_url}   (development provider: type a subject below on its form)",
+        f"sign in      {sign_in_url}   (development provider: pick one of the subjects below on its form)",
         "demo people:",
     ]
     for demo in people:
