@@ -343,7 +343,7 @@ class Supervisor:
             return {}
         port = self.settings.dev_oidc_port
         argv = [sys.executable, "-m", "oidc_provider_mock", "--host", DEV_OIDC_HOST, "--port", str(port)]
-        argv.append("--require-nonce")
+        argv.append("--require-nonce")  # the relying party sends one; a replayed ID token is refused
         for person in DEMO_PEOPLE:
             argv += ["--user-claims", json.dumps(person.claims)]
         child = Child(
