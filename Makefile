@@ -81,11 +81,13 @@ bench: $(STAMP)
 # CI's Python (3.11) on every platform (--universal: markers, not one machine's wheels). Versions
 # already in the lock are kept; LOCK_ARGS=--upgrade moves everything to the newest allowed,
 # LOCK_ARGS='--upgrade-package fastapi' one package. Then `make install` and `make test`, and commit.
+# --fork-strategy fewest: one version of each package for every Python the lock serves (a newer
+# release for 3.12+ only would otherwise be pinned beside the 3.11 one: tests/deploy/test_lock.py).
 UV_VERSION := 0.13.9
 TOOLS := .toolvenv
 UV := $(TOOLS)/bin/uv
 UV_COMPILE := $(UV) pip compile pyproject.toml --universal --python-version 3.11 \
-	--custom-compile-command "make lock" --quiet
+	--custom-compile-command "make lock" --fork-strategy fewest --quiet
 
 $(TOOLS)/.uv-$(UV_VERSION):
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (none found on PATH)"; exit 1; }

@@ -6,7 +6,10 @@ provisions the event bus (shared/bus_access.py), applies every service's migrati
 cmh.cli serve NAME`, cmh/serving.py), waits until the gateway reports everything ready, and keeps
 them running: a child that dies is reported loudly and restarted with backoff, the bundled
 nats-server too (on its own port and store, so every client reconnects to the same address and
-finds its stream and durables). Ctrl-C or SIGTERM stops the children (gateway first, broker last).
+finds its stream and durables). Unless CMH_OIDC_ISSUER names the provider people sign in with, a
+development OpenID Connect provider (oidc-provider-mock) is started too, as a supervised child on
+127.0.0.1:CMH_DEV_OIDC_PORT, with the demo people (gateway/web/demo_people.py) mapped to it and
+the gateway pointed at it. Ctrl-C or SIGTERM stops the children (gateway first, broker last).
 Children live in their own process group, so only this supervisor decides their shutdown order,
 and they are told by the kernel to exit should the supervisor itself be killed.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -36,6 +40,7 @@ from shared.consumer import provision_bus
 from shared.nats_server import EmbeddedNatsServer, NatsCluster, port_open
 from shared.settings import SERVICES, Settings
 
+DEV_OIDC_HOST = "127.0.0.1"  # its issuer is the address it is reached at: always this one
 RESTART_BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
 STOP_TIMEOUT = 10.0
@@ -67,6 +72,7 @@ class Child:
     port: int
     argv: list[str]
     log_path: Path
+    extra_env: dict[str, str] = field(default_factory=dict)  # this child's own settings
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -80,7 +86,7 @@ class Child:
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             self.argv,
-            env=env,
+            env={**env, **self.extra_env},
             stdin=subprocess.DEVNULL,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
@@ -190,6 +196,8 @@ class Supervisor:
         # Made again after the bundled broker restarts (idempotent), None with an external NATS.
         self._provision: Callable[[], Awaitable[int]] | None = None
         self.demo_lines: list[str] = []
+        self.dev_oidc: Child | None = None  # the development OpenID Connect provider, when started
+        self.people_lines: list[str] = []
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -267,6 +275,7 @@ class Supervisor:
         # Commands run beside the suite (e.g. `cmh reporting rebuild`) find the broker here.
         (self.var_dir / "nats.url").write_text(nats_url)
         self.env = env
+        gateway_env = self._start_dev_oidc()
 
         say("applying migrations")
         settings = self.settings.model_copy(update={"var_dir": self.var_dir})
@@ -288,6 +297,16 @@ class Supervisor:
                 f"directory seeded with the needs taxonomy and SAMPLE partner services ({directory.summary()})"
             )
 
+        if self.dev_oidc is not None:
+            from gateway.web.demo_people import demo_people_lines, seed_demo_people
+
+            issuer = gateway_env["CMH_OIDC_ISSUER"]
+            people = asyncio.run(seed_demo_people(settings, issuer))
+            self.people_lines = demo_people_lines(
+                people, f"http://{self.settings.host}:{self.settings.gateway_port}/app/"
+            )
+            self._wait_for_dev_oidc(issuer)
+
         replicas = self.topology.replicas
         processes = [
             (service, replica, replica_port(self.settings, service, replica))
@@ -302,11 +321,63 @@ class Supervisor:
                 port=port,
                 argv=[sys.executable, "-m", "cmh.cli", "serve", process, "--port", str(port)],
                 log_path=self.var_dir / "logs" / f"{name}.log",
+                extra_env=gateway_env if process == "gateway" else {},
             )
             child.start(env)
             self.children.append(child)
             say(f"{name} starting on port {port} (log: {child.log_path})")
         self._wait_until_ready()
+
+    def _start_dev_oidc(self) -> dict[str, str]:
+        """The development provider, unless the operator names one (CMH_OIDC_ISSUER): started
+        as a supervised child. Returns the gateway's settings for it (none without it)."""
+        from gateway.web.demo_people import DEMO_PEOPLE, DEV_OIDC_ISSUER_FILE
+
+        issuer_file = self.var_dir / DEV_OIDC_ISSUER_FILE  # for `cmh users` beside the suite
+        if self.settings.oidc_issuer or self.settings.environment == "production":
+            issuer_file.unlink(missing_ok=True)
+            if self.settings.oidc_issuer:
+                say(f"people sign in with {self.settings.oidc_issuer}")
+            else:
+                say("no sign-in: production refuses the development provider; set CMH_OIDC_ISSUER")
+            return {}
+        port = self.settings.dev_oidc_port
+        argv = [sys.executable, "-m", "oidc_provider_mock", "--host", DEV_OIDC_HOST, "--port", str(port)]
+        argv.append("--require-nonce")  # the relying party sends one; a replayed ID token is refused
+        for person in DEMO_PEOPLE:
+            argv += ["--user-claims", json.dumps(person.claims)]
+        child = Child(
+            name="dev-oidc-provider", port=port, argv=argv, log_path=self.var_dir / "logs" / "dev-oidc.log"
+        )
+        child.start(self.env)
+        self.children.append(child)
+        self.dev_oidc = child
+        issuer = f"http://{DEV_OIDC_HOST}:{port}"
+        issuer_file.write_text(issuer)
+        say(f"development OpenID Connect provider starting at {issuer} (log: {child.log_path})")
+        return {"CMH_OIDC_ISSUER": issuer, "CMH_DEV_OIDC_PROVIDER": "true"}
+
+    def _wait_for_dev_oidc(self, issuer: str) -> None:
+        """Until its discovery document answers (the gateway reads it as people sign in)."""
+        assert self.dev_oidc is not None
+        url = f"{issuer}/.well-known/openid-configuration"
+        deadline = time.monotonic() + self.settings.ready_timeout_seconds
+        with httpx.Client(timeout=2.0) as client:
+            while not self.stopping:
+                code = self.dev_oidc.exited()
+                if code is not None:
+                    raise RuntimeError(
+                        f"{self.dev_oidc.name} exited with code {code} during start:\n{self.dev_oidc.log_tail()}"
+                    )
+                try:
+                    response = client.get(url)
+                    if response.status_code == 200 and response.json().get("issuer") == issuer:
+                        return
+                except (httpx.HTTPError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the development OpenID Connect provider did not answer at {url}")
+                time.sleep(0.1)
 
     def _wait_until_ready(self) -> None:
         url = f"http://{self.settings.host}:{self.settings.gateway_port}/ready"
@@ -341,6 +412,8 @@ class Supervisor:
         say(f"  API docs     {base}/docs   (OpenAPI: {base}/openapi.json)")
         say(f"  readiness    {base}/ready")
         for line in self.demo_lines:
+            say(f"  {line}")
+        for line in self.people_lines:
             say(f"  {line}")
         say("Press Ctrl-C to stop.")
 

@@ -1,5 +1,5 @@
-"""Operator commands on the gateway's store: `cmh clients …`, `cmh keys …`, `cmh token`, and the
-demo clients `cmh run` seeds. They work on the database directly, so they need no running gateway.
+"""Operator commands on the gateway's store: `cmh clients …`, `cmh keys …`, `cmh token`, `cmh users
+…` (the people who sign in), and the demo clients `cmh run` seeds. They work on the database directly, so they need no running gateway.
 """
 
 from __future__ import annotations
@@ -32,6 +32,17 @@ from gateway.clients import (
 from gateway.keys import KeyManager
 from gateway.models import MIGRATIONS, Client
 from gateway.tokens import TokenService
+from gateway.web.demo_people import DEV_OIDC_ISSUER_FILE
+from gateway.web.people import (
+    ORGANISATION_SYSTEMS,
+    PeopleError,
+    add_person,
+    disable_person,
+    list_people,
+    parse_roles,
+)
+from gateway.web.roles import Role
+from gateway.web.sessions import end_sessions_of
 from shared.auth import ClientKind
 from shared.db import Database
 from shared.migrations import migrate
@@ -231,6 +242,110 @@ def register(commands: Any) -> None:
     token.add_argument("client", help="client id, or a kind (first demo client of that kind)")
     for parser in (commands.choices["clients"], commands.choices["keys"], token):
         parser.set_defaults(func=run_command)
+    register_users(commands)
+
+
+def register_users(commands: Any) -> None:
+    users = commands.add_parser(
+        "users", help="the people who sign in: a provider identity mapped to an organisation and roles"
+    )
+    actions = users.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="map a person (their provider's issuer and subject)")
+    add.add_argument("--subject", required=True, help="the provider's `sub` for them (never reused)")
+    add.add_argument("--name", required=True)
+    add.add_argument("--organisation", required=True, help="ODS code, or charity / company number")
+    add.add_argument("--organisation-system", choices=ORGANISATION_SYSTEMS, default="ods")
+    add.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        metavar="ROLE",
+        help=f"repeat for each: {', '.join(role.value for role in Role)}",
+    )
+    add.add_argument("--team", help="their team's registry id (team members and team leads)")
+    add.add_argument("--email")
+    add.add_argument(
+        "--issuer", help="the provider's issuer URL (default CMH_OIDC_ISSUER, or `cmh run`'s development one)"
+    )
+    actions.add_parser("list", help="list people")
+    disable = actions.add_parser("disable", help="disable a person: no sign-in, their sessions end now")
+    disable.add_argument("person_id")
+    users.set_defaults(func=run_users_command)
+
+
+def default_issuer(settings: Settings) -> str | None:
+    """CMH_OIDC_ISSUER, else the development provider `cmh run` started for this var directory."""
+    if settings.oidc_issuer:
+        return settings.oidc_issuer
+    recorded = settings.var_dir / DEV_OIDC_ISSUER_FILE
+    return recorded.read_text().strip() or None if recorded.exists() else None
+
+
+def run_users_command(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    try:
+        return asyncio.run(_users(args, settings))
+    except PeopleError as exc:
+        print(f"cmh users: {exc}", file=sys.stderr)
+        return 2
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else "never"
+
+
+async def _users(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "add":
+        roles = parse_roles(args.role)  # before the database: a typo costs nothing
+        issuer = args.issuer or default_issuer(settings)
+        if not issuer:
+            raise PeopleError("no provider: pass --issuer or set CMH_OIDC_ISSUER")
+
+    async def work(db: Database) -> int:
+        if args.action == "disable":
+            async with db.transaction() as session:
+                person = await disable_person(session, args.person_id)
+                name = person.name
+            ended = await end_sessions_of(db, args.person_id)
+            print(f"disabled {args.person_id} ({name}); {ended} session(s) ended")
+            return 0
+        async with db.transaction() as session:
+            if args.action == "add":
+                person = await add_person(
+                    session,
+                    issuer=issuer,
+                    subject=args.subject,
+                    name=args.name,
+                    organisation=args.organisation,
+                    organisation_system=args.organisation_system,
+                    roles=roles,
+                    team_id=args.team,
+                    email=args.email,
+                )
+                print(f"added {person.id}: {person.name} ({person.roles}) of {person.organisation}")
+                return 0
+            rows = [
+                (
+                    person.id,
+                    person.name,
+                    f"{person.organisation} ({person.organisation_system})",
+                    person.roles.replace(" ", ","),
+                    person.team_id or "-",
+                    "disabled" if person.disabled_at is not None else "active",
+                    _when(person.last_signed_in_at),
+                )
+                for person in await list_people(session)
+            ]
+        _print_table(("id", "name", "organisation", "roles", "team", "state", "last signed in"), rows)
+        return 0
+
+    return int(await _with_db(settings, work))
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -190,6 +190,12 @@ class Settings(BaseSettings):
         default=False,
         description="Set by `cmh run`: the provider is the development one (demo people); production refuses it.",
     )
+    dev_oidc_port: int = Field(
+        default=9400,
+        ge=1,
+        le=65535,
+        description="Where `cmh run` starts its development OpenID Connect provider (when CMH_OIDC_ISSUER is unset).",
+    )
     session_idle_minutes: int = Field(
         default=30, ge=1, le=24 * 60, description="A person's session ends after this long without a request."
     )

@@ -43,7 +43,8 @@ class RunningSuite:
         """`env`: CMH_ settings for the suite beyond its ports and var dir (none by default: the
         suite as `make run` starts it)."""
         self.var_dir = var_dir
-        self.ports = {name: free_port() for name in (*SERVICES, "gateway")}
+        # The development OpenID Connect provider `cmh run` starts too (CMH_DEV_OIDC_PORT).
+        self.ports = {name: free_port() for name in (*SERVICES, "gateway", "dev_oidc")}
         self.env = {
             key: value
             for key, value in os.environ.items()
@@ -59,6 +60,11 @@ class RunningSuite:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    @property
+    def oidc_issuer(self) -> str:
+        """The development provider's issuer (where `cmh run` starts it)."""
+        return f"http://127.0.0.1:{self.ports['dev_oidc']}"
 
     def start(self) -> None:
         cmh = Path(sys.executable).parent / "cmh"
@@ -98,8 +104,11 @@ class RunningSuite:
         secrets: dict[str, str] = json.loads((self.var_dir / "demo-clients.json").read_text())
         return secrets
 
-    def pids(self, *, serving: str | None = None, executable: str | None = None) -> list[int]:
-        """The suite's live processes serving one service, or running one executable."""
+    def pids(
+        self, *, serving: str | None = None, executable: str | None = None, module: str | None = None
+    ) -> list[int]:
+        """The suite's live processes serving one service, running one executable, or one Python
+        module (`python -m MODULE`)."""
         found = []
         for pid in processes_with_env(self.marker):
             try:
@@ -107,7 +116,8 @@ class RunningSuite:
             except OSError:
                 continue
             serves = serving is not None and b"serve" in argv and serving.encode() in argv
-            if serves or (executable is not None and argv[0].endswith(executable.encode())):
+            runs = module is not None and argv[1:3] == [b"-m", module.encode()]
+            if serves or runs or (executable is not None and argv[0].endswith(executable.encode())):
                 found.append(pid)
         return found
 

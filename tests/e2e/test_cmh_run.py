@@ -1,11 +1,13 @@
 """`cmh run` (what `make run` calls) on a fresh var directory: the bundled nats-server, SQLite,
-every service and the gateway ready within 60 s; a child that dies is restarted, the nats-server
-too; Ctrl-C leaves no process behind."""
+every service and the gateway ready within 60 s, with the development OpenID Connect provider and
+its demo people; a child that dies is restarted, the nats-server and the provider too; Ctrl-C
+leaves no process behind."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.web.demo_people import DEMO_PEOPLE
 from shared.settings import SERVICES
 from tests.running_suite import RunningSuite, processes_with_env, running_suite, wait_ready
 
@@ -56,6 +59,10 @@ def test_cmh_run_starts_everything_restarts_the_dead_and_stops_cleanly(suite: Ru
         )
         assert audit.status_code == 200, audit.text
 
+        # The development provider: its issuer is the address the gateway is given, the banner says
+        # where people sign in and as whom, and the demo people are mapped to it.
+        check_the_development_provider(suite)
+
         # A child that dies is reported loudly and restarted.
         triage = suite.pids(serving="triage")
         assert len(triage) == 1
@@ -80,3 +87,50 @@ def test_cmh_run_starts_everything_restarts_the_dead_and_stops_cleanly(suite: Ru
     while processes_with_env(suite.marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with_env(suite.marker) == [], "Ctrl-C left processes behind"
+
+
+def discovery(issuer: str) -> dict[str, object]:
+    with httpx.Client(timeout=5) as client:
+        response = client.get(f"{issuer}/.well-known/openid-configuration")
+    assert response.status_code == 200, response.text
+    document: dict[str, object] = response.json()
+    return document
+
+
+def check_the_development_provider(suite: RunningSuite) -> None:
+    issuer = suite.oidc_issuer
+    assert discovery(issuer)["issuer"] == issuer
+    suite.wait_for_line("Press Ctrl-C to stop.", timeout=5)
+    banner = "\n".join(
+        suite.lines[next(i for i, line in enumerate(suite.lines) if "CMH Suite is ready" in line) :]
+    )
+    assert f"{suite.base}/app/" in banner
+    for demo in DEMO_PEOPLE:
+        line = next(line for line in banner.splitlines() if demo.subject in line)
+        assert demo.name in line and demo.organisation in line and demo.roles[0].value in line
+    with sqlite3.connect(suite.var_dir / "gateway.db") as db:
+        mapped = set(db.execute("SELECT issuer, subject FROM people WHERE disabled_at IS NULL"))
+    assert mapped == {(issuer, demo.subject) for demo in DEMO_PEOPLE}
+    # The gateway alone is pointed at it.
+    (gateway,) = suite.pids(serving="gateway")
+    environ = Path(f"/proc/{gateway}/environ").read_bytes().split(b"\x00")
+    assert f"CMH_OIDC_ISSUER={issuer}".encode() in environ and b"CMH_DEV_OIDC_PROVIDER=true" in environ
+    (triage,) = suite.pids(serving="triage")
+    assert not any(
+        v.startswith(b"CMH_OIDC_ISSUER=") for v in Path(f"/proc/{triage}/environ").read_bytes().split(b"\x00")
+    )
+
+    # Killed, it is reported and started again on its port: the same issuer answers.
+    (provider,) = suite.pids(module="oidc_provider_mock")
+    os.kill(provider, signal.SIGKILL)
+    suite.wait_for_line("dev-oidc-provider DIED (exit code -9)", timeout=15)
+    suite.wait_for_line("dev-oidc-provider restarted on port", timeout=30)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            assert discovery(issuer)["issuer"] == issuer
+            break
+        except (httpx.HTTPError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
