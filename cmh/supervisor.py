@@ -20,6 +20,7 @@ import asyncio
 import ctypes
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -355,7 +356,12 @@ class Supervisor:
         issuer = f"http://{DEV_OIDC_HOST}:{port}"
         issuer_file.write_text(issuer)
         say(f"development OpenID Connect provider starting at {issuer} (log: {child.log_path})")
-        return {"CMH_OIDC_ISSUER": issuer, "CMH_DEV_OIDC_PROVIDER": "true"}
+        # The development provider takes any client secret; a confidential client still sends one.
+        return {
+            "CMH_OIDC_ISSUER": issuer,
+            "CMH_DEV_OIDC_PROVIDER": "true",
+            "CMH_OIDC_CLIENT_SECRET": secrets.token_urlsafe(24),
+        }
 
     def _wait_for_dev_oidc(self, issuer: str) -> None:
         """Until its discovery document answers (the gateway reads it as people sign in)."""

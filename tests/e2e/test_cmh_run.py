@@ -97,6 +97,24 @@ def discovery(issuer: str) -> dict[str, object]:
     return document
 
 
+def sign_in_over_http(base: str, subject: str) -> str:
+    """A browser's sign-in, by hand (the session cookie is Secure: httpx's jar would not send it
+    over http). Returns the home page's HTML."""
+    navigate = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+    with httpx.Client(base_url=base, timeout=10) as http:
+        start = http.get("/app/sign-in/start?next=/app/", headers=navigate)
+        assert start.status_code == 302, start.text
+        cookie = start.headers["set-cookie"].split(";", 1)[0]
+        chosen = http.post(start.headers["location"], data={"sub": subject})
+        assert chosen.status_code == 302, chosen.text
+        back = http.get(chosen.headers["location"], headers={**navigate, "Cookie": cookie})
+        assert back.status_code == 303 and back.headers["location"] == "/app/", back.text
+        cookie = back.headers["set-cookie"].split(";", 1)[0]
+        home = http.get("/app/", headers={**navigate, "Cookie": cookie})
+        assert home.status_code == 200, home.text
+        return home.text
+
+
 def check_the_development_provider(suite: RunningSuite) -> None:
     issuer = suite.oidc_issuer
     assert discovery(issuer)["issuer"] == issuer
@@ -119,6 +137,10 @@ def check_the_development_provider(suite: RunningSuite) -> None:
     assert not any(
         v.startswith(b"CMH_OIDC_ISSUER=") for v in Path(f"/proc/{triage}/environ").read_bytes().split(b"\x00")
     )
+
+    # A demo person signs in through it (the gateway is a confidential client there).
+    signed_in = sign_in_over_http(suite.base, DEMO_PEOPLE[0].subject)
+    assert DEMO_PEOPLE[0].name in signed_in
 
     # Killed, it is reported and started again on its port: the same issuer answers.
     (provider,) = suite.pids(module="oidc_provider_mock")
