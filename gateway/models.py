@@ -131,6 +131,8 @@ class Person(Base):
     organisation_system: Mapped[str] = mapped_column(String(16))  # ods | charity | company
     roles: Mapped[str] = mapped_column(String(500))  # space separated (gateway/web/roles.py)
     team_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # local: `cmh users add`; claims: from the provider's claims, refreshed at every sign-in.
+    mapped_from: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Tokens issued for this person at or before this are refused everywhere (as for a client).
     tokens_revoked_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)

@@ -186,6 +186,15 @@ class Settings(BaseSettings):
     oidc_provider_name: str = Field(
         default="your organisation's account", description="How the sign-in page names the provider."
     )
+    oidc_organisation_claim: str | None = Field(
+        default=None,
+        description="A claim naming the person's organisation (ODS code, or charity/company number); with "
+        "CMH_OIDC_ROLES_CLAIM, people unknown to `cmh users` are mapped from the provider's claims.",
+    )
+    oidc_roles_claim: str | None = Field(
+        default=None, description="A claim listing the person's CMH Suite roles (a list or a space-separated string)."
+    )
+    oidc_team_claim: str | None = Field(default=None, description="A claim naming a team member's team id.")
     dev_oidc_provider: bool = Field(
         default=False,
         description="Set by `cmh run`: the provider is the development one (demo people); production refuses it.",

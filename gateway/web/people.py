@@ -94,19 +94,7 @@ async def add_person(
 ) -> Person:
     """Map a provider identity to an organisation and roles (refused when the roles don't fit
     one kind of work, a team role has no team, or the identity is mapped already)."""
-    try:
-        kind = kind_of(roles)
-    except RolesConflict as exc:
-        raise PeopleError(str(exc)) from None
-    organisation = organisation.strip().upper()
-    if not _ORGANISATION.match(organisation):
-        raise PeopleError("the organisation is an ODS code, a charity or a company number")
-    if organisation_system not in ORGANISATION_SYSTEMS:
-        raise PeopleError(f"the organisation system is one of {', '.join(ORGANISATION_SYSTEMS)}")
-    if (kind is ClientKind.VCFSE_PARTNER) != (organisation_system in ("charity", "company")):
-        raise PeopleError("VCFSE staff belong to a charity or company; everyone else to an ODS organisation")
-    if needs_team(roles) and not team_id:
-        raise PeopleError("team members and team leads need their team (--team)")
+    organisation = _checked(organisation, organisation_system, roles, team_id)
     if not subject.strip() or not name.strip():
         raise PeopleError("the subject and the name are needed")
     existing = await person_for_identity(session, issuer, subject, include_disabled=True)
@@ -127,6 +115,106 @@ async def add_person(
         updated_at=now,
     )
     session.add(person)
+    return person
+
+
+def _checked(organisation: str, organisation_system: str, roles: Sequence[Role], team_id: str | None) -> str:
+    """The organisation, normalised, once the mapping holds together (PeopleError if not)."""
+    try:
+        kind = kind_of(roles)
+    except RolesConflict as exc:
+        raise PeopleError(str(exc)) from None
+    organisation = organisation.strip().upper()
+    if not _ORGANISATION.match(organisation):
+        raise PeopleError("the organisation is an ODS code, a charity or a company number")
+    if organisation_system not in ORGANISATION_SYSTEMS:
+        raise PeopleError(f"the organisation system is one of {', '.join(ORGANISATION_SYSTEMS)}")
+    if (kind is ClientKind.VCFSE_PARTNER) != (organisation_system in ("charity", "company")):
+        raise PeopleError("VCFSE staff belong to a charity or company; everyone else to an ODS organisation")
+    if needs_team(roles) and not team_id:
+        raise PeopleError("team members and team leads need their team (--team)")
+    return organisation
+
+
+@dataclass(frozen=True)
+class ClaimNames:
+    """Which of the provider's claims carry the mapping (settings `oidc_*_claim`)."""
+
+    organisation: str
+    roles: str
+    team: str | None = None
+
+
+def mapping_from_claims(
+    claims: dict[str, object], names: ClaimNames
+) -> tuple[str, str, tuple[Role, ...], str | None]:
+    """(organisation, its system, roles, team) from the provider's claims; PeopleError when
+    they are absent or do not hold together. A VCFSE partner's organisation is a charity number
+    (digits) or a company number; everyone else's an ODS code."""
+    organisation = claims.get(names.organisation)
+    raw_roles = claims.get(names.roles)
+    if not isinstance(organisation, str) or raw_roles is None:
+        raise PeopleError("the provider's claims do not name an organisation and roles")
+    values = [str(value) for value in raw_roles] if isinstance(raw_roles, list) else [str(raw_roles)]
+    roles = parse_roles(values)
+    team = claims.get(names.team) if names.team else None
+    team_id = team if isinstance(team, str) and team.strip() else None
+    try:
+        kind = kind_of(roles)
+    except RolesConflict as exc:
+        raise PeopleError(str(exc)) from None
+    if kind is ClientKind.VCFSE_PARTNER:
+        system = "charity" if organisation.strip().isdigit() else "company"
+    else:
+        system = "ods"
+    return _checked(organisation, system, roles, team_id), system, roles, team_id
+
+
+async def person_from_claims(
+    session: AsyncSession,
+    *,
+    issuer: str,
+    subject: str,
+    name: str,
+    claims: dict[str, object],
+    names: ClaimNames,
+) -> Person | None:
+    """Someone `cmh users` does not know, mapped from the provider's claims (the provider is then
+    the source of truth: the mapping is refreshed at every sign-in). None when the claims do not
+    give a mapping that holds, or the person is disabled or mapped locally."""
+    try:
+        organisation, system, roles, team_id = mapping_from_claims(claims, names)
+    except PeopleError:
+        return None
+    existing = await person_for_identity(session, issuer, subject, include_disabled=True)
+    if existing is not None:
+        if existing.disabled_at is not None or existing.mapped_from != "claims":
+            return None
+        changed = (existing.organisation, existing.roles, existing.team_id) != (
+            organisation,
+            " ".join(role.value for role in roles),
+            team_id,
+        )
+        if changed:
+            existing.organisation, existing.organisation_system = organisation, system
+            existing.roles = " ".join(role.value for role in roles)
+            existing.team_id = team_id
+            existing.updated_at = utcnow()
+            # A change of organisation or roles ends what was issued under the old ones.
+            existing.tokens_revoked_before = existing.updated_at
+        existing.name = name.strip()[:200] or existing.name
+        return existing
+    person = await add_person(
+        session,
+        issuer=issuer,
+        subject=subject,
+        name=name or subject,
+        organisation=organisation,
+        organisation_system=system,
+        roles=roles,
+        team_id=team_id,
+    )
+    person.mapped_from = "claims"
     return person
 
 

@@ -22,10 +22,18 @@ from starlette.datastructures import FormData
 from gateway.state import gateway_state
 from gateway.web.oidc import RelyingParty, SignInFailed
 from gateway.web.paths import HOME, SIGN_IN, WEB_PREFIX
-from gateway.web.people import SignedInPerson, active_person, person_for_identity, signed_in
+from gateway.web.people import (
+    ClaimNames,
+    SignedInPerson,
+    active_person,
+    person_for_identity,
+    person_from_claims,
+    signed_in,
+)
 from gateway.web.render import page, problem_page
 from gateway.web.sessions import WebSession, web_session
 from shared.http import public_base
+from shared.settings import Settings
 from shared.sqltypes import utcnow
 
 log = logging.getLogger("cmh.web")
@@ -98,6 +106,13 @@ SignedIn = Annotated[SignedInPerson, Depends(current_person)]
 router = APIRouter(prefix=WEB_PREFIX, include_in_schema=False, dependencies=[Depends(check_csrf)])
 
 
+def claim_names(settings: Settings) -> ClaimNames | None:
+    """Which claims map a person, when the operator named them (CMH_OIDC_*_CLAIM)."""
+    if not (settings.oidc_organisation_claim and settings.oidc_roles_claim):
+        return None
+    return ClaimNames(settings.oidc_organisation_claim, settings.oidc_roles_claim, settings.oidc_team_claim)
+
+
 def relying_party(request: Request) -> RelyingParty:
     state = gateway_state(request)
     found = getattr(state, "relying_party", None)
@@ -159,8 +174,18 @@ async def sign_in_callback(request: Request) -> Response:
         log.info("sign-in refused", extra={"reason": str(failed)[:100]})
         return RedirectResponse(sign_in_location(session.data.get("next", HOME), "failed"), status_code=303)
     db = gateway_state(request).db
+    settings = gateway_state(request).settings
     async with db.transaction() as tx:
         person = await person_for_identity(tx, identity.issuer, identity.subject)
+        if (person is None or person.mapped_from == "claims") and (names := claim_names(settings)):
+            person = await person_from_claims(
+                tx,
+                issuer=identity.issuer,
+                subject=identity.subject,
+                name=identity.name or identity.email or identity.subject,
+                claims=identity.claims,
+                names=names,
+            )
         if person is not None:
             person.last_signed_in_at = utcnow()
             person_id = person.id

@@ -18,7 +18,7 @@ from sqlalchemy import update
 
 from gateway.app import create_app
 from gateway.models import WebSessionRow
-from gateway.web.people import add_person, disable_person
+from gateway.web.people import add_person, disable_person, person_for_identity
 from gateway.web.roles import Role
 from shared.db import Database
 from shared.nats_server import free_port
@@ -30,6 +30,8 @@ from tests.web.support import SECRET, Browser, csrf_of
 
 ANALYST = "sam.analyst@lsc-icb.example"
 STRANGER = "nobody@elsewhere.example"
+CLAIMED = "casey.crisis@lscft.example"  # mapped by the provider's claims, not by `cmh users`
+MUDDLED = "mixed.up@lscft.example"  # claims whose roles are of two kinds of work
 
 
 @pytest.fixture
@@ -37,6 +39,14 @@ def provider() -> Iterator[str]:
     users = [
         oidc_provider_mock.User(sub=ANALYST, claims={"name": "Sam Analyst", "email": ANALYST}),
         oidc_provider_mock.User(sub=STRANGER, claims={"name": "No One", "email": STRANGER}),
+        oidc_provider_mock.User(
+            sub=CLAIMED,
+            claims={"name": "Casey Crisis", "cmh_org": "RW5", "cmh_roles": ["crisis_practitioner"]},
+        ),
+        oidc_provider_mock.User(
+            sub=MUDDLED,
+            claims={"name": "Mixed Up", "cmh_org": "RW5", "cmh_roles": "crisis_practitioner icb_analyst"},
+        ),
     ]
     with oidc_provider_mock.run_server_in_thread(require_nonce=True, user_claims=users) as server:
         yield f"http://127.0.0.1:{server.server_port}"
@@ -57,6 +67,8 @@ async def signin_suite(make_settings: Callable[..., Settings], provider: str) ->
         gateway_port=port,
         oidc_issuer=provider,
         oidc_client_secret=SECRET,
+        oidc_organisation_claim="cmh_org",
+        oidc_roles_claim="cmh_roles",
         public_url=f"http://127.0.0.1:{port}",
     )
     await prepare_databases(settings, ("gateway",), {})
@@ -210,3 +222,20 @@ async def test_sign_in_goes_back_only_to_a_page_of_the_suite(
     for attempt in ("https://evil.example/", "//evil.example/app/", "/app\\..\\x", "/reporting/dashboard"):
         back = await browser.sign_in(ANALYST, next_path=attempt)
         assert back.status_code == 303 and back.headers["location"] == "/app/", attempt
+
+
+async def test_a_person_the_provider_describes_by_claims_is_mapped_from_them(
+    signin_suite: SignInSuite, browser: Browser
+) -> None:
+    back = await browser.sign_in(CLAIMED)
+    assert back.status_code == 303 and back.headers["location"] == "/app/"
+    home = await browser.get("/app/")
+    assert home.status_code == 200 and "Casey Crisis" in home.text and "RW5" in home.text
+    async with signin_suite.db.session() as tx:
+        person = await person_for_identity(tx, signin_suite.settings.oidc_issuer or "", CLAIMED)
+    assert person is not None and person.mapped_from == "claims" and person.roles == "crisis_practitioner"
+
+    # Claims that do not hold together (two kinds of work) map no one.
+    async with httpx.AsyncClient(base_url=signin_suite.url, timeout=15) as http:
+        refused = await Browser(http).sign_in(MUDDLED)
+    assert refused.status_code == 403 and "not set up for CMH Suite" in refused.text

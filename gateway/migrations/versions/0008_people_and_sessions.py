@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("organisation_system", sa.String(length=16), nullable=False),
         sa.Column("roles", sa.String(length=500), nullable=False),
         sa.Column("team_id", sa.String(length=64), nullable=True),
+        sa.Column("mapped_from", sa.String(length=16), nullable=False, server_default="local"),
         sa.Column("disabled_at", UTCDateTime(), nullable=True),
         sa.Column("tokens_revoked_before", UTCDateTime(), nullable=True),
         sa.Column("last_signed_in_at", UTCDateTime(), nullable=True),
