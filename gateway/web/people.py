@@ -19,6 +19,8 @@ from shared.sqltypes import utcnow
 
 _ORGANISATION = re.compile(r"^[A-Z0-9]{3,16}$")
 ORGANISATION_SYSTEMS = ("ods", "charity", "company")
+_CHARITY_NUMBER = re.compile(r"^\d{6,8}$")  # England and Wales: 6-7 digits (1000001)
+_COMPANY_NUMBER = re.compile(r"^([A-Z]{2}\d{6}|\d{8})$")  # Companies House: SC123456, 01234567
 
 
 class PeopleError(ValueError):
@@ -164,7 +166,13 @@ def mapping_from_claims(
     except RolesConflict as exc:
         raise PeopleError(str(exc)) from None
     if kind is ClientKind.VCFSE_PARTNER:
-        system = "charity" if organisation.strip().isdigit() else "company"
+        number = organisation.strip().upper()
+        if _CHARITY_NUMBER.match(number):
+            system = "charity"
+        elif _COMPANY_NUMBER.match(number):
+            system = "company"
+        else:
+            raise PeopleError("a VCFSE partner's organisation is a charity or a company number")
     else:
         system = "ods"
     return _checked(organisation, system, roles, team_id), system, roles, team_id
