@@ -133,13 +133,20 @@ async def serve(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
         app, host="127.0.0.1", port=port, log_config=None, lifespan="on", proxy_headers=False
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+
+    async def serving() -> None:
+        # uvicorn calls sys.exit when it cannot bind (the port taken since free_port chose it). A
+        # SystemExit escaping a task stops the whole event loop, and with it every later test of
+        # this xdist worker; caught here, it fails this test alone.
+        try:
+            await server.serve()
+        except SystemExit as exc:
+            raise RuntimeError(f"could not serve on port {port}") from exc
+
+    task = asyncio.create_task(serving())
     while not server.started:
         if task.done():
-            try:
-                task.result()
-            except SystemExit as exc:  # uvicorn exits when it cannot bind: fail this test, not the worker
-                raise RuntimeError(f"could not serve on port {port}") from exc
+            task.result()
             raise RuntimeError(f"the server on port {port} stopped before it started")
         await asyncio.sleep(0.02)
     return server, task

@@ -34,7 +34,7 @@ async def _breached(suite: Suite, episode_id: str) -> bool:
 
 async def test_a_revised_plan_after_a_breached_first_agreement_needs_no_second_reason(suite: Suite) -> None:
     await _ready(suite)
-    async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=suite.url, timeout=30) as http:
         people = People(suite, http)
         await people.login("gp-ehr", "crisis-app", "lscft-clinician")
         episode = await people.routed_episode(_referral("9434765919"), "revised-1")
@@ -61,7 +61,7 @@ async def test_a_revised_plan_after_a_breached_first_agreement_needs_no_second_r
 
 async def test_a_late_entry_withdraws_the_breach_and_the_journey_shows_both(suite: Suite) -> None:
     await _ready(suite)
-    async with httpx.AsyncClient(base_url=suite.url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=suite.url, timeout=30) as http:
         people = People(suite, http)
         await people.login("gp-ehr", "crisis-app", "lscft-clinician")
         episode = await people.routed_episode(_referral("9876543210"), "late-entry-1")

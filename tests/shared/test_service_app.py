@@ -102,7 +102,8 @@ async def test_health_ready_and_metrics(settings: Settings, nats_server: Embedde
         assert (await client.get("/health")).status_code == 200
         nats_server.start()
         await eventually(lambda: _checks(client, nats="ok"), timeout=30)
-        assert _broker_connected("triage") == 1.0
+        # Set by the reconnect callback, which may run a moment after the first call succeeds.
+        await eventually(lambda: _broker_connected("triage") == 1.0, timeout=10)
 
         assert (await client.get("/metrics")).status_code == 404  # not on the API port (issue 18)
         assert (

@@ -42,6 +42,8 @@ def provider(tmp_path: Path) -> Iterator[tuple[Supervisor, dict[str, str]]]:
 def test_a_demo_person_signs_in_with_pkce_and_a_nonce(provider: tuple[Supervisor, dict[str, str]]) -> None:
     supervisor, gateway_env = provider
     issuer = f"http://127.0.0.1:{supervisor.settings.dev_oidc_port}"
+    secret = gateway_env.pop("CMH_OIDC_CLIENT_SECRET")  # the gateway is a confidential client there
+    assert len(secret) >= 32
     assert gateway_env == {"CMH_OIDC_ISSUER": issuer, "CMH_DEV_OIDC_PROVIDER": "true"}
     assert (supervisor.var_dir / "dev-oidc.issuer").read_text() == issuer  # for `cmh users`
     demo = DEMO_PEOPLE[3]
