@@ -109,10 +109,18 @@ JOURNEY_NAMES = {
     "clock_corrected": "Plan clock warning withdrawn",
     **RECORD_NAMES,
 }
+# Triage's routes (contracts.vocabulary.Route) in words.
 ROUTE_NAMES = {
-    "cmht": "Community mental health team",
+    "crisis_response": "Crisis response",
+    "crisis_line": "Crisis line",
+    "home_treatment": "Home treatment",
+    "front_door_primary": "Front door (primary care)",
+    "front_door_secondary": "Front door (secondary care)",
     "focused_support": "Focused support",
-    "crisis": "Crisis team",
+    "staying_well": "Staying well",
+    "vcfse_signpost": "Signposted to a partner service",
+    "reaccess": "Re-access",
+    "out_of_area": "Out of area",
 }
 
 
@@ -463,7 +471,7 @@ def journey_details(entry: Mapping[str, Any], team: Team, episode_id: str) -> st
     parts: list[str] = []
     if entry.get("route"):
         parts.append(ROUTE_NAMES.get(str(entry["route"]), humanise(str(entry["route"]).replace("_", " "))))
-    if entry.get("team_id"):
+    if entry.get("team_id") and kind != "triage_referral_received":
         parts.append("your team" if entry["team_id"] == team.id else "another team")
     if kind == "contact":
         mechanism = dict(MECHANISMS).get(str(entry.get("mechanism")), "")
@@ -578,9 +586,8 @@ class FormState:
         time_text = self.values.get(f"{prefix}-time", "").strip()
         if not day_text and not time_text and not required:
             return None
-        try:
-            day = date.fromisoformat(day_text)
-        except ValueError:
+        day = parse_day(day_text)
+        if day is None:
             self.error(
                 f"{prefix}-date", f"Enter the date {what}" if not day_text else f"Enter a real date {what}"
             )
@@ -626,6 +633,19 @@ class FormState:
         elif any(len(item) > longest for item in items):
             self.error(name, f"Keep each line to {longest} characters or fewer")
         return items
+
+
+def parse_day(text: str) -> date | None:
+    """A date as a date field sends it (2026-12-03) or as a person types it (3/12/2026)."""
+    text = text.strip()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.strptime(text, "%d/%m/%Y").date()
+    except ValueError:
+        return None
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -728,6 +748,7 @@ def _form_page(
             "breach_reasons": BREACH_REASONS,
             "plan_state": plan_clock.get("state"),
             "plan_days": plan_clock.get("days_elapsed"),
+            "hide_submit": spec.slug == "named-worker" and not team.practitioners,
         },
         status,
         current=PREFIX,
@@ -802,10 +823,8 @@ def _body(slug: str, state: FormState, team: Team) -> tuple[str, dict[str, Any] 
         goals = state.lines("goals", "Enter at least one goal", longest=2000)
         crisis = state.text("crisis_plan", "Enter the crisis plan")
         contingency = state.text("contingency_plan", "Enter the contingency plan")
-        review: date | None = None
-        try:
-            review = date.fromisoformat(state.values.get("review_date", "").strip())
-        except ValueError:
+        review = parse_day(state.values.get("review_date", ""))
+        if review is None:
             state.error("review_date", "Enter the date the plan is reviewed by")
         return "POST", {
             "at": at.isoformat() if at else None, "needs": needs, "goals": goals, "crisis_plan": crisis,
