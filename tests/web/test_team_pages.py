@@ -23,6 +23,7 @@ from gateway.web.roles import Role
 from tests.e2e.test_care_journey import People, _ready, _referral
 from tests.support import eventually
 from tests.web.conftest import WebSuite
+from tests.web.test_frontend import _check_page
 
 LEAD = "lee.lead@lscft.example"
 WORKER = "nadia.worker@lscft.example"
@@ -130,6 +131,7 @@ async def test_a_team_lead_works_the_four_week_worklist(web_suite: WebSuite) -> 
         worklist = await browser.get("/app/team")
         assert worklist.status_code == 200, worklist.text[:500]
         html = worklist.text
+        _check_page(html)  # well formed, no inline script or style
         assert "Four-week worklist" in html and "Central Lancashire" in html
         first, second, third = _positions(html, breached["id"], at_risk["id"], fresh["id"])
         assert first < second < third  # breached, then at risk, then no clock running
@@ -175,6 +177,7 @@ async def test_a_team_lead_works_the_four_week_worklist(web_suite: WebSuite) -> 
         assert late.status_code == 422, late.text[:500]
         assert "There is a problem" in late.text and 'href="#breach_reason"' in late.text
         assert "<title>Error: " in late.text
+        _check_page(late.text)
 
         # The at-risk episode, worked through the pages.
         base = f"/app/team/episodes/{at_risk['id']}"
