@@ -289,45 +289,37 @@ def row_label(row: Mapping[str, Any], group_by: Sequence[str]) -> str:
 
 
 def bar_chart(title: str, bars: Sequence[tuple[str, Any]], *, percentage: bool) -> Markup:
-    """A horizontal bar chart (SVG, presentation attributes only: the pages allow no inline
-    style) of published figures: a suppressed or empty figure has no bar, only its mark. It
-    scales to the width it is given (a viewBox, no fixed width)."""
-    width, label_width, row_height, gap, value_width = 640, 200, 28, 8, 70
-    plot = width - label_width - value_width
+    """A bar chart of published figures: each bar's name and figure as text (so they read at any
+    size and to a screen reader), its length a small SVG scaled to the width it is given
+    (presentation attributes only: the pages allow no inline style). A hidden or empty figure
+    has no bar, only its mark; the table below the chart holds the same figures."""
     numbers = [float(v) for _, v in bars if isinstance(v, int | float) and not isinstance(v, bool)]
-    top = 100.0 if percentage else max(numbers, default=0.0) or 1.0
-    height = len(bars) * (row_height + gap) + gap + 20
-    parts = [
-        f'<svg class="cmh-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" role="img" aria-label="{escape(title)}" focusable="false" '
-        'font-family="Frutiger W01, Arial, sans-serif" font-size="14">'
-    ]
-    for index, (label, value) in enumerate(bars):
-        y = gap + index * (row_height + gap)
-        text = label if len(label) <= 26 else label[:25] + "…"
-        parts.append(
-            f'<text x="{label_width - 8}" y="{y + row_height / 2 + 5:.1f}" text-anchor="end" '
-            f'fill="#212b32">{escape(text)}<title>{escape(label)}</title></text>'
+    if not numbers:
+        return Markup(
+            '<p class="nhsuk-body-s">Nothing to draw: every figure for this chart is hidden or empty.</p>'
         )
-        parts.append(f'<rect x="{label_width}" y="{y}" width="{plot}" height="{row_height}" fill="#f0f4f5"/>')
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            length = max(0.0, min(1.0, float(value) / top)) * plot
-            parts.append(
-                f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{row_height}" fill="#005eb8"/>'
-            )
-        mark = shown(value) + ("%" if percentage and isinstance(value, int | float) else "")
+    top = 100.0 if percentage else max(numbers) or 1.0
+    parts = [f'<ul class="nhsuk-list" aria-label="{escape(title)}">']
+    for label, value in bars:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        mark = shown(value) + ("%" if percentage and number else "")
+        if value == SUPPRESSED:
+            mark += " (hidden)"
+        length = max(0.0, min(1.0, float(value) / top)) * 100 if number else 0.0
         parts.append(
-            f'<text x="{label_width + plot + 8}" y="{y + row_height / 2 + 5:.1f}" '
-            f'fill="#212b32">{escape(mark)}</text>'
+            '<li class="nhsuk-u-margin-bottom-3">'
+            f'<span class="nhsuk-u-font-size-16"><span class="nhsuk-u-font-weight-bold">{escape(label)}</span>: '
+            f"{escape(mark)}</span>"
+            '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 6" preserveAspectRatio="none" '
+            'width="100%" height="20" aria-hidden="true" focusable="false">'
+            '<rect x="0" y="0" width="100" height="6" fill="#ffffff"/>'
+            f'<rect x="0" y="0" width="{length:.2f}" height="6" fill="#005eb8"/></svg></li>'
         )
-    axis_y = height - 8
-    scale_end = "100%" if percentage else shown(int(top) if float(top).is_integer() else top)
-    parts.append(f'<text x="{label_width}" y="{axis_y}" fill="#4c6272" font-size="12">0</text>')
+    parts.append("</ul>")
+    end = "100%" if percentage else shown(top)
     parts.append(
-        f'<text x="{label_width + plot}" y="{axis_y}" text-anchor="end" fill="#4c6272" '
-        f'font-size="12">{escape(scale_end)}</text>'
+        f'<p class="nhsuk-body-s nhsuk-u-secondary-text-colour">The bars run from 0 to {escape(end)}.</p>'
     )
-    parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 (every text and attribute in it is escaped)
 
 
@@ -635,6 +627,8 @@ async def export_status(request: Request, person: SignedIn, job_id: str) -> Resp
         "files": [],
         "state": "running",
         "progress": None,
+        "back_link": EXPORTS,
+        "back_label": "Back to bulk export",
     }
     if answer.status == 202:
         context["progress"] = answer.headers.get("x-progress")
