@@ -13,6 +13,7 @@ client id, and lists none): the page keeps the ones started in this session to l
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -37,6 +38,7 @@ from gateway.web.signin import SignedIn, check_csrf
 from gateway.web.site import Task, person_page, person_problem
 from shared.auth import END_USER_ID_HEADER, END_USER_ROLE_HEADER
 from shared.http import public_base
+from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER, current_traceparent
 
 PREFIX = "/app/reporting"
 EXPORTS = f"{PREFIX}/exports"
@@ -456,8 +458,10 @@ async def dashboard(request: Request, person: SignedIn) -> Response:
     )
     context["period"] = places.body.get("period", {})
     sections = []
-    for measure in MEASURES:
-        answer = await api.get(f"/reporting/{measure.name}", params=filters.api_params())
+    answers = await asyncio.gather(
+        *(api.get(f"/reporting/{measure.name}", params=filters.api_params()) for measure in MEASURES)
+    )
+    for measure, answer in zip(MEASURES, answers, strict=True):
         if not answer.ok:
             if answer.status == 422:
                 return _dashboard(request, person, context, api_errors(answer), 422)
@@ -664,7 +668,9 @@ async def delete_export(request: Request, person: SignedIn, job_id: str) -> Resp
 
 @router.get("/exports/{job_id}/files/{file_type}")
 async def export_file(request: Request, person: SignedIn, job_id: str, file_type: str) -> Response:
-    """The file as the API streams it to the person, passed on as it comes (never held whole)."""
+    """The file as the API streams it to the person, passed on as it comes (never held whole).
+    PersonApi reads a whole answer, so this call is made as PersonApi.call makes one (the
+    person's token, end user and role, the request id and trace) with the answer streamed."""
     api = analyst_api(request, person)
     path = f"/reporting/$export/jobs/{job_id}/files/{file_type}"
     sent = {
@@ -673,6 +679,12 @@ async def export_file(request: Request, person: SignedIn, job_id: str, file_type
         END_USER_ROLE_HEADER: api.role.value,
         "Accept": "application/fhir+ndjson",
     }
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        sent[REQUEST_ID_HEADER] = request_id  # as PersonApi.call: the page and its call log as one
+    traceparent = current_traceparent()
+    if traceparent:
+        sent[TRACEPARENT_HEADER] = traceparent
     base = public_base(gateway_state(request).settings, request.scope)
     transport = httpx.ASGITransport(app=request.app, client=("127.0.0.1", 0))
     client = httpx.AsyncClient(transport=transport, base_url=base, timeout=60)
