@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from gateway.web.pages import team
+from gateway.web.pages import reporting, team
 
-PAGE_MODULES: tuple[ModuleType, ...] = (team,)
+PAGE_MODULES: tuple[ModuleType, ...] = (reporting, team)
