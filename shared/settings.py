@@ -192,7 +192,8 @@ class Settings(BaseSettings):
         "CMH_OIDC_ROLES_CLAIM, people unknown to `cmh users` are mapped from the provider's claims.",
     )
     oidc_roles_claim: str | None = Field(
-        default=None, description="A claim listing the person's CMH Suite roles (a list or a space-separated string)."
+        default=None,
+        description="A claim listing the person's CMH Suite roles (a list or a space-separated string).",
     )
     oidc_team_claim: str | None = Field(default=None, description="A claim naming a team member's team id.")
     dev_oidc_provider: bool = Field(
