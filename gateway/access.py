@@ -211,6 +211,7 @@ class AccessControlMiddleware:
                 headers={
                     "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{" ".join(sorted(needed))}"'
                 },
+                required_scopes=sorted(needed),
             )
         scope.setdefault("state", {})["token_claims"] = claims
         return claims
