@@ -321,6 +321,7 @@ async def _users(args: argparse.Namespace, settings: Settings) -> int:
                     roles=roles,
                     team_id=args.team,
                     email=args.email,
+                    single_point_of_access=settings.single_point_of_access_codes,
                 )
                 print(f"added {person.id}: {person.name} ({person.roles}) of {person.organisation}")
                 return 0

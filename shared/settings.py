@@ -186,6 +186,11 @@ class Settings(BaseSettings):
     oidc_provider_name: str = Field(
         default="your organisation's account", description="How the sign-in page names the provider."
     )
+    single_point_of_access: str = Field(
+        default="RW5",
+        description="ODS codes (comma separated) of the organisations running the single point of access: "
+        "only their staff may be triage or crisis practitioners (those roles read every referral).",
+    )
     oidc_organisation_claim: str | None = Field(
         default=None,
         description="A claim naming the person's organisation (ODS code, or charity/company number); with "
@@ -314,6 +319,12 @@ class Settings(BaseSettings):
 
     def service_port(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
+
+    @property
+    def single_point_of_access_codes(self) -> frozenset[str]:
+        return frozenset(
+            code.strip().upper() for code in self.single_point_of_access.split(",") if code.strip()
+        )
 
     def service_urls(self, service: str) -> list[str]:
         """Base URLs of a service's replicas (`CMH_<SERVICE>_URL` may list several, comma separated:

@@ -102,6 +102,7 @@ async def seed_demo_people(settings: Settings, issuer: str) -> tuple[DemoPerson,
                     roles=demo.roles,
                     team_id=demo.team_id,
                     email=demo.email,
+                    single_point_of_access=settings.single_point_of_access_codes,
                 )
 
     await _with_db(settings, work)

@@ -6,19 +6,30 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.models import PERSON_CLIENT_PREFIX, Person
-from gateway.web.roles import Role, RolesConflict, kind_of, needs_team, scopes_of
+from gateway.web.roles import (
+    Role,
+    RolesConflict,
+    kind_of,
+    needs_single_point_of_access,
+    needs_team,
+    scopes_of,
+)
 from shared.auth import ClientKind
+from shared.settings import Settings
 from shared.sqltypes import utcnow
 
 _ORGANISATION = re.compile(r"^[A-Z0-9]{3,16}$")
 ORGANISATION_SYSTEMS = ("ods", "charity", "company")
+DEFAULT_SINGLE_POINT_OF_ACCESS = frozenset(
+    code.strip() for code in str(Settings.model_fields["single_point_of_access"].default).split(",")
+)
 _CHARITY_NUMBER = re.compile(r"^\d{6,8}$")  # England and Wales: 6-7 digits (1000001)
 _COMPANY_NUMBER = re.compile(r"^([A-Z]{2}\d{6}|\d{8})$")  # Companies House: SC123456, 01234567
 
@@ -93,10 +104,11 @@ async def add_person(
     roles: Sequence[Role],
     team_id: str | None = None,
     email: str | None = None,
+    single_point_of_access: Collection[str] = DEFAULT_SINGLE_POINT_OF_ACCESS,
 ) -> Person:
     """Map a provider identity to an organisation and roles (refused when the roles don't fit
     one kind of work, a team role has no team, or the identity is mapped already)."""
-    organisation = _checked(organisation, organisation_system, roles, team_id)
+    organisation = _checked(organisation, organisation_system, roles, team_id, single_point_of_access)
     if not subject.strip() or not name.strip():
         raise PeopleError("the subject and the name are needed")
     existing = await person_for_identity(session, issuer, subject, include_disabled=True)
@@ -120,7 +132,13 @@ async def add_person(
     return person
 
 
-def _checked(organisation: str, organisation_system: str, roles: Sequence[Role], team_id: str | None) -> str:
+def _checked(
+    organisation: str,
+    organisation_system: str,
+    roles: Sequence[Role],
+    team_id: str | None,
+    single_point_of_access: Collection[str],
+) -> str:
     """The organisation, normalised, once the mapping holds together (PeopleError if not)."""
     try:
         kind = kind_of(roles)
@@ -135,6 +153,11 @@ def _checked(organisation: str, organisation_system: str, roles: Sequence[Role],
         raise PeopleError("VCFSE staff belong to a charity or company; everyone else to an ODS organisation")
     if needs_team(roles) and not team_id:
         raise PeopleError("team members and team leads need their team (--team)")
+    if needs_single_point_of_access(roles) and organisation not in single_point_of_access:
+        raise PeopleError(
+            "triage and crisis practitioners read every referral: only staff of the single point of "
+            f"access ({', '.join(sorted(single_point_of_access))}; CMH_SINGLE_POINT_OF_ACCESS) may be one"
+        )
     return organisation
 
 
@@ -148,7 +171,9 @@ class ClaimNames:
 
 
 def mapping_from_claims(
-    claims: dict[str, object], names: ClaimNames
+    claims: dict[str, object],
+    names: ClaimNames,
+    single_point_of_access: Collection[str] = DEFAULT_SINGLE_POINT_OF_ACCESS,
 ) -> tuple[str, str, tuple[Role, ...], str | None]:
     """(organisation, its system, roles, team) from the provider's claims; PeopleError when
     they are absent or do not hold together. A VCFSE partner's organisation is a charity number
@@ -175,7 +200,7 @@ def mapping_from_claims(
             raise PeopleError("a VCFSE partner's organisation is a charity or a company number")
     else:
         system = "ods"
-    return _checked(organisation, system, roles, team_id), system, roles, team_id
+    return _checked(organisation, system, roles, team_id, single_point_of_access), system, roles, team_id
 
 
 async def person_from_claims(
@@ -186,12 +211,13 @@ async def person_from_claims(
     name: str,
     claims: dict[str, object],
     names: ClaimNames,
+    single_point_of_access: Collection[str] = DEFAULT_SINGLE_POINT_OF_ACCESS,
 ) -> Person | None:
     """Someone `cmh users` does not know, mapped from the provider's claims (the provider is then
     the source of truth: the mapping is refreshed at every sign-in). None when the claims do not
     give a mapping that holds, or the person is disabled or mapped locally."""
     try:
-        organisation, system, roles, team_id = mapping_from_claims(claims, names)
+        organisation, system, roles, team_id = mapping_from_claims(claims, names, single_point_of_access)
     except PeopleError:
         return None
     existing = await person_for_identity(session, issuer, subject, include_disabled=True)
@@ -221,6 +247,7 @@ async def person_from_claims(
         organisation_system=system,
         roles=roles,
         team_id=team_id,
+        single_point_of_access=single_point_of_access,
     )
     person.mapped_from = "claims"
     return person

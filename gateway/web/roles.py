@@ -27,14 +27,21 @@ class Grant:
     kind: ClientKind
     scopes: frozenset[str]
     needs_team: bool = False
+    # The single point of access reads every referral and person (services/triage/access.py):
+    # only the staff of the organisations that run it may hold such a role.
+    single_point_of_access: bool = False
 
 
 GRANTS: dict[Role, Grant] = {
     Role.TRIAGE_PRACTITIONER: Grant(
-        ClientKind.CRISIS_APP, frozenset({"referral:read", "triage:decide", "registry:read"})
+        ClientKind.CRISIS_APP,
+        frozenset({"referral:read", "triage:decide", "registry:read"}),
+        single_point_of_access=True,
     ),
     Role.CRISIS_PRACTITIONER: Grant(
-        ClientKind.CRISIS_APP, frozenset({"referral:read", "crisis:respond", "registry:read"})
+        ClientKind.CRISIS_APP,
+        frozenset({"referral:read", "crisis:respond", "registry:read"}),
+        single_point_of_access=True,
     ),
     Role.TEAM_MEMBER: Grant(
         ClientKind.PARTNER_EHR,
@@ -74,3 +81,7 @@ def scopes_of(roles: Iterable[Role]) -> frozenset[str]:
 
 def needs_team(roles: Iterable[Role]) -> bool:
     return any(GRANTS[role].needs_team for role in roles)
+
+
+def needs_single_point_of_access(roles: Iterable[Role]) -> bool:
+    return any(GRANTS[role].single_point_of_access for role in roles)

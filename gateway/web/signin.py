@@ -185,6 +185,7 @@ async def sign_in_callback(request: Request) -> Response:
                 name=identity.name or identity.email or identity.subject,
                 claims=identity.claims,
                 names=names,
+                single_point_of_access=settings.single_point_of_access_codes,
             )
         if person is not None:
             person.last_signed_in_at = utcnow()
