@@ -37,6 +37,7 @@ from tests.web.browser.support import (
     browser_unavailable,
     csp_violations,
     detail_links,
+    new_context,
     page_routes,
     run_axe,
     scroll_width,
@@ -62,7 +63,9 @@ async def chromium() -> AsyncIterator[Browser]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS, timeout=30_000
+        )
         try:
             yield browser
         finally:
@@ -157,12 +160,12 @@ class Viewer:
 
     @classmethod
     async def open(cls, browser: Browser, base: str, subject: str | None) -> Viewer:
-        axe_context = await browser.new_context(bypass_csp=True, viewport=DESKTOP)  # type: ignore[arg-type]
+        axe_context = await new_context(browser, bypass_csp=True, viewport=DESKTOP)
         axe_page = await axe_context.new_page()
         if subject is not None:
             await sign_in(axe_page, base, subject)
         state = await axe_context.storage_state()
-        narrow_context = await browser.new_context(viewport=NARROW, storage_state=state)  # type: ignore[arg-type]
+        narrow_context = await new_context(browser, viewport=NARROW, storage_state=state)
         await narrow_context.add_init_script(WATCH_CSP)
         narrow_page = await narrow_context.new_page()
         watch = Watch(base)

@@ -20,7 +20,7 @@ from fastapi.routing import iter_route_contexts
 from gateway.web.paths import SIGN_IN, WEB_PREFIX
 
 if TYPE_CHECKING:
-    from playwright.async_api import ConsoleMessage, Page, Response
+    from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Response
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's (`apt-get install chromium`; .ci/run installs it)
 # Chromium resolves no host name: the pages may fetch only from the gateway (their CSP says so),
@@ -34,6 +34,7 @@ NARROW = {"width": 320, "height": 640}  # WCAG 1.4.10 Reflow: no scrolling sidew
 # The gateway's GET routes under /app/ that are not pages: redirects (the bare /app, the start of
 # sign-in and the provider's redirect back). Static files are a mount, not a route.
 NOT_PAGES = frozenset({WEB_PREFIX, f"{WEB_PREFIX}/sign-in/start", f"{WEB_PREFIX}/auth/callback"})
+STEP_TIMEOUT_MS = 10_000  # one navigation or wait (Playwright's default is 30 s)
 DETAIL_LINKS_PER_ROUTE = 3  # links followed to each route with path parameters, from each page
 
 # Recorded in every document before its own scripts run (Playwright's init script is not subject
@@ -90,6 +91,13 @@ def browser_unavailable() -> str | None:
     if not CHROMIUM.exists():
         return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; .ci/run installs it)"
     return None
+
+
+async def new_context(browser: Browser, **options: Any) -> BrowserContext:
+    """A browser context (its own cookies) whose steps time out after STEP_TIMEOUT_MS."""
+    context = await browser.new_context(**options)
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    return context
 
 
 # -- signing in, as a person does -----------------------------------------------------------------
