@@ -67,6 +67,12 @@ frontend: $(STAMP)
 	$(BIN)/python -m tools.vendor_frontend
 	$(BIN)/python -m tools.vendor_axe
 
+# PNGs of the pages for people (docs/screenshots/, shown in README.md's "Pages for people"): `cmh
+# run` started, the sign-in page and each role's main page, its demo person signed in through the
+# development provider in Debian's Chromium (tools/screenshot_people.py). Commit the result.
+screenshots: $(STAMP)
+	$(BIN)/python -m tools.screenshot_people
+
 clean:
 	rm -rf var .pytest_cache .ruff_cache .hypothesis .import_linter_cache .mypy_cache
 
