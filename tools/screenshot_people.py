@@ -41,6 +41,7 @@ ROOT = Path(__file__).parents[1]
 OUT = ROOT / "docs" / "screenshots"
 WIDTH = 1024
 MAX_HEIGHT = 1600
+# The window starts short, so a page shorter than a screen is cropped to its own height.
 READY_WITHIN = 120  # seconds for `cmh run` to say it is ready
 
 
@@ -48,7 +49,9 @@ async def save(page: Page, png: Path) -> int:
     """The page at WIDTH, as tall as its content (at most MAX_HEIGHT); returns the height."""
     height: int = await page.evaluate("() => document.documentElement.scrollHeight")
     height = min(height, MAX_HEIGHT)
-    await page.screenshot(path=str(png), full_page=True, clip={"x": 0, "y": 0, "width": WIDTH, "height": height})
+    await page.screenshot(
+        path=str(png), full_page=True, clip={"x": 0, "y": 0, "width": WIDTH, "height": height}
+    )
     return height
 
 
@@ -64,7 +67,7 @@ async def main_page(page: Page) -> str:
 
 async def shoot(browser: Browser, base: str, out: Path) -> list[Path]:
     saved: list[Path] = []
-    context = await new_context(browser, viewport={"width": WIDTH, "height": 768})
+    context = await new_context(browser, viewport={"width": WIDTH, "height": 400})
     page = await context.new_page()
     await page.goto(base + SIGN_IN)
     png = out / "sign-in.png"
@@ -78,7 +81,7 @@ async def shoot(browser: Browser, base: str, out: Path) -> list[Path]:
         if role in shot_roles:
             continue
         shot_roles.add(role)
-        context = await new_context(browser, viewport={"width": WIDTH, "height": 768})
+        context = await new_context(browser, viewport={"width": WIDTH, "height": 400})
         page = await context.new_page()
         await sign_in(page, base, demo.subject)
         await page.goto(base + HOME)
@@ -92,20 +95,30 @@ async def shoot(browser: Browser, base: str, out: Path) -> list[Path]:
     return saved
 
 
-async def run(out: Path) -> int:
+async def capture(base: str, out: Path) -> list[Path]:
     from playwright.async_api import async_playwright
 
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS
+        )
+        try:
+            return await shoot(browser, base, out)
+        finally:
+            await browser.close()
+
+
+def run(out: Path) -> int:
+    """`cmh run` started in a temporary var directory, the pages shot, everything stopped."""
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="cmh-screenshots-") as var, running_suite(Path(var) / "var") as suite:
+    with (
+        tempfile.TemporaryDirectory(prefix="cmh-screenshots-") as var,
+        running_suite(Path(var) / "var") as suite,
+    ):
         suite.wait_for_line("CMH Suite is ready", timeout=READY_WITHIN)
         with httpx.Client(base_url=suite.base) as client:
             wait_ready(client, timeout=READY_WITHIN)
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-            try:
-                await shoot(browser, suite.base, out)
-            finally:
-                await browser.close()
+        asyncio.run(capture(suite.base, out))
     return 0
 
 
@@ -117,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"screenshot_people: {reason}", file=sys.stderr)
         return 1
-    return asyncio.run(run(args.out))
+    return run(args.out)
 
 
 if __name__ == "__main__":

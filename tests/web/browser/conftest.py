@@ -206,7 +206,9 @@ class Viewer:
         self.watch.reset()
         narrow_status = await go(self.narrow_page)
         if narrow_status != status:
-            problems.append(f"answered {narrow_status} at {NARROW['width']} px, {status} at {DESKTOP['width']} px")
+            problems.append(
+                f"answered {narrow_status} at {NARROW['width']} px, {status} at {DESKTOP['width']} px"
+            )
         width = await scroll_width(self.narrow_page)
         if width > NARROW["width"]:
             problems.append(f"at {NARROW['width']} px the page is {width} px wide (scrolls sideways)")

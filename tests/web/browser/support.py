@@ -134,7 +134,9 @@ class Violation:
         return self.impact in FAILING_IMPACTS
 
     def __str__(self) -> str:
-        shown = ", ".join(self.targets[:6]) + (f" (+{len(self.targets) - 6} more)" if len(self.targets) > 6 else "")
+        shown = ", ".join(self.targets[:6]) + (
+            f" (+{len(self.targets) - 6} more)" if len(self.targets) > 6 else ""
+        )
         return f"{self.impact} {self.id}: {self.help} [{shown}] {self.help_url}"
 
 
@@ -144,7 +146,8 @@ async def run_axe(page: Page) -> list[Violation]:
     await page.add_script_tag(content=axe_source())
     found: list[dict[str, Any]] = await page.evaluate(AXE_RUN, list(AXE_TAGS))
     return [
-        Violation(v["id"], v["impact"] or "unknown", v["help"], v["helpUrl"], tuple(v["targets"])) for v in found
+        Violation(v["id"], v["impact"] or "unknown", v["help"], v["helpUrl"], tuple(v["targets"]))
+        for v in found
     ]
 
 
@@ -177,7 +180,11 @@ class Watch:
 
     def _response(self, response: Response) -> None:
         request = response.request
-        if request.resource_type != "document" and response.status >= 400 and response.url.startswith(self.origin):
+        if (
+            request.resource_type != "document"
+            and response.status >= 400
+            and response.url.startswith(self.origin)
+        ):
             self.problems.append(f"{request.resource_type} {urlsplit(response.url).path}: {response.status}")
 
 

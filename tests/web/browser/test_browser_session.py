@@ -81,7 +81,9 @@ async def test_a_plain_link_signs_in_through_the_provider_and_signing_out_ends_b
         await page.get_by_role("button", name="Sign out").click()
         await page.wait_for_url(re.compile(re.escape(web_suite.provider) + "/oauth2/end_session"))
         await page.get_by_role("button", name="End session").click()
-        await page.wait_for_url(re.compile(re.escape(f"{base}/app/signed-out")))  # ?state=: the provider echoes it
+        await page.wait_for_url(
+            re.compile(re.escape(f"{base}/app/signed-out"))
+        )  # ?state=: the provider echoes it
         await page.get_by_role("heading", name="You have signed out").wait_for()
         assert "Sign in" in await page.locator("header").inner_text()
 
@@ -120,7 +122,9 @@ async def test_signing_in_and_out_with_the_keyboard_alone(
         await page.wait_for_url(re.compile(re.escape(web_suite.provider) + "/oauth2/end_session"))
         await tab_to(page, "End session")  # the provider's page: reached, its focus style not ours
         await page.keyboard.press("Enter")
-        await page.wait_for_url(re.compile(re.escape(f"{base}/app/signed-out")))  # ?state=: the provider echoes it
+        await page.wait_for_url(
+            re.compile(re.escape(f"{base}/app/signed-out"))
+        )  # ?state=: the provider echoes it
         await page.get_by_role("heading", name="You have signed out").wait_for()
     finally:
         await context.close()
