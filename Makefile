@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 RUNTIME_LOCK := requirements/runtime.txt
 
-.PHONY: run test test-unit lint format install clean soak bench safety reference lock pin-image frontend
+.PHONY: run test test-unit lint format install clean soak bench safety reference lock pin-image frontend screenshots
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (none found on PATH)"; exit 1; }
@@ -60,9 +60,18 @@ reference: $(STAMP)
 	$(BIN)/python -m tools.fhir_elements --write
 
 # NHS.UK frontend's stylesheet, script and icons for the gateway's pages (gateway/web/static/nhsuk/),
-# from the npm registry, checked against the integrity recorded in tools/vendor_frontend.py. Commit the result.
+# and axe-core for the browser tests' accessibility checks (tests/web/vendor/, tests only), from the
+# npm registry, checked against the integrity recorded in tools/vendor_frontend.py and
+# tools/vendor_axe.py. Commit the result.
 frontend: $(STAMP)
 	$(BIN)/python -m tools.vendor_frontend
+	$(BIN)/python -m tools.vendor_axe
+
+# PNGs of the pages for people (docs/screenshots/, shown in README.md's "Pages for people"): `cmh
+# run` started, the sign-in page and each role's main page, its demo person signed in through the
+# development provider in Debian's Chromium (tools/screenshot_people.py). Commit the result.
+screenshots: $(STAMP)
+	$(BIN)/python -m tools.screenshot_people
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .hypothesis .import_linter_cache .mypy_cache

@@ -4,9 +4,10 @@ PostgreSQL tests use CMH_TEST_DATABASE_URL (CI sets it) and skip with a reason w
 each test gets its own schema prefix so tests never see each other's rows.
 
 Every test is marked by what it needs (`pytest_collection_modifyitems` below; the markers are
-declared in pyproject.toml): `e2e`, `faults`, `deploy` and `browser` by their folder, `api` when it
-needs a database or a nats-server (through the fixtures, or a module that starts them itself), and
-`unit` otherwise (`make test-unit`: `-m unit`, no PostgreSQL, no NATS).
+declared in pyproject.toml): `e2e`, `faults`, `deploy` and `browser` by their folder (a `browser`
+folder anywhere, as tests/web/browser/), `api` when it needs a database or a nats-server (through
+the fixtures, or a module that starts them itself), and `unit` otherwise (`make test-unit`: `-m
+unit`, no PostgreSQL, no NATS).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def kind_of(item: pytest.Item) -> str:
     parts = Path(str(item.path)).relative_to(TESTS).parts
     if parts and parts[0] in FOLDER_MARKERS:
         return parts[0]
+    if "browser" in parts[:-1]:  # tests/web/browser/: the pages in a real browser
+        return "browser"
     if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
         return "api"
     module = getattr(item, "module", None)
@@ -110,22 +113,28 @@ def make_settings(
     database_settings: dict[str, object], nats_server: EmbeddedNatsServer, bus_credentials: Path | None
 ):
     """Build Settings for a test: fast polling and retries, the test's NATS and database."""
+    return lambda **overrides: settings_for_test(nats_server, bus_credentials, database_settings, **overrides)
 
-    def build(**overrides: object) -> Settings:
-        fields: dict[str, object] = {
-            "nats_url": nats_server.url,
-            "nats_credentials_dir": bus_credentials,
-            "outbox_poll_seconds": 0.2,
-            "consumer_retry_base_seconds": 0.05,
-            "consumer_max_deliveries": 3,
-            "broker_backoff_max_seconds": 0.5,
-            "consumer_ack_wait_seconds": 5,
-            **database_settings,
-            **overrides,
-        }
-        return Settings(**fields)  # type: ignore[arg-type]
 
-    return build
+def settings_for_test(
+    nats_server: EmbeddedNatsServer,
+    bus_credentials: Path | None,
+    database_settings: dict[str, object],
+    **overrides: object,
+) -> Settings:
+    """What `make_settings` builds, for a fixture of a wider scope too (tests/web/browser)."""
+    fields: dict[str, object] = {
+        "nats_url": nats_server.url,
+        "nats_credentials_dir": bus_credentials,
+        "outbox_poll_seconds": 0.2,
+        "consumer_retry_base_seconds": 0.05,
+        "consumer_max_deliveries": 3,
+        "broker_backoff_max_seconds": 0.5,
+        "consumer_ack_wait_seconds": 5,
+        **database_settings,
+        **overrides,
+    }
+    return Settings(**fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture

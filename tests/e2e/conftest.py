@@ -145,6 +145,15 @@ def suite_overrides() -> dict[str, Any]:
 async def suite(
     make_settings: Callable[..., Settings], suite_overrides: dict[str, Any]
 ) -> AsyncIterator[Suite]:
+    async with running_suite(make_settings, suite_overrides) as started:
+        yield started
+
+
+@contextlib.asynccontextmanager
+async def running_suite(
+    make_settings: Callable[..., Settings], suite_overrides: dict[str, Any]
+) -> AsyncIterator[Suite]:
+    """The suite started (what the `suite` fixture yields), for a fixture of a wider scope too."""
     owners = ("gateway", "registry", "directory", "triage", "careplan", "notify")
     ports = {name: free_port() for name in owners}
     settings = make_settings(

@@ -102,6 +102,13 @@ class WebSuite:
 @pytest.fixture
 async def web_suite(suite: Suite, provider: str, reporting_port: int) -> AsyncIterator[WebSuite]:  # noqa: F811
     """The e2e suite, reporting beside it, sign-in through `provider`."""
+    async with running_web_suite(suite, provider, reporting_port) as started:
+        yield started
+
+
+@contextlib.asynccontextmanager
+async def running_web_suite(suite: Suite, provider: str, reporting_port: int) -> AsyncIterator[WebSuite]:  # noqa: F811
+    """Reporting started beside `suite` (what `web_suite` yields), for a fixture of a wider scope too."""
     await migrate_for_test("reporting", suite.settings)
     server, task = await serve(create_reporting(suite.settings), reporting_port)
     try:
