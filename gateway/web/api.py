@@ -69,6 +69,20 @@ class PersonApi:
         json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> ApiAnswer:
+        sent = await self.request_headers(headers)
+        base = public_base(gateway_state(self.request).settings, self.request.scope)
+        transport = httpx.ASGITransport(app=self.request.app, client=("127.0.0.1", 0))
+        async with httpx.AsyncClient(transport=transport, base_url=base, timeout=30) as client:
+            answer = await client.request(method, path, params=params, json=json, headers=sent)
+        try:
+            body: Any = answer.json() if answer.content else None
+        except ValueError:
+            body = answer.text
+        return ApiAnswer(answer.status_code, body, answer.headers)
+
+    async def request_headers(self, headers: dict[str, str] | None = None) -> dict[str, str]:
+        """What every call as the person carries (their token, end user, request id, trace), with
+        `headers`: for a page that must call the API another way (an event stream it relays)."""
         sent = {
             "Authorization": f"Bearer {await self._token()}",
             END_USER_ID_HEADER: self.person.client_id,
@@ -82,15 +96,7 @@ class PersonApi:
         traceparent = current_traceparent()
         if traceparent:
             sent[TRACEPARENT_HEADER] = traceparent
-        base = public_base(gateway_state(self.request).settings, self.request.scope)
-        transport = httpx.ASGITransport(app=self.request.app, client=("127.0.0.1", 0))
-        async with httpx.AsyncClient(transport=transport, base_url=base, timeout=30) as client:
-            answer = await client.request(method, path, params=params, json=json, headers=sent)
-        try:
-            body: Any = answer.json() if answer.content else None
-        except ValueError:
-            body = answer.text
-        return ApiAnswer(answer.status_code, body, answer.headers)
+        return sent
 
     async def get(self, path: str, **kwargs: Any) -> ApiAnswer:
         return await self.call("GET", path, **kwargs)
