@@ -318,13 +318,6 @@ def referral_rows(referral: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {"key": "Urgency the referrer asked for", "value": code_words(details["requested_urgency"])}
         )
-    consent = details.get("consent_to_share")
-    rows.append(
-        {
-            "key": "Consent to share with partners",
-            "value": "Yes" if consent else "No: partner services cannot be offered",
-        }
-    )
     return rows
 
 
@@ -398,7 +391,6 @@ async def _referral_page(
             ],
             "route_options": [{"value": "", "text": "Choose a route"}, *ROUTE_OPTIONS],
             "services": services,
-            "consent": bool((referral.get("details") or {}).get("consent_to_share")),
             "form": form,
             "errors": summary or None,
             "messages": messages,
@@ -421,7 +413,7 @@ DECISIONS = {
     # form name: (API action, the done word, the fields the form has)
     "accept": ("accept", "accepted", ()),
     "override": ("override", "overridden", ("route", "reason")),
-    "decline": ("decline", "declined", ("route", "signposts", "reason")),
+    "decline": ("decline", "declined", ("route", "signposts", "reason", "consent_to_share")),
     "close": ("close", "closed", ("reason",)),
 }
 
@@ -472,6 +464,8 @@ async def _refused(
     if answer.status in (401, 403, 404):
         return person_problem(request, person, answer.problem, answer.status)
     errors = field_errors(answer.problem, fields)
+    if "consent_to_share" in errors:  # said beside the partner services the person did not agree to
+        errors["signposts"] = errors.pop("consent_to_share")
     if answer.status == 412:
         errors = {"form": "Someone changed this referral since you opened it. Check it again, then decide."}
     return await _referral_page(
