@@ -122,6 +122,7 @@ async def test_an_override_needs_its_reason_and_is_then_routed(web_suite: WebSui
         assert "<title>Error: " in refused.text
         assert 'id="override" open' in refused.text  # the form refused is open, its choice kept
         assert '<option value="focused_support" selected>' in refused.text
+        assert "</span>None" not in refused.text  # only the field refused has an error
         assert (await api_read(web_suite, referral["id"]))["status"] == "received"  # nothing changed
 
         done = await browser.submit(
@@ -195,6 +196,7 @@ async def test_identity_review_shows_both_people_and_is_settled_with_a_reason(we
         page = await browser.get(page_url)
         assert "Margaret Thwaite" in page.text and "Alex Example" in page.text  # side by side
         assert "23 November 1948" in page.text and "14 March 1979" in page.text
+        assert "whose date of birth, name and postcode differ" in page.text
         decision_page = await browser.get(f"/app/triage/referrals/{flagged['id']}")
         assert "Check who this is before routing" in decision_page.text
 

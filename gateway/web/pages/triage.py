@@ -158,6 +158,13 @@ def not_triage(request: Request, person: SignedInPerson) -> Response:
     )
 
 
+def differ(reasons: Sequence[str]) -> str:
+    """`["birth_date", "name"]` -> `date of birth and name differ`."""
+    words = [IDENTITY_FIELDS.get(r, r) for r in reasons] or ["details"]
+    listed = words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+    return f"{listed} {'differs' if len(words) == 1 and words[0] != 'details' else 'differ'}"
+
+
 def field_errors(problem: Mapping[str, Any], known: Sequence[str]) -> dict[str, str]:
     """The API's refusal as {field: message} for the fields a form has ("form" for the rest)."""
     found: dict[str, str] = {}
@@ -386,9 +393,7 @@ async def _referral_page(
             "identity_open": bool(
                 referral.get("identity_review") and referral["identity_review"].get("status") == "open"
             ),
-            "identity_reasons": [
-                IDENTITY_FIELDS.get(r, r) for r in (referral.get("identity_review") or {}).get("reasons", [])
-            ],
+            "identity_reasons": differ((referral.get("identity_review") or {}).get("reasons", [])),
             "route_options": [{"value": "", "text": "Choose a route"}, *ROUTE_OPTIONS],
             "services": services,
             "form": form,
@@ -589,7 +594,7 @@ async def _identity_page(
             "referral": referral,
             "in_review": in_review,
             "received": when(referral.get("received_at")),
-            "reasons": [IDENTITY_FIELDS.get(r, r) for r in review.get("reasons", [])],
+            "reasons_text": differ(review.get("reasons", [])),
             "head": head,
             "rows": rows,
             "duplicates": len(duplicate_ids),
