@@ -63,7 +63,9 @@ class PersonApi:
         cache[self.person.id] = (token, time.time() + state.settings.token_lifetime_seconds)
         return token
 
-    async def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+    async def request_headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """What every call as the person carries (their token, end user, request id, trace), with
+        `extra`: also for a page that must call the API another way (an event stream it relays)."""
         sent = {
             "Authorization": f"Bearer {await self._token()}",
             END_USER_ID_HEADER: self.person.client_id,
@@ -90,7 +92,7 @@ class PersonApi:
     ) -> tuple[httpx.Response, Callable[[], Awaitable[None]]]:
         """An answer to pass on as it comes (a file): the response, and how to close it."""
         client = self._client(STREAM_TIMEOUT_SECONDS)
-        sent = await self._headers(headers)
+        sent = await self.request_headers(headers)
         try:
             answer = await client.send(client.build_request(method, path, headers=sent), stream=True)
         except BaseException:
@@ -112,7 +114,7 @@ class PersonApi:
         json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> ApiAnswer:
-        sent = await self._headers(headers)
+        sent = await self.request_headers(headers)
         async with self._client(CALL_TIMEOUT_SECONDS) as client:
             answer = await client.request(method, path, params=params, json=json, headers=sent)
         try:

@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from gateway.web.pages import reporting, team
+from gateway.web.pages import crisis, reporting, team, triage
 
-PAGE_MODULES: tuple[ModuleType, ...] = (reporting, team)
+PAGE_MODULES: tuple[ModuleType, ...] = (triage, crisis, team, reporting)
