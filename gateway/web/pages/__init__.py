@@ -7,4 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-PAGE_MODULES: tuple[ModuleType, ...] = ()
+from gateway.web.pages import moderation, partner
+
+PAGE_MODULES: tuple[ModuleType, ...] = (partner, moderation)
