@@ -55,7 +55,7 @@ async def _queue_edit(browser: Browser) -> str:
     assert queue.status_code == 200, queue.text[:300]
     found = re.findall(r'href="/app/moderation/edits/([0-9a-f-]{36})"', queue.text)
     assert len(found) == 1, queue.text
-    return found[0]
+    return str(found[0])
 
 
 async def test_an_edit_proposed_on_the_pages_is_reviewed_and_published(web_suite: WebSuite) -> None:
@@ -104,13 +104,17 @@ async def test_an_edit_proposed_on_the_pages_is_reviewed_and_published(web_suite
 
         # A rejection needs a reason.
         no_reason = await moderator.submit(
-            f"/app/moderation/edits/{edit_id}", f"/app/moderation/edits/{edit_id}/reject", {"reject_reason": ""}
+            f"/app/moderation/edits/{edit_id}",
+            f"/app/moderation/edits/{edit_id}/reject",
+            {"reject_reason": ""},
         )
         assert no_reason.status_code == 422 and 'href="#reject_reason"' in no_reason.text
         assert "Enter why you are rejecting this edit" in no_reason.text
 
         approved = await moderator.submit(
-            f"/app/moderation/edits/{edit_id}", f"/app/moderation/edits/{edit_id}/approve", {"approve_note": ""}
+            f"/app/moderation/edits/{edit_id}",
+            f"/app/moderation/edits/{edit_id}/approve",
+            {"approve_note": ""},
         )
         assert approved.status_code == 303, approved.text[:500]
         shown = await moderator.get(approved.headers["location"])
@@ -145,7 +149,9 @@ async def test_an_edit_proposed_on_the_pages_is_reviewed_and_published(web_suite
         # Withdrawn, it leaves the service page's edit in progress.
         edit_form = re.search(r'action="/app/partner/edits/([0-9a-f-]{36})/withdraw"', seen.text)
         assert edit_form is not None
-        withdrawn = await partner.submit(SERVICE_PAGE, f"/app/partner/edits/{edit_form.group(1)}/withdraw", {})
+        withdrawn = await partner.submit(
+            SERVICE_PAGE, f"/app/partner/edits/{edit_form.group(1)}/withdraw", {}
+        )
         assert withdrawn.status_code == 303
         after = await partner.get(withdrawn.headers["location"])
         assert "Your edit has been withdrawn" in after.text and "There is no edit in progress" in after.text

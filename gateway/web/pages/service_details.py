@@ -226,7 +226,7 @@ def readable(proposal: Mapping[str, Any], terms: Mapping[str, str] | None = None
         for c in proposal.get("contacts") or []
     ]
     shown["contacts"] = _lines([line for line in contacts if line])
-    locations: list[dict[str, Any]] = []
+    locations: list[str] = []
     for location in proposal.get("locations") or []:
         address = location.get("address") or {}
         place = ", ".join(
