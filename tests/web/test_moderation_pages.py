@@ -164,6 +164,7 @@ async def test_only_moderators_open_the_queue(web_suite: WebSuite) -> None:
         await moderator.sign_in(MODERATOR)
         refused = await partner.get("/app/moderation/edits")
         assert refused.status_code == 403 and "directory:moderate" in refused.text
+        assert "You cannot review directory edits" in refused.text
         assert "directory moderator" in refused.text
         home = await partner.get("/app/")
         assert "/app/moderation/edits" not in home.text and "/app/partner/services" in home.text

@@ -44,7 +44,11 @@ def _api(request: Request, person: SignedInPerson) -> PersonApi:
 
 
 def _refused(request: Request, person: SignedInPerson, answer: ApiAnswer) -> Response:
-    return person_problem(request, person, answer.problem, answer.status)
+    """The API's refusal; a missing permission in words (error.html names it and who has it)."""
+    problem = answer.problem
+    if answer.status == 403 and problem.get("required_scopes"):
+        problem = {**problem, "title": "You cannot review directory edits", "detail": None}
+    return person_problem(request, person, problem, answer.status)
 
 
 def _lines(text: str) -> Markup:
@@ -74,7 +78,8 @@ async def queue(request: Request, person: SignedIn, done: str | None = None) -> 
     rows = [
         [
             Markup('<a class="nhsuk-link" href="{}">{}</a>').format(
-                f"{QUEUE}/{edit['id']}", edit["proposal"].get("name") or "Unnamed service"
+                f"{QUEUE}/{edit['id']}",
+                (document or {}).get("name") or edit["proposal"].get("name") or "Unnamed service",
             ),
             _organisation(edit, document),
             "Change to a published service" if document else "New service",

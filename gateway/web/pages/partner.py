@@ -97,7 +97,11 @@ def _lines(text: str) -> Markup:
 
 
 def _refused(request: Request, person: SignedInPerson, answer: ApiAnswer) -> Response:
-    return person_problem(request, person, answer.problem, answer.status)
+    """The API's refusal; a missing permission in words (error.html names it and who has it)."""
+    problem = answer.problem
+    if answer.status == 403 and problem.get("required_scopes"):
+        problem = {**problem, "title": "These pages are for VCFSE partner staff", "detail": None}
+    return person_problem(request, person, problem, answer.status)
 
 
 def _state_name(state: object) -> str:
@@ -384,8 +388,20 @@ async def withdraw_edit(request: Request, person: SignedIn, edit_id: str) -> Res
 # --- warm handovers ------------------------------------------------------------------------------
 
 
-def _need(code: str) -> str:
-    return code.replace("-", " ").replace("_", " ").capitalize()
+def _need(code: str, names: dict[str, str]) -> str:
+    return names.get(code) or code.replace("-", " ").replace("_", " ").capitalize()
+
+
+async def _need_names(api: PersonApi) -> dict[str, str]:
+    """The directory's needs terms by code (the codes a handover's needs are given in)."""
+    answer = await api.get("/directory/taxonomy_terms", params={"per_page": 100})
+    if not answer.ok or not isinstance(answer.body, dict):
+        return {}
+    return {
+        str(t["code"]): str(t["name"])
+        for t in answer.body.get("contents", [])
+        if t.get("code") and t.get("name")
+    }
 
 
 async def _service_names(api: PersonApi) -> dict[str, str]:
@@ -433,7 +449,9 @@ async def _handover_page(
     status: int = 200,
 ) -> Response:
     api = _api(request, person)
-    answer, names = await asyncio.gather(api.get(f"/directory/handovers/{handover_id}"), _service_names(api))
+    answer, names, needs = await asyncio.gather(
+        api.get(f"/directory/handovers/{handover_id}"), _service_names(api), _need_names(api)
+    )
     if not answer.ok:
         return _refused(request, person, answer)
     handover = answer.body
@@ -444,7 +462,7 @@ async def _handover_page(
         {"key": "Email", "value": contact.get("email") or "Not given"},
         {"key": "Preferred language", "value": contact.get("preferred_language") or "Not given"},
         {"key": "Needs an interpreter", "value": "Yes" if contact.get("interpreter_needed") else "No"},
-        {"key": "What they need help with", "value": ", ".join(_need(n) for n in handover.get("needs") or [])
+        {"key": "What they need help with", "value": ", ".join(_need(n, needs) for n in handover.get("needs") or [])
          or "Not given"},
         {"key": "Note from the referral", "value": handover.get("note") or "None"},
     ]  # fmt: skip

@@ -222,7 +222,7 @@ def readable(proposal: Mapping[str, Any], terms: Mapping[str, str] | None = None
         else:
             shown[field.name] = str(value)
     contacts = [
-        ", ".join(str(c[key]) for key in ("name", "title", "phone", "email") if c.get(key))
+        ", ".join(dict.fromkeys(str(c[key]) for key in ("name", "title", "phone", "email") if c.get(key)))
         for c in proposal.get("contacts") or []
     ]
     shown["contacts"] = _lines([line for line in contacts if line])
@@ -250,8 +250,10 @@ def readable(proposal: Mapping[str, Any], terms: Mapping[str, str] | None = None
     for cost in proposal.get("cost_options") or []:
         amount = cost.get("amount")
         words = [str(cost["option"])] if cost.get("option") else []
-        if amount is not None:
-            words.append("free" if float(amount) == 0 else f"£{float(amount):.2f}")
+        if amount is not None and float(amount) > 0:
+            words.append(f"£{float(amount):.2f}")
+        elif amount is not None and not words:
+            words.append("Free")
         if cost.get("amount_description"):
             words.append(str(cost["amount_description"]))
         costs.append(", ".join(words))
