@@ -14,6 +14,7 @@ from gateway.web.demo_people import CHARITY_A, ICB
 from gateway.web.roles import Role
 from tests.web.conftest import WebSuite
 from tests.web.support import Browser
+from tests.web.test_frontend import _check_page
 
 PARTNER = "priya.peers@darwen-valley-peers.example.org"
 MODERATOR = "morgan.moderator@lsc-icb.example"
@@ -97,6 +98,8 @@ async def test_an_edit_proposed_on_the_pages_is_reviewed_and_published(web_suite
         assert "Darwen Valley Peer Network" in queue.text and "Change to a published service" in queue.text
         review = await moderator.get(f"/app/moderation/edits/{edit_id}")
         assert review.status_code == 200
+        for html in (queue.text, review.text, done.text, waiting.text, refused.text):
+            _check_page(html)  # well formed, no inline script or style
         diff = review.text.split("What this edit changes", 1)[1].split("Approve and publish", 1)[0]
         assert "Service name" in diff and "Changed" in diff
         assert "Darwen Peer Support Group (Thursdays)" in diff and "Youngest age" in diff

@@ -15,6 +15,7 @@ from gateway.web.roles import Role
 from tests.e2e.conftest import read_models_filled, referral_body
 from tests.support import eventually
 from tests.web.conftest import WebSuite
+from tests.web.test_frontend import _check_page
 
 PARTNER = "priya.peers@darwen-valley-peers.example.org"
 OTHER = "jo.haven@fylde-coast-safe-haven.example.org"
@@ -84,6 +85,8 @@ async def test_a_partner_accepts_completes_and_declines_handovers(web_suite: Web
         assert page.status_code == 200
         assert "07700 900456" in page.text and "Peer support" in page.text
         assert "Accept handover" in page.text and "Complete handover" not in page.text
+        for html in (page.text, listed.text, empty.text):
+            _check_page(html)  # well formed, no inline script or style
 
         accepted = await partner.submit(f"{HANDOVERS}/{first}", f"{HANDOVERS}/{first}/accept", {})
         assert accepted.status_code == 303 and accepted.headers["location"].endswith("?done=accepted")
