@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from gateway.web.pages import crisis, reporting, team, triage
+from gateway.web.pages import crisis, moderation, partner, reporting, team, triage
 
-PAGE_MODULES: tuple[ModuleType, ...] = (triage, crisis, team, reporting)
+PAGE_MODULES: tuple[ModuleType, ...] = (triage, crisis, team, partner, moderation, reporting)
