@@ -35,6 +35,10 @@ class Task:
     roles: frozenset[Role]
 
 
+# The tag of a route under /app that answers no page (a file, an event stream, a fragment a
+# script puts in place): the checks generated from the route table leave it out.
+NOT_A_PAGE = "not-a-page"
+
 # Every page module's tasks, in the order of gateway.web.pages.PAGE_MODULES (install_pages).
 TASKS: list[Task] = []
 

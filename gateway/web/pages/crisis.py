@@ -40,7 +40,7 @@ from gateway.web.pages.triage import (
 from gateway.web.people import SignedInPerson
 from gateway.web.roles import Role
 from gateway.web.signin import SignedIn, check_csrf
-from gateway.web.site import Task, person_page, person_problem
+from gateway.web.site import NOT_A_PAGE, Task, person_page, person_problem
 from shared.http import public_base
 
 PREFIX = "/app/crisis"
@@ -149,7 +149,7 @@ async def queue(request: Request, person: SignedIn, done: str | None = None) -> 
     )
 
 
-@router.get("/queue-table")
+@router.get("/queue-table", tags=[NOT_A_PAGE])
 async def queue_table(request: Request, person: SignedIn) -> Response:
     """The queue's table alone, for crisis-live.js to put in place of the one on the page."""
     api = api_for(request, person)
@@ -256,7 +256,7 @@ def _relayed(block: str) -> bytes | None:
     return f"id: {fields.get('id', '')}\nevent: changed\ndata: {json.dumps(data)}\n\n".encode()
 
 
-@router.get("/live")
+@router.get("/live", tags=[NOT_A_PAGE])
 async def live(request: Request, person: SignedIn) -> Response:
     """Triage's crisis stream relayed as the person (server-sent events)."""
     api = api_for(request, person)

@@ -33,7 +33,7 @@ from gateway.web.people import SignedInPerson
 from gateway.web.roles import Role
 from gateway.web.sessions import web_session
 from gateway.web.signin import SignedIn, check_csrf
-from gateway.web.site import Task, person_page, person_problem
+from gateway.web.site import NOT_A_PAGE, Task, person_page, person_problem
 
 PREFIX = "/app/reporting"
 EXPORTS = f"{PREFIX}/exports"
@@ -485,7 +485,7 @@ def _period_words(period: Mapping[str, Any]) -> str | None:
     return f"{start.day} {start:%B %Y} to {end.day} {end:%B %Y}"
 
 
-@router.get("/{measure}.csv")
+@router.get("/{measure}.csv", tags=[NOT_A_PAGE])
 async def measure_csv(request: Request, person: SignedIn, measure: str) -> Response:
     view = MEASURE_BY_NAME.get(measure)
     if view is None:
@@ -661,7 +661,7 @@ async def delete_export(request: Request, person: SignedIn, job_id: str) -> Resp
     return RedirectResponse(f"{EXPORTS}?done=removed", status_code=303)
 
 
-@router.get("/exports/{job_id}/files/{file_type}")
+@router.get("/exports/{job_id}/files/{file_type}", tags=[NOT_A_PAGE])
 async def export_file(request: Request, person: SignedIn, job_id: str, file_type: str) -> Response:
     """The file as the API streams it to the person, passed on as it comes (never held whole)."""
     api = analyst_api(request, person)

@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 from fastapi.routing import iter_route_contexts
 
 from gateway.web.paths import SIGN_IN, WEB_PREFIX
+from gateway.web.site import NOT_A_PAGE
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Response
@@ -267,7 +268,7 @@ def page_routes(app: Any) -> list[PageRoute]:
         methods = route.methods or set()
         if "GET" not in methods or not (path == WEB_PREFIX or path.startswith(f"{WEB_PREFIX}/")):
             continue
-        if path in NOT_PAGES:
+        if path in NOT_PAGES or NOT_A_PAGE in (getattr(route, "tags", None) or ()):
             continue
         found.append(PageRoute(path, route.path_regex, bool(route.param_convertors)))
     return found
