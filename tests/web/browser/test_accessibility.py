@@ -75,7 +75,7 @@ async def test_each_page_for_each_role(
     first = reports[0]
     if path == NOT_FOUND:
         # Answered by the error handler of the whole app, which has no session to hand: its
-        # header offers "Sign in" even to someone signed in (gateway/web/render.problem_response).
+        # header offers "Sign in" even to someone signed in (gateway/web/render.py:problem_response).
         assert first.status == 404 and first.title.startswith("Page not found"), first.summary()
     else:
         assert first.status in (200, 403), first.summary()  # 403: a page this role may not open
