@@ -15,16 +15,12 @@ browser tests and review the diff. Usage::
 
 from __future__ import annotations
 
-import argparse
 import io
-import shutil
 import sys
 import tarfile
 from pathlib import Path
 
-import httpx
-
-from tools.vendor_frontend import VendorError, download, sri_sha512
+from tools.vendor_frontend import VendorError, command, download, sri_sha512, write
 
 PACKAGE = "axe-core"
 VERSION = "4.14.1"
@@ -92,15 +88,6 @@ the suite's package does not include it.
 """
 
 
-def write(files: dict[str, bytes], dest: Path) -> None:
-    """Replace `dest` with exactly `files`."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name, body in files.items():
-        (dest / name).write_bytes(body)
-
-
 def vendor(dest: Path = DEST, tarball: bytes | None = None) -> dict[str, bytes]:
     tarball = download(TARBALL_URL) if tarball is None else tarball
     verify(tarball)
@@ -110,17 +97,15 @@ def vendor(dest: Path = DEST, tarball: bytes | None = None) -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, default=DEST, help="where to write (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        files = vendor(args.dest)
-    except (httpx.HTTPError, VendorError) as exc:
-        print(f"vendor_axe: {exc}", file=sys.stderr)
-        return 1
-    total = sum(len(body) for body in files.values())
-    print(f"{PACKAGE} {VERSION}: {len(files)} files, {total:,} bytes in {args.dest}")
-    return 0
+    return command(
+        argv,
+        name="vendor_axe",
+        description=__doc__.splitlines()[0],
+        package=PACKAGE,
+        version=VERSION,
+        default_dest=DEST,
+        vendor=vendor,
+    )
 
 
 if __name__ == "__main__":

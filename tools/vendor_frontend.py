@@ -33,6 +33,7 @@ import re
 import shutil
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -219,18 +220,43 @@ def vendor(dest: Path = DEST, tarball: bytes | None = None) -> dict[str, bytes]:
     return files
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, default=DEST, help="where to write (default: %(default)s)")
+def command(
+    argv: list[str] | None,
+    *,
+    name: str,
+    description: str,
+    package: str,
+    version: str,
+    default_dest: Path,
+    vendor: Callable[[Path], dict[str, bytes]],
+) -> int:
+    """The command line of a vendoring tool (this one and tools/vendor_axe.py): `--dest`, one
+    line of what was written, exit 1 with the reason when the registry or the integrity fails."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--dest", type=Path, default=default_dest, help="where to write (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         files = vendor(args.dest)
     except (httpx.HTTPError, VendorError) as exc:
-        print(f"vendor_frontend: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
     total = sum(len(body) for body in files.values())
-    print(f"{PACKAGE} {VERSION}: {len(files)} files, {total:,} bytes in {args.dest}")
+    print(f"{package} {version}: {len(files)} files, {total:,} bytes in {args.dest}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command(
+        argv,
+        name="vendor_frontend",
+        description=__doc__.splitlines()[0],
+        package=PACKAGE,
+        version=VERSION,
+        default_dest=DEST,
+        vendor=vendor,
+    )
 
 
 if __name__ == "__main__":
