@@ -7,7 +7,7 @@ validation error names the field and the rule it broke, not the input.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
@@ -339,14 +339,16 @@ def error_response(
     *,
     type_: str = "about:blank",
     headers: dict[str, str] | None = None,
+    scope: MutableMapping[str, Any] | None = None,
     **extensions: Any,
 ) -> Response:
     """problem+json, an OperationOutcome on FHIR paths, or a page for people on the pages' paths
-    (`answer_errors_as_pages`): the one way every error is answered."""
+    (`answer_errors_as_pages`; `scope`, when given, tells the page who is signed in): the one way
+    every error is answered."""
     body = problem_body(status, title, detail, type_=type_, **extensions)
     for prefix, render in _PAGE_RENDERERS.items():
         if path == prefix or path.startswith(f"{prefix}/"):
-            return render(body, headers)
+            return render(body, headers, scope)
     if is_fhir_path(path):
         return JSONResponse(
             operation_outcome(body), status_code=status, media_type=FHIR_JSON, headers=headers
@@ -355,14 +357,13 @@ def error_response(
 
 
 # Path prefix → how a problem is shown to a person there (the gateway's pages, gateway/web).
-_PAGE_RENDERERS: dict[str, Callable[[dict[str, Any], dict[str, str] | None], Response]] = {}
+PageRenderer = Callable[[dict[str, Any], dict[str, str] | None, MutableMapping[str, Any] | None], Response]
+_PAGE_RENDERERS: dict[str, PageRenderer] = {}
 
 
-def answer_errors_as_pages(
-    prefix: str, render: Callable[[dict[str, Any], dict[str, str] | None], Response]
-) -> None:
+def answer_errors_as_pages(prefix: str, render: PageRenderer) -> None:
     """Under `prefix`, every error (raised, validation, routing, a middleware's) is answered by
-    `render(problem body, headers)`: an HTML page for people, not JSON."""
+    `render(problem body, headers, scope or None)`: an HTML page for people, not JSON."""
     _PAGE_RENDERERS[prefix.rstrip("/")] = render
 
 
@@ -391,7 +392,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> Response:
         return error_response(
             request.url.path, exc.status, exc.title, exc.detail, type_=exc.type, headers=exc.headers,
-            **exc.extensions,
+            scope=request.scope, **exc.extensions,
         )  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
@@ -401,7 +402,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             # An id that cannot be one this API issues names nothing: not found, like any other
             # id that is not there (a 422 would say the request's form was wrong).
             return error_response(
-                request.url.path, 404, "Not found", "Nothing has this id.", type_=problem_type("not-found")
+                request.url.path,
+                404,
+                "Not found",
+                "Nothing has this id.",
+                type_=problem_type("not-found"),
+                scope=request.scope,
             )
         return error_response(
             request.url.path,
@@ -409,6 +415,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             "Request is not valid",
             "One or more fields are missing or invalid.",
             type_=problem_type("validation"),
+            scope=request.scope,
             errors=_validation_errors(exc),
         )
 
@@ -420,5 +427,10 @@ def install_problem_handlers(app: FastAPI) -> None:
             else None
         )
         return error_response(
-            request.url.path, exc.status_code, None, detail, headers=getattr(exc, "headers", None)
+            request.url.path,
+            exc.status_code,
+            None,
+            detail,
+            headers=getattr(exc, "headers", None),
+            scope=request.scope,
         )

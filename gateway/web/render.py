@@ -227,6 +227,14 @@ def problem_page(
     return _renderer.problem_page(request, status, title, detail, context=context, **extra)
 
 
+def _signed_in_layout(scope: Mapping[str, Any] | None) -> dict[str, Any]:
+    session = (scope or {}).get("state", {}).get("web_session")
+    shown = getattr(session, "shown", None)
+    if session is None or getattr(session, "person_id", None) is None or not shown:
+        return {}
+    return {"person": shown, "csrf_token": session.csrf_token}
+
+
 PEOPLES_TITLES = {
     404: "Page not found",
     405: "This cannot be done here",
@@ -243,9 +251,15 @@ def _phrase(status: int) -> str:
         return ""
 
 
-def problem_response(problem: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> HTMLResponse:
-    """error.html for a problem body where there is no request to hand (an error answered by a
-    middleware or a handler of the whole app: `shared.errors.answer_errors_as_pages`)."""
+def problem_response(
+    problem: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
+    scope: Mapping[str, Any] | None = None,
+) -> HTMLResponse:
+    """error.html for a problem body answered by a handler of the whole app or a middleware
+    (`shared.errors.answer_errors_as_pages`). With the request's `scope`, the header shows who is
+    signed in as the session recorded them at sign-in (gateway/web/sessions.py `shown`), so a
+    signed-in person is not offered "Sign in" on a page that is not there."""
     status = int(problem.get("status", 500))
     needed = _scopes(problem.get("required_scopes"))
     shown = dict(problem)
@@ -254,6 +268,7 @@ def problem_response(problem: Mapping[str, Any], headers: Mapping[str, str] | No
     html = _renderer.templates.env.get_template("error.html").render(
         {
             **LAYOUT_DEFAULTS,
+            **_signed_in_layout(scope),
             "problem": shown,
             "status": status,
             "required_scopes": needed,

@@ -61,8 +61,17 @@ class WebSession:
     def dirty(self) -> bool:
         return self.changed or self.rotate or json.dumps(self.data, sort_keys=True) != self.loaded_data
 
-    def sign_in(self, person_id: str, id_token: str | None) -> None:
+    @property
+    def shown(self) -> dict[str, str] | None:
+        """The person's name and organisation as recorded at sign-in (for pages with no database
+        to hand: an error answered by the whole app)."""
+        found = self.data.get("shown")
+        return found if isinstance(found, dict) else None
+
+    def sign_in(self, person_id: str, id_token: str | None, shown: dict[str, str] | None = None) -> None:
         """Bind to a person under a new key and a new CSRF token (no session fixation)."""
+        if shown is not None:
+            self.data["shown"] = shown
         self.person_id = person_id
         self.id_token = id_token
         self.csrf_token = secrets.token_urlsafe(32)

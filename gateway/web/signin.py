@@ -190,6 +190,7 @@ async def sign_in_callback(request: Request) -> Response:
         if person is not None:
             person.last_signed_in_at = utcnow()
             person_id = person.id
+            shown = {"name": person.name, "organisation": person.organisation}
     if person is None:
         log.info("sign-in by an unmapped or disabled identity")
         return problem_page(
@@ -201,7 +202,7 @@ async def sign_in_callback(request: Request) -> Response:
         )
     next_path = safe_next(session.data.pop("next", None))
     session.data.clear()  # the provider's state, nonce and verifier are spent
-    session.sign_in(person_id, identity.id_token)
+    session.sign_in(person_id, identity.id_token, shown)
     log.info("signed in", extra={"person_id": person_id})
     return RedirectResponse(next_path, status_code=303)
 
