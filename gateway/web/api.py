@@ -18,7 +18,7 @@ from gateway.state import gateway_state
 from gateway.web.people import SignedInPerson
 from gateway.web.roles import Role
 from shared.auth import END_USER_ID_HEADER, END_USER_ROLE_HEADER
-from shared.http import public_base
+from shared.http import UNKNOWN_ADDRESS, client_address, public_base
 from shared.tracing import REQUEST_ID_HEADER, TRACEPARENT_HEADER, current_traceparent
 
 # A token is reused while it has this long left (tokens live CMH_TOKEN_LIFETIME_SECONDS).
@@ -84,7 +84,12 @@ class PersonApi:
     def _client(self, timeout: float) -> httpx.AsyncClient:
         """Through the gateway's own front door, in process."""
         base = public_base(gateway_state(self.request).settings, self.request.scope)
-        transport = httpx.ASGITransport(app=self.request.app, client=("127.0.0.1", 0))
+        # The person's address as the gateway believes it (shared/http.py: X-Forwarded-For only
+        # from a trusted proxy) as the peer, so per-address limits (public reads) are theirs, not
+        # one bucket shared by everyone using the pages.
+        address = client_address(self.request.scope, gateway_state(self.request).settings)
+        peer = address if address != UNKNOWN_ADDRESS else "127.0.0.1"
+        transport = httpx.ASGITransport(app=self.request.app, client=(peer, 0))
         return httpx.AsyncClient(transport=transport, base_url=base, timeout=timeout)
 
     async def stream(

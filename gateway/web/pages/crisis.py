@@ -41,7 +41,7 @@ from gateway.web.people import SignedInPerson
 from gateway.web.roles import Role
 from gateway.web.signin import SignedIn, check_csrf
 from gateway.web.site import NOT_A_PAGE, Task, person_page, person_problem
-from shared.http import public_base
+from shared.http import UNKNOWN_ADDRESS, client_address, public_base
 
 PREFIX = "/app/crisis"
 router = APIRouter(prefix=PREFIX, include_in_schema=False, dependencies=[Depends(check_csrf)])
@@ -164,6 +164,12 @@ async def queue_table(request: Request, person: SignedIn) -> Response:
 # --- the live relay ------------------------------------------------------------------------------
 
 
+def _peer(request: Request) -> str:
+    """The person's address as the gateway believes it, as PersonApi gives it to its calls."""
+    address = client_address(request.scope, gateway_state(request).settings)
+    return address if address != UNKNOWN_ADDRESS else "127.0.0.1"
+
+
 class _Upstream:
     """One API call through the gateway's own front door, in process, whose answer is read as it
     comes (httpx's ASGI transport holds the whole answer first, so it cannot carry a stream)."""
@@ -185,7 +191,7 @@ class _Upstream:
                 (b"host", host.encode()),
                 *((k.lower().encode(), v.encode()) for k, v in headers.items()),
             ],
-            "client": ("127.0.0.1", 0),
+            "client": (_peer(request), 0),
             "server": (host.rsplit(":", 1)[0], 0),
         }
         self.app = request.app
