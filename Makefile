@@ -84,6 +84,12 @@ soak: $(STAMP)
 # and the bundled nats-server under measured load, beside bare baselines; results in
 # bench/results/<date>.json and docs/benchmarks.md. BENCH_ARGS=--quick for a ~10 minute run.
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk (Debian's package) so saturation is measured the same way every run"; \
+	    apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; } \
+	      || echo "wrk could not be installed: the saturation stages will say so"; \
+	  else echo "wrk is not installed (apt-get install wrk): the saturation stages will say so"; fi; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The lock files, from pyproject.toml by uv (pinned below, in its own venv: never in .venv), for

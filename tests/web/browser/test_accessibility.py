@@ -130,7 +130,7 @@ async def test_the_refusals_a_person_meets(viewers: Viewers) -> None:
     _assert_clean([refused, forged])
 
 
-def test_the_generated_checks_cover_every_page_route(routes: list[PageRoute]) -> None:
+async def test_the_generated_checks_cover_every_page_route(routes: list[PageRoute]) -> None:
     """The routes parametrized at collection are the running gateway's."""
     assert [route.path for route in routes] == [route.path for route in ROUTES]
     assert f"{WEB_PREFIX}/" in SIGNED_IN_PAGES
