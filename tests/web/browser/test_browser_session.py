@@ -111,7 +111,10 @@ async def test_signing_in_and_out_with_the_keyboard_alone(
         await page.keyboard.press("Enter")
         await page.wait_for_url(re.compile(re.escape(web_suite.provider) + "/oauth2/authorize"))
 
-        await page.keyboard.type(analyst)  # the provider's subject field has the focus
+        # The provider's page, not ours: its subject field is autofocused once it has loaded; put
+        # the focus there so a slow load cannot send the typing elsewhere.
+        await page.locator('input[name="sub"]').first.focus()
+        await page.keyboard.type(analyst)
         await page.keyboard.press("Enter")
         await page.wait_for_url(f"{base}/app/")
         assert NAME in await page.locator("header").inner_text()
