@@ -12,6 +12,7 @@ Scenarios:
 - `intake_accept`: as `intake`, then accept it (`POST .../decisions`, If-Match "1") with
   `decide_token`; the latency recorded is the submit's, the decision's goes under `decide`;
 - `crisis`: as `intake` with a risk that makes the referral urgent (POST to the crisis path);
+- `fhir`: as `intake`, as a UK Core ServiceRequest with a contained Patient (POST /fhir/ServiceRequest);
 - `get`: GET a path from `paths` (label, path), round robin; latencies per label and overall;
 - `post_row`: POST a small JSON body (the bare baseline app).
 """
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.fhir_terms import CMH_CODES, ODS_SYSTEM
+
 POSTCODES = ("PR1 3BQ", "BB2 2DH", "FY1 1EJ", "LA9 4DL", "LA1 1HP", "BB11 1BS")
 NEEDS = (["low_mood", "housing"], ["anxiety"], ["low_mood"], ["trauma"])
 LUA = Path(__file__).with_name("wrk_post.lua")
@@ -53,6 +56,7 @@ class Plan:
     connections: int = 64
     warmup_seconds: float = 1.0
     label: str = ""
+    requester_ods: str = "RXN"  # `fhir`: the submitting client's own organisation
 
 
 def referral_body(key: str, rng: random.Random, *, urgent: bool = False) -> dict[str, Any]:
@@ -66,6 +70,28 @@ def referral_body(key: str, rng: random.Random, *, urgent: bool = False) -> dict
         },
         "source": "gp", "needs": rng.choice(NEEDS), "risks": ["suicidal_ideation"] if urgent else [],
         "consent_to_share": True,
+    }  # fmt: skip
+
+
+FHIR_JSON = "application/fhir+json"
+
+
+def service_request_body(key: str, rng: random.Random, requester_ods: str) -> dict[str, Any]:
+    """The same referral as `referral_body`, as a partner EHR sends it over FHIR."""
+    return {
+        "resourceType": "ServiceRequest",
+        "contained": [{
+            "resourceType": "Patient", "id": "patient",
+            "name": [{"given": [f"Bench{key[:10]}"], "family": f"Load{key[10:16]}"}],
+            "birthDate": f"{rng.randint(1940, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+            "address": [{"postalCode": rng.choice(POSTCODES)}],
+        }],
+        "identifier": [{"system": "https://bench.cmh.example/referrals", "value": key}],
+        "status": "active", "intent": "order", "priority": "routine",
+        "category": [{"coding": [{"system": CMH_CODES + "referral-source", "code": "gp"}]}],
+        "subject": {"reference": "#patient"},
+        "requester": {"identifier": {"system": ODS_SYSTEM, "value": requester_ods}},
+        "reasonCode": [{"coding": [{"system": CMH_CODES + "need", "code": need}]} for need in rng.choice(NEEDS)],
     }  # fmt: skip
 
 
@@ -103,13 +129,31 @@ class Connection:
     async def request(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None = None
     ) -> tuple[int, bytes]:
+        reused = self.writer is not None
+        try:
+            return await self._exchange(method, path, headers, body)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            # A keep-alive connection the server closed while it sat idle (uvicorn closes them
+            # after 5 s): nothing of an answer came back, so the request was never read. Send
+            # it again on a new connection, as any HTTP client does; a connection that fails
+            # fresh, or mid-answer, is a real failure.
+            partial = getattr(exc, "partial", b"")
+            if not reused or partial:
+                raise
+            return await self._exchange(method, path, headers, body)
+
+    async def _exchange(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         if body is not None:
-            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+            if not any(k.lower() == "content-type" for k in headers):
+                lines.append("Content-Type: application/json")
+            lines.append(f"Content-Length: {len(body)}")
         try:
             self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
             head = await self.reader.readuntil(b"\r\n\r\n")
@@ -175,6 +219,11 @@ async def _drive(plan: Plan) -> dict[str, Any]:
                 status, data = await call(
                     "POST", plan.path, {"Idempotency-Key": key}, {"key": key, "n": index}
                 )
+            elif plan.scenario == "fhir":
+                key = uuid.uuid4().hex
+                body = service_request_body(key, rng, plan.requester_ods)
+                headers = {**auth, "Idempotency-Key": key, "Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+                status, data = await call("POST", plan.path, headers, body)
             else:
                 key = uuid.uuid4().hex
                 body = referral_body(key, rng, urgent=plan.scenario == "crisis")
