@@ -186,6 +186,57 @@ def _wrk_line(title: str, result: Any) -> str:
     )
 
 
+def _cpu_section(cpu: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
+    """CPU per referral by process (bench/cpu.py), beside the same measurement taken before the
+    changes when the run carries one (`cpu_before`: the cpu_per_referral stage's result, run on the
+    earlier commit on the same machine)."""
+    out = ["## CPU per referral, by process", ""]
+    if "submit" not in cpu:
+        return [*out, f"*not measured: {cpu.get('error', 'missing')}*", ""]
+    columns: list[tuple[str, dict[str, Any]]] = []
+    for name, label in (("submit", "submit"), ("submit_and_accept", "submit + accept")):
+        if before and name in before:
+            columns.append((f"before, {label} @ {_fmt(before[name]['rate'])}/s", before[name]))
+        if name in cpu:
+            columns.append((f"after, {label} @ {_fmt(cpu[name]['rate'])}/s", cpu[name]))
+    processes = sorted(
+        {p for _, column in columns for p in column.get("ms_per_unit_by_process", {})},
+        key=lambda p: -cpu["submit"].get("ms_per_unit_by_process", {}).get(p, 0.0),
+    )
+    out += [
+        "CPU time (user + system, every thread) read from `/proc/<pid>/stat` for every process of the suite "
+        "(found by its var dir), every PostgreSQL backend and the nats-server, from the first referral until "
+        "each has been relayed and applied by every consumer, net of what the idle suite uses over the same "
+        "time; divided by the referrals answered 201. Submit + accept also opens an episode (careplan).",
+        "",
+        "| process | " + " | ".join(title for title, _ in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for process in processes:
+        cells = [_fmt(column.get("ms_per_unit_by_process", {}).get(process)) for _, column in columns]
+        out.append(f"| {process} | " + " | ".join(f"{c} ms" for c in cells) + " |")
+    out.append("| **all** | " + " | ".join(f"**{_fmt(c.get('ms_per_unit'))} ms**" for _, c in columns) + " |")
+    out.append("| referrals | " + " | ".join(str(c.get("units")) for _, c in columns) + " |")
+    return [*out, ""]
+
+
+def _fhir_section(fhir: dict[str, Any]) -> list[str]:
+    out = ["## FHIR intake", ""]
+    if not fhir.get("points"):
+        return [*out, f"*not measured: {fhir.get('error', 'missing')}*", ""]
+    out += [
+        "`POST /fhir/ServiceRequest` through the gateway (a UK Core ServiceRequest with a contained Patient, "
+        "read into the same referral as the native create: FHIR parsing, terminology mapping, the same "
+        "transaction) beside the native `POST /triage/referrals`, open loop, each step after the other.",
+        "",
+    ]
+    rows = []
+    for point in fhir["points"]:
+        rows += [{**point["fhir"], "offered_rps": f"{_fmt(point['rate'])} FHIR"},
+                 {**point["native"], "offered_rps": f"{_fmt(point['rate'])} native"}]  # fmt: skip
+    return out + _sweep_table("FHIR beside native", rows)
+
+
 def markdown(report: dict[str, Any], source: Path, svgs: list[Path]) -> str:
     m = report.get("machine", {})
     cfg = report.get("config", {})
@@ -250,6 +301,15 @@ def markdown(report: dict[str, Any], source: Path, svgs: list[Path]) -> str:
         _wrk_line("bare insert baseline", base.get("insert_saturation")),
         "",
     ]
+    half = intake.get("half_saturation", {})
+    if half.get("gateway"):
+        out += _sweep_table(
+            f"At half the gateway's saturation ({_fmt(half['rate'])}/s), beside the bare insert at the same rate",
+            [{**half["gateway"], "offered_rps": f"{_fmt(half['rate'])} (gateway)"},
+             {**half.get("bare", {}), "offered_rps": f"{_fmt(half['rate'])} (bare)"}],
+        )  # fmt: skip
+    out += _cpu_section(results.get("cpu_per_referral", {}), report.get("cpu_before"))
+    out += _fhir_section(results.get("fhir_intake", {}))
     lags, js = results.get("event_lag", {}), results.get("jetstream_baseline", {})
     out += ["## Event lag", ""]
     if lags.get("by_rate"):

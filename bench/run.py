@@ -88,6 +88,17 @@ def say(message: str) -> None:
     print(f"bench {time.strftime('%H:%M:%S')} | {message}", flush=True)
 
 
+def commit() -> str:
+    """The commit measured (figures are compared across commits: before and after a change)."""
+    git = shutil.which("git")
+    if git is None:
+        return ""
+    answer = subprocess.run(
+        [git, "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )  # noqa: S603
+    return answer.stdout.strip()
+
+
 def plain_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
@@ -861,6 +872,12 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated stages to run (default all)")
     parser.add_argument("--output", type=Path, help="results file (default bench/results/<date>.json)")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md as it is")
+    parser.add_argument(
+        "--cpu-before",
+        type=Path,
+        help="an earlier results file (e.g. the cpu_per_referral stage on the previous commit): its CPU "
+        "per referral by process is reported beside this run's",
+    )
     args = parser.parse_args()
     services = args.services or (5_000 if args.quick else 50_000)
     episodes = args.episodes or (100_000 if args.quick else 1_000_000)
@@ -881,6 +898,7 @@ def main() -> None:
     say(f"schema prefix {prefix}, var dir {var_dir}")
     report: dict[str, Any] = {
         "started_at": now.isoformat(timespec="seconds"),
+        "commit": commit(),
         "mode": "quick" if args.quick else "full",
         "schema_prefix": prefix,
         "config": {
@@ -907,6 +925,12 @@ def main() -> None:
     finally:
         report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         report["summary"] = summarise(report.get("results", {}))
+        if args.cpu_before:
+            before = json.loads(args.cpu_before.read_text())
+            report["cpu_before"] = {
+                "source": args.cpu_before.name, "commit": before.get("commit"),
+                **before.get("results", {}).get("cpu_per_referral", {}),
+            }  # fmt: skip
         RESULTS.mkdir(parents=True, exist_ok=True)
         output = args.output or RESULTS / f"{now:%Y-%m-%d}{'-quick' if args.quick else ''}.json"
         output.write_text(json.dumps(report, indent=2, default=str) + "\n")
