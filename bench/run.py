@@ -93,9 +93,8 @@ def commit() -> str:
     git = shutil.which("git")
     if git is None:
         return ""
-    answer = subprocess.run(
-        [git, "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    )  # noqa: S603
+    argv = [git, "rev-parse", "--short", "HEAD"]
+    answer = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)  # noqa: S603 - git, found on PATH
     return answer.stdout.strip()
 
 
