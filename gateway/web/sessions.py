@@ -146,7 +146,8 @@ class SessionMiddleware:
                 if row is not None:
                     ended = _ended(row, now, self.idle, self.absolute)
                     if ended is None:
-                        row.last_seen_at = now
+                        if now - row.last_seen_at >= SEEN_EVERY:
+                            row.last_seen_at = now
                         data = json.loads(row.data or "{}")
                         return WebSession(
                             key=key,
@@ -189,6 +190,12 @@ class SessionMiddleware:
             row.data = json.dumps(session.data)
             row.last_seen_at = now
             session.row = row
+
+
+# How stale last_seen_at may be before a request writes it again: one write a minute per session,
+# not one per request (every page, every static file under /app). The idle limit is tens of
+# minutes, so a session may end at most this much before its idle limit, never after.
+SEEN_EVERY = timedelta(minutes=1)
 
 
 def _ended(row: WebSessionRow, now: datetime, idle: timedelta, absolute: timedelta) -> str | None:

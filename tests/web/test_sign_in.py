@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import oidc_provider_mock
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from gateway.app import create_app
 from gateway.models import WebSessionRow
@@ -201,6 +201,26 @@ async def test_idle_and_absolute_timeouts_and_a_disabled_person_end_the_session(
     assert (await browser.get("/app/")).status_code == 303
     refused = await browser.sign_in(ANALYST)
     assert refused.status_code == 403  # a disabled person cannot sign in again
+
+
+async def test_a_session_is_marked_seen_once_a_minute_not_on_every_request(
+    signin_suite: SignInSuite, browser: Browser
+) -> None:
+    await browser.sign_in(ANALYST)
+
+    async def seen() -> datetime:
+        async with signin_suite.db.transaction() as tx:
+            return (await tx.execute(select(WebSessionRow.last_seen_at))).scalar_one()
+
+    first = await seen()
+    for _ in range(3):
+        assert (await browser.get("/app/")).status_code == 200
+    assert await seen() == first  # pages within the minute write nothing
+    stale = utcnow() - timedelta(minutes=2)
+    async with signin_suite.db.transaction() as tx:
+        await tx.execute(update(WebSessionRow).values(last_seen_at=stale))
+    assert (await browser.get("/app/")).status_code == 200
+    assert await seen() > stale + timedelta(minutes=1)  # written again, so idling is still seen
 
 
 async def test_a_browser_opening_an_api_address_is_sent_to_sign_in_a_program_gets_401(
