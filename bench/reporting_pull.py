@@ -141,7 +141,7 @@ async def measure(url: str, schema: str, group_by: tuple[str, ...], rounds: int)
         ]
         async with db.engine.connect() as connection:
             raw_connection = await connection.get_raw_connection()
-            driver = raw_connection.driver_connection
+            driver: Any = raw_connection.driver_connection  # asyncpg's connection
             for _ in range(rounds):
                 began = time.perf_counter()
                 for sql in compiled:
@@ -258,7 +258,7 @@ async def measure_every(url: str, schema: str, group_by: tuple[str, ...], rounds
                     wall.append((time.perf_counter() - began) * 1000)
                     cpu.append((time.process_time() - began_cpu) * 1000)
             async with db.engine.connect() as connection:
-                driver = (await connection.get_raw_connection()).driver_connection
+                driver: Any = (await connection.get_raw_connection()).driver_connection  # asyncpg's
                 for _ in range(rounds):
                     began = time.perf_counter()
                     records = await driver.fetch(sql)
