@@ -250,16 +250,16 @@ async def measure_every(url: str, schema: str, group_by: tuple[str, ...], rounds
         for name, sql in statements.items():
             spec = aggregates.MEASURES[name]
             wall, cpu, raw = [], [], []
-            for _ in range(rounds):
-                async with db.session() as session:
-                    args: list[Any] = [session, period, group_by] + ([now] if spec.needs_now else [])
-                    began, began_cpu = time.perf_counter(), time.process_time()
-                    pulled, _total = await spec.compute(*args)
-                    wall.append((time.perf_counter() - began) * 1000)
-                    cpu.append((time.process_time() - began_cpu) * 1000)
             async with db.engine.connect() as connection:
                 driver: Any = (await connection.get_raw_connection()).driver_connection  # asyncpg's
+                # Alternated round by round, so a neighbour's burst of load falls on both sides.
                 for _ in range(rounds):
+                    async with db.session() as session:
+                        args: list[Any] = [session, period, group_by] + ([now] if spec.needs_now else [])
+                        began, began_cpu = time.perf_counter(), time.process_time()
+                        pulled, _total = await spec.compute(*args)
+                        wall.append((time.perf_counter() - began) * 1000)
+                        cpu.append((time.process_time() - began_cpu) * 1000)
                     began = time.perf_counter()
                     records = await driver.fetch(sql)
                     raw.append((time.perf_counter() - began) * 1000)

@@ -303,12 +303,11 @@ class _CrisisCounts:
         self.met = dict.fromkeys(CRISIS_KINDS, 0)
         self.minutes: dict[int, int] = defaultdict(int)
 
-    def add(self, priority: int, source: str, minutes: int | None, n: int) -> None:
+    def add(self, kind: str, target: int | None, minutes: int | None, n: int) -> None:
+        """`n` referrals of one kind and target (`crisis_kind`, `crisis_target_minutes`)."""
         self.referrals += n
-        kind = crisis_kind(priority, source)
         if kind in self.counts:
             self.counts[kind] += n
-            target = crisis_target_minutes(priority or 2, source)
             if minutes is not None and target is not None and minutes <= target:
                 self.met[kind] += n
         if minutes is not None:
@@ -337,10 +336,11 @@ async def crisis_response(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Crisis referrals received in the period, in one statement grouped by category and response
     minutes, counting each (priority, from A&E or not) apart: the targets and kinds are then the
-    pure rules' (`crisis_target_minutes`), applied once per distinct minute count."""
+    pure rules' (`crisis_kind`, `crisis_target_minutes`), worked out once per bucket."""
     ae = ReferralFact.source == AE_SOURCE
     not_ae = ReferralFact.source.is_distinct_from(AE_SOURCE)
     buckets = [(int(p), source) for p in CRISIS_PRIORITIES for source in (AE_SOURCE, "")]
+    rules = [(crisis_kind(p, source), crisis_target_minutes(p or 2, source)) for p, source in buckets]
     figures = [
         ReferralFact.response_minutes,
         *(func.count().filter(ReferralFact.priority == p, ae if source else not_ae) for p, source in buckets),
@@ -354,9 +354,9 @@ async def crisis_response(
     for row in await session.execute(statement):
         counts = groups[_label(row[:width])]
         minutes = row[width]
-        for (priority, source), n in zip(buckets, row[width + 1 :], strict=True):
+        for (kind, target), n in zip(rules, row[width + 1 :], strict=True):
             if n:
-                counts.add(priority, source, minutes, n)
+                counts.add(kind, target, minutes, n)
     total = _CrisisCounts()
     for counts in groups.values():
         total.merge(counts)
