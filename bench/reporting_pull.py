@@ -188,7 +188,8 @@ def raw_statements(group: str, lo: str, hi: str, today: int) -> dict[str, str]:
         f"count(*) FILTER (WHERE {where} AND r.response_minutes <= {target}) AS {name}_met"
         for name, (where, target) in kinds.items()
     )
-    # An episode's place, network, team and pathway are its own; its other categories its referral's.
+    # Re-access counts an episode under its own place, network, team and pathway and its referral's
+    # other categories; the clocks (four-week waits, inequalities) under the copies on the episode.
     on_episode = f"e.{group}" if group in EPISODE_FIELDS else f"r.{group}"
     episodes = "reporting_episodes e" + (
         "" if group in EPISODE_FIELDS else " LEFT JOIN reporting_referrals r USING (referral_id)"
@@ -213,9 +214,9 @@ def raw_statements(group: str, lo: str, hi: str, today: int) -> dict[str, str]:
         f"WHERE {between('h.offered_at')} GROUP BY r.{group}",
         "inequalities": f"WITH counted AS (SELECT r.{group} AS g, count(*) AS received "  # noqa: S608 - our names
         f"FROM reporting_referrals r WHERE {between('r.received_at')} GROUP BY r.{group}), "
-        f"clocks AS (SELECT {on_episode} AS g, count(*) FILTER (WHERE {days} <= {TARGET_DAYS}) AS met, "
+        f"clocks AS (SELECT e.{group} AS g, count(*) FILTER (WHERE {days} <= {TARGET_DAYS}) AS met, "
         f"count(*) FILTER (WHERE {days} > {TARGET_DAYS} OR ({stop} IS NULL AND {waited} > {TARGET_DAYS})) "
-        f"AS breached FROM {episodes} WHERE {between('e.referral_received_at')} GROUP BY {on_episode}) "
+        f"AS breached FROM reporting_episodes e WHERE {between('e.referral_received_at')} GROUP BY e.{group}) "
         f"SELECT counted.g AS {group}, counted.received, coalesce(clocks.met, 0) AS plan_met, "
         f"coalesce(clocks.met, 0) + coalesce(clocks.breached, 0) AS plan_stopped "
         f"FROM counted LEFT JOIN clocks USING (g)",
@@ -303,6 +304,8 @@ async def main_async(url: str, count: int, rounds: int, keep: str | None = None)
             "by_place": await measure(url, schema, ("place",), rounds),
             "by_ethnicity": await measure(url, schema, ("ethnicity",), rounds),
             "every_measure_by_place": await measure_every(url, schema, ("place",), rounds),
+            # The referral's category: re-access and handovers join the referral for it.
+            "every_measure_by_ethnicity": await measure_every(url, schema, ("ethnicity",), rounds),
         }
     finally:
         if keep is None:
