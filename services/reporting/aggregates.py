@@ -16,11 +16,12 @@ from typing import Any
 
 from sqlalchemy import and_, func, literal, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
-from contracts.clocks import AT_RISK_DAY, TARGET_DAYS, EpisodeFacts, crisis_target_minutes
+from contracts.clocks import AE_SOURCE, AT_RISK_DAY, TARGET_DAYS, EpisodeFacts, crisis_target_minutes
 from contracts.timezones import london_date
 from contracts.vocabulary import Priority, Route
-from services.reporting.domain import Figures, Period, median, median_of_counts, percentile_of_counts
+from services.reporting.domain import GROUP_FIELDS, Figures, Period, median_of_counts, percentile_of_counts
 from services.reporting.models import EpisodeFact, HandoverFact, ReferralFact
 from shared.sqltypes import UTCDateTime
 
@@ -32,31 +33,15 @@ def _bounds(period: Period) -> tuple[datetime, datetime]:
     return datetime.combine(period.start, time(), UTC), datetime.combine(period.end, time(), UTC)
 
 
-def _key(values: dict[str, Any], group_by: tuple[str, ...]) -> tuple[Any, ...]:
-    return tuple(values.get(field) or "unknown" for field in group_by)
+def _label(key: Iterable[Any]) -> tuple[Any, ...]:
+    # A missing (or empty) category is reported as "unknown", so NULL and "" are one group.
+    return tuple(value or "unknown" for value in key)
 
 
-def _referral_categories(fact: ReferralFact) -> dict[str, Any]:
-    return {
-        "place": fact.place, "network": fact.network, "team": fact.team, "pathway": fact.pathway,
-        "age_band": fact.age_band, "sex": fact.sex, "ethnicity": fact.ethnicity, "source": fact.source,
-        "priority": fact.priority,
-    }  # fmt: skip
-
-
-def _grouped(
-    rows: Iterable[tuple[dict[str, Any], Any]], group_by: tuple[str, ...]
-) -> dict[tuple[Any, ...], list[Any]]:
-    groups: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
-    for categories, row in rows:
-        groups[_key(categories, group_by)].append(row)
-    return groups
-
-
-def _rows(
-    groups: dict[tuple[Any, ...], list[Any]],
+def _sorted_rows(
+    groups: dict[tuple[Any, ...], Any],
     group_by: tuple[str, ...],
-    measure: Callable[[list[Any]], dict[str, Any]],
+    measure: Callable[[Any], dict[str, Any]],
 ) -> list[dict[str, Any]]:
     return [
         {**dict(zip(group_by, key, strict=True)), **measure(members)}
@@ -64,26 +49,73 @@ def _rows(
     ]
 
 
+def _in_period(moment: Any, period: Period) -> Any:
+    # The bounds are written into the SQL, not bound: a reused prepared statement's generic plan
+    # guesses any period holds 0.5% of the rows and reads a five-year pull through the period
+    # index, twice as slow as the parallel scan the planner picks seeing the dates.
+    start, end = (literal(bound, UTCDateTime, literal_execute=True) for bound in _bounds(period))
+    return and_(moment >= start, moment < end)
+
+
+REFERRAL_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
+    field: getattr(ReferralFact, field) for field in GROUP_FIELDS
+}
+
+
+def _grouped_statement(
+    source: Any,
+    moment: Any,
+    categories: dict[str, InstrumentedAttribute[Any]],
+    period: Period,
+    group_by: tuple[str, ...],
+    figures: Iterable[Any],
+) -> Any:
+    """`figures` (aggregates, the cohort's count first) over the rows of `source` whose `moment`
+    is in the period, grouped by the requested categories; the referral is joined only when one
+    of them is the referral's."""
+    columns = [categories[field].label(field) for field in group_by]
+    query = select(*columns, *figures).select_from(source)
+    if source is not ReferralFact and any(categories[f].class_ is ReferralFact for f in group_by):
+        query = query.join(ReferralFact, ReferralFact.referral_id == source.referral_id, isouter=True)
+    return query.where(_in_period(moment, period)).group_by(*columns)
+
+
+async def _counted(
+    session: AsyncSession, statement: Any, group_by: tuple[str, ...], names: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and total of a measure that is only counts, from `_grouped_statement`'s rows (the
+    figures in `names` order): as many rows as groups with a member, the total their sum."""
+    width = len(group_by)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for row in await session.execute(statement):
+        if not row[width]:
+            continue  # an ungrouped aggregate over nothing: no group, as before
+        sums = groups.setdefault(_label(row[:width]), [0] * len(names))
+        for index, count in enumerate(row[width:]):
+            sums[index] += count
+    totals = [sum(column) for column in zip(*groups.values(), strict=True)] or [0] * len(names)
+
+    def measure(sums: list[int]) -> dict[str, Any]:
+        return dict(zip(names, sums, strict=True))
+
+    return _sorted_rows(groups, group_by, measure), measure(totals)
+
+
+REFERRAL_COUNTS = ("received", *(f"route_{route}" for route in ROUTES), "awaiting_decision")
+
+
 async def referrals(
     session: AsyncSession, period: Period, group_by: tuple[str, ...]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    start, end = _bounds(period)
-    facts = (
-        await session.scalars(
-            select(ReferralFact).where(ReferralFact.received_at >= start, ReferralFact.received_at < end)
-        )
-    ).all()
-
-    def measure(members: list[ReferralFact]) -> dict[str, Any]:
-        row: dict[str, Any] = {"received": len(members)}
-        for route in ROUTES:
-            row[f"route_{route}"] = sum(1 for m in members if m.route == route)
-        row["awaiting_decision"] = sum(1 for m in members if m.status == "received")
-        return row
-
-    return _rows(
-        _grouped(((_referral_categories(f), f) for f in facts), group_by), group_by, measure
-    ), measure(list(facts))
+    figures = [
+        func.count(),
+        *(func.count().filter(ReferralFact.route == route) for route in ROUTES),
+        func.count().filter(ReferralFact.status == "received"),
+    ]
+    statement = _grouped_statement(
+        ReferralFact, ReferralFact.received_at, REFERRAL_COLUMNS, period, group_by, figures
+    )
+    return await _counted(session, statement, group_by, REFERRAL_COUNTS)
 
 
 def episode_facts(fact: EpisodeFact) -> EpisodeFacts:
@@ -103,29 +135,6 @@ def episode_facts(fact: EpisodeFact) -> EpisodeFacts:
     )
 
 
-async def _episodes(session: AsyncSession, period: Period) -> list[tuple[EpisodeFact, ReferralFact | None]]:
-    start, end = _bounds(period)
-    rows = (
-        await session.execute(
-            select(EpisodeFact, ReferralFact)
-            .join(ReferralFact, ReferralFact.referral_id == EpisodeFact.referral_id, isouter=True)
-            .where(EpisodeFact.referral_received_at >= start, EpisodeFact.referral_received_at < end)
-        )
-    ).all()
-    return [(episode, referral) for episode, referral in rows]
-
-
-def _episode_categories(episode: EpisodeFact, referral: ReferralFact | None) -> dict[str, Any]:
-    categories = _referral_categories(referral) if referral else {}
-    return {
-        **categories,
-        "place": episode.place,
-        "network": episode.network,
-        "team": episode.team,
-        "pathway": episode.pathway,
-    }
-
-
 GROUP_COLUMNS: dict[str, Any] = {
     "place": EpisodeFact.place, "network": EpisodeFact.network, "team": EpisodeFact.team, "pathway": EpisodeFact.pathway,
     "age_band": EpisodeFact.age_band, "sex": EpisodeFact.sex, "ethnicity": EpisodeFact.ethnicity,
@@ -138,14 +147,10 @@ CLOCK_COUNTS = ("started", "met", "breached", "stopped", "open_at_risk", "open")
 
 
 def _cohort(query: Any, period: Period, group_by: tuple[str, ...]) -> Any:
-    # The bounds are written into the SQL, not bound: a reused prepared statement's generic plan
-    # guesses any period holds 0.5% of the episodes and reads a five-year pull through the
-    # period index, twice as slow as the parallel scan the planner picks seeing the dates.
-    start, end = (literal(bound, UTCDateTime, literal_execute=True) for bound in _bounds(period))
     # The referral's categories are joined only when grouping by one of them.
     if any(GROUP_COLUMNS[field].class_ is ReferralFact for field in group_by):
         query = query.join(ReferralFact, ReferralFact.referral_id == EpisodeFact.referral_id, isouter=True)
-    return query.where(EpisodeFact.referral_received_at >= start, EpisodeFact.referral_received_at < end)
+    return query.where(_in_period(EpisodeFact.referral_received_at, period))
 
 
 def clock_statement(
@@ -221,39 +226,43 @@ class _ClockCounts:
         }
 
 
-async def four_week_waits(
-    session: AsyncSession, period: Period, group_by: tuple[str, ...], now: datetime
+async def _clock_pull(
+    session: AsyncSession,
+    period: Period,
+    group_by: tuple[str, ...],
+    now: datetime,
+    clocks: tuple[tuple[str, bool], ...],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Plan and national clocks of the episodes whose referral was received in the period,
-    counted in the database; the ICB total is summed from the groups' raw counts."""
+    """The chosen clocks' figures, one `clock_statement` each; the total summed from the groups."""
     width = len(group_by)
-    clocks: dict[str, dict[tuple[Any, ...], _ClockCounts]] = {}
-    for prefix, warn in CLOCKS:
+    counted: dict[str, dict[tuple[Any, ...], _ClockCounts]] = {}
+    for prefix, warn in clocks:
         groups: dict[tuple[Any, ...], _ClockCounts] = defaultdict(_ClockCounts)
         statement = clock_statement(period, group_by, prefix, now, warn=warn)
         for row in await session.execute(statement):
             days, n, started, stopped, breached, at_risk = row[width:]
             groups[tuple(row[:width])].add(days, n, started, stopped, breached, at_risk)
-        clocks[prefix] = groups
+        counted[prefix] = groups
+    first = clocks[0][0]
 
     def assemble(parts: dict[str, _ClockCounts]) -> dict[str, Any]:
-        row: dict[str, Any] = {"episodes": parts["plan"].episodes}
-        for prefix, _warn in CLOCKS:
+        row: dict[str, Any] = {"episodes": parts[first].episodes}
+        for prefix, _warn in clocks:
             row.update(parts[prefix].figures(prefix))
-        for prefix, _warn in CLOCKS:
+        for prefix, _warn in clocks:
             row.update(parts[prefix].statistics(prefix))
-        for prefix, _warn in CLOCKS:
+        for prefix, _warn in clocks:
             row[f"{prefix}_decided"] = row[f"{prefix}_met"] + row[f"{prefix}_breached"]
         return row
 
     if not group_by:
         # Ungrouped is one row even for an empty period, as an ungrouped aggregate is.
-        clocks["plan"].setdefault((), _ClockCounts())
-    totals = {prefix: _ClockCounts() for prefix, _warn in CLOCKS}
+        counted[first].setdefault((), _ClockCounts())
+    totals = {prefix: _ClockCounts() for prefix, _warn in clocks}
     rows = []
-    # Both statements group the same cohort the same way, so they name the same groups.
-    for key in clocks["plan"]:
-        parts = {prefix: clocks[prefix].get(key) or _ClockCounts() for prefix, _warn in CLOCKS}
+    # Every statement groups the same cohort the same way, so they name the same groups.
+    for key in counted[first]:
+        parts = {prefix: counted[prefix].get(key) or _ClockCounts() for prefix, _warn in clocks}
         for prefix, part in parts.items():
             totals[prefix].merge(part)
         labels = {
@@ -265,88 +274,139 @@ async def four_week_waits(
     return rows, assemble(totals)
 
 
+async def four_week_waits(
+    session: AsyncSession, period: Period, group_by: tuple[str, ...], now: datetime
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Plan and national clocks of the episodes whose referral was received in the period,
+    counted in the database; the ICB total is summed from the groups' raw counts."""
+    return await _clock_pull(session, period, group_by, now, CLOCKS)
+
+
+CRISIS_PRIORITIES = (Priority.EMERGENCY, Priority.URGENT, Priority.VERY_URGENT)
+CRISIS_KINDS = ("very_urgent", "urgent", "ae_liaison", "emergency")
+
+
+def crisis_kind(priority: int, source: str) -> str:
+    """Which crisis response a referral is counted under: A&E liaison, else its priority's."""
+    if source == AE_SOURCE:
+        return "ae_liaison"
+    return Priority(priority or Priority.URGENT).name.lower()
+
+
+class _CrisisCounts:
+    """A group's crisis referrals by kind, those seen within their target, and the response
+    minutes as a histogram (minutes -> referrals) for the median."""
+
+    def __init__(self) -> None:
+        self.referrals = 0
+        self.counts = dict.fromkeys(CRISIS_KINDS, 0)
+        self.met = dict.fromkeys(CRISIS_KINDS, 0)
+        self.minutes: dict[int, int] = defaultdict(int)
+
+    def add(self, kind: str, target: int | None, minutes: int | None, n: int) -> None:
+        """`n` referrals of one kind and target (`crisis_kind`, `crisis_target_minutes`)."""
+        self.referrals += n
+        if kind in self.counts:
+            self.counts[kind] += n
+            if minutes is not None and target is not None and minutes <= target:
+                self.met[kind] += n
+        if minutes is not None:
+            self.minutes[minutes] += n
+
+    def merge(self, other: _CrisisCounts) -> None:
+        self.referrals += other.referrals
+        for kind in CRISIS_KINDS:
+            self.counts[kind] += other.counts[kind]
+            self.met[kind] += other.met[kind]
+        for minutes, n in other.minutes.items():
+            self.minutes[minutes] += n
+
+    def figures(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"crisis_referrals": self.referrals}
+        for kind in CRISIS_KINDS:
+            row[f"{kind}_count"] = self.counts[kind]
+            row[f"{kind}_met"] = self.met[kind]
+        row["responded"] = sum(self.minutes.values())
+        row["median_minutes"] = median_of_counts(self.minutes)
+        return row
+
+
 async def crisis_response(
     session: AsyncSession, period: Period, group_by: tuple[str, ...]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    start, end = _bounds(period)
-    facts = (
-        await session.scalars(
-            select(ReferralFact).where(
-                ReferralFact.received_at >= start,
-                ReferralFact.received_at < end,
-                ReferralFact.priority.in_((1, 2, 4)),
-            )
-        )
-    ).all()
+    """Crisis referrals received in the period, in one statement grouped by category and response
+    minutes, counting each (priority, from A&E or not) apart: the targets and kinds are then the
+    pure rules' (`crisis_kind`, `crisis_target_minutes`), worked out once per bucket."""
+    ae = ReferralFact.source == AE_SOURCE
+    not_ae = ReferralFact.source.is_distinct_from(AE_SOURCE)
+    buckets = [(int(p), source) for p in CRISIS_PRIORITIES for source in (AE_SOURCE, "")]
+    rules = [(crisis_kind(p, source), crisis_target_minutes(p or 2, source)) for p, source in buckets]
+    figures = [
+        ReferralFact.response_minutes,
+        *(func.count().filter(ReferralFact.priority == p, ae if source else not_ae) for p, source in buckets),
+    ]
+    statement = _grouped_statement(
+        ReferralFact, ReferralFact.received_at, REFERRAL_COLUMNS, period, group_by, figures
+    ).where(ReferralFact.priority.in_([int(p) for p in CRISIS_PRIORITIES]))
+    statement = statement.group_by(ReferralFact.response_minutes)
+    width = len(group_by)
+    groups: dict[tuple[Any, ...], _CrisisCounts] = defaultdict(_CrisisCounts)
+    for row in await session.execute(statement):
+        counts = groups[_label(row[:width])]
+        minutes = row[width]
+        for (kind, target), n in zip(rules, row[width + 1 :], strict=True):
+            if n:
+                counts.add(kind, target, minutes, n)
+    total = _CrisisCounts()
+    for counts in groups.values():
+        total.merge(counts)
+    return _sorted_rows(groups, group_by, _CrisisCounts.figures), total.figures()
 
-    def category(fact: ReferralFact) -> str:
-        if fact.source == "ae":
-            return "ae_liaison"
-        return Priority(fact.priority or Priority.URGENT).name.lower()
 
-    def measure(members: list[ReferralFact]) -> dict[str, Any]:
-        row: dict[str, Any] = {"crisis_referrals": len(members)}
-        for name in ("very_urgent", "urgent", "ae_liaison", "emergency"):
-            chosen = [m for m in members if category(m) == name]
-            met = 0
-            for m in chosen:
-                target = crisis_target_minutes(m.priority or 2, m.source or "")
-                if m.response_minutes is not None and target is not None and m.response_minutes <= target:
-                    met += 1
-            row[f"{name}_count"] = len(chosen)
-            row[f"{name}_met"] = met
-        minutes = [m.response_minutes for m in members if m.response_minutes is not None]
-        row["responded"] = len(minutes)
-        row["median_minutes"] = median(minutes)
-        return row
-
-    return _rows(
-        _grouped(((_referral_categories(f), f) for f in facts), group_by), group_by, measure
-    ), measure(list(facts))
+# An episode's own place, network, team and pathway; its referral's other categories.
+EPISODE_CATEGORIES: dict[str, InstrumentedAttribute[Any]] = {
+    **REFERRAL_COLUMNS,
+    "place": EpisodeFact.place,
+    "network": EpisodeFact.network,
+    "team": EpisodeFact.team,
+    "pathway": EpisodeFact.pathway,
+}
 
 
 async def reaccess(
     session: AsyncSession, period: Period, group_by: tuple[str, ...]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    pairs = await _episodes(session, period)
-
-    def measure(members: list[EpisodeFact]) -> dict[str, Any]:
-        return {"episodes": len(members), "reaccess": sum(1 for m in members if m.reaccess)}
-
-    grouped = _grouped(((_episode_categories(e, r), e) for e, r in pairs), group_by)
-    return _rows(grouped, group_by, measure), measure([e for e, _ in pairs])
+    figures = [func.count(), func.count().filter(EpisodeFact.reaccess)]
+    statement = _grouped_statement(
+        EpisodeFact, EpisodeFact.referral_received_at, EPISODE_CATEGORIES, period, group_by, figures
+    )
+    return await _counted(session, statement, group_by, ("episodes", "reaccess"))
 
 
 async def handovers(
     session: AsyncSession, period: Period, group_by: tuple[str, ...]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    start, end = _bounds(period)
-    rows = (
-        await session.execute(
-            select(HandoverFact, ReferralFact)
-            .join(ReferralFact, ReferralFact.referral_id == HandoverFact.referral_id, isouter=True)
-            .where(HandoverFact.offered_at >= start, HandoverFact.offered_at < end)
-        )
-    ).all()
-
-    def measure(members: list[HandoverFact]) -> dict[str, Any]:
-        return {
-            "offered": len(members),
-            "accepted": sum(1 for m in members if m.accepted_at is not None),
-            "completed": sum(1 for m in members if m.completed_at is not None),
-            "declined": sum(1 for m in members if m.declined_at is not None),
-        }
-
-    grouped = _grouped(((_referral_categories(r) if r else {}, h) for h, r in rows), group_by)
-    return _rows(grouped, group_by, measure), measure([h for h, _ in rows])
+    figures = [
+        func.count(),
+        func.count(HandoverFact.accepted_at),
+        func.count(HandoverFact.completed_at),
+        func.count(HandoverFact.declined_at),
+    ]
+    statement = _grouped_statement(
+        HandoverFact, HandoverFact.offered_at, REFERRAL_COLUMNS, period, group_by, figures
+    )
+    return await _counted(session, statement, group_by, ("offered", "accepted", "completed", "declined"))
 
 
 async def inequalities(
     session: AsyncSession, period: Period, group_by: tuple[str, ...], now: datetime
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each group's share of referrals and its plan-clock performance beside the whole's."""
-    referral_rows, referral_total = await referrals(session, period, group_by)
-    wait_rows, wait_total = await four_week_waits(session, period, group_by, now)
+    received = _grouped_statement(
+        ReferralFact, ReferralFact.received_at, REFERRAL_COLUMNS, period, group_by, [func.count()]
+    )
+    referral_rows, referral_total = await _counted(session, received, group_by, ("received",))
+    wait_rows, wait_total = await _clock_pull(session, period, group_by, now, CLOCKS[:1])
     waits = {tuple(row.get(f) for f in group_by): row for row in wait_rows}
     rows = []
     for row in referral_rows:
@@ -404,7 +464,6 @@ def _clock_fields(prefix: str) -> tuple[tuple[str, ...], dict[str, tuple[str, st
 
 PLAN = _clock_fields("plan")
 NATIONAL = _clock_fields("national")
-CRISIS_KINDS = ("very_urgent", "urgent", "ae_liaison", "emergency")
 MEASURES: dict[str, Measure] = {
     "referrals": Measure(referrals, ("received", "awaiting_decision", *(f"route_{r}" for r in ROUTES))),
     "four-week-waits": Measure(
