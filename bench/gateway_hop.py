@@ -45,7 +45,7 @@ REQUEST_BODY = json.dumps(
         "needs": ["low_mood", "housing"],
         "risks": [],
         "consent_to_share": True,
-    }  # fmt: skip
+    }
 ).encode()
 ANSWER_BODY = json.dumps(
     {"id": "0" * 36, "status": "received", "route": "community", "padding": "x" * 400}
@@ -123,8 +123,8 @@ async def _prepare(settings: Settings) -> str:
     return await mint_token(settings, CLIENT_ID)
 
 
-async def _wait_until_up(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_until_up(url: str) -> None:
+    deadline = time.monotonic() + 60.0
     async with httpx.AsyncClient() as client:
         while True:
             try:
@@ -191,7 +191,7 @@ async def measure(
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
             for role, port in (("upstream", upstream_port), ("gateway", gateway_port)):
-                processes[role] = subprocess.Popen(  # noqa: S603 - this interpreter, this module
+                processes[role] = subprocess.Popen(  # noqa: S603, ASYNC220 - this interpreter, this module; before any load
                     [sys.executable, "-m", "bench.gateway_hop", "--serve", role, "--port", str(port),
                      "--upstream-ms", str(upstream_ms)],
                     env=env,
