@@ -25,7 +25,7 @@ from gateway.clients import revoked_since
 from gateway.docs import docs_router
 from gateway.keys import KeyManager
 from gateway.openapi import OpenApiMerger
-from gateway.proxy import Upstreams, new_upstream_client, proxy_router
+from gateway.proxy import Upstreams, new_upstream_client, new_upstream_pool, proxy_router, upstream_timeouts
 from gateway.state import GatewayState, GatewayStateDep, gateway_state
 from gateway.tokens import TokenService
 from gateway.web.pages import PAGE_MODULES
@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = KeyManager(db, settings)
         await keys.ensure_active()
         upstream = new_upstream_client(settings)
+        upstream_pool = new_upstream_pool(settings)
         broker = Broker(settings, "gateway")
         audit_consumer = EventConsumer(db, broker, settings, "gateway", audit.audit_subscription())
         verifier = TokenVerifier(settings, keys)
@@ -177,6 +178,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.token_service = TokenService(db, keys, settings)
         state.token_verifier = verifier
         state.upstream = upstream
+        state.upstream_pool = upstream_pool
+        state.upstream_timeouts = upstream_timeouts(settings)
         state.upstreams = Upstreams(settings)
         state.broker = broker
         state.openapi = OpenApiMerger(app, settings, upstream)
@@ -190,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stop_background(settings, [audit_consumer, revocation_publisher], None)
             await broker.close()
             await upstream.aclose()
+            await upstream_pool.aclose()
             state.token_service.close()
             await db.dispose()
 

@@ -523,10 +523,8 @@ async def _patients_for(request: Request, identifier: str) -> list[str] | Respon
     """The ids of the patients with this identifier the caller may read, from triage, as the caller."""
     gateway = gateway_state(request)
     client = gateway.upstream
-    headers = [
-        (k, v) for k, v in _upstream_headers(request) if k.lower() not in ("content-length", "content-type")
-    ]
-    headers.append((FORWARDED_BASE_HEADER, public_base(request)))
+    headers = [(k, v) for k, v in _upstream_headers(request) if k not in (b"content-length", b"content-type")]
+    headers.append((FORWARDED_BASE_HEADER.lower().encode(), public_base(request).encode("latin-1")))
     try:
         response = await client.get(
             gateway.upstreams.in_turn("triage")[0] + "/triage/fhir/Patient",

@@ -12,6 +12,7 @@ from starlette.datastructures import State
 from shared.deps import service_state, state_of
 
 if TYPE_CHECKING:
+    import httpcore
     import httpx
 
     from gateway.keys import KeyManager
@@ -30,7 +31,9 @@ class GatewayState(State):
     key_manager: KeyManager
     token_service: TokenService
     token_verifier: TokenVerifier
-    upstream: httpx.AsyncClient  # one pooled client for every service
+    upstream: httpx.AsyncClient  # one pooled client for every service (readiness, OpenAPI, lookups)
+    upstream_pool: httpcore.AsyncConnectionPool  # the proxy's own connections (gateway/proxy.py)
+    upstream_timeouts: dict[str, float]
     upstreams: Upstreams  # each service's replicas, in turn
     broker: Broker
     openapi: OpenApiMerger

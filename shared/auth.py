@@ -31,6 +31,8 @@ from shared.revocation import RevocationList, revocation_window
 from shared.settings import Settings
 
 TOKEN_ALGORITHM = "RS256"  # noqa: S105 - an algorithm name, not a secret
+# Verified tokens a verifier remembers (a few MB at most; past it, the expired go, then all).
+VERIFIED_TOKENS_KEPT = 4096
 
 SCOPES: dict[str, str] = {
     "referral:submit": "Submit referrals to the single point of access",
@@ -183,6 +185,11 @@ class TokenVerifier:
         self.keys = keys
         # Fed by the gateway's snapshots (shared/revocation.py): a disabled client's tokens end.
         self.revocations = revocations or RevocationList(keep_seconds=revocation_window(settings))
+        # Tokens already verified: token → (claims, kid, key). A caller sends the same token for
+        # minutes, and decoding and checking its RS256 signature was most of the gateway's
+        # authentication cost. Only tokens that passed every check get here; expiry, the key still
+        # being published and revocation are checked again on every use.
+        self._verified: dict[str, tuple[dict[str, Any], str, jwt.PyJWK]] = {}
 
     def still_valid(self, caller: Caller) -> bool:
         """For answers that outlive the request (event streams): not expired, not revoked."""
@@ -192,6 +199,29 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or a 401 Problem saying (without detail an attacker could use) why not."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            claims, kid, key = cached
+            # PyJWT's expiry rule (exp <= now - leeway is expired); a token not yet valid is never
+            # cached, and time only moves on. Any doubt goes the whole way again, with its refusals.
+            if claims["exp"] > time.time() - self.settings.token_leeway_seconds and (
+                await self.keys.key_for(kid) is key
+            ):
+                if self.revocations.revoked(str(claims["sub"]), float(claims["iat"])):
+                    raise _unauthorised("The access token has been revoked.")
+                return dict(claims)
+            del self._verified[token]
+        claims, kid, key = await self._verify(token)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            now = time.time() - self.settings.token_leeway_seconds
+            self._verified = {t: entry for t, entry in self._verified.items() if entry[0]["exp"] > now}
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+        self._verified[token] = (claims, kid, key)
+        return dict(claims)
+
+    async def _verify(self, token: str) -> tuple[dict[str, Any], str, jwt.PyJWK]:
+        """Every check, in full: the claims, and the key id and key that verified them."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -225,7 +255,7 @@ class TokenVerifier:
             ClientKind(str(claims.get("cmh_kind")))
         except ValueError:
             raise _unauthorised("The access token is not valid.") from None
-        return claims
+        return claims, header["kid"], key
 
 
 def caller_from_claims(claims: dict[str, Any], headers: Any) -> Caller:

@@ -234,3 +234,59 @@ def test_ensure_organisation_allows_exactly_the_bound_organisations(org: str, ow
         with pytest.raises(Problem) as refused:
             ensure_organisation(caller(org), owners)
         assert refused.value.status == 403
+
+
+class SwappableKeys:
+    """A key source whose published keys a test changes (a key withdrawn, replaced)."""
+
+    def __init__(self, jwk: dict[str, Any]) -> None:
+        self.keys = StaticKeys({"keys": [jwk]})
+
+    async def key_for(self, kid: str) -> jwt.PyJWK | None:
+        return await self.keys.key_for(kid)
+
+
+async def test_a_remembered_token_is_checked_again_on_every_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verified tokens are remembered (issue 23: signature checks were most of authentication's
+    cost), but expiry, the key still being published and revocation apply to every use."""
+    keys = SwappableKeys(JWK)
+    verifier = TokenVerifier(SETTINGS, keys)
+    token = mint(exp=int(time.time()) + 60)
+    first = await verifier.verify(token)
+    first["scope"] = "changed by a caller"  # each use gets its own copy
+    again = await verifier.verify(token)
+    assert again["scope"] == "referral:read referral:submit" and again["sub"] == "client-gp-1"
+
+    keys.keys = StaticKeys({"keys": []})  # the key withdrawn
+    with pytest.raises(Problem) as refused:
+        await verifier.verify(token)
+    assert refused.value.detail == "The access token is not signed by this suite."
+    keys.keys = StaticKeys({"keys": [JWK]})
+    assert (await verifier.verify(token))["sub"] == "client-gp-1"
+
+    later = time.time() + 60 + SETTINGS.token_leeway_seconds + 1
+    with monkeypatch.context() as clock:
+        clock.setattr(time, "time", lambda: later)
+        clock.setattr(jwt.api_jwt, "datetime", _FrozenDatetime(later))
+        with pytest.raises(Problem) as refused:
+            await verifier.verify(token)
+        assert refused.value.detail == "The access token has expired."
+
+    other = mint(sub="client-gp-2")
+    assert (await verifier.verify(other))["sub"] == "client-gp-2"
+    verifier.revocations.replace({"client-gp-2": time.time()})
+    with pytest.raises(Problem) as refused:
+        await verifier.verify(other)
+    assert refused.value.detail == "The access token has been revoked."
+
+
+class _FrozenDatetime:
+    """`datetime` as PyJWT reads the time, at `epoch`."""
+
+    def __init__(self, epoch: float) -> None:
+        self.epoch = epoch
+
+    def now(self, tz: Any = None) -> Any:
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(self.epoch, UTC)
