@@ -160,7 +160,7 @@ async def _publish(settings: Settings, events: Sequence[CloudEvent]) -> None:
 
 
 async def _catch_up(
-    settings: Settings, service: str, subscription: Subscription, timeout: float, nats_pid: int | None
+    settings: Settings, service: str, subscription: Subscription, limit_seconds: float, nats_pid: int | None
 ) -> dict[str, Any]:
     db = Database(settings.database_url_for(service), schema=settings.database_schema_for(service))
     broker = Broker(settings, f"bench-{service}")
@@ -173,13 +173,13 @@ async def _catch_up(
         cpu0, wall0 = time.process_time(), time.perf_counter()
         nats0 = _proc_cpu(nats_pid) if nats_pid else 0.0
         consumer.start()
-        deadline = wall0 + timeout
+        deadline = wall0 + limit_seconds
         while True:
             info = await js.consumer_info(settings.stream_name, consumer.durable)
             if int(info.num_pending or 0) + int(info.num_ack_pending or 0) == 0:
                 break
             if time.perf_counter() > deadline:
-                raise TimeoutError(f"{consumer.durable} did not catch up in {timeout} s")
+                raise TimeoutError(f"{consumer.durable} did not catch up in {limit_seconds} s")
             await asyncio.sleep(0.02)
         wall = time.perf_counter() - wall0
         cpu = time.process_time() - cpu0
@@ -222,7 +222,7 @@ async def measure(
     referrals: int = 2000,
     consumers: Sequence[str] = CONSUMERS,
     schema_prefix: str = "p23con_",
-    timeout: float = 600.0,
+    limit_seconds: float = 600.0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Publish `referrals` referrals' events (5 each) and time each consumer catching up alone.
@@ -234,7 +234,7 @@ async def measure(
         server = EmbeddedNatsServer(Path(tmp) / "nats")
         server.start()
         try:
-            settings = Settings(  # type: ignore[call-arg]
+            settings = Settings(
                 nats_url=server.url,
                 var_dir=Path(tmp) / "var",
                 database_url=postgres_url,
@@ -255,7 +255,7 @@ async def measure(
             results: dict[str, Any] = {}
             for name in consumers:
                 service, subscription = table[name]
-                results[name] = await _catch_up(settings, service, subscription, timeout, nats_pid)
+                results[name] = await _catch_up(settings, service, subscription, limit_seconds, nats_pid)
                 if progress:
                     progress(f"{name}: {json.dumps(results[name])}")
         finally:
