@@ -76,7 +76,7 @@ async def append_audit(session: AsyncSession, record: AuditRecord) -> None:
     transaction = session.get_transaction()
     known = session.info.get(_LAST_HASH)
     if known is not None and known[0] is transaction:
-        # A batch (the consumer applies up to 50 events in one transaction): this transaction
+        # A batch (the consumer applies up to `consumer_batch_size` events in one transaction): this transaction
         # holds the lock and wrote the last row, so its hash is the chain's end.
         last: str | None = known[1]
     else:
