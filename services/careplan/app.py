@@ -74,6 +74,7 @@ SPEC = ServiceSpec(
             durable="careplan-journey",
             subjects=list(store.JOURNEY_SUBJECTS),
             handler=store.journey_from_event,
+            prepare=store.prepare_journey,
             model=(ReferralEvent, HandoverUpdated),
         ),
         Subscription(
