@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from opentelemetry.trace import Span, SpanKind
 from pydantic import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -360,11 +360,22 @@ class EventConsumer(BackgroundWorker):
                     if event.id not in seen:  # applied before, or twice in this batch
                         seen.add(event.id)
                         new.append(event)
-                session.add_all(
-                    InboxMessage(consumer=self.durable, event_id=event.id, subject=event.type)
-                    for event in new
-                )
-                await session.flush()  # a racing replica's inbox rows fail here, before any work
+                if new:
+                    # One executemany of plain rows (ORM objects for them were a tenth of a batch's
+                    # CPU); a racing replica's inbox rows fail here, before any work.
+                    now = utcnow()
+                    await session.execute(
+                        insert(InboxMessage),
+                        [
+                            {
+                                "consumer": self.durable,
+                                "event_id": e.id,
+                                "subject": e.type,
+                                "processed_at": now,
+                            }
+                            for e in new
+                        ],
+                    )
                 if new and self.subscription.prepare is not None:
                     await self.subscription.prepare(session, new)
                 applying = {id(event) for event in new}

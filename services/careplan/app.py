@@ -68,6 +68,7 @@ SPEC = ServiceSpec(
             durable="careplan-episodes",
             subjects=list(store.LIFECYCLE_SUBJECTS),
             handler=store.apply_referral_event,
+            prepare=store.prepare_lifecycle,
             model=ReferralFacts,
         ),
         Subscription(
