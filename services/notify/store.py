@@ -178,7 +178,7 @@ async def prepare_batch(session: AsyncSession, events: Sequence[CloudEvent]) -> 
             )
             .distinct()
         )
-        pairs = {(organisation, resource_type) for organisation, resource_type in rows.tuples()}
+        pairs = {(organisation, resource_type) for organisation, resource_type in rows}
     session.info[_SUBSCRIBED] = pairs
 
 
