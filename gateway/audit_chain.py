@@ -76,7 +76,7 @@ async def append_audit(session: AsyncSession, record: AuditRecord) -> None:
     transaction = session.get_transaction()
     known = session.info.get(_LAST_HASH)
     if known is not None and known[0] is transaction:
-        # A batch (the consumer applies up to 50 events in one transaction): this transaction
+        # A batch (the consumer applies up to `consumer_batch_size` events in one transaction): this transaction
         # holds the lock and wrote the last row, so its hash is the chain's end.
         last: str | None = known[1]
     else:
@@ -85,9 +85,10 @@ async def append_audit(session: AsyncSession, record: AuditRecord) -> None:
             await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
         last = await session.scalar(select(AuditRecord.chain_hash).order_by(AuditRecord.id.desc()).limit(1))
     record.chain_hash = _record_hash(record, last or GENESIS)
+    # Inserted at the transaction's flush, inside the lock, in the order added (the unit of work
+    # keeps it, and on PostgreSQL numbers a multi-row insert in parameter order): so the order of
+    # ids is the order of the chain, and a batch's rows go in one statement, not one each (issue 23).
     session.add(record)
-    # Inserted now, inside the lock, so that the order of ids is the order of the chain.
-    await session.flush()
     session.info[_LAST_HASH] = (transaction, record.chain_hash)
 
 

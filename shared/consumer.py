@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from opentelemetry.trace import Span, SpanKind
 from pydantic import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,6 +50,7 @@ from shared.tracing import span
 log = logging.getLogger("cmh.consumer")
 
 EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+BatchPreparer = Callable[[AsyncSession, Sequence[CloudEvent]], Awaitable[None]]
 _DURABLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 DEAD_LETTER_REASON_HEADER = "Cmh-Dead-Letter-Reason"
@@ -74,12 +75,16 @@ class Subscription:
     """What one durable consumer listens to, the payload model(s) its handler is written for
     (`contracts/events.py`: every subject it takes must be one of them, which
     `tests/shared/test_event_contracts.py` checks from the subscription table), and how it applies
-    an event."""
+    an event. `prepare`, if given, runs once per batch applied together, in its transaction before
+    the handlers, with the batch's new events: it loads what the handlers will read in a few
+    set-based statements instead of a few per event (issue 23). Handlers must give the same result
+    without it, since an event applied on its own (a retry, a batch that failed) never has it."""
 
     durable: str
     subjects: Sequence[str]
     handler: EventHandler
     model: type[EventPayload] | tuple[type[EventPayload], ...] = EventPayload
+    prepare: BatchPreparer | None = None
 
     @property
     def models(self) -> tuple[type[EventPayload], ...]:
@@ -216,7 +221,7 @@ class EventConsumer(BackgroundWorker):
                     if self.gauges_due.due():
                         await self.refresh_gauges(js)
                     try:
-                        messages = await pull.fetch(batch=50, timeout=1)
+                        messages = await pull.fetch(batch=self.settings.consumer_batch_size, timeout=1)
                     except TimeoutError:
                         with self.busy():  # database work: a stop lets it end rather than cut it
                             await self._maybe_prune()
@@ -355,11 +360,24 @@ class EventConsumer(BackgroundWorker):
                     if event.id not in seen:  # applied before, or twice in this batch
                         seen.add(event.id)
                         new.append(event)
-                session.add_all(
-                    InboxMessage(consumer=self.durable, event_id=event.id, subject=event.type)
-                    for event in new
-                )
-                await session.flush()  # a racing replica's inbox rows fail here, before any work
+                if new:
+                    # One executemany of plain rows (ORM objects for them were a tenth of a batch's
+                    # CPU); a racing replica's inbox rows fail here, before any work.
+                    now = utcnow()
+                    await session.execute(
+                        insert(InboxMessage),
+                        [
+                            {
+                                "consumer": self.durable,
+                                "event_id": e.id,
+                                "subject": e.type,
+                                "processed_at": now,
+                            }
+                            for e in new
+                        ],
+                    )
+                if new and self.subscription.prepare is not None:
+                    await self.subscription.prepare(session, new)
                 applying = {id(event) for event in new}
                 for event in events:
                     if id(event) not in applying:

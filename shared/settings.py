@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     )
     consumer_retry_base_seconds: float = Field(default=1.0, gt=0)
     consumer_ack_wait_seconds: float = 30.0
+    # Events fetched and applied in one transaction: a commit (an fsync) per batch is most of a
+    # catch-up's wall time, so more per batch catches up faster (issue 23); at most the consumer's
+    # max_ack_pending (1000).
+    consumer_batch_size: int = Field(default=250, ge=1, le=1000)
     inbox_retention_days: float = 30.0
     reporting_pseudonym_key: SecretStr | None = Field(
         default=None,

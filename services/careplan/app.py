@@ -68,12 +68,14 @@ SPEC = ServiceSpec(
             durable="careplan-episodes",
             subjects=list(store.LIFECYCLE_SUBJECTS),
             handler=store.apply_referral_event,
+            prepare=store.prepare_lifecycle,
             model=ReferralFacts,
         ),
         Subscription(
             durable="careplan-journey",
             subjects=list(store.JOURNEY_SUBJECTS),
             handler=store.journey_from_event,
+            prepare=store.prepare_journey,
             model=(ReferralEvent, HandoverUpdated),
         ),
         Subscription(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -238,19 +238,76 @@ def _decided_at(data: Mapping[str, Any], event: CloudEvent) -> datetime:
     return _at(data.get("decided_at")) or event.time or utcnow()
 
 
+@dataclass
+class _Claimed:
+    """A batch's referral states and the episodes opened for them, locked by `prepare_lifecycle`
+    (None: none yet); kept current as the batch's handlers make them."""
+
+    states: dict[str, ReferralState | None]
+    episodes: dict[str, Episode | None]  # by referral id
+
+
+_CLAIMED = "cmh_careplan_claimed"  # session.info key
+
+
+async def prepare_lifecycle(session: AsyncSession, events: Sequence[CloudEvent]) -> None:
+    """The consumer's `prepare`: a batch's referral states, then their episodes, locked in one query
+    each and in key order (as a lone event's handler locks its state, then its episode), instead of
+    a locking SELECT or two per event (py-spy: `_claim` and `apply_prioritised` ~45 %)."""
+    ids = sorted(
+        {str(event.data["referral_id"]) for event in events if event.data and event.data.get("referral_id")}
+    )
+    if not ids:
+        return
+    states = {
+        state.referral_id: state
+        for state in await session.scalars(
+            select(ReferralState)
+            .where(ReferralState.referral_id.in_(ids))
+            .order_by(ReferralState.referral_id)
+            .with_for_update()
+        )
+    }
+    episodes = {
+        episode.referral_id: episode
+        for episode in await session.scalars(
+            select(Episode).where(Episode.referral_id.in_(ids)).order_by(Episode.id).with_for_update()
+        )
+    }
+    session.info[_CLAIMED] = _Claimed(
+        {key: states.get(key) for key in ids}, {key: episodes.get(key) for key in ids}
+    )
+
+
+async def _own_episode(session: AsyncSession, referral_id: str, *, lock: bool) -> Episode | None:
+    """The episode opened for a referral (locked if asked, or already by `prepare_lifecycle`)."""
+    claimed: _Claimed | None = session.info.get(_CLAIMED)
+    if claimed is not None and referral_id in claimed.episodes:
+        return claimed.episodes[referral_id]
+    query = select(Episode).where(Episode.referral_id == referral_id)
+    return await session.scalar(query.with_for_update() if lock else query)
+
+
 async def _claim(session: AsyncSession, data: Mapping[str, Any]) -> ReferralState:
     """The referral's state, locked (PostgreSQL) or created: a second replica applying an event of
     the same referral waits for this one, or fails its insert and retries (the consumer's backoff)."""
-    state = await session.get(ReferralState, data["referral_id"], with_for_update=True)
+    claimed: _Claimed | None = session.info.get(_CLAIMED)
+    referral_id = data["referral_id"]
+    if claimed is not None and referral_id in claimed.states:
+        state = claimed.states[referral_id]
+    else:
+        state = await session.get(ReferralState, referral_id, with_for_update=True)
     if state is not None:
         return state
-    own = await session.scalar(select(Episode).where(Episode.referral_id == data["referral_id"]))
+    own = await _own_episode(session, referral_id, lock=False)
     state = ReferralState(
-        referral_id=data["referral_id"], person_id=data["person_id"], linked=False,
+        referral_id=referral_id, person_id=data["person_id"], linked=False,
         episode_id=own.id if own else None, version=own.referral_version if own else 0, updated_at=utcnow(),
     )  # fmt: skip
     session.add(state)
     await session.flush()
+    if claimed is not None:
+        claimed.states[referral_id] = state
     return state
 
 
@@ -287,9 +344,7 @@ async def apply_prioritised(session: AsyncSession, event: CloudEvent) -> None:
     data = event.data or {}
     if data.get("priority") is None:
         return
-    episode = await session.scalar(
-        select(Episode).where(Episode.referral_id == data["referral_id"]).with_for_update()
-    )
+    episode = await _own_episode(session, data["referral_id"], lock=True)
     version = _version(data)
     if (
         episode is None
@@ -401,6 +456,9 @@ async def _open_episode(
         version=1,
     )
     session.add(episode)
+    claimed: _Claimed | None = session.info.get(_CLAIMED)
+    if claimed is not None:
+        claimed.episodes[episode.referral_id] = episode
     opened = {
         **_episode_event(episode),
         "reaccess": linked is not None,
@@ -617,11 +675,27 @@ def journey_time(event: CloudEvent) -> datetime:
     return moment or event.time or utcnow()
 
 
+# session.info key: which of a batch's events are in the journey already, read once by `prepare_journey`.
+_JOURNEY_SEEN = "cmh_careplan_journey_seen"
+
+
+async def prepare_journey(session: AsyncSession, events: Sequence[CloudEvent]) -> None:
+    """The journey entries a batch's events already made, in one query (the consumer's `prepare`)
+    instead of one lookup per event."""
+    ids = [event.id for event in events]
+    found = await session.scalars(select(JourneyEntry.source_id).where(JourneyEntry.source_id.in_(ids)))
+    session.info[_JOURNEY_SEEN] = set(found)
+
+
 async def journey_from_event(session: AsyncSession, event: CloudEvent) -> None:
     data = event.data or {}
     if not data.get("person_id"):
         return
-    if await session.scalar(select(JourneyEntry.seq).where(JourneyEntry.source_id == event.id)):
+    seen: set[str] | None = session.info.get(_JOURNEY_SEEN)
+    if seen is not None:
+        if event.id in seen:
+            return
+    elif await session.scalar(select(JourneyEntry.seq).where(JourneyEntry.source_id == event.id)):
         return
     kind = event.type.removeprefix("cmh.").replace(".", "_")
     summary = {key: data[key] for key in _JOURNEY_FACTS if data.get(key) is not None}

@@ -24,6 +24,7 @@ SPEC = ServiceSpec(
             durable="notify-events",
             subjects=list(store.EVENT_SUBJECTS),
             handler=store.on_event,
+            prepare=store.prepare_batch,
             model=(ReferralEvent, EpisodeFacts),
         ),
     ),

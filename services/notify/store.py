@@ -18,6 +18,7 @@ import logging
 import re
 import uuid
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -155,6 +156,31 @@ def _usable(value: str, what: str) -> str:
 
 # --- queueing ------------------------------------------------------------------------------------
 
+# session.info key: the (organisation, resource type) pairs with a live subscription, read once for
+# a batch by `prepare_batch`.
+_SUBSCRIBED = "cmh_notify_subscribed"
+
+
+async def prepare_batch(session: AsyncSession, events: Sequence[CloudEvent]) -> None:
+    """Which of a batch's organisations have a live subscription, in one query (the consumer's
+    `prepare`): most referring organisations have none, and each event's locking SELECT finding
+    nothing was most of this consumer's time (py-spy: `on_event`'s SELECT ... FOR UPDATE 46 %)."""
+    organisations = {
+        change.organisation for change in map(change_of, events) if change is not None and change.organisation
+    }
+    pairs: set[tuple[str, str]] = set()
+    if organisations:
+        rows = await session.execute(
+            select(NotifySubscription.owner_org, NotifySubscription.resource_type)
+            .where(
+                NotifySubscription.owner_org.in_(organisations),
+                NotifySubscription.status.in_((ACTIVE, ERROR)),
+            )
+            .distinct()
+        )
+        pairs = {(organisation, resource_type) for organisation, resource_type in rows}
+    session.info[_SUBSCRIBED] = pairs
+
 
 async def on_event(session: AsyncSession, event: CloudEvent) -> None:
     """Queue a notification for each subscription this event's changes match (the consumer)."""
@@ -162,6 +188,9 @@ async def on_event(session: AsyncSession, event: CloudEvent) -> None:
     if change is None or change.organisation is None:
         return
     types = {focus.resource_type for focus in change.foci}
+    subscribed: set[tuple[str, str]] | None = session.info.get(_SUBSCRIBED)
+    if subscribed is not None and not any((change.organisation, kind) in subscribed for kind in types):
+        return  # the batch's one query found no live subscription for these
     now = utcnow()
     # Locked in id order (every writer of a subscription row locks only that row, or these in order).
     subscriptions = (

@@ -103,3 +103,19 @@ async def test_batches_and_concurrent_appenders_keep_one_chain(db: Database) -> 
     report = await verify_chain(db)
     assert report.broken_id is None, report
     assert report.count == 3 + 40
+
+
+async def test_a_consumer_sized_batch_is_inserted_in_chain_order(db: Database) -> None:
+    """A batch's rows are inserted together at its flush (one multi-row statement, not one each):
+    their ids still follow the order they were chained in."""
+    async with db.transaction() as session:
+        for index in range(250):
+            data = audit_data(
+                CALLER, service="careplan", action=AuditAction.READ, resource_type="Episode",
+                person_ids=[f"p-{index}", f"q-{index}"],
+            )  # fmt: skip
+            event = CloudEvent(source="/cmh/careplan", type="cmh.careplan.audit.recorded", data=data)
+            await store_audit_event(session, event)
+    report = await verify_chain(db)
+    assert report.broken_id is None, report
+    assert report.count == 3 + 250
