@@ -398,8 +398,46 @@ def markdown(report: dict[str, Any], source: Path, svgs: list[Path]) -> str:
             f"median {_fmt(ip.get('raw_sql_median_ms'))} ms.",
             "",
         ]
+        if reporting.get("every_measure"):
+            out += [
+                "Every measure in process (the real aggregate function) beside a hand-written PostgreSQL "
+                "statement computing the same figures over the same data (bench/reporting_pull.py "
+                "`measure_every`), grouped by place, alternated round by round; the figures are checked "
+                "to agree group by group.",
+                "",
+                "| measure | groups | pull median ms | pull Python CPU ms | raw SQL median ms | ratio | agrees |",
+                "|---|---:|---:|---:|---:|---:|---|",
+                *(
+                    f"| {name} | {m.get('groups')} | {_fmt(m.get('pull_median_ms'))} | "
+                    f"{_fmt(m.get('pull_cpu_median_ms'))} | {_fmt(m.get('raw_sql_median_ms'))} | "
+                    f"{_fmt(m.get('ratio'))} | {'yes' if m.get('agrees_with_raw_sql') else '**no**'} |"
+                    for name, m in reporting["every_measure"].items()
+                ),
+                "",
+            ]
     else:
         out += [f"*not measured: {reporting.get('error', 'missing')}*", ""]
+    catchup = results.get("consumer_catchup", {})
+    out += ["## Consumers catching up", ""]
+    if catchup.get("consumers"):
+        out += [
+            f"A backlog of {_fmt(catchup.get('published'))} events for {_fmt(catchup.get('referrals'))} referrals "
+            "(received, prioritised, routed, episode opened, the audit record: each built by `make_event`) "
+            "published to a nats-server of the stage's own, then each service's real durable consumer run alone "
+            "until nothing is pending (bench/consumer_catchup.py). CPU is the consumer's process and nats-server; "
+            "PostgreSQL's is in the CPU-per-referral table above.",
+            "",
+            "| consumer | events | seconds | events/s | CPU s per 1,000 events | nats-server CPU s per 1,000 |",
+            "|---|---:|---:|---:|---:|---:|",
+            *(
+                f"| {name} | {_fmt(c.get('events'))} | {_fmt(c.get('seconds'))} | {_fmt(c.get('events_per_s'))} | "
+                f"{_fmt(c.get('cpu_s_per_1000'))} | {_fmt(c.get('nats_cpu_s_per_1000'))} |"
+                for name, c in catchup["consumers"].items()
+            ),
+            "",
+        ]
+    else:
+        out += [f"*not measured: {catchup.get('error', 'missing')}*", ""]
     durability = results.get("durability", {})
     out += ["## Durability cost", ""]
     if "before" in durability and "after" in durability:

@@ -70,6 +70,7 @@ TARGETS = {
     "gateway_overhead_p50": ("<=", 1.25),
     "event_lag_p99_ms": ("<=", 100),
     "consumer_catchup_events_per_s": (">=", 2000),
+    "consumer_catchup_events_per_s_*": (">=", 2000),
     "crisis_stream_p99_ms": ("<=", 250),
     "crisis_posts_unanswered": ("<=", 0),
     "directory_p99_vs_select1_*": ("<=", 5),
@@ -514,6 +515,17 @@ class Run:
             result[name] = {"rate": rate, "load": load, **figures}
         return result
 
+    async def consumer_catchup(self) -> dict[str, Any]:
+        """Each durable consumer alone catching up on a published backlog (bench/consumer_catchup.py:
+        its own nats-server and schemas, the services' real handlers), 5 events per referral."""
+        from bench import consumer_catchup
+
+        referrals = 2_000 if self.quick else 10_000
+        return await consumer_catchup.measure(
+            postgres_url=self.args.postgres, referrals=referrals,
+            schema_prefix=f"{self.settings.database_schema_prefix}catchup_", progress=say,
+        )  # fmt: skip
+
     async def jetstream(self) -> dict[str, Any]:
         from nats.js.api import StorageType
 
@@ -784,9 +796,12 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(key, f"CPU per referral, all processes ({name.replace('_', ' + ')} @ {cpu[name]['rate']:g}/s)",
                 cpu[name]["ms_per_unit"], "ms", None, "")  # fmt: skip
     catchup = results.get("consumer_catchup", {})
-    if "events_per_second" in catchup:
-        add("consumer_catchup_events_per_s", "consumers catching up a backlog (slowest consumer)",
-            catchup["events_per_second"], "events/s", None, "")  # fmt: skip
+    for durable, figures in catchup.get("consumers", {}).items():
+        add(f"consumer_catchup_events_per_s_{durable}", f"consumer {durable} catching up a backlog",
+            figures.get("events_per_s"), "events/s", None, "")  # fmt: skip
+    if "slowest_events_per_s" in catchup.get("total", {}):
+        add("consumer_catchup_events_per_s", "consumers catching up a backlog: the slowest",
+            catchup["total"]["slowest_events_per_s"], "events/s", None, "")  # fmt: skip
     for point in results.get("fhir_intake", {}).get("points", []):
         fhir, native = point.get("fhir", {}), point.get("native", {})
         for q in ("p50", "p99"):
@@ -857,6 +872,7 @@ async def stages(run: Run) -> None:
         ("cpu_per_referral", run.cpu_per_referral),
         ("fhir_intake", run.fhir_intake),
         ("intake", run.intake),
+        ("consumer_catchup", run.consumer_catchup),
         ("event_lag", run.event_lag),  # after intake: its second rate is half of intake's saturation
         ("durability", run.durability),
     ]
