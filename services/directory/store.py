@@ -318,6 +318,16 @@ def _slots(document: dict[str, Any]) -> list[Slot]:
     return slots
 
 
+# Each lexeme of a service's tsvector with the service's ts_rank for that lexeme as a prefix query
+# (the tsquery `'lexeme':*`, quoted as tsquery input wants), and its name for the page order.
+INDEX_RANKS = (
+    "INSERT INTO directory_fts_ranks (lexeme, score, name, service_id) "
+    r"SELECT t.lexeme, ts_rank(f.document, ('''' || replace(replace(t.lexeme, '\', '\\'), '''', '''''') "
+    "|| ''':*')::tsquery), :name, f.service_id "
+    "FROM directory_fts f, unnest(f.document) t WHERE f.service_id = :id"
+)
+
+
 async def _index_for_search(
     session: AsyncSession,
     service: Service,
@@ -356,6 +366,12 @@ async def _index_for_search(
             ),
             values,
         )
+        # The impact-ordered index (queries._ranked_page), rewritten with the tsvector it derives from.
+        if not new:
+            await session.execute(
+                text("DELETE FROM directory_fts_ranks WHERE service_id = :id"), {"id": service.id}
+            )
+        await session.execute(text(INDEX_RANKS), {"id": service.id, "name": service.name})
 
 
 async def withdraw(session: AsyncSession, service_id: str) -> bool:

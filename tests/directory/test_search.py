@@ -238,7 +238,9 @@ async def test_bounded_ranking_and_nearest_first_match_the_full_ordering(
     async def unbounded(*_: Any, **__: Any) -> None:
         return None
 
-    # Few first candidates, so pages come from widened candidate sets.
+    # Few first candidates, so pages come from widened candidate sets. One-word searches on
+    # PostgreSQL otherwise read the impact-ordered index (test_one_word_pages_match_the_full_ranking).
+    monkeypatch.setattr(queries, "_lexeme", unbounded)
     monkeypatch.setattr(queries, "FIRST_CANDIDATES", 1)
     best, calls = queries._best, []
 
@@ -286,3 +288,45 @@ async def test_best_candidates_never_split_a_tie(
     assert scores == sorted(scores)
     # Whatever is returned is every match scoring better than the ones left out.
     assert rows == [row for row in everything if row[1] < everything[len(rows)][1]]
+
+
+async def test_one_word_pages_match_the_full_ranking(
+    directory: Directory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-word search (on PostgreSQL from the impact-ordered index, directory_fts_ranks) gives
+    the pages and counts that ranking every match gives: ties by name then id, paging, a prefix
+    that several words share, a republished name and a withdrawn service."""
+    bodies = [
+        _at(
+            f"{['Garden', 'Cafe', 'Walking'][n % 3]} group {n % 4}",
+            PRESTON,
+            description=["Gardening together.", "A garden cafe.", "Walks and gardens."][n % 3],
+        )
+        for n in range(14)
+    ]
+    ids = await _publish(directory, *bodies)
+    async with directory.app.state.db.transaction() as session:
+        renamed = {**bodies[0], "id": ids[0], "name": "Aaa garden group"}
+        await store.publish(
+            session, ServiceProposal.model_validate(renamed).with_ids(), identifier="1000001",
+            scheme="GB-CHC", actor="test",
+        )  # fmt: skip
+        await store.withdraw(session, ids[1])
+    searches = [("garden", 1, 5), ("garden", 2, 5), ("garden", 4, 5), ("cafe", 1, 50), ("walk", 1, 3),
+                ("gard", 1, 50), ("nothing", 1, 5)]  # fmt: skip
+
+    async def pages() -> list[Any]:
+        answers = []
+        for word, page, per_page in searches:
+            body = (await directory.get("/services", search=word, page=page, per_page=per_page)).json()
+            answers.append(([item["id"] for item in body["contents"]], body["total_items"]))
+        return answers
+
+    indexed = await pages()
+    assert indexed[0][1] == 13 and indexed[0][0][0] == ids[0] and ids[1] not in indexed[0][0]
+
+    async def full_ranking(*_: Any, **__: Any) -> None:
+        return None
+
+    monkeypatch.setattr("services.directory.queries._lexeme", full_ranking)
+    assert indexed == await pages()
