@@ -62,7 +62,7 @@ class StatementCount:
         self.count += 1
 
 
-async def run(settings: Settings, count: int, *, relay_live: bool = True) -> dict[str, float]:
+async def run(settings: Settings, count: int, *, relay_live: bool = True) -> dict[str, Any]:
     """`relay_live` False: the relay is stopped while the referrals come in, then drains alone."""
     await migrate(
         "triage", settings.database_url_for("triage"), schema=settings.database_schema_for("triage")
@@ -185,7 +185,7 @@ def main() -> None:
         nats = EmbeddedNatsServer(Path(folder) / "nats")
         nats.start()
         try:
-            base = {"nats_url": nats.url, "var_dir": Path(folder) / "var"}
+            base: dict[str, Any] = {"nats_url": nats.url, "var_dir": Path(folder) / "var"}
             modes = [("", True), ("_split_relay", False)] if args.split_relay else [("", True)]
             for suffix, relay_live in modes:
                 report[f"sqlite{suffix}"] = asyncio.run(
