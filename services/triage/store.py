@@ -106,13 +106,19 @@ def person_values(person: Person) -> dict[str, Any]:
 
 
 def _demographics(person: Person) -> identity.Demographics:
-    details = json.loads(person.details)
+    return _demographics_of(person.details, person.birth_date, person.postcode, person.nhs_number)
+
+
+def _demographics_of(
+    details_json: str, birth_date: date, postcode: str | None, nhs_number: str | None
+) -> identity.Demographics:
+    details = json.loads(details_json)
     return identity.Demographics(
         given_name=details.get("given_name", ""),
         family_name=details.get("family_name", ""),
-        birth_date=person.birth_date,
-        postcode=person.postcode,
-        nhs_number=person.nhs_number,
+        birth_date=birth_date,
+        postcode=postcode,
+        nhs_number=nhs_number,
     )
 
 
@@ -171,7 +177,7 @@ class IdentityMatch:
                     "raised_at": utcnow().isoformat(),
                 }
             )
-        if self.created is not None:
+        if self.created is not None and self.created.referral_id != referral.id:
             self.created.referral_id = referral.id
 
 
@@ -202,30 +208,39 @@ async def _near_matches(
         )
     if referred.postcode:
         conditions.append(Person.postcode == referred.postcode)
+    # Only the columns compared, as plain rows: up to 200 ORM people per referral were most of
+    # intake's CPU (building them, then the unit of work looking them over at every flush).
     candidates = (
-        await session.scalars(
-            select(Person)
+        await session.execute(
+            select(Person.id, Person.details, Person.birth_date, Person.postcode, Person.nhs_number)
             .where(or_(*conditions))
             .order_by(Person.birth_date, Person.id)
             .limit(NEAR_CANDIDATES)
         )
     ).all()
+    people = {p.id: _demographics(p) for p in also}
+    for person_id, details, birth_date, postcode, nhs_number in candidates:
+        if person_id not in people:
+            people[person_id] = _demographics_of(details, birth_date, postcode, nhs_number)
     near: dict[str, tuple[str, ...]] = {}
-    for candidate in {p.id: p for p in [*also, *candidates]}.values():
-        if candidate.id == exclude:
+    for person_id, demographics in people.items():
+        if person_id == exclude:
             continue
-        reasons = identity.near_match(referred, _demographics(candidate), ignore_nhs=ignore_nhs)
+        reasons = identity.near_match(referred, demographics, ignore_nhs=ignore_nhs)
         if reasons is not None:
-            near[candidate.id] = reasons
+            near[person_id] = reasons
     return dict(sorted(near.items()))
 
 
-async def match_person(session: AsyncSession, caller: Caller, body: ReferralIn) -> IdentityMatch:
+async def match_person(
+    session: AsyncSession, caller: Caller, body: ReferralIn, *, referral_id: str | None = None
+) -> IdentityMatch:
     """Who the referral is about. A referral never rewrites a person: what it says is kept with
     the referral (`IdentityMatch.record`). NHS number first: a match whose date of birth or name
     disagrees is flagged for identity review (a postcode alone is information); else exactly the
     same name, date of birth and postcode. Near matches are flagged as possible duplicates, never
-    merged."""
+    merged. `referral_id`: the referral's id, known before it is stored, kept on a new person's
+    first version as it is inserted (not by an UPDATE after)."""
     person_in = body.person
     as_referred = person_in.model_dump(mode="json")
     referred = identity.Demographics(
@@ -257,12 +272,14 @@ async def match_person(session: AsyncSession, caller: Caller, body: ReferralIn) 
             near.pop(exact[0].id, None)
             return IdentityMatch(exact[0], "name_dob_postcode", as_referred, near=near)
     # A new person; anyone who may be them is flagged, never merged.
-    person, created = new_person(session, caller, person_in, "As the first referral gave them")
+    person, created = new_person(
+        session, caller, person_in, "As the first referral gave them", referral_id=referral_id
+    )
     return IdentityMatch(person, "new", as_referred, near=near, created=created)
 
 
 def new_person(
-    session: AsyncSession, caller: Caller, person_in: PersonIn, reason: str
+    session: AsyncSession, caller: Caller, person_in: PersonIn, reason: str, *, referral_id: str | None = None
 ) -> tuple[Person, PersonVersion]:
     """A person as a referral gives them, with their first version (who, when, why)."""
     details = person_in.model_dump(mode="json", exclude={"nhs_number", "birth_date", "postcode"})
@@ -289,6 +306,7 @@ def new_person(
         fields=json.dumps(list(PERSON_FIELDS)),
         previous=None,
         new=json.dumps(person_in.model_dump(mode="json")),
+        referral_id=referral_id,
     )
     session.add(created)
     return person, created
@@ -407,7 +425,9 @@ async def submit(
         check_backdating(received_at, now, backdate_limit, body.backdated_reason)
     except DecisionRefused as refusal:
         raise Refused(refusal.field, refusal.message) from None
-    match = await match_person(session, caller, body)  # identity: never rewrites the person
+    referral_id = str(uuid.uuid4())
+    # identity: never rewrites the person
+    match = await match_person(session, caller, body, referral_id=referral_id)
     person, duplicates, matched = match.person, match.duplicates, match.matched_by
     await session.flush()
     age = age_on(body.person.birth_date, london_date(received_at))
@@ -462,7 +482,7 @@ async def submit(
     reaccess = suggestion.route == Route.REACCESS and suggestion.reaccess_episode_id is not None
     status, lifecycle_events = intake_step(reaccess)
     referral = Referral(
-        id=str(uuid.uuid4()),
+        id=referral_id,
         person_id=person.id,
         referring_org=access.owner_of(caller),
         referring_client=caller.client_id,
