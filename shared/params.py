@@ -34,11 +34,12 @@ def bounded_int(raw: str, *, least: int, most: int) -> int | None:
 MAX_PATH_ID = 128
 
 
-def check_path_ids(request: Request) -> None:
+async def check_path_ids(request: Request) -> None:
     """An app-wide dependency: every path parameter of every route (ids above all) is at most
     `MAX_PATH_ID` characters of visible text. A NUL byte failed in PostgreSQL (500) and a very
     long id reached SQL for nothing; both are refused as bad input (422, OperationOutcome under
-    /fhir) before any handler runs, so a new route is covered without doing anything."""
+    /fhir) before any handler runs, so a new route is covered without doing anything. `async`,
+    though it never waits, so FastAPI runs it inline rather than in its thread pool."""
     for name, value in request.path_params.items():
         if name in ("path", "rest"):
             continue  # the gateway's catch-alls (proxy, FHIR): the service reached checks its own
