@@ -250,8 +250,21 @@ async def match_person(
         postcode=person_in.postcode,
         nhs_number=person_in.nhs_number,
     )
+    key = name_key(person_in.given_name, person_in.family_name)
+    same_name_and_birth = and_(Person.name_key == key, Person.birth_date == person_in.birth_date)
+    # One round trip for both lookups: the person with the NHS number (unique) and those with the
+    # same name and date of birth, told apart here (the second matter only when the first is none).
+    known = (
+        await session.scalars(
+            select(Person).where(
+                or_(Person.nhs_number == person_in.nhs_number, same_name_and_birth)
+                if person_in.nhs_number
+                else same_name_and_birth
+            )
+        )
+    ).all()
     if person_in.nhs_number:
-        found = await session.scalar(select(Person).where(Person.nhs_number == person_in.nhs_number))
+        found = next((p for p in known if p.nhs_number == person_in.nhs_number), None)
         if found is not None:
             comparison = identity.compare(_demographics(found), referred)
             near: dict[str, tuple[str, ...]] = {}
@@ -259,12 +272,7 @@ async def match_person(
                 # The NHS number may be the wrong one: who on file looks like the person as referred?
                 near = await _near_matches(session, referred, exclude=found.id, ignore_nhs=True)
             return IdentityMatch(found, "nhs_number", as_referred, comparison, near)
-    key = name_key(person_in.given_name, person_in.family_name)
-    same_name_dob = (
-        await session.scalars(
-            select(Person).where(Person.name_key == key, Person.birth_date == person_in.birth_date)
-        )
-    ).all()
+    same_name_dob = [p for p in known if p.name_key == key and p.birth_date == person_in.birth_date]
     near = await _near_matches(session, referred, same_name_dob)
     if person_in.nhs_number is None:
         exact = [p for p in same_name_dob if p.postcode == person_in.postcode]
