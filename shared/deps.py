@@ -16,7 +16,7 @@ which workers and consumers read too); the default is `shared.sqltypes.utcnow`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar, overload
 
@@ -92,32 +92,34 @@ def service_state(owner: Any, kind: type[State] = ServiceState) -> State:
     return state
 
 
-def state_of(kind: type[S]) -> Callable[[HTTPConnection], S]:
+def state_of(kind: type[S]) -> Callable[[HTTPConnection], Awaitable[S]]:
     """A dependency answering a service's own state subclass: `Annotated[X, Depends(state_of(X))]`."""
 
-    def dependency(connection: HTTPConnection) -> S:
+    async def dependency(connection: HTTPConnection) -> S:
         return service_state(connection, kind)
 
     dependency.__name__ = f"state_of_{kind.__name__}"
     return dependency
 
 
-def state(connection: HTTPConnection) -> ServiceState:
+# These dependencies are `async def` though they never wait: FastAPI runs a plain `def` one in its
+# thread pool, a thread hop (and its CPU) per dependency per request for a field read.
+async def state(connection: HTTPConnection) -> ServiceState:
     return service_state(connection)
 
 
 StateDep = Annotated[ServiceState, Depends(state)]
 
 
-def database(app_state: StateDep) -> Database:
+async def database(app_state: StateDep) -> Database:
     return app_state.db
 
 
-def settings(app_state: StateDep) -> Settings:
+async def settings(app_state: StateDep) -> Settings:
     return app_state.settings
 
 
-def clock(app_state: StateDep) -> Clock:
+async def clock(app_state: StateDep) -> Clock:
     """The service's clock; override this one (`app.dependency_overrides[clock]`) to move "now"
     for every route."""
     return app_state.clock
@@ -126,7 +128,7 @@ def clock(app_state: StateDep) -> Clock:
 ClockDep = Annotated[Clock, Depends(clock)]
 
 
-def now(current: ClockDep) -> datetime:
+async def now(current: ClockDep) -> datetime:
     """The clock read once for a request: every dependant of one request sees the same moment."""
     return current()
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
+from functools import lru_cache
 
 from rapidfuzz.distance import OSA, JaroWinkler
 
@@ -159,9 +160,12 @@ def family_key(family_name: str) -> str:
     return fold(family_name)
 
 
-def _tokens(value: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def _tokens(value: str) -> tuple[str, ...]:
+    # Cached: a referral's names are compared with every near candidate (up to 200), and
+    # folding them each time was most of the comparison's cost. A tuple, so no caller can change it.
     tokens = [fold(part) for part in _SPLIT.split(value)]
-    return [token for token in tokens if token] or [fold(value)]
+    return tuple(token for token in tokens if token) or (fold(value),)
 
 
 def names_equivalent(a: str, b: str) -> bool:
@@ -188,7 +192,7 @@ class NameReason(StrEnum):
     SWAPPED = "given_family_swapped"
 
 
-def _given_reasons(referred: list[str], on_file: list[str]) -> set[NameReason] | None:
+def _given_reasons(referred: tuple[str, ...], on_file: tuple[str, ...]) -> set[NameReason] | None:
     if referred == on_file:
         return set()
     reasons: set[NameReason] = set()
@@ -206,7 +210,7 @@ def _given_reasons(referred: list[str], on_file: list[str]) -> set[NameReason] |
     return reasons
 
 
-def _family_reasons(referred: list[str], on_file: list[str]) -> set[NameReason] | None:
+def _family_reasons(referred: tuple[str, ...], on_file: tuple[str, ...]) -> set[NameReason] | None:
     if "".join(referred) == "".join(on_file):
         return set()  # Smith-Jones = Smith Jones = SmithJones
     a, b = set(referred), set(on_file)

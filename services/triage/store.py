@@ -106,13 +106,19 @@ def person_values(person: Person) -> dict[str, Any]:
 
 
 def _demographics(person: Person) -> identity.Demographics:
-    details = json.loads(person.details)
+    return _demographics_of(person.details, person.birth_date, person.postcode, person.nhs_number)
+
+
+def _demographics_of(
+    details_json: str, birth_date: date, postcode: str | None, nhs_number: str | None
+) -> identity.Demographics:
+    details = json.loads(details_json)
     return identity.Demographics(
         given_name=details.get("given_name", ""),
         family_name=details.get("family_name", ""),
-        birth_date=person.birth_date,
-        postcode=person.postcode,
-        nhs_number=person.nhs_number,
+        birth_date=birth_date,
+        postcode=postcode,
+        nhs_number=nhs_number,
     )
 
 
@@ -171,7 +177,7 @@ class IdentityMatch:
                     "raised_at": utcnow().isoformat(),
                 }
             )
-        if self.created is not None:
+        if self.created is not None and self.created.referral_id != referral.id:
             self.created.referral_id = referral.id
 
 
@@ -202,30 +208,39 @@ async def _near_matches(
         )
     if referred.postcode:
         conditions.append(Person.postcode == referred.postcode)
+    # Only the columns compared, as plain rows: up to 200 ORM people per referral were most of
+    # intake's CPU (building them, then the unit of work looking them over at every flush).
     candidates = (
-        await session.scalars(
-            select(Person)
+        await session.execute(
+            select(Person.id, Person.details, Person.birth_date, Person.postcode, Person.nhs_number)
             .where(or_(*conditions))
             .order_by(Person.birth_date, Person.id)
             .limit(NEAR_CANDIDATES)
         )
     ).all()
+    people = {p.id: _demographics(p) for p in also}
+    for person_id, details, birth_date, postcode, nhs_number in candidates:
+        if person_id not in people:
+            people[person_id] = _demographics_of(details, birth_date, postcode, nhs_number)
     near: dict[str, tuple[str, ...]] = {}
-    for candidate in {p.id: p for p in [*also, *candidates]}.values():
-        if candidate.id == exclude:
+    for person_id, demographics in people.items():
+        if person_id == exclude:
             continue
-        reasons = identity.near_match(referred, _demographics(candidate), ignore_nhs=ignore_nhs)
+        reasons = identity.near_match(referred, demographics, ignore_nhs=ignore_nhs)
         if reasons is not None:
-            near[candidate.id] = reasons
+            near[person_id] = reasons
     return dict(sorted(near.items()))
 
 
-async def match_person(session: AsyncSession, caller: Caller, body: ReferralIn) -> IdentityMatch:
+async def match_person(
+    session: AsyncSession, caller: Caller, body: ReferralIn, *, referral_id: str | None = None
+) -> IdentityMatch:
     """Who the referral is about. A referral never rewrites a person: what it says is kept with
     the referral (`IdentityMatch.record`). NHS number first: a match whose date of birth or name
     disagrees is flagged for identity review (a postcode alone is information); else exactly the
     same name, date of birth and postcode. Near matches are flagged as possible duplicates, never
-    merged."""
+    merged. `referral_id`: the referral's id, known before it is stored, kept on a new person's
+    first version as it is inserted (not by an UPDATE after)."""
     person_in = body.person
     as_referred = person_in.model_dump(mode="json")
     referred = identity.Demographics(
@@ -235,8 +250,21 @@ async def match_person(session: AsyncSession, caller: Caller, body: ReferralIn) 
         postcode=person_in.postcode,
         nhs_number=person_in.nhs_number,
     )
+    key = name_key(person_in.given_name, person_in.family_name)
+    same_name_and_birth = and_(Person.name_key == key, Person.birth_date == person_in.birth_date)
+    # One round trip for both lookups: the person with the NHS number (unique) and those with the
+    # same name and date of birth, told apart here (the second matter only when the first is none).
+    known = (
+        await session.scalars(
+            select(Person).where(
+                or_(Person.nhs_number == person_in.nhs_number, same_name_and_birth)
+                if person_in.nhs_number
+                else same_name_and_birth
+            )
+        )
+    ).all()
     if person_in.nhs_number:
-        found = await session.scalar(select(Person).where(Person.nhs_number == person_in.nhs_number))
+        found = next((p for p in known if p.nhs_number == person_in.nhs_number), None)
         if found is not None:
             comparison = identity.compare(_demographics(found), referred)
             near: dict[str, tuple[str, ...]] = {}
@@ -244,12 +272,7 @@ async def match_person(session: AsyncSession, caller: Caller, body: ReferralIn) 
                 # The NHS number may be the wrong one: who on file looks like the person as referred?
                 near = await _near_matches(session, referred, exclude=found.id, ignore_nhs=True)
             return IdentityMatch(found, "nhs_number", as_referred, comparison, near)
-    key = name_key(person_in.given_name, person_in.family_name)
-    same_name_dob = (
-        await session.scalars(
-            select(Person).where(Person.name_key == key, Person.birth_date == person_in.birth_date)
-        )
-    ).all()
+    same_name_dob = [p for p in known if p.name_key == key and p.birth_date == person_in.birth_date]
     near = await _near_matches(session, referred, same_name_dob)
     if person_in.nhs_number is None:
         exact = [p for p in same_name_dob if p.postcode == person_in.postcode]
@@ -257,12 +280,14 @@ async def match_person(session: AsyncSession, caller: Caller, body: ReferralIn) 
             near.pop(exact[0].id, None)
             return IdentityMatch(exact[0], "name_dob_postcode", as_referred, near=near)
     # A new person; anyone who may be them is flagged, never merged.
-    person, created = new_person(session, caller, person_in, "As the first referral gave them")
+    person, created = new_person(
+        session, caller, person_in, "As the first referral gave them", referral_id=referral_id
+    )
     return IdentityMatch(person, "new", as_referred, near=near, created=created)
 
 
 def new_person(
-    session: AsyncSession, caller: Caller, person_in: PersonIn, reason: str
+    session: AsyncSession, caller: Caller, person_in: PersonIn, reason: str, *, referral_id: str | None = None
 ) -> tuple[Person, PersonVersion]:
     """A person as a referral gives them, with their first version (who, when, why)."""
     details = person_in.model_dump(mode="json", exclude={"nhs_number", "birth_date", "postcode"})
@@ -289,6 +314,7 @@ def new_person(
         fields=json.dumps(list(PERSON_FIELDS)),
         previous=None,
         new=json.dumps(person_in.model_dump(mode="json")),
+        referral_id=referral_id,
     )
     session.add(created)
     return person, created
@@ -407,7 +433,9 @@ async def submit(
         check_backdating(received_at, now, backdate_limit, body.backdated_reason)
     except DecisionRefused as refusal:
         raise Refused(refusal.field, refusal.message) from None
-    match = await match_person(session, caller, body)  # identity: never rewrites the person
+    referral_id = str(uuid.uuid4())
+    # identity: never rewrites the person
+    match = await match_person(session, caller, body, referral_id=referral_id)
     person, duplicates, matched = match.person, match.duplicates, match.matched_by
     await session.flush()
     age = age_on(body.person.birth_date, london_date(received_at))
@@ -462,7 +490,7 @@ async def submit(
     reaccess = suggestion.route == Route.REACCESS and suggestion.reaccess_episode_id is not None
     status, lifecycle_events = intake_step(reaccess)
     referral = Referral(
-        id=str(uuid.uuid4()),
+        id=referral_id,
         person_id=person.id,
         referring_org=access.owner_of(caller),
         referring_client=caller.client_id,
