@@ -6,7 +6,8 @@
    area it calls (services check the exact scope again). 401/403 problem+json otherwise.
 3. Rate limits: a token bucket per client (its registered rate, carried in the token) or, for
    unauthenticated routes, per caller address (shared/http.py: X-Forwarded-For only from
-   CMH_TRUSTED_PROXIES). 429 with Retry-After.
+   CMH_TRUSTED_PROXIES). The people's pages draw on the same buckets from the session middleware
+   (gateway/web/sessions.py), per person once signed in. 429 with Retry-After.
 
 Limits are per gateway replica: with N replicas a client can reach N times its rate.
 
@@ -141,6 +142,19 @@ class RateLimiter:
             return None
         return (1.0 - bucket.tokens) / rate
 
+    def check(self, key: str, per_minute: int) -> None:
+        """Raise 429 with Retry-After unless a request under `key` is allowed now."""
+        wait = self.take(key, per_minute)
+        if wait is not None:
+            retry_after = str(max(1, math.ceil(wait)))
+            raise Problem(
+                429,
+                "Too many requests",
+                f"Rate limit reached; retry after {retry_after} seconds.",
+                type_slug="rate-limited",
+                headers={"Retry-After": retry_after},
+            )
+
     def _prune(self, now: float) -> None:
         self._calls += 1
         if self._calls % 10_000:
@@ -151,10 +165,10 @@ class RateLimiter:
 
 
 class AccessControlMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter) -> None:
         self.app = app
         self.settings = settings
-        self.limiter = RateLimiter()
+        self.limiter = limiter  # shared with the pages' sessions (gateway/web/sessions.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -173,11 +187,11 @@ class AccessControlMiddleware:
 
         try:
             if is_page(path) and not is_web_static(method, path):
-                # The pages authenticate by session (gateway/web/signin.py); each API call they
-                # make for the person comes back through here with the person's token.
-                self._rate_limit(
-                    f"peer:{client_address(scope, self.settings)}", self.settings.rate_limit_per_minute
-                )
+                # The pages authenticate by session (gateway/web/signin.py) and are rate limited
+                # there, once the session is known: per person once signed in (a ward behind one
+                # address is many people), per address before. Each API call a page makes for the
+                # person comes back through here with the person's token.
+                pass
             elif browser_navigation(method, headers) and path not in OPEN_PATHS and not public_read:
                 # A person opening an API address from a plain link: sign in, then its page.
                 location = f"{SIGN_IN}?{urlencode({'next': page_for(path)})}"
@@ -191,7 +205,7 @@ class AccessControlMiddleware:
                 claims = await self._authenticate(scope, headers, path)
                 self._rate_limit(f"client:{claims['sub']}", int(claims.get("cmh_rate") or 0) or None)
         except Problem as problem:
-            await _send_problem(problem, scope, receive, send)
+            await send_problem(problem, scope, receive, send)
             return
 
         await self.app(scope, receive, send)
@@ -217,16 +231,7 @@ class AccessControlMiddleware:
         return claims
 
     def _rate_limit(self, key: str, per_minute: int | None) -> None:
-        wait = self.limiter.take(key, per_minute or self.settings.rate_limit_per_minute)
-        if wait is not None:
-            retry_after = str(max(1, math.ceil(wait)))
-            raise Problem(
-                429,
-                "Too many requests",
-                f"Rate limit reached; retry after {retry_after} seconds.",
-                type_slug="rate-limited",
-                headers={"Retry-After": retry_after},
-            )
+        self.limiter.check(key, per_minute or self.settings.rate_limit_per_minute)
 
     async def _preflight(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -260,7 +265,7 @@ def _with_cors(send: Send) -> Send:
     return send_with_cors
 
 
-async def _send_problem(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:
+async def send_problem(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:
     response = error_response(
         scope["path"],
         problem.status,

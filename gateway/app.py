@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway import audit, fhir, tokens
-from gateway.access import AccessControlMiddleware
+from gateway.access import AccessControlMiddleware, RateLimiter
 from gateway.clients import revoked_since
 from gateway.docs import docs_router
 from gateway.keys import KeyManager
@@ -209,10 +209,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state = GatewayState()  # typed: gateway/state.py
     install_problem_handlers(app)
     # The pages' server-side sessions, innermost: the pages pass access control by path.
-    app.add_middleware(SessionMiddleware, settings=settings)
+    limiter = RateLimiter()  # one set of buckets: API calls by client, pages by person or address
+    app.add_middleware(SessionMiddleware, settings=settings, limiter=limiter)
     # Added last runs first: the request context wraps everything, access control wraps routing.
     app.add_middleware(ConditionalPublicReads)
-    app.add_middleware(AccessControlMiddleware, settings=settings)
+    app.add_middleware(AccessControlMiddleware, settings=settings, limiter=limiter)
     app.add_middleware(HeadAsGetMiddleware)  # outside access control: a HEAD is judged as its GET
     # Header hygiene, body size and read time, no-store/nosniff: before authentication.
     app.add_middleware(

@@ -24,10 +24,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.access import RateLimiter, is_web_static, send_problem
 from gateway.models import WebSessionRow
-from gateway.web.paths import WEB_PREFIX
+from gateway.web.paths import is_page
 from shared.db import Database
-from shared.middleware import WEB_STATIC_PREFIX
+from shared.errors import Problem
+from shared.http import client_address
 from shared.settings import Settings
 from shared.sqltypes import utcnow
 
@@ -92,20 +94,18 @@ class SessionMiddleware:
     """Loads the session of every `/app/` request (static files aside), ages it out, and saves
     it (with the cookie) as the answer starts."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter) -> None:
         self.app = app
         self.settings = settings
+        self.limiter = limiter
         self.cookie = cookie_name(settings)
         self.idle = timedelta(minutes=settings.session_idle_minutes)
         self.absolute = timedelta(hours=settings.session_absolute_hours)
 
     def _applies(self, scope: Scope) -> bool:
         path: str = scope.get("path", "")
-        return (
-            scope["type"] == "http"
-            and (path == WEB_PREFIX or path.startswith(f"{WEB_PREFIX}/"))
-            and not path.startswith(WEB_STATIC_PREFIX)
-        )
+        # The same pages access control leaves to this middleware (gateway/access.py).
+        return scope["type"] == "http" and is_page(path) and not is_web_static(scope["method"], path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._applies(scope):
@@ -113,6 +113,11 @@ class SessionMiddleware:
             return
         db: Database = scope["app"].state.db
         session = await self._load(db, scope)
+        try:
+            self.limiter.check(self._rate_key(scope, session), self.settings.rate_limit_per_minute)
+        except Problem as problem:
+            await send_problem(problem, scope, receive, send)
+            return
         scope["session"] = session.data
         scope.setdefault("state", {})["web_session"] = session
 
@@ -130,6 +135,14 @@ class SessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_session)
+
+    def _rate_key(self, scope: Scope, session: WebSession) -> str:
+        """A signed-in person's pages are limited per person, so the people of a trust behind one
+        address do not share one allowance; anything else (signing in, a stale or forged cookie)
+        per address, as an API call without a token is."""
+        if session.person_id is not None:
+            return f"person:{session.person_id}"
+        return f"peer:{client_address(scope, self.settings)}"
 
     def _cookie(self, value: str, *, max_age: int | None = None) -> str:
         parts = [f"{self.cookie}={value}", "Path=/", "Secure", "HttpOnly", "SameSite=Lax"]

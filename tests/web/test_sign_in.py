@@ -223,6 +223,26 @@ async def test_a_session_is_marked_seen_once_a_minute_not_on_every_request(
     assert await seen() > stale + timedelta(minutes=1)  # written again, so idling is still seen
 
 
+async def test_pages_are_rate_limited_per_person_once_signed_in_and_per_address_before(
+    signin_suite: SignInSuite, browser: Browser
+) -> None:
+    """The people of a trust reach the suite from one address: a signed-in person's pages draw on
+    their own allowance, so others signing in or browsing there cannot use it up, nor they
+    theirs; signing in (no person yet) is limited per address."""
+    signin_suite.settings.rate_limit_per_minute = 60  # bursts of ten
+    await browser.sign_in(ANALYST)  # two page requests at this address, before the person is known
+
+    async with httpx.AsyncClient(base_url=signin_suite.url, timeout=15) as http:
+        anonymous = [(await http.get("/app/sign-in", headers=BROWSER)).status_code for _ in range(12)]
+    assert anonymous[0] == 200 and 429 in anonymous  # the address's allowance, spent
+
+    pages = [await browser.get("/app/") for _ in range(14)]
+    assert [page.status_code for page in pages[:9]] == [200] * 9  # the person's own allowance
+    limited = [page for page in pages if page.status_code == 429]
+    assert limited and int(limited[0].headers["retry-after"]) >= 1
+    assert "Too many requests" in limited[0].text
+
+
 async def test_a_browser_opening_an_api_address_is_sent_to_sign_in_a_program_gets_401(
     signin_suite: SignInSuite, browser: Browser
 ) -> None:
