@@ -921,7 +921,13 @@ def main() -> None:
 
     now = datetime.now(UTC)
     prefix = args.prefix or f"bench_{now:%Y%m%d_%H%M%S}_"
-    var_dir = Path(tempfile.mkdtemp(prefix="cmh-bench-"))
+    # A kept run keeps its var dir beside its schemas: the gateway's signing keys in them are
+    # encrypted with the var dir's key, so `--prefix P --skip-load` needs both.
+    if args.keep or args.prefix:
+        var_dir = Path(tempfile.gettempdir()) / f"cmh-bench-{prefix}var"
+        var_dir.mkdir(exist_ok=True)
+    else:
+        var_dir = Path(tempfile.mkdtemp(prefix="cmh-bench-"))
     os.environ.update({
         "CMH_DATABASE_URL": args.postgres, "CMH_DATABASE_SCHEMA_PREFIX": prefix, "CMH_VAR_DIR": str(var_dir),
         "CMH_LOG_LEVEL": "WARNING", "CMH_TOKEN_LIFETIME_SECONDS": "3600",
@@ -972,7 +978,7 @@ def main() -> None:
         if not args.keep:
             dropped = asyncio.run(drop_schemas(args.postgres, prefix))
             say(f"dropped {len(dropped)} schemas")
-        shutil.rmtree(var_dir, ignore_errors=True)
+            shutil.rmtree(var_dir, ignore_errors=True)
     if not args.no_docs:
         from bench import report as report_module
 

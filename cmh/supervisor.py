@@ -210,7 +210,7 @@ class Supervisor:
             if not self.stopping:
                 self._watch()
         except Exception as exc:
-            say(f"failed: {exc}", sys.stderr)
+            say(f"failed: {exc or type(exc).__name__}", sys.stderr)  # some exceptions say nothing
             return 1
         finally:
             self._stop_all()

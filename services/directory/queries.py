@@ -43,7 +43,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    table,
     text,
     values,
 )
@@ -164,22 +163,8 @@ def _tsquery(words: list[str]) -> ColumnElement[Any]:
     return func.to_tsquery("english", " & ".join(f"{word}:*" for word in words))
 
 
-# The impact-ordered index (PostgreSQL): each lexeme of each service, with its ts_rank as a prefix query.
-RANKS = table("directory_fts_ranks", column("lexeme"), column("score"), column("name"), column("service_id"))
-
-
-def _fts(
-    session: AsyncSession, words: list[str], lexeme: str | None = None
-) -> tuple[Any, ColumnElement[Any]]:
-    """A subquery (service_id, rank) of services matching every word (as a prefix), best first;
-    from the impact-ordered index when the words are one `lexeme` (see `_lexeme`)."""
-    if lexeme is not None:
-        ranked = (
-            select(RANKS.c.service_id, RANKS.c.score.label("rank"))
-            .where(RANKS.c.lexeme == lexeme)
-            .subquery("matched")
-        )
-        return ranked, ranked.c.rank.desc()
+def _fts(session: AsyncSession, words: list[str]) -> tuple[Any, ColumnElement[Any]]:
+    """A subquery (service_id, rank) of services matching every word (as a prefix), best first."""
     fts = text("directory_fts")
     if _sqlite(session):
         subquery = (
@@ -203,10 +188,8 @@ def _fts(
     return subquery, subquery.c.rank.desc()
 
 
-def _matching_ids(session: AsyncSession, words: list[str], lexeme: str | None = None) -> Select[Any]:
+def _matching_ids(session: AsyncSession, words: list[str]) -> Select[Any]:
     """service_id of every match, unranked."""
-    if lexeme is not None:
-        return select(RANKS.c.service_id).where(RANKS.c.lexeme == lexeme)
     if _sqlite(session):
         return (
             select(literal_column("service_id"))
@@ -300,17 +283,17 @@ async def _bounded(
 
 
 def _with_search(
-    session: AsyncSession, query: Select[Any], filters: Filters, lexeme: str | None = None
+    session: AsyncSession, query: Select[Any], filters: Filters
 ) -> tuple[Select[Any], list[Any]]:
     words = search_terms(filters.search or "")
     if not words:
         return query, []
-    matched, order = _fts(session, words, lexeme)
+    matched, order = _fts(session, words)
     return query.join(matched, matched.c.service_id == Service.id), [order]
 
 
 async def _count_services(
-    session: AsyncSession, filters: Filters, words: list[str], conditions: list[Any], lexeme: str | None
+    session: AsyncSession, filters: Filters, words: list[str], conditions: list[Any]
 ) -> int:
     if words and not conditions:
         return await _count_matches(session, words)
@@ -333,7 +316,7 @@ async def _count_services(
         return int(await session.scalar(query) or 0)
     query = select(func.count()).select_from(Service).where(*conditions)
     if words:
-        query = query.where(Service.id.in_(_matching_ids(session, words, lexeme)))
+        query = query.where(Service.id.in_(_matching_ids(session, words)))
     return int(await session.scalar(query) or 0)
 
 
@@ -346,31 +329,29 @@ RANKED_LEXEME = text(
     "(SELECT count(*) FROM directory_fts_ranks r WHERE r.lexeme = q.lexeme), "
     "(SELECT min(r.lexeme) FROM directory_fts_ranks r WHERE r.lexeme > q.lexeme) FROM q"
 )
+RANKED_PAGE = text(
+    "SELECT service_id FROM directory_fts_ranks WHERE lexeme = :lexeme "
+    "ORDER BY score DESC, name, service_id OFFSET :offset LIMIT :limit"
+)
 
 
-async def _lexeme(session: AsyncSession, words: list[str]) -> tuple[str, int] | None:
-    """On PostgreSQL, a one-word search whose prefix query matches exactly one lexeme: that lexeme
-    and how many services hold it. Then every match holds it, and its stored score (the
-    impact-ordered index, directory_fts_ranks) is the match's ts_rank, so the index answers the
-    search exactly. None otherwise (several words, or lexemes sharing the prefix): rank every match."""
+async def _ranked_page(
+    session: AsyncSession, words: list[str], *, offset: int, limit: int
+) -> tuple[list[str], int] | None:
+    """A one-word search with no other filter, on PostgreSQL, from the impact-ordered index
+    (directory_fts_ranks): the page read in (score, name, id) order, the count from the index.
+    Exact when the word's prefix query matches one lexeme only (then every match holds it and its
+    stored score is the match's ts_rank); None otherwise, for the ranking of every match."""
     if _sqlite(session) or len(words) != 1:
         return None
-    lexeme, total, following = (await session.execute(RANKED_LEXEME, {"query": f"{words[0]}:*"})).one()
+    row = (await session.execute(RANKED_LEXEME, {"query": f"{words[0]}:*"})).one()
+    lexeme, total, following = row
     if lexeme is None or (following is not None and following.startswith(lexeme)):
         return None
-    return lexeme, int(total)
-
-
-async def _ranked_page(lexeme: str, session: AsyncSession, *, offset: int, limit: int | None) -> list[str]:
-    """A one-word search's page with no other filter, read in (score, name, id) order from the index."""
-    query = (
-        select(RANKS.c.service_id)
-        .where(RANKS.c.lexeme == lexeme)
-        .order_by(RANKS.c.score.desc(), RANKS.c.name, RANKS.c.service_id)
-        .offset(offset)
-        .limit(limit)
-    )
-    return list((await session.scalars(query)).all())
+    if offset >= total:
+        return [], int(total)
+    page = await session.scalars(RANKED_PAGE, {"lexeme": lexeme, "offset": offset, "limit": limit})
+    return list(page.all()), int(total)
 
 
 async def services(
@@ -382,20 +363,17 @@ async def services(
     narrow rows is what keeps a search over tens of thousands of services fast."""
     words = search_terms(filters.search or "")
     conditions = _service_conditions(filters)
-    indexed = await _lexeme(session, words) if words else None
-    lexeme = indexed[0] if indexed else None
-    if indexed is not None and not conditions:
-        total = indexed[1]
-        if offset >= total:
-            return [], total
-        return await _documents(
-            session, await _ranked_page(indexed[0], session, offset=offset, limit=limit)
-        ), total
-    total = await _count_services(session, filters, words, conditions, lexeme)
+    ranked = None
+    if words and not conditions and limit is not None:
+        ranked = await _ranked_page(session, words, offset=offset, limit=limit)
+    if ranked is not None:
+        page_ids, total = ranked
+        return await _documents(session, page_ids), total
+    total = await _count_services(session, filters, words, conditions)
     if offset >= total:
         return [], total
     ids: list[str] | None = None
-    if words and lexeme is None:
+    if words:
 
         async def page(candidates: Any) -> list[Any]:
             query = (
@@ -412,7 +390,7 @@ async def services(
             session, words, offset=offset, limit=limit, total=total, filtered=bool(conditions), page=page
         )
     if ids is None:
-        query, order = _with_search(session, select(Service.id), filters, lexeme)
+        query, order = _with_search(session, select(Service.id), filters)
         if not words:
             conditions = _service_conditions(filters, key=_name_order_key(session))
         query = query.where(*conditions).order_by(*order, Service.name, Service.id).offset(offset)
@@ -459,11 +437,11 @@ def _within(centre: PlanarFrame, metres: float) -> list[ColumnElement[bool]]:
 
 
 def _sal_query(
-    session: AsyncSession, filters: Filters, *, columns: list[Any] | None = None, lexeme: str | None = None
+    session: AsyncSession, filters: Filters, *, columns: list[Any] | None = None
 ) -> tuple[Select[Any], list[Any]]:
     columns = columns or [ServiceAtLocation.document, Service.document]
     query = select(*columns).join(Service, Service.id == ServiceAtLocation.service_id)
-    query, order = _with_search(session, query, filters, lexeme)
+    query, order = _with_search(session, query, filters)
     query = query.where(*_sal_conditions(filters))
     return query, [*order, *_sal_order(filters)]
 
@@ -483,7 +461,7 @@ def _sal_order(filters: Filters) -> list[Any]:
     return [*order, Service.name, ServiceAtLocation.id]
 
 
-async def _count_sals(session: AsyncSession, filters: Filters, words: list[str], lexeme: str | None) -> int:
+async def _count_sals(session: AsyncSession, filters: Filters, words: list[str]) -> int:
     service_conditions = _service_conditions(filters)
     query = select(func.count()).select_from(ServiceAtLocation)
     if service_conditions:
@@ -496,7 +474,7 @@ async def _count_sals(session: AsyncSession, filters: Filters, words: list[str],
             # Test the locations in the box against the set of matches, rather than look up the
             # locations of every match.
             key = literal_column("+directory_service_at_locations.service_id")
-        query = query.where(key.in_(_matching_ids(session, words, lexeme)))
+        query = query.where(key.in_(_matching_ids(session, words)))
     return int(await session.scalar(query) or 0)
 
 
@@ -528,13 +506,11 @@ async def service_at_locations(
     session: AsyncSession, filters: Filters, *, offset: int, limit: int | None
 ) -> tuple[list[tuple[str, str]], int]:
     words = search_terms(filters.search or "")
-    indexed = await _lexeme(session, words) if words else None
-    lexeme = indexed[0] if indexed else None
-    total = await _count_sals(session, filters, words, lexeme)
+    total = await _count_sals(session, filters, words)
     if offset >= total:
         return [], total
     keys: list[Any] | None = None
-    if words and lexeme is None:
+    if words:
         conditions = _sal_conditions(filters)
 
         async def page(candidates: Any) -> list[Any]:
@@ -552,10 +528,10 @@ async def service_at_locations(
         keys = await _bounded(
             session, words, offset=offset, limit=limit, total=total, filtered=bool(conditions), page=page
         )
-    elif not words and filters.centre is not None and filters.proximity_m is None and limit is not None:
+    elif filters.centre is not None and filters.proximity_m is None and limit is not None:
         keys = await _nearest(session, filters, offset=offset, limit=limit, total=total)
     if keys is None:
-        query, order = _sal_query(session, filters, columns=[ServiceAtLocation.id, Service.id], lexeme=lexeme)
+        query, order = _sal_query(session, filters, columns=[ServiceAtLocation.id, Service.id])
         query = query.order_by(*order).offset(offset)
         if limit is not None:
             query = query.limit(limit)

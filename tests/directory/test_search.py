@@ -238,9 +238,7 @@ async def test_bounded_ranking_and_nearest_first_match_the_full_ordering(
     async def unbounded(*_: Any, **__: Any) -> None:
         return None
 
-    # Few first candidates, so pages come from widened candidate sets. One-word searches on
-    # PostgreSQL otherwise read the impact-ordered index (test_one_word_pages_match_the_full_ranking).
-    monkeypatch.setattr(queries, "_lexeme", unbounded)
+    # Few first candidates, so pages come from widened candidate sets.
     monkeypatch.setattr(queries, "FIRST_CANDIDATES", 1)
     best, calls = queries._best, []
 
@@ -328,5 +326,5 @@ async def test_one_word_pages_match_the_full_ranking(
     async def full_ranking(*_: Any, **__: Any) -> None:
         return None
 
-    monkeypatch.setattr("services.directory.queries._lexeme", full_ranking)
+    monkeypatch.setattr("services.directory.queries._ranked_page", full_ranking)
     assert indexed == await pages()
