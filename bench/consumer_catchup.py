@@ -31,7 +31,7 @@ from nats.js.api import Header
 from cmh.migrations import migrate
 from shared.broker import Broker, ensure_stream
 from shared.consumer import EventConsumer, Subscription
-from shared.db import Database, create_engine
+from shared.db import Database
 from shared.events import CloudEvent, make_event
 from shared.nats_server import EmbeddedNatsServer
 from shared.settings import Settings
@@ -198,24 +198,6 @@ async def _catch_up(
     }
 
 
-async def _drop_schemas(url: str, prefix: str) -> None:
-    from sqlalchemy import text
-
-    engine = create_engine(url, pool_size=1)
-    try:
-        async with engine.begin() as connection:
-            names = (
-                await connection.execute(
-                    text("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE :p"),
-                    {"p": prefix.replace("_", r"\_") + "%"},
-                )
-            ).scalars()
-            for name in list(names):
-                await connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-    finally:
-        await engine.dispose()
-
-
 async def measure(
     *,
     postgres_url: str = DEFAULT_URL,
@@ -260,7 +242,9 @@ async def measure(
                     progress(f"{name}: {json.dumps(results[name])}")
         finally:
             server.stop(graceful=False)
-            await _drop_schemas(postgres_url, prefix)
+            from bench.run import drop_schemas  # the harness's one (bench/run.py imports this module)
+
+            await drop_schemas(postgres_url, prefix)
     total_events = sum(r["events"] for r in results.values())
     total_seconds = sum(r["seconds"] for r in results.values())
     return {
