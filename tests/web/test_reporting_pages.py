@@ -147,9 +147,13 @@ async def test_an_analyst_signs_in_from_the_plain_link_and_sees_the_measures_fil
         await accept(web_suite, made[:5])
 
         async def arrived() -> httpx.Response | None:
+            # Every event projected: the received counts and the five accepted referrals' routes
+            # (decisions and routes are projected from different events, so one can lead).
             page = await browser.get("/app/reporting?by=place")
             rows = referrals_table(page.text)
-            return page if rows[-1][:3] == ["ICB total", "10", "*"] else None
+            routes = tables(page.text).get("Where referrals were sent, across the ICB", [])
+            done = rows[-1][:3] == ["ICB total", "10", "*"] and ["Front door (primary care)", "5"] in routes
+            return page if done else None
 
         page = await eventually(arrived, timeout=30, interval=0.5)
         rows = referrals_table(page.text)
