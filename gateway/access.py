@@ -103,6 +103,12 @@ def is_web_static(method: str, path: str) -> bool:
     )
 
 
+def is_session_page(method: str, path: str) -> bool:
+    """A request for one of the people's pages (not their static files): authenticated and rate
+    limited by the session middleware (gateway/web/sessions.py), not here."""
+    return is_page(path) and not is_web_static(method, path)
+
+
 def is_public_read(method: str, path: str) -> bool:
     """Reads anyone may make without a token: the directory's ORUK feed, the terminology and the
     pages' static files."""
@@ -185,14 +191,16 @@ class AccessControlMiddleware:
                 return
             send = _with_cors(send)
 
+        if is_session_page(method, path):
+            # The pages authenticate by session (gateway/web/signin.py) and are rate limited there,
+            # once the session is known: per person once signed in (a ward behind one address is
+            # many people), per address before. Each API call a page makes for the person comes
+            # back through here with the person's token.
+            await self.app(scope, receive, send)
+            return
+
         try:
-            if is_page(path) and not is_web_static(method, path):
-                # The pages authenticate by session (gateway/web/signin.py) and are rate limited
-                # there, once the session is known: per person once signed in (a ward behind one
-                # address is many people), per address before. Each API call a page makes for the
-                # person comes back through here with the person's token.
-                pass
-            elif browser_navigation(method, headers) and path not in OPEN_PATHS and not public_read:
+            if browser_navigation(method, headers) and path not in OPEN_PATHS and not public_read:
                 # A person opening an API address from a plain link: sign in, then its page.
                 location = f"{SIGN_IN}?{urlencode({'next': page_for(path)})}"
                 await RedirectResponse(location, status_code=303)(scope, receive, send)

@@ -24,9 +24,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.access import RateLimiter, is_web_static, send_problem
+from gateway.access import RateLimiter, is_session_page, send_problem
 from gateway.models import WebSessionRow
-from gateway.web.paths import is_page
 from shared.db import Database
 from shared.errors import Problem
 from shared.http import client_address
@@ -104,8 +103,7 @@ class SessionMiddleware:
 
     def _applies(self, scope: Scope) -> bool:
         path: str = scope.get("path", "")
-        # The same pages access control leaves to this middleware (gateway/access.py).
-        return scope["type"] == "http" and is_page(path) and not is_web_static(scope["method"], path)
+        return scope["type"] == "http" and is_session_page(scope["method"], path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._applies(scope):
